@@ -1,0 +1,172 @@
+//! `migrate.toml` and the command-line overrides, turned into settings that make sense.
+//!
+//! Raw settings are read as written (every field optional); `Settings` is what the rest of the
+//! program sees, with defaults filled in and every value checked.
+
+use crate::error::Error;
+use crate::files::TransactionMode;
+use crate::lint::Level;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A PostgreSQL server version, major and minor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PgVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl PgVersion {
+    pub const DEFAULT: PgVersion = PgVersion { major: 15, minor: 0 };
+
+    pub fn at_least(&self, major: u32) -> bool {
+        self.major >= major
+    }
+}
+
+impl std::str::FromStr for PgVersion {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a PostgreSQL version; write it as 15 or 14.3");
+        let mut parts = s.trim().split('.');
+        let major: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let minor: u32 = match parts.next() {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None => 0,
+        };
+        // 9.6 style versions: the first two parts are the major version.
+        let (major, minor) = if major == 9 {
+            (9, minor)
+        } else {
+            (major, minor)
+        };
+        if !(9..=99).contains(&major) || parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(PgVersion { major, minor })
+    }
+}
+
+impl fmt::Display for PgVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// A rule's configured level, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleSetting {
+    Off,
+    Info,
+    Warning,
+    Error,
+}
+
+/// `migrate.toml` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub migrations: Option<PathBuf>,
+    pub pg_version: Option<toml::Value>,
+    pub transaction: Option<TransactionMode>,
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleSetting>,
+}
+
+/// Validated settings for linting and planning.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub migrations_dir: PathBuf,
+    pub pg_version: PgVersion,
+    pub transaction: TransactionMode,
+    /// Per-rule level overrides; `None` turns a rule off.
+    pub rule_levels: BTreeMap<&'static str, Option<Level>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            migrations_dir: PathBuf::from("migrations"),
+            pg_version: PgVersion::DEFAULT,
+            transaction: TransactionMode::PerFile,
+            rule_levels: BTreeMap::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `migrate.toml` from `path` (an explicit `--config` must exist; the default one may not).
+    pub fn load(path: Option<&Path>) -> Result<(Settings, RawConfig), Error> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("migrate.toml"), false),
+        };
+        let raw = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<RawConfig>(&text).map_err(|e| Error::Config {
+                path: path.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => RawConfig::default(),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let settings = Settings::from_raw(&raw).map_err(|message| Error::Config { path, message })?;
+        Ok((settings, raw))
+    }
+
+    pub fn from_raw(raw: &RawConfig) -> Result<Settings, String> {
+        let mut s = Settings::default();
+        if let Some(m) = &raw.migrations {
+            s.migrations_dir = m.clone();
+        }
+        if let Some(v) = &raw.pg_version {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => format!("{other:?}"),
+            };
+            s.pg_version = text.parse().map_err(|e| format!("pg_version: {e}"))?;
+        }
+        if let Some(t) = raw.transaction {
+            s.transaction = t;
+        }
+        for (id, setting) in &raw.rules {
+            let Some(rule) = crate::lint::rules::find(id) else {
+                return Err(format!(
+                    "[rules]: there is no rule `{id}`; `migrate rules` lists them"
+                ));
+            };
+            let level = match setting {
+                RuleSetting::Off => None,
+                RuleSetting::Info => Some(Level::Info),
+                RuleSetting::Warning => Some(Level::Warning),
+                RuleSetting::Error => Some(Level::Error),
+            };
+            s.rule_levels.insert(rule.id(), level);
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!("14.3".parse::<PgVersion>().unwrap(), PgVersion { major: 14, minor: 3 });
+        assert_eq!("16".parse::<PgVersion>().unwrap(), PgVersion { major: 16, minor: 0 });
+        assert!("sixteen".parse::<PgVersion>().is_err());
+        assert!("1.2.3".parse::<PgVersion>().is_err());
+    }
+
+    #[test]
+    fn unknown_rule_is_an_error() {
+        let raw: RawConfig = toml::from_str("[rules]\nno-such-rule = \"off\"").unwrap();
+        let err = Settings::from_raw(&raw).unwrap_err();
+        assert!(err.contains("no-such-rule"), "{err}");
+    }
+}

@@ -1,0 +1,30 @@
+//! The library's typed errors: each names the file or setting at fault and what to do.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: the file is not valid UTF-8; save it as UTF-8")]
+    NotUtf8(PathBuf),
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+impl Error {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

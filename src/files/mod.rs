@@ -1,0 +1,247 @@
+//! Finding migration files in the layouts teams already have, in order, with the transaction
+//! each one runs in.
+//!
+//! Layouts: `0001_name.sql`, `0001_name.up.sql` (down files skipped), Flyway `V1__name.sql`
+//! (undo `U1__` files skipped), and diesel's `<dir>/up.sql`. Files sort by name with numbers
+//! compared as numbers, so `V2` comes before `V10`.
+
+use crate::error::Error;
+use crate::sql::SqlSource;
+use serde::Serialize;
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+/// Whether a migration file runs inside one transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransactionMode {
+    /// The whole file is one transaction (the default of most runners).
+    PerFile,
+    /// Each statement commits on its own.
+    None,
+}
+
+/// A migration file, read and parsed.
+#[derive(Debug, Clone)]
+pub struct MigrationFile {
+    pub path: PathBuf,
+    /// The migration's name: the file stem, or the directory for diesel's `up.sql`.
+    pub name: String,
+    pub transaction: TransactionMode,
+    /// Why the file runs outside a transaction, when it opted out itself.
+    pub opt_out: Option<String>,
+    pub source: SqlSource,
+}
+
+/// One migration found in a directory listing, not yet read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationEntry {
+    pub path: PathBuf,
+    pub name: String,
+}
+
+/// What `migrate plan PATH…` is asked to lint: each target with the migrations before it.
+#[derive(Debug, Clone)]
+pub struct LintTarget {
+    /// Earlier migrations of the same directory, replayed into the catalog only.
+    pub context: Vec<MigrationEntry>,
+    pub entries: Vec<MigrationEntry>,
+}
+
+/// Resolves command-line paths into lint targets. A directory lints all its migrations; a file
+/// lints that file with the earlier files of its directory as context.
+pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
+    let mut targets = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            targets.push(LintTarget {
+                context: Vec::new(),
+                entries: list_dir(path)?,
+            });
+        } else {
+            let (dir, me) = entry_for_file(path);
+            let siblings = match &dir {
+                Some(d) => list_dir(d).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let context = siblings
+                .into_iter()
+                .filter(|e| natural_cmp(&e.name, &me.name) == Ordering::Less && e.path != me.path)
+                .collect();
+            targets.push(LintTarget {
+                context,
+                entries: vec![me],
+            });
+        }
+    }
+    Ok(targets)
+}
+
+fn entry_for_file(path: &Path) -> (Option<PathBuf>, MigrationEntry) {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if file_name == "up.sql" {
+        if let Some(parent) = path.parent() {
+            let name = parent
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return (
+                parent.parent().map(Path::to_path_buf),
+                MigrationEntry { path: path.to_path_buf(), name },
+            );
+        }
+    }
+    (
+        path.parent().map(Path::to_path_buf),
+        MigrationEntry {
+            path: path.to_path_buf(),
+            name: migration_name(&file_name),
+        },
+    )
+}
+
+/// The migrations of a directory, in order.
+pub fn list_dir(dir: &Path) -> Result<Vec<MigrationEntry>, Error> {
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            let up = path.join("up.sql");
+            if up.is_file() {
+                out.push(MigrationEntry { path: up, name: file_name });
+            }
+        } else if is_up_migration(&file_name) {
+            out.push(MigrationEntry {
+                name: migration_name(&file_name),
+                path,
+            });
+        }
+    }
+    out.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    Ok(out)
+}
+
+fn is_up_migration(file_name: &str) -> bool {
+    let lower = file_name.to_ascii_lowercase();
+    if !lower.ends_with(".sql") || lower.ends_with(".down.sql") || lower == "down.sql" {
+        return false;
+    }
+    // Flyway undo migrations: U1__name.sql.
+    let b = file_name.as_bytes();
+    !(b.first() == Some(&b'U') && b.get(1).is_some_and(u8::is_ascii_digit) && file_name.contains("__"))
+}
+
+fn migration_name(file_name: &str) -> String {
+    let stem = file_name.strip_suffix(".sql").or_else(|| file_name.strip_suffix(".SQL")).unwrap_or(file_name);
+    stem.strip_suffix(".up").unwrap_or(stem).to_string()
+}
+
+/// Compares names with runs of digits compared as numbers.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, _) => return Ordering::Less,
+            (_, None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let na = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let nb = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (da, db) = (trim_zeros(&a[..na]), trim_zeros(&b[..nb]));
+                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db)).then_with(|| na.cmp(&nb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[na..];
+                b = &b[nb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let n = d.iter().take_while(|&&c| c == b'0').count();
+    &d[n.min(d.len().saturating_sub(1))..]
+}
+
+/// Reads and parses a migration, deciding the transaction it runs in.
+pub fn load(entry: &MigrationEntry, default_mode: TransactionMode) -> Result<MigrationFile, Error> {
+    let bytes = std::fs::read(&entry.path).map_err(|e| Error::io(&entry.path, e))?;
+    let text = String::from_utf8(bytes).map_err(|_| Error::NotUtf8(entry.path.clone()))?;
+    let opt_out = transaction_opt_out(&entry.path, &text);
+    let transaction = if opt_out.is_some() { TransactionMode::None } else { default_mode };
+    Ok(MigrationFile {
+        path: entry.path.clone(),
+        name: entry.name.clone(),
+        transaction,
+        opt_out,
+        source: SqlSource::parse(text),
+    })
+}
+
+/// The runner-specific ways a file says it must not run in a transaction.
+fn transaction_opt_out(path: &Path, text: &str) -> Option<String> {
+    let first_line = text.lines().next().unwrap_or("").trim();
+    if first_line == "-- no-transaction" {
+        return Some("first line `-- no-transaction` (sqlx)".into());
+    }
+    for line in text.lines().map(str::trim).filter(|l| l.starts_with("--")) {
+        let body = line.trim_start_matches('-').trim();
+        if body == "migrate:no-transaction" {
+            return Some("`-- migrate:no-transaction`".into());
+        }
+        if body.starts_with("migrate:up") && body.contains("transaction:false") {
+            return Some("`-- migrate:up transaction:false` (dbmate)".into());
+        }
+    }
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if file_name.contains(".autocommit.") {
+        return Some("`.autocommit.` in the file name".into());
+    }
+    if file_name == "up.sql" {
+        if let Some(meta) = path.parent().map(|p| p.join("metadata.toml")) {
+            if let Ok(s) = std::fs::read_to_string(&meta) {
+                if let Ok(v) = s.parse::<toml::Table>() {
+                    if v.get("run_in_transaction").and_then(toml::Value::as_bool) == Some(false) {
+                        return Some("`run_in_transaction = false` in metadata.toml (diesel)".into());
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["V10__c", "V2__b", "V1__a", "0002_x", "0010_y", "0001_z"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, vec!["0001_z", "0002_x", "0010_y", "V1__a", "V2__b", "V10__c"]);
+    }
+
+    #[test]
+    fn up_and_down_files() {
+        assert!(is_up_migration("0001_x.sql"));
+        assert!(is_up_migration("0001_x.up.sql"));
+        assert!(is_up_migration("V1__x.sql"));
+        assert!(!is_up_migration("0001_x.down.sql"));
+        assert!(!is_up_migration("U1__x.sql"));
+        assert!(!is_up_migration("notes.txt"));
+        assert_eq!(migration_name("0001_x.up.sql"), "0001_x");
+    }
+}

@@ -1,0 +1,13 @@
+//! migrate: zero-downtime PostgreSQL schema changes by expand and contract.
+//!
+//! Data flows one way: files → statements (`sql`) → operations (`model`) → findings (`lint`)
+//! and plan (`plan`) → reports (`report`). A rule never talks to the database.
+
+pub mod analyze;
+pub mod config;
+pub mod error;
+pub mod files;
+pub mod lint;
+pub mod model;
+pub mod plan;
+pub mod sql;

@@ -1,0 +1,66 @@
+use crate::lint::{Finding, Rule, StmtCtx};
+use crate::model::{ConstraintKind, Operation};
+
+crate::declare_rule! {
+    /// `ADD CONSTRAINT` CHECK or FOREIGN KEY without `NOT VALID` on an existing table.
+    ///
+    /// ## What it catches
+    /// A check or foreign key constraint added to a table that may hold rows, validated at once.
+    ///
+    /// ## Why it hurts
+    /// Validation scans the whole table while holding the constraint's lock: ACCESS EXCLUSIVE
+    /// for a CHECK (no reads or writes), SHARE ROW EXCLUSIVE on both tables for a foreign key
+    /// (no writes to either).
+    ///
+    /// ## Example
+    /// ```sql
+    /// ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id);
+    /// ```
+    ///
+    /// ## Instead
+    /// `ADD CONSTRAINT … NOT VALID` (brief lock, checks new writes), then in a later transaction
+    /// `VALIDATE CONSTRAINT …`, which only takes SHARE UPDATE EXCLUSIVE. The plan does this.
+    pub struct ConstraintMissingNotValid => "constraint-missing-not-valid", Warning;
+}
+
+impl Rule for ConstraintMissingNotValid {
+    fn meta(&self) -> &'static crate::lint::RuleMeta {
+        &Self::META
+    }
+
+    fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
+        for op in ctx.ops {
+            let Operation::AddConstraint { table, constraint, .. } = op else { continue };
+            if constraint.not_valid || !ctx.is_live_table(table) {
+                continue;
+            }
+            let (kind, lock) = match &constraint.kind {
+                ConstraintKind::Check { .. } => ("CHECK", "ACCESS EXCLUSIVE: no reads or writes"),
+                ConstraintKind::ForeignKey { .. } => ("FOREIGN KEY", "SHARE ROW EXCLUSIVE on both tables: no writes"),
+                _ => continue,
+            };
+            out.push(ctx.finding(
+                &Self::META,
+                format!("{kind} constraint on {table} is validated at once, scanning the table under {lock}"),
+                "add it NOT VALID, then VALIDATE CONSTRAINT in a separate transaction (the plan does)",
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lint::testing::*;
+
+    #[test]
+    fn fires_on_validated_check_and_fk() {
+        fires("constraint-missing-not-valid", &[USERS], "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0);");
+        fires("constraint-missing-not-valid", &[USERS], "ALTER TABLE users ADD CONSTRAINT org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);");
+    }
+
+    #[test]
+    fn silent_with_not_valid_or_new_table() {
+        silent("constraint-missing-not-valid", &[USERS], "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0) NOT VALID;");
+        silent("constraint-missing-not-valid", &[], "CREATE TABLE t (a int);\nALTER TABLE t ADD CONSTRAINT c CHECK (a > 0);");
+    }
+}

@@ -1,0 +1,73 @@
+use crate::lint::{FileCtx, Finding, Rule};
+use crate::model::Operation;
+use std::collections::HashMap;
+
+crate::declare_rule! {
+    /// Several `ALTER TABLE` statements on one table that could be one.
+    ///
+    /// ## What it catches
+    /// Two or more ALTER TABLE statements on the same live table in one migration, when their
+    /// actions can be combined into a single statement.
+    ///
+    /// ## Why it hurts
+    /// Each statement queues for its own ACCESS EXCLUSIVE lock (outside a transaction), or
+    /// stretches the time it is held; one statement takes it once and, for rewriting actions,
+    /// rewrites the table once.
+    ///
+    /// ## Example
+    /// ```sql
+    /// ALTER TABLE users ADD COLUMN a int;
+    /// ALTER TABLE users ADD COLUMN b int;
+    /// ```
+    ///
+    /// ## Instead
+    /// `ALTER TABLE users ADD COLUMN a int, ADD COLUMN b int;`
+    pub struct MultipleAlterTable => "multiple-alter-table", Info;
+}
+
+impl Rule for MultipleAlterTable {
+    fn meta(&self) -> &'static crate::lint::RuleMeta {
+        &Self::META
+    }
+
+    fn check_file(&self, ctx: &FileCtx, out: &mut Vec<Finding>) {
+        let mut first: HashMap<(String, String), usize> = HashMap::new();
+        for s in ctx.statements {
+            let combinable = !s.ops.is_empty()
+                && s.ops.iter().all(|o| {
+                    o.is_alter_table()
+                        && !matches!(o, Operation::ValidateConstraint { .. } | Operation::AttachPartition { .. } | Operation::DetachPartition { .. })
+                });
+            let Some(table) = s.ops.first().and_then(Operation::table) else { continue };
+            if !combinable || s.new_tables.iter().any(|t| t.key() == table.key()) {
+                continue;
+            }
+            match first.get(&table.key()) {
+                Some(line) => out.push(ctx.finding_at(
+                    &Self::META,
+                    s,
+                    format!("{table} is altered again (first on line {line})"),
+                    "combine the actions into one ALTER TABLE, separated by commas",
+                )),
+                None => {
+                    first.insert(table.key(), s.line);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::lint::testing::*;
+
+    #[test]
+    fn fires_on_two_alters() {
+        fires("multiple-alter-table", &[USERS], "ALTER TABLE users ADD COLUMN a int;\nALTER TABLE users ADD COLUMN b int;");
+    }
+
+    #[test]
+    fn silent_on_one_or_different_tables() {
+        silent("multiple-alter-table", &[USERS], "ALTER TABLE users ADD COLUMN a int, ADD COLUMN b int;\nALTER TABLE orgs ADD COLUMN c int;");
+    }
+}

@@ -1,0 +1,874 @@
+//! Parse tree → operations.
+
+use super::locks::LockLevel;
+use super::types::{canonical, is_known_non_volatile};
+use super::*;
+use pg_query::protobuf::{
+    self, AlterTableType, ConstrType, DropBehavior, ObjectType, ReindexObjectType, TransactionStmtKind,
+};
+use pg_query::{Node, NodeEnum};
+
+/// The operations a statement means, each with the SQL that performs it alone (the statement's
+/// own text, or for one action of a multi-action `ALTER TABLE` that action deparsed).
+pub fn operations(tree: &NodeEnum, text: &str) -> Vec<(Operation, String)> {
+    if let NodeEnum::AlterTableStmt(s) = tree {
+        return alter_table(s, text.trim());
+    }
+    operations_of(tree, text)
+        .into_iter()
+        .map(|op| (op, text.trim().to_string()))
+        .collect()
+}
+
+fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
+    use NodeEnum as N;
+    match tree {
+        N::CreateStmt(s) => vec![create_table(s)],
+        N::CreateTableAsStmt(s) => {
+            let table = s
+                .into
+                .as_ref()
+                .and_then(|i| i.rel.as_ref())
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?"));
+            vec![Operation::CreateTableAs {
+                table,
+                materialized_view: s.objtype() == ObjectType::ObjectMatview,
+            }]
+        }
+        N::SelectStmt(s) => match s.into_clause.as_ref().and_then(|i| i.rel.as_ref()) {
+            Some(rel) => vec![Operation::CreateTableAs {
+                table: range_var(rel),
+                materialized_view: false,
+            }],
+            None => vec![other("SELECT")],
+        },
+        N::IndexStmt(s) => vec![create_index(s, text)],
+        N::DropStmt(s) => vec![drop(s)],
+        N::DropdbStmt(s) => vec![Operation::Drop {
+            kind: ObjectKind::Database,
+            names: vec![QualifiedName::new(None, &s.dbname)],
+            cascade: false,
+            if_exists: s.missing_ok,
+        }],
+        N::RenameStmt(s) => vec![rename(s)],
+        N::AlterEnumStmt(s) => {
+            let ty = names(&s.type_name);
+            if s.old_val.is_empty() {
+                vec![Operation::AddEnumValue {
+                    ty,
+                    value: s.new_val.clone(),
+                }]
+            } else {
+                vec![Operation::RenameEnumValue {
+                    ty,
+                    from: s.old_val.clone(),
+                    to: s.new_val.clone(),
+                }]
+            }
+        }
+        N::CreateEnumStmt(s) => vec![Operation::CreateEnum {
+            ty: names(&s.type_name),
+            values: strings(&s.vals),
+        }],
+        N::CreateDomainStmt(s) => vec![Operation::CreateDomain {
+            ty: names(&s.domainname),
+            has_check: s.constraints.iter().any(|c| {
+                matches!(&c.node, Some(N::Constraint(k)) if k.contype() == ConstrType::ConstrCheck)
+            }),
+        }],
+        N::AlterDomainStmt(s) if s.subtype == "C" => {
+            let not_valid = matches!(s.def.as_deref().and_then(|d| d.node.as_ref()), Some(N::Constraint(c)) if c.skip_validation);
+            vec![Operation::AlterDomainAddConstraint {
+                ty: names(&s.type_name),
+                not_valid,
+            }]
+        }
+        N::TransactionStmt(s) => {
+            use TransactionStmtKind as K;
+            let kind = match s.kind() {
+                K::TransStmtBegin | K::TransStmtStart => TxControl::Begin,
+                K::TransStmtCommit | K::TransStmtCommitPrepared => TxControl::Commit,
+                K::TransStmtRollback | K::TransStmtRollbackPrepared => TxControl::Rollback,
+                K::TransStmtSavepoint => TxControl::Savepoint,
+                K::TransStmtRelease => TxControl::Release,
+                K::TransStmtRollbackTo => TxControl::RollbackTo,
+                K::TransStmtPrepare | K::Undefined => TxControl::Prepare,
+            };
+            vec![Operation::Transaction(kind)]
+        }
+        N::VacuumStmt(s) if s.is_vacuumcmd => {
+            let full = s
+                .options
+                .iter()
+                .any(|o| matches!(&o.node, Some(N::DefElem(d)) if d.defname == "full" && def_is_true(d)));
+            let tables = s
+                .rels
+                .iter()
+                .filter_map(|r| match &r.node {
+                    Some(N::VacuumRelation(v)) => v.relation.as_ref().map(range_var),
+                    _ => None,
+                })
+                .collect();
+            vec![Operation::Vacuum { tables, full }]
+        }
+        N::VacuumStmt(_) => vec![other("ANALYZE")],
+        N::ClusterStmt(s) => vec![Operation::Cluster {
+            table: s.relation.as_ref().map(range_var),
+        }],
+        N::LockStmt(s) => vec![Operation::LockTable {
+            tables: range_vars(&s.relations),
+            mode: LockLevel::from_pg(s.mode),
+        }],
+        N::TruncateStmt(s) => vec![Operation::Truncate {
+            tables: range_vars(&s.relations),
+            cascade: s.behavior() == DropBehavior::DropCascade,
+        }],
+        N::ReindexStmt(s) => {
+            let concurrently = s
+                .params
+                .iter()
+                .any(|o| matches!(&o.node, Some(N::DefElem(d)) if d.defname == "concurrently" && def_is_true(d)));
+            let target = match &s.relation {
+                Some(r) => range_var(r).sql(),
+                None => s.name.clone(),
+            };
+            vec![Operation::Reindex {
+                target,
+                table_level: s.kind() != ReindexObjectType::ReindexObjectIndex,
+                concurrently,
+            }]
+        }
+        N::UpdateStmt(s) => {
+            let table = s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?"));
+            let sets = s
+                .target_list
+                .iter()
+                .filter_map(|t| match &t.node {
+                    Some(N::ResTarget(r)) => Some((
+                        r.name.clone(),
+                        r.val.as_deref().map(expr_sql).unwrap_or_default(),
+                    )),
+                    _ => None,
+                })
+                .collect();
+            vec![Operation::Update {
+                table,
+                sets,
+                filter: s.where_clause.as_deref().map(expr_sql),
+                has_from: !s.from_clause.is_empty() || s.with_clause.is_some(),
+            }]
+        }
+        N::DeleteStmt(s) => vec![Operation::Delete {
+            table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            has_where: s.where_clause.is_some(),
+        }],
+        N::InsertStmt(s) => {
+            let from_select = matches!(
+                s.select_stmt.as_deref().and_then(|n| n.node.as_ref()),
+                Some(N::SelectStmt(sel)) if sel.values_lists.is_empty()
+            );
+            vec![Operation::Insert {
+                table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+                from_select,
+            }]
+        }
+        N::VariableSetStmt(s) => vec![Operation::SetVariable {
+            name: s.name.clone(),
+            local: s.is_local,
+        }],
+        N::CreateTrigStmt(s) => match &s.relation {
+            Some(r) => vec![Operation::CreateTrigger { table: range_var(r) }],
+            None => vec![other("CREATE TRIGGER")],
+        },
+        N::ViewStmt(s) => vec![Operation::CreateView {
+            view: s.view.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+        }],
+        N::RefreshMatViewStmt(s) => vec![Operation::RefreshMaterializedView {
+            view: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            concurrently: s.concurrent,
+        }],
+        N::DoStmt(_) => vec![Operation::Opaque { what: "DO block".into() }],
+        N::CreateFunctionStmt(s) => vec![Operation::Opaque {
+            what: if s.is_procedure { "CREATE PROCEDURE" } else { "CREATE FUNCTION" }.into(),
+        }],
+        N::CallStmt(_) => vec![Operation::Opaque { what: "CALL".into() }],
+        N::ExecuteStmt(_) => vec![Operation::Opaque { what: "EXECUTE".into() }],
+        N::CreateSchemaStmt(_) => vec![other("CREATE SCHEMA")],
+        N::CreateSeqStmt(_) => vec![other("CREATE SEQUENCE")],
+        N::AlterSeqStmt(_) => vec![other("ALTER SEQUENCE")],
+        N::CreateExtensionStmt(_) => vec![other("CREATE EXTENSION")],
+        N::CommentStmt(_) => vec![other("COMMENT")],
+        N::GrantStmt(_) => vec![other("GRANT")],
+        N::CopyStmt(_) => vec![other("COPY")],
+        _ => vec![other(&statement_tag(tree))],
+    }
+}
+
+fn other(what: &str) -> Operation {
+    Operation::Other { what: what.into() }
+}
+
+/// A readable name for a statement kind, from its node name (`CreatePolicyStmt` → `CREATE POLICY`).
+fn statement_tag(tree: &NodeEnum) -> String {
+    let dbg = format!("{tree:?}");
+    let name = dbg.split('(').next().unwrap_or("statement").trim_end_matches("Stmt");
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+fn def_is_true(d: &protobuf::DefElem) -> bool {
+    match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
+        None => true,
+        Some(NodeEnum::Boolean(b)) => b.boolval,
+        Some(NodeEnum::Integer(i)) => i.ival != 0,
+        Some(NodeEnum::String(s)) => !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0"),
+        _ => true,
+    }
+}
+
+pub(crate) fn strings(nodes: &[Node]) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn names(nodes: &[Node]) -> QualifiedName {
+    let parts = strings(nodes);
+    match parts.as_slice() {
+        [] => QualifiedName::new(None, "?"),
+        [name] => QualifiedName::new(None, name),
+        [.., schema, name] => QualifiedName::new(Some(schema), name),
+    }
+}
+
+pub(crate) fn range_var(rv: &protobuf::RangeVar) -> QualifiedName {
+    QualifiedName::new(Some(&rv.schemaname), &rv.relname)
+}
+
+fn range_vars(nodes: &[Node]) -> Vec<QualifiedName> {
+    nodes
+        .iter()
+        .filter_map(|n| match &n.node {
+            Some(NodeEnum::RangeVar(r)) => Some(range_var(r)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Deparses an expression by wrapping it in `SELECT expr`.
+pub fn expr_sql(node: &Node) -> String {
+    let target = protobuf::ResTarget {
+        val: Some(Box::new(node.clone())),
+        ..Default::default()
+    };
+    // Enum fields must hold real values: libpg_query asserts on 0 ("undefined").
+    let select = protobuf::SelectStmt {
+        target_list: vec![Node {
+            node: Some(NodeEnum::ResTarget(Box::new(target))),
+        }],
+        limit_option: protobuf::LimitOption::Default as i32,
+        op: protobuf::SetOperation::SetopNone as i32,
+        ..Default::default()
+    };
+    let result = protobuf::ParseResult {
+        version: 0,
+        stmts: vec![protobuf::RawStmt {
+            stmt: Some(Box::new(Node {
+                node: Some(NodeEnum::SelectStmt(Box::new(select))),
+            })),
+            stmt_location: 0,
+            stmt_len: 0,
+        }],
+    };
+    match pg_query::deparse(&result, Default::default()) {
+        Ok(s) => s.strip_prefix("SELECT ").unwrap_or(&s).to_string(),
+        Err(_) => "<expression>".to_string(),
+    }
+}
+
+/// An expression with its volatility, found by walking its tree for function calls.
+pub fn expr(node: &Node) -> Expr {
+    let sql = expr_sql(node);
+    let value = serde_json::to_value(node).unwrap_or_default();
+    let mut volatility = Volatility::Constant;
+    let mut volatile_fn = None;
+    walk_json(&value, &mut |key, v| match key {
+        "FuncCall" => {
+            let func = v
+                .get("funcname")
+                .and_then(|f| f.as_array())
+                .and_then(|a| a.last())
+                .and_then(|n| n.pointer("/node/String/sval"))
+                .and_then(|s| s.as_str())
+                .unwrap_or("?")
+                .to_string();
+            if is_known_non_volatile(&func) {
+                volatility = volatility.max_with(Volatility::Stable);
+            } else {
+                volatility = Volatility::Volatile;
+                volatile_fn.get_or_insert(format!("{func}()"));
+            }
+        }
+        "SqlvalueFunction" | "ColumnRef" | "ParamRef" => {
+            volatility = volatility.max_with(Volatility::Stable);
+        }
+        "SubLink" => {
+            volatility = Volatility::Volatile;
+            volatile_fn.get_or_insert("a subquery".to_string());
+        }
+        _ => {}
+    });
+    Expr {
+        sql,
+        volatility,
+        volatile_fn,
+    }
+}
+
+impl Volatility {
+    fn max_with(self, other: Volatility) -> Volatility {
+        use Volatility::*;
+        match (self, other) {
+            (Volatile, _) | (_, Volatile) => Volatile,
+            (Stable, _) | (_, Stable) => Stable,
+            _ => Constant,
+        }
+    }
+}
+
+fn walk_json(v: &serde_json::Value, f: &mut dyn FnMut(&str, &serde_json::Value)) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                f(k, child);
+                walk_json(child, f);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| walk_json(i, f)),
+        _ => {}
+    }
+}
+
+/// A column type as SQL and in canonical form.
+pub fn sql_type(tn: &protobuf::TypeName) -> SqlType {
+    let parts = strings(&tn.names);
+    let base_raw = parts.last().cloned().unwrap_or_default();
+    let mods = tn
+        .typmods
+        .iter()
+        .filter_map(|m| match &m.node {
+            Some(NodeEnum::AConst(c)) => match &c.val {
+                Some(protobuf::a_const::Val::Ival(i)) => Some(i.ival as i64),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let cast = protobuf::TypeCast {
+        arg: Some(Box::new(Node {
+            node: Some(NodeEnum::AConst(protobuf::AConst {
+                isnull: true,
+                location: 0,
+                val: None,
+            })),
+        })),
+        type_name: Some(tn.clone()),
+        location: 0,
+    };
+    let deparsed = expr_sql(&Node {
+        node: Some(NodeEnum::TypeCast(Box::new(cast))),
+    });
+    let sql = deparsed
+        .strip_prefix("NULL::")
+        .map(str::to_string)
+        .or_else(|| {
+            deparsed
+                .strip_prefix("CAST(NULL AS ")
+                .and_then(|s| s.strip_suffix(')'))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| parts.join("."));
+    SqlType {
+        sql,
+        base: canonical(&base_raw),
+        mods,
+        array: !tn.array_bounds.is_empty(),
+    }
+}
+
+fn column_spec(c: &protobuf::ColumnDef) -> ColumnSpec {
+    let ty = c.type_name.as_ref().map(sql_type).unwrap_or(SqlType {
+        sql: "?".into(),
+        base: "?".into(),
+        mods: Vec::new(),
+        array: false,
+    });
+    let mut spec = ColumnSpec {
+        name: c.colname.clone(),
+        ty,
+        not_null: c.is_not_null,
+        default: c.raw_default.as_deref().map(expr),
+        identity: !c.identity.is_empty(),
+        generated_stored: None,
+        constraints: Vec::new(),
+    };
+    for n in &c.constraints {
+        let Some(NodeEnum::Constraint(k)) = &n.node else { continue };
+        match k.contype() {
+            ConstrType::ConstrNotnull => spec.not_null = true,
+            ConstrType::ConstrDefault => spec.default = k.raw_expr.as_deref().map(expr),
+            ConstrType::ConstrIdentity => spec.identity = true,
+            ConstrType::ConstrGenerated => {
+                // PostgreSQL 18 adds VIRTUAL; STORED is the default before it and must be written.
+                spec.generated_stored = Some(k.generated_kind != "v");
+            }
+            _ => {
+                if let Some(cs) = constraint_spec(k, Some(&c.colname)) {
+                    if matches!(cs.kind, ConstraintKind::PrimaryKey { .. }) {
+                        spec.not_null = true;
+                    }
+                    spec.constraints.push(cs);
+                }
+            }
+        }
+    }
+    spec
+}
+
+fn constraint_spec(k: &protobuf::Constraint, column: Option<&str>) -> Option<ConstraintSpec> {
+    let keys = |nodes: &[Node]| -> Vec<String> {
+        let v = strings(nodes);
+        if v.is_empty() {
+            column.map(|c| vec![c.to_string()]).unwrap_or_default()
+        } else {
+            v
+        }
+    };
+    let using_index = (!k.indexname.is_empty()).then(|| k.indexname.clone());
+    let kind = match k.contype() {
+        ConstrType::ConstrCheck => {
+            let e = k.raw_expr.as_deref();
+            ConstraintKind::Check {
+                expr: e.map(expr_sql).unwrap_or_default(),
+                not_null_of: e.and_then(is_not_null_test),
+            }
+        }
+        ConstrType::ConstrForeign => ConstraintKind::ForeignKey {
+            columns: keys(&k.fk_attrs),
+            references: k.pktable.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            ref_columns: strings(&k.pk_attrs),
+        },
+        ConstrType::ConstrUnique => ConstraintKind::Unique {
+            columns: keys(&k.keys),
+            using_index,
+        },
+        ConstrType::ConstrPrimary => ConstraintKind::PrimaryKey {
+            columns: keys(&k.keys),
+            using_index,
+        },
+        ConstrType::ConstrExclusion => ConstraintKind::Exclusion,
+        ConstrType::ConstrNotnull => ConstraintKind::NotNull {
+            column: keys(&k.keys).into_iter().next().unwrap_or_default(),
+        },
+        _ => return None,
+    };
+    Some(ConstraintSpec {
+        name: (!k.conname.is_empty()).then(|| k.conname.clone()),
+        kind,
+        not_valid: k.skip_validation,
+    })
+}
+
+/// The column of a `c IS NOT NULL` check.
+fn is_not_null_test(node: &Node) -> Option<String> {
+    let Some(NodeEnum::NullTest(t)) = &node.node else { return None };
+    if t.nulltesttype() != protobuf::NullTestType::IsNotNull {
+        return None;
+    }
+    match t.arg.as_deref().and_then(|a| a.node.as_ref()) {
+        Some(NodeEnum::ColumnRef(c)) => strings(&c.fields).pop(),
+        _ => None,
+    }
+}
+
+fn create_table(s: &protobuf::CreateStmt) -> Operation {
+    let mut columns = Vec::new();
+    let mut constraints = Vec::new();
+    for e in &s.table_elts {
+        match &e.node {
+            Some(NodeEnum::ColumnDef(c)) => columns.push(column_spec(c)),
+            Some(NodeEnum::Constraint(k)) => constraints.extend(constraint_spec(k, None)),
+            _ => {}
+        }
+    }
+    for k in &s.constraints {
+        if let Some(NodeEnum::Constraint(k)) = &k.node {
+            constraints.extend(constraint_spec(k, None));
+        }
+    }
+    let partition_of = if s.partbound.is_some() {
+        s.inh_relations.iter().find_map(|n| match &n.node {
+            Some(NodeEnum::RangeVar(r)) => Some(range_var(r)),
+            _ => None,
+        })
+    } else {
+        None
+    };
+    Operation::CreateTable {
+        table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+        columns,
+        constraints,
+        partition_of,
+        if_not_exists: s.if_not_exists,
+    }
+}
+
+/// Deparses an `ALTER TABLE` holding one action.
+fn alter_sql(s: &protobuf::AlterTableStmt, cmd: &Node) -> String {
+    let one = protobuf::AlterTableStmt {
+        cmds: vec![cmd.clone()],
+        ..s.clone()
+    };
+    deparse_stmt(NodeEnum::AlterTableStmt(one)).unwrap_or_default()
+}
+
+/// Deparses one statement.
+pub fn deparse_stmt(stmt: NodeEnum) -> Option<String> {
+    let result = protobuf::ParseResult {
+        version: 0,
+        stmts: vec![protobuf::RawStmt {
+            stmt: Some(Box::new(Node { node: Some(stmt) })),
+            stmt_location: 0,
+            stmt_len: 0,
+        }],
+    };
+    pg_query::deparse(&result, Default::default()).ok()
+}
+
+fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, String)> {
+    let table = s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?"));
+    let objtype = s.objtype();
+    if !matches!(objtype, ObjectType::ObjectTable | ObjectType::ObjectForeignTable) {
+        let what = match objtype {
+            ObjectType::ObjectIndex => "ALTER INDEX",
+            ObjectType::ObjectView => "ALTER VIEW",
+            ObjectType::ObjectMatview => "ALTER MATERIALIZED VIEW",
+            ObjectType::ObjectSequence => "ALTER SEQUENCE",
+            ObjectType::ObjectType => "ALTER TYPE",
+            _ => "ALTER",
+        };
+        return vec![(other(what), text.to_string())];
+    }
+    let mut ops = Vec::new();
+    for cmd in &s.cmds {
+        let Some(NodeEnum::AlterTableCmd(c)) = &cmd.node else { continue };
+        let def = c.def.as_deref().and_then(|d| d.node.as_ref());
+        let t = table.clone();
+        let col = c.name.clone();
+        use AlterTableType as A;
+        let op = match c.subtype() {
+            A::AtAddColumn => match def {
+                Some(NodeEnum::ColumnDef(cd)) => Operation::AddColumn {
+                    table: t,
+                    column: column_spec(cd),
+                    if_not_exists: c.missing_ok,
+                },
+                _ => continue,
+            },
+            A::AtColumnDefault => Operation::SetDefault {
+                table: t,
+                column: col,
+                default: c.def.as_deref().map(expr),
+            },
+            A::AtDropNotNull => Operation::DropNotNull { table: t, column: col },
+            A::AtSetNotNull => Operation::SetNotNull { table: t, column: col },
+            A::AtDropColumn => Operation::DropColumn {
+                table: t,
+                column: col,
+                cascade: c.behavior() == DropBehavior::DropCascade,
+            },
+            A::AtAddConstraint => match def {
+                Some(NodeEnum::Constraint(k)) => match constraint_spec(k, None) {
+                    Some(mut constraint) => {
+                        // Name it explicitly, so later steps (VALIDATE, USING INDEX) can refer to it.
+                        let name = constraint.name.clone().unwrap_or_else(|| {
+                            super::catalog::default_constraint_name(&t.name, &constraint.kind)
+                        });
+                        constraint.name = Some(name.clone());
+                        let mut named = (**k).clone();
+                        named.conname = name;
+                        let as_sql = |skip: bool| {
+                            let mut k2 = named.clone();
+                            k2.skip_validation = skip;
+                            k2.initially_valid = !skip;
+                            let mut c2 = (**c).clone();
+                            c2.def = Some(Box::new(Node {
+                                node: Some(NodeEnum::Constraint(Box::new(k2))),
+                            }));
+                            alter_sql(
+                                s,
+                                &Node {
+                                    node: Some(NodeEnum::AlterTableCmd(Box::new(c2))),
+                                },
+                            )
+                        };
+                        let sql = as_sql(constraint.not_valid);
+                        let not_valid_sql = as_sql(true);
+                        ops.push((
+                            Operation::AddConstraint {
+                                table: t,
+                                constraint,
+                                not_valid_sql,
+                            },
+                            sql,
+                        ));
+                        continue;
+                    }
+                    None => continue,
+                },
+                _ => continue,
+            },
+            A::AtValidateConstraint => Operation::ValidateConstraint { table: t, name: col },
+            A::AtDropConstraint => Operation::DropConstraint {
+                table: t,
+                name: col,
+                cascade: c.behavior() == DropBehavior::DropCascade,
+            },
+            A::AtAlterColumnType => match def {
+                Some(NodeEnum::ColumnDef(cd)) => Operation::AlterColumnType {
+                    table: t,
+                    column: col,
+                    ty: cd.type_name.as_ref().map(sql_type).unwrap_or(SqlType {
+                        sql: "?".into(),
+                        base: "?".into(),
+                        mods: vec![],
+                        array: false,
+                    }),
+                    using: cd.raw_default.as_deref().map(expr_sql),
+                    collate: cd.coll_clause.is_some(),
+                },
+                _ => continue,
+            },
+            A::AtAddIdentity => Operation::AddIdentity { table: t, column: col },
+            A::AtSetExpression | A::AtDropExpression => Operation::AlterGenerated { table: t, column: col },
+            A::AtSetLogged => rewrite(t, "SET LOGGED"),
+            A::AtSetUnLogged => rewrite(t, "SET UNLOGGED"),
+            A::AtSetTableSpace => rewrite(t, "SET TABLESPACE"),
+            A::AtSetAccessMethod => rewrite(t, "SET ACCESS METHOD"),
+            A::AtAttachPartition | A::AtDetachPartition | A::AtDetachPartitionFinalize => {
+                let Some(NodeEnum::PartitionCmd(p)) = def else { continue };
+                let partition = p.name.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?"));
+                if c.subtype() == A::AtAttachPartition {
+                    Operation::AttachPartition { table: t, partition }
+                } else {
+                    Operation::DetachPartition {
+                        table: t,
+                        partition,
+                        concurrently: p.concurrent,
+                        finalize: c.subtype() == A::AtDetachPartitionFinalize,
+                    }
+                }
+            }
+            other => Operation::AlterTableOther {
+                table: t,
+                what: format!("{other:?}").trim_start_matches("At").to_string(),
+            },
+        };
+        ops.push((op, alter_sql(s, cmd)));
+    }
+    ops
+}
+
+fn rewrite(table: QualifiedName, what: &str) -> Operation {
+    Operation::RewriteTable {
+        table,
+        what: what.into(),
+    }
+}
+
+fn create_index(s: &protobuf::IndexStmt, text: &str) -> Operation {
+    let columns = s
+        .index_params
+        .iter()
+        .map(|p| match &p.node {
+            Some(NodeEnum::IndexElem(e)) if !e.name.is_empty() => e.name.clone(),
+            Some(NodeEnum::IndexElem(e)) => e.expr.as_deref().map(expr_sql).unwrap_or_default(),
+            _ => String::new(),
+        })
+        .collect();
+    Operation::CreateIndex(IndexSpec {
+        name: (!s.idxname.is_empty()).then(|| s.idxname.clone()),
+        table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+        columns,
+        unique: s.unique,
+        concurrently: s.concurrent,
+        if_not_exists: s.if_not_exists,
+        partial: s.where_clause.is_some(),
+        method: s.access_method.clone(),
+        nulls_not_distinct: s.nulls_not_distinct,
+        include: !s.index_including_params.is_empty(),
+        sql: text.to_string(),
+    })
+}
+
+fn object_kind(t: ObjectType) -> ObjectKind {
+    use ObjectType as T;
+    match t {
+        T::ObjectTable | T::ObjectForeignTable => ObjectKind::Table,
+        T::ObjectView => ObjectKind::View,
+        T::ObjectMatview => ObjectKind::MaterializedView,
+        T::ObjectIndex => ObjectKind::Index,
+        T::ObjectSequence => ObjectKind::Sequence,
+        T::ObjectSchema => ObjectKind::Schema,
+        T::ObjectDatabase => ObjectKind::Database,
+        T::ObjectType => ObjectKind::Type,
+        T::ObjectDomain => ObjectKind::Domain,
+        T::ObjectFunction | T::ObjectProcedure | T::ObjectRoutine | T::ObjectAggregate => ObjectKind::Function,
+        T::ObjectTrigger => ObjectKind::Trigger,
+        T::ObjectExtension => ObjectKind::Extension,
+        _ => ObjectKind::Other,
+    }
+}
+
+fn drop(s: &protobuf::DropStmt) -> Operation {
+    let kind = object_kind(s.remove_type());
+    let names_of = |n: &Node| -> QualifiedName {
+        match &n.node {
+            Some(NodeEnum::List(l)) => names(&l.items),
+            Some(NodeEnum::String(st)) => QualifiedName::new(None, &st.sval),
+            Some(NodeEnum::TypeName(t)) => names(&t.names),
+            Some(NodeEnum::ObjectWithArgs(o)) => names(&o.objname),
+            _ => QualifiedName::new(None, "?"),
+        }
+    };
+    let list: Vec<QualifiedName> = s.objects.iter().map(names_of).collect();
+    let cascade = s.behavior() == DropBehavior::DropCascade;
+    if kind == ObjectKind::Index {
+        return Operation::DropIndex {
+            names: list,
+            concurrently: s.concurrent,
+            if_exists: s.missing_ok,
+            cascade,
+        };
+    }
+    Operation::Drop {
+        kind,
+        names: list,
+        cascade,
+        if_exists: s.missing_ok,
+    }
+}
+
+fn rename(s: &protobuf::RenameStmt) -> Operation {
+    use ObjectType as T;
+    let relation = s.relation.as_ref().map(range_var);
+    let rel = || relation.clone().unwrap_or_else(|| QualifiedName::new(None, "?"));
+    match s.rename_type() {
+        T::ObjectColumn => Operation::RenameColumn {
+            table: rel(),
+            from: s.subname.clone(),
+            to: s.newname.clone(),
+        },
+        T::ObjectTable | T::ObjectForeignTable | T::ObjectView | T::ObjectMatview => Operation::RenameTable {
+            table: rel(),
+            to: s.newname.clone(),
+            kind: object_kind(s.rename_type()),
+        },
+        T::ObjectTabconstraint => Operation::RenameConstraint {
+            table: rel(),
+            from: s.subname.clone(),
+            to: s.newname.clone(),
+        },
+        T::ObjectSchema => Operation::RenameSchema {
+            from: s.subname.clone(),
+            to: s.newname.clone(),
+        },
+        other_kind => {
+            let name = match (&relation, s.object.as_deref().and_then(|o| o.node.as_ref())) {
+                (Some(r), _) => r.sql(),
+                (None, Some(NodeEnum::List(l))) => names(&l.items).sql(),
+                (None, Some(NodeEnum::String(st))) => st.sval.clone(),
+                _ => s.subname.clone(),
+            };
+            Operation::RenameOther {
+                kind: object_kind(other_kind),
+                name,
+                to: s.newname.clone(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ops(sql: &str) -> Vec<Operation> {
+        let tree = crate::sql::parse::parse_statement(sql).unwrap().unwrap();
+        operations(&tree, sql).into_iter().map(|(op, _)| op).collect()
+    }
+
+    #[test]
+    fn each_alter_action_gets_its_own_sql() {
+        let sql = "ALTER TABLE users ADD COLUMN a int, ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orgs (id)";
+        let tree = crate::sql::parse::parse_statement(sql).unwrap().unwrap();
+        let v = operations(&tree, sql);
+        assert_eq!(v[0].1, "ALTER TABLE users ADD COLUMN a int");
+        assert_eq!(v[1].1, "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orgs (id)");
+        match &v[1].0 {
+            Operation::AddConstraint { not_valid_sql, .. } => assert!(not_valid_sql.ends_with("NOT VALID"), "{not_valid_sql}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn alter_table_actions_become_operations() {
+        let v = ops("ALTER TABLE app.users ADD COLUMN age int NOT NULL DEFAULT 0, ALTER COLUMN name SET NOT NULL");
+        assert_eq!(v.len(), 2);
+        match &v[0] {
+            Operation::AddColumn { table, column, .. } => {
+                assert_eq!(table.sql(), "app.users");
+                assert_eq!(column.ty.base, "int4");
+                assert!(column.not_null);
+                assert_eq!(column.default.as_ref().unwrap().volatility, Volatility::Constant);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&v[1], Operation::SetNotNull { column, .. } if column == "name"));
+    }
+
+    #[test]
+    fn volatility_of_defaults() {
+        let vol = |sql: &str| match &ops(sql)[0] {
+            Operation::AddColumn { column, .. } => column.default.as_ref().unwrap().volatility,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(vol("ALTER TABLE t ADD c timestamptz DEFAULT now()"), Volatility::Stable);
+        assert_eq!(vol("ALTER TABLE t ADD c timestamptz DEFAULT current_timestamp"), Volatility::Stable);
+        assert_eq!(vol("ALTER TABLE t ADD c uuid DEFAULT gen_random_uuid()"), Volatility::Volatile);
+        assert_eq!(vol("ALTER TABLE t ADD c text DEFAULT 'x'::text"), Volatility::Constant);
+    }
+
+    #[test]
+    fn types_are_canonical() {
+        match &ops("ALTER TABLE t ALTER COLUMN c TYPE character varying(20)")[0] {
+            Operation::AlterColumnType { ty, .. } => {
+                assert_eq!(ty.base, "varchar");
+                assert_eq!(ty.mods, vec![20]);
+                assert_eq!(ty.sql, "varchar(20)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

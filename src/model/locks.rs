@@ -1,0 +1,209 @@
+//! What each operation locks, and for how long.
+
+use super::{ObjectKind, Operation, QualifiedName};
+use serde::Serialize;
+use std::fmt;
+
+/// PostgreSQL's table lock levels, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockLevel {
+    AccessShare,
+    RowShare,
+    RowExclusive,
+    ShareUpdateExclusive,
+    Share,
+    ShareRowExclusive,
+    Exclusive,
+    AccessExclusive,
+}
+
+impl LockLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            LockLevel::AccessShare => "ACCESS SHARE",
+            LockLevel::RowShare => "ROW SHARE",
+            LockLevel::RowExclusive => "ROW EXCLUSIVE",
+            LockLevel::ShareUpdateExclusive => "SHARE UPDATE EXCLUSIVE",
+            LockLevel::Share => "SHARE",
+            LockLevel::ShareRowExclusive => "SHARE ROW EXCLUSIVE",
+            LockLevel::Exclusive => "EXCLUSIVE",
+            LockLevel::AccessExclusive => "ACCESS EXCLUSIVE",
+        }
+    }
+
+    /// Whether the lock makes ordinary writes (INSERT/UPDATE/DELETE) wait.
+    pub fn blocks_writes(self) -> bool {
+        self >= LockLevel::Share
+    }
+
+    /// Whether the lock makes plain reads wait.
+    pub fn blocks_reads(self) -> bool {
+        self == LockLevel::AccessExclusive
+    }
+
+    pub fn from_pg(mode: i32) -> LockLevel {
+        match mode {
+            1 => LockLevel::AccessShare,
+            2 => LockLevel::RowShare,
+            3 => LockLevel::RowExclusive,
+            4 => LockLevel::ShareUpdateExclusive,
+            5 => LockLevel::Share,
+            6 => LockLevel::ShareRowExclusive,
+            7 => LockLevel::Exclusive,
+            _ => LockLevel::AccessExclusive,
+        }
+    }
+}
+
+impl fmt::Display for LockLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How long a lock is held, relative to the size of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockHold {
+    /// A catalog change only: milliseconds, once the lock is granted.
+    Brief,
+    /// For a scan of the whole table (validation, index build).
+    Scan,
+    /// For a rewrite of the whole table and its indexes.
+    Rewrite,
+    /// On the rows changed, for as long as the transaction runs.
+    Rows,
+}
+
+impl LockHold {
+    pub fn describe(self) -> &'static str {
+        match self {
+            LockHold::Brief => "metadata only, brief",
+            LockHold::Scan => "for a full scan of the table",
+            LockHold::Rewrite => "for a full rewrite of the table",
+            LockHold::Rows => "row locks until commit",
+        }
+    }
+}
+
+/// One lock an operation takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableLock {
+    pub table: QualifiedName,
+    pub level: LockLevel,
+    pub hold: LockHold,
+}
+
+fn lock(table: &QualifiedName, level: LockLevel, hold: LockHold) -> TableLock {
+    TableLock {
+        table: table.clone(),
+        level,
+        hold,
+    }
+}
+
+/// The locks an operation takes, with how long each is held. `rewrites` says whether a type
+/// change rewrites the table (decided by the caller, who knows the current type).
+pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
+    use LockHold::*;
+    use LockLevel::*;
+    use Operation as O;
+    match op {
+        O::AddColumn { table, column, .. } => {
+            let mut v = vec![lock(table, AccessExclusive, Brief)];
+            for c in &column.constraints {
+                if let super::ConstraintKind::ForeignKey { references, .. } = &c.kind {
+                    v.push(lock(references, ShareRowExclusive, Brief));
+                }
+            }
+            v
+        }
+        O::DropColumn { table, .. }
+        | O::DropNotNull { table, .. }
+        | O::SetDefault { table, .. }
+        | O::DropConstraint { table, .. }
+        | O::RenameColumn { table, .. }
+        | O::RenameTable { table, .. }
+        | O::RenameConstraint { table, .. }
+        | O::AlterGenerated { table, .. } => vec![lock(table, AccessExclusive, Brief)],
+        O::AlterColumnType { table, .. } => {
+            vec![lock(table, AccessExclusive, if rewrites { Rewrite } else { Brief })]
+        }
+        O::SetNotNull { table, .. } => vec![lock(table, AccessExclusive, if rewrites { Scan } else { Brief })],
+        O::AddIdentity { table, .. } => vec![lock(table, AccessExclusive, Brief)],
+        O::AddConstraint { table, constraint, .. } => {
+            use super::ConstraintKind as K;
+            match &constraint.kind {
+                K::ForeignKey { references, .. } => {
+                    let hold = if constraint.not_valid { Brief } else { Scan };
+                    vec![
+                        lock(table, ShareRowExclusive, hold),
+                        lock(references, ShareRowExclusive, hold),
+                    ]
+                }
+                K::Check { .. } | K::NotNull { .. } => vec![lock(
+                    table,
+                    AccessExclusive,
+                    if constraint.not_valid { Brief } else { Scan },
+                )],
+                K::Unique { using_index: Some(_), .. } | K::PrimaryKey { using_index: Some(_), .. } => {
+                    vec![lock(table, AccessExclusive, Brief)]
+                }
+                K::Unique { .. } | K::PrimaryKey { .. } | K::Exclusion => {
+                    vec![lock(table, AccessExclusive, Scan)]
+                }
+            }
+        }
+        O::ValidateConstraint { table, .. } => vec![lock(table, ShareUpdateExclusive, Scan)],
+        O::CreateIndex(ix) => {
+            if ix.concurrently {
+                vec![lock(&ix.table, ShareUpdateExclusive, Scan)]
+            } else {
+                vec![lock(&ix.table, Share, Scan)]
+            }
+        }
+        O::AttachPartition { table, partition } => vec![
+            lock(table, ShareUpdateExclusive, Brief),
+            lock(partition, AccessExclusive, Scan),
+        ],
+        O::DetachPartition {
+            table,
+            partition,
+            concurrently,
+            ..
+        } => {
+            if *concurrently {
+                vec![lock(table, ShareUpdateExclusive, Brief), lock(partition, ShareUpdateExclusive, Brief)]
+            } else {
+                vec![lock(table, AccessExclusive, Brief), lock(partition, AccessExclusive, Brief)]
+            }
+        }
+        O::RewriteTable { table, .. } => vec![lock(table, AccessExclusive, Rewrite)],
+        O::AlterTableOther { table, .. } => vec![lock(table, AccessExclusive, Brief)],
+        O::CreateTrigger { table } => vec![lock(table, ShareRowExclusive, Brief)],
+        O::Drop { kind, names, .. } if matches!(kind, ObjectKind::Table | ObjectKind::View | ObjectKind::MaterializedView | ObjectKind::Sequence) => {
+            names.iter().map(|n| lock(n, AccessExclusive, Brief)).collect()
+        }
+        O::Truncate { tables, .. } => tables.iter().map(|t| lock(t, AccessExclusive, Brief)).collect(),
+        O::Vacuum { tables, full } => tables
+            .iter()
+            .map(|t| {
+                if *full {
+                    lock(t, AccessExclusive, Rewrite)
+                } else {
+                    lock(t, ShareUpdateExclusive, Scan)
+                }
+            })
+            .collect(),
+        O::Cluster { table: Some(t) } => vec![lock(t, AccessExclusive, Rewrite)],
+        O::LockTable { tables, mode } => tables.iter().map(|t| lock(t, *mode, Brief)).collect(),
+        O::RefreshMaterializedView { view, concurrently } => {
+            vec![lock(view, if *concurrently { Exclusive } else { AccessExclusive }, Scan)]
+        }
+        O::Update { table, .. } | O::Delete { table, .. } | O::Insert { table, .. } => {
+            vec![lock(table, RowExclusive, Rows)]
+        }
+        _ => Vec::new(),
+    }
+}

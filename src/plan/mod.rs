@@ -1,0 +1,115 @@
+//! Intent → phased plan: each statement becomes expand, backfill and contract steps, each with
+//! its SQL and the lock it takes. The plan is a typed value; the engine executes it later.
+
+pub mod rewrite;
+
+use crate::files::TransactionMode;
+use crate::model::locks::TableLock;
+use crate::model::QualifiedName;
+use serde::Serialize;
+use std::fmt;
+
+/// The three phases of a zero-downtime change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Additive, backward-compatible: before the code deploy.
+    Expand,
+    /// Data moved in batches, while traffic runs.
+    Backfill,
+    /// Destructive and tightening: after the old version is gone.
+    Contract,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 3] = [Phase::Expand, Phase::Backfill, Phase::Contract];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Expand => "expand",
+            Phase::Backfill => "backfill",
+            Phase::Contract => "contract",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a step does, in a form the engine can act on without parsing SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum StepKind {
+    /// Transactional DDL, run with a short lock_timeout and retried.
+    Ddl,
+    /// A `CONCURRENTLY` statement: alone, outside any transaction; an INVALID index of this
+    /// name left by a failed build is dropped and rebuilt.
+    Concurrent { index: Option<QualifiedName> },
+    /// A batched `UPDATE table SET … WHERE …`, one short transaction per key range.
+    Backfill {
+        table: QualifiedName,
+        set: Vec<(String, String)>,
+        filter: Option<String>,
+    },
+    /// Run as written, once (DML the engine cannot batch, opaque statements).
+    AsWritten,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub phase: Phase,
+    /// What the step is for, in a few words.
+    pub action: String,
+    pub sql: String,
+    pub kind: StepKind,
+    pub locks: Vec<TableLock>,
+}
+
+/// The safe form of one statement's intent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    /// Index of the statement in its file.
+    pub statement: usize,
+    pub line: usize,
+    /// The intent, in words (`rename column users.name to full_name`).
+    pub intent: String,
+    pub steps: Vec<Step>,
+    /// Steps that undo the expand phase, for `migrate abort`.
+    pub abort: Vec<Step>,
+    /// Things a person should know: assumptions made, facts the tool could not find.
+    pub notes: Vec<String>,
+    /// Why the intent cannot be made safe automatically, when it cannot.
+    pub rejected: Option<String>,
+    /// Whether the steps differ from running the statement as written.
+    pub rewritten: bool,
+}
+
+impl Rewrite {
+    pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(move |s| s.phase == phase)
+    }
+}
+
+/// The plan of one migration file.
+#[derive(Debug, Clone, Serialize)]
+pub struct MigrationPlan {
+    pub migration: String,
+    pub transaction: TransactionMode,
+    /// Whether the file splits itself into phases with `-- migrate:<phase>` markers.
+    pub explicit_phases: bool,
+    pub rewrites: Vec<Rewrite>,
+}
+
+impl MigrationPlan {
+    pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
+        self.rewrites.iter().flat_map(move |r| r.steps_in(phase))
+    }
+
+    pub fn rejected(&self) -> impl Iterator<Item = &Rewrite> {
+        self.rewrites.iter().filter(|r| r.rejected.is_some())
+    }
+}

@@ -105,6 +105,7 @@ pub fn analyze_file(file: &MigrationFile, catalog: &mut Catalog, settings: &Sett
     let mut rewrites = Vec::new();
     let mut summaries = Vec::new();
     let mut earlier: Vec<Operation> = Vec::new();
+    let mut prev_section = None;
 
     for (index, stmt) in live_statements(file).enumerate() {
         let tree = match &stmt.tree {
@@ -127,6 +128,12 @@ pub fn analyze_file(file: &MigrationFile, catalog: &mut Catalog, settings: &Sett
         let (ops, sqls): (Vec<Operation>, Vec<String>) = pairs.into_iter().unzip();
         let section = markers.iter().rev().find(|(at, _)| *at < stmt.start).map(|(_, p)| *p);
         let section = if markers.is_empty() { None } else { Some(section.unwrap_or(Phase::Expand)) };
+        if section != prev_section {
+            // Each phase runs at its own time, in its own transaction: nothing is held across.
+            tx.held.clear();
+            tx.added_constraints.clear();
+            prev_section = section;
+        }
         let ctx = StmtCtx {
             file,
             index,
@@ -144,6 +151,7 @@ pub fn analyze_file(file: &MigrationFile, catalog: &mut Catalog, settings: &Sett
         let (line, _) = file.source.position(stmt.start);
         summaries.push(StmtSummary {
             index,
+            section,
             start: stmt.start,
             end: stmt.end,
             line,

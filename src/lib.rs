@@ -11,3 +11,6 @@ pub mod lint;
 pub mod model;
 pub mod plan;
 pub mod sql;
+pub mod cli;
+pub mod engine;
+pub mod report;

@@ -1,1 +1,17 @@
-fn main() {}
+//! The `migrate` binary: parse arguments, run the command, map the outcome to an exit code.
+
+use clap::Parser;
+use migrate::cli::{self, EXIT_USAGE};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let e = anyhow::Error::from(e);
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}

@@ -195,6 +195,7 @@ impl StmtCtx<'_> {
 /// One statement as the file-level checks see it.
 pub struct StmtSummary {
     pub index: usize,
+    pub section: Option<Phase>,
     pub start: usize,
     pub end: usize,
     pub line: usize,

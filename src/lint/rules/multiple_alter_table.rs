@@ -31,18 +31,27 @@ impl Rule for MultipleAlterTable {
     }
 
     fn check_file(&self, ctx: &FileCtx, out: &mut Vec<Finding>) {
-        let mut first: HashMap<(String, String), usize> = HashMap::new();
+        let mut first: HashMap<(Option<crate::plan::Phase>, (String, String)), usize> = HashMap::new();
         for s in ctx.statements {
+            // Only actions that gain from sharing one lock and one rewrite; constraint recipes
+            // (NOT VALID, VALIDATE, SET NOT NULL) must stay separate statements.
             let combinable = !s.ops.is_empty()
                 && s.ops.iter().all(|o| {
-                    o.is_alter_table()
-                        && !matches!(o, Operation::ValidateConstraint { .. } | Operation::AttachPartition { .. } | Operation::DetachPartition { .. })
+                    matches!(
+                        o,
+                        Operation::AddColumn { .. }
+                            | Operation::DropColumn { .. }
+                            | Operation::AlterColumnType { .. }
+                            | Operation::SetDefault { .. }
+                            | Operation::DropNotNull { .. }
+                    )
                 });
             let Some(table) = s.ops.first().and_then(Operation::table) else { continue };
             if !combinable || s.new_tables.iter().any(|t| t.key() == table.key()) {
                 continue;
             }
-            match first.get(&table.key()) {
+            let key = (s.section, table.key());
+            match first.get(&key) {
                 Some(line) => out.push(ctx.finding_at(
                     &Self::META,
                     s,
@@ -50,7 +59,7 @@ impl Rule for MultipleAlterTable {
                     "combine the actions into one ALTER TABLE, separated by commas",
                 )),
                 None => {
-                    first.insert(table.key(), s.line);
+                    first.insert(key, s.line);
                 }
             }
         }

@@ -62,14 +62,15 @@ impl Rule for PhaseMismatch {
             let bad = match section {
                 Phase::Expand => home == Phase::Contract,
                 Phase::Backfill => home != Phase::Backfill,
-                // Data fixes are allowed while tightening (e.g. a last UPDATE before SET NOT NULL).
-                Phase::Contract => home == Phase::Expand,
+                // Tightening (constraints, indexes) and last data fixes belong in contract; new
+                // columns and tables arrive too late there for the version that needs them.
+                Phase::Contract => matches!(op, Operation::AddColumn { .. } | Operation::CreateTable { .. } | Operation::CreateView { .. }),
             };
             if bad {
                 let what = crate::plan::rewrite::describe(op);
                 out.push(ctx.finding(
                     &Self::META,
-                    format!("{what} is a {home} operation, written in the {section} section"),
+                    format!("{what} belongs in the {home} phase, not in {section}"),
                     format!("move it under `-- migrate:{home}`"),
                 ));
             }

@@ -1,0 +1,2 @@
+-- DROP TABLE: deferred to contract.
+DROP TABLE legacy_sessions;

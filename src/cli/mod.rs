@@ -1,0 +1,60 @@
+//! Command-line types (one file per command) and dispatch. `main.rs` only maps the outcome to
+//! an exit code.
+
+pub mod plan;
+pub mod rules;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes: 0 ok, 1 findings at error level, 2 usage, I/O or connection error.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "migrate",
+    version,
+    about = "Zero-downtime PostgreSQL schema changes by expand and contract",
+    long_about = "Zero-downtime PostgreSQL schema changes by expand and contract.\n\nExit codes: 0 ok, 1 findings at error level, 2 usage, I/O or connection error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Lint migration files and print the phased plan (no database needed).
+    Plan(plan::PlanArgs),
+    /// List the rules, or print one rule's documentation.
+    Rules(rules::RulesArgs),
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Colour on a terminal only, and never when NO_COLOR is set.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
+    match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Rules(args) => rules::run(args),
+    }
+}

@@ -1,0 +1,92 @@
+//! `migrate plan [PATH…]`: lint, plan, report.
+
+use super::{ColorChoice, EXIT_FINDINGS, EXIT_OK};
+use crate::analyze::analyze_targets;
+use crate::config::{PgVersion, Settings};
+use crate::error::Error;
+use crate::files::{self, TransactionMode};
+use crate::model::catalog::Catalog;
+use crate::report::{self, Format, HumanOptions, Totals};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Migration files or directories (default: `migrations` from migrate.toml, else ./migrations).
+    pub paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Print the SQL of every step of the plan.
+    #[arg(long)]
+    pub explain: bool,
+    /// Target PostgreSQL version (e.g. 15 or 14.3); version-specific rules follow it.
+    #[arg(long, value_name = "VERSION")]
+    pub pg_version: Option<PgVersion>,
+    /// The transaction each file runs in, unless the file opts out itself.
+    #[arg(long, value_enum)]
+    pub transaction: Option<TransactionArg>,
+    /// Settings file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Read the current schema (and table sizes) from this database instead of replaying the earlier migrations.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// When to colour the human report.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TransactionArg {
+    PerFile,
+    None,
+}
+
+/// Validated settings from the arguments over migrate.toml.
+fn settings(args: &PlanArgs) -> Result<Settings, Error> {
+    let (mut s, _) = Settings::load(args.config.as_deref())?;
+    if let Some(v) = args.pg_version {
+        s.pg_version = v;
+    }
+    if let Some(t) = args.transaction {
+        s.transaction = match t {
+            TransactionArg::PerFile => TransactionMode::PerFile,
+            TransactionArg::None => TransactionMode::None,
+        };
+    }
+    Ok(s)
+}
+
+fn live_catalog(url: &str) -> Result<Catalog, Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(async {
+        let mut conn = crate::engine::connect(url).await?;
+        crate::engine::introspect::read_catalog(&mut conn).await
+    })
+}
+
+pub fn run(args: PlanArgs) -> Result<u8, Error> {
+    let settings = settings(&args)?;
+    let paths = if args.paths.is_empty() {
+        vec![settings.migrations_dir.clone()]
+    } else {
+        args.paths.clone()
+    };
+    let targets = files::resolve(&paths)?;
+    let base = match &args.database_url {
+        Some(url) => live_catalog(url)?,
+        None => Catalog::default(),
+    };
+    let reports = analyze_targets(&targets, &settings, &base)?;
+    let human = HumanOptions {
+        color: args.color.enabled(),
+        explain: args.explain,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    report::write(args.format, &reports, human, &mut out).map_err(|e| Error::io(std::path::Path::new("<stdout>"), e))?;
+    Ok(if Totals::of(&reports).errors > 0 { EXIT_FINDINGS } else { EXIT_OK })
+}

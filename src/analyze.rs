@@ -189,7 +189,7 @@ pub fn analyze_file(file: &MigrationFile, catalog: &mut Catalog, settings: &Sett
         }
     }
     findings.retain(|f| settings.rule_levels.get(f.rule).is_none_or(Option::is_some));
-    findings.sort_by_key(|f| (f.start, f.rule));
+    findings.sort_by_key(|f| (f.start, std::cmp::Reverse(f.level), f.rule));
 
     FileReport {
         path: file.path.clone(),

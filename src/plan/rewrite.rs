@@ -595,25 +595,44 @@ fn volatile_default(
     r
 }
 
+/// How a sync trigger computes one column from the row.
+enum Conversion {
+    /// An expression over `NEW` (`NEW.name`, `NEW.age::bigint`): a plain assignment.
+    Direct(String),
+    /// An expression over the table's column names (a `USING` clause): evaluated against the
+    /// row as `t`, which costs a query per write.
+    OverRow(String),
+}
+
+impl Conversion {
+    fn assign(&self, target: &str) -> String {
+        match self {
+            Conversion::Direct(e) => format!("NEW.{target} := {e};"),
+            Conversion::OverRow(e) => format!("SELECT {e} INTO NEW.{target} FROM (SELECT NEW.*) AS t;"),
+        }
+    }
+}
+
 /// Triggers that keep `a` and `b` equal whichever version writes, without recursion: a BEFORE
-/// trigger changes NEW in place. `to_b`/`to_a` convert between the columns' types.
-fn sync_trigger(table: &QualifiedName, a: &str, b: &str, to_b: &str, to_a: &str) -> (String, String) {
+/// trigger changes NEW in place.
+fn sync_trigger(table: &QualifiedName, a: &str, b: &str, to_b: Conversion, to_a: Conversion) -> (String, String) {
     let func = generated_name("migrate_sync", &[&table.name, a, b]);
     let fq = QualifiedName::new(table.schema.as_deref(), &func);
     let (qa, qb) = (quote_ident(a), quote_ident(b));
+    let (set_b, set_a) = (to_b.assign(&qb), to_a.assign(&qa));
     let create = format!(
         "CREATE FUNCTION {fq}() RETURNS trigger LANGUAGE plpgsql AS $migrate$
 BEGIN
   IF TG_OP = 'INSERT' THEN
     IF NEW.{qb} IS NULL THEN
-      SELECT {to_b} INTO NEW.{qb} FROM (SELECT NEW.*) AS t;
+      {set_b}
     ELSIF NEW.{qa} IS NULL THEN
-      SELECT {to_a} INTO NEW.{qa} FROM (SELECT NEW.*) AS t;
+      {set_a}
     END IF;
   ELSIF NEW.{qa} IS DISTINCT FROM OLD.{qa} THEN
-    SELECT {to_b} INTO NEW.{qb} FROM (SELECT NEW.*) AS t;
+    {set_b}
   ELSIF NEW.{qb} IS DISTINCT FROM OLD.{qb} THEN
-    SELECT {to_a} INTO NEW.{qa} FROM (SELECT NEW.*) AS t;
+    {set_a}
   END IF;
   RETURN NEW;
 END
@@ -682,7 +701,13 @@ fn rename_column(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, wha
         add.push_str(&format!(" DEFAULT {d}"));
     }
     r.steps.push(step(Phase::Expand, "add the new column (same type and default)", add, StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-    let (create, drop) = sync_trigger(table, from, to, &format!("t.{qf}"), &format!("t.{qt}"));
+    let (create, drop) = sync_trigger(
+        table,
+        from,
+        to,
+        Conversion::Direct(format!("NEW.{qf}")),
+        Conversion::Direct(format!("NEW.{qt}")),
+    );
     r.steps.push(step(Phase::Expand, "keep both columns equal, whichever version writes", create, StepKind::Ddl, brief(table, LockLevel::ShareRowExclusive)));
     copy_indexes(ctx, &mut r, table, from, to);
     if col.is_some_and(|c| c.not_null) {
@@ -735,12 +760,16 @@ fn change_type(ctx: &StmtCtx, table: &QualifiedName, column: &str, new_type: &st
         .table(table)
         .and_then(|t| t.column(column))
         .map(|c| c.ty.sql.clone());
-    let to_new = using.map_or_else(|| format!("t.{qc}::{new_type}"), |u| format!("({u})"));
-    let to_old = old_type
-        .as_ref()
-        .map_or_else(|| format!("t.{qs}::text"), |t| format!("t.{qs}::{t}"));
+    let to_new = using.map_or_else(
+        || Conversion::Direct(format!("NEW.{qc}::{new_type}")),
+        |u| Conversion::OverRow(format!("({u})")),
+    );
+    let to_old = Conversion::Direct(old_type.as_ref().map_or_else(
+        || format!("NEW.{qs}::text /* cast to the column's current type */"),
+        |t| format!("NEW.{qs}::{t}"),
+    ));
     r.steps.push(step(Phase::Expand, "add the column of the new type", format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-    let (create, drop) = sync_trigger(table, column, &shadow, &to_new, &to_old);
+    let (create, drop) = sync_trigger(table, column, &shadow, to_new, to_old);
     r.steps.push(step(Phase::Expand, "convert every write into the new column, and back", create, StepKind::Ddl, brief(table, LockLevel::ShareRowExclusive)));
     copy_indexes(ctx, &mut r, table, column, &shadow);
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);

@@ -35,7 +35,15 @@ pub fn write(reports: &[FileReport], out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     let t = Totals::of(reports);
-    writeln!(out, "migrate plan: {} errors, {} warnings, {} info in {} files", t.errors, t.warnings, t.info, t.files)
+    let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+    writeln!(
+        out,
+        "migrate plan: {}, {}, {} info in {}",
+        plural(t.errors, "error"),
+        plural(t.warnings, "warning"),
+        t.info,
+        plural(t.files, "file")
+    )
 }
 
 #[cfg(test)]

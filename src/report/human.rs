@@ -49,17 +49,14 @@ pub fn write(reports: &[FileReport], opts: HumanOptions, out: &mut dyn Write) ->
 
 fn write_file(r: &FileReport, opts: HumanOptions, p: &Paint, out: &mut dyn Write) -> io::Result<()> {
     let path = display_path(&r.path);
-    let mut shown_plan = Vec::new();
-    for f in &r.findings {
+    for (k, f) in r.findings.iter().enumerate() {
         write_finding(r, f, &path, p, out)?;
-        // The safe plan of the statement, once, under its first finding.
-        if let Some(i) = f.statement {
-            if !shown_plan.contains(&i) {
-                shown_plan.push(i);
-                let pad = " ".repeat(f.line.to_string().len());
-                for rw in r.plan.rewrites.iter().filter(|rw| rw.statement == i && (rw.rewritten || rw.rejected.is_some())) {
-                    write_rewrite(rw, &pad, opts, p, out)?;
-                }
+        // The safe plan of the statement, once, under its last finding.
+        let last_of_statement = r.findings.get(k + 1).is_none_or(|next| next.statement != f.statement);
+        if let (Some(i), true) = (f.statement, last_of_statement) {
+            let pad = " ".repeat(f.line.to_string().len());
+            for rw in r.plan.rewrites.iter().filter(|rw| rw.statement == i && (rw.rewritten || rw.rejected.is_some())) {
+                write_rewrite(rw, &pad, opts, p, out)?;
             }
         }
         writeln!(out)?;

@@ -1,0 +1,243 @@
+//! `migrate plan` and `migrate rules` as a user runs them: the built binary, real files.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn migrate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run migrate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["plan", "--format", "json"];
+    all.extend_from_slice(args);
+    let o = migrate(&all);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+fn rules_of(v: &serde_json::Value) -> Vec<String> {
+    v["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn the_example_migrations_plan_with_warnings_and_no_error() {
+    let o = migrate(&["plan", "migrations-example/", "--color", "never"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    insta::assert_snapshot!("example_human", stdout(&o));
+}
+
+#[test]
+fn the_example_plan_with_explain_shows_every_steps_sql() {
+    let o = migrate(&["plan", "migrations-example/0006_rename_column.sql", "--explain", "--color", "never"]);
+    assert_eq!(o.status.code(), Some(0));
+    insta::assert_snapshot!("rename_explain", stdout(&o));
+}
+
+#[test]
+fn json_findings_have_the_documented_fields() {
+    let (code, v) = json(&["migrations-example/"]);
+    assert_eq!(code, 0);
+    let findings = v["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    for f in findings {
+        for key in ["file", "line", "column", "rule", "level", "message", "help"] {
+            assert!(!f[key].is_null(), "missing {key} in {f}");
+        }
+        assert!(f["line"].as_u64().unwrap() >= 1 && f["column"].as_u64().unwrap() >= 1);
+    }
+    assert_eq!(v["summary"]["files"], 18);
+    assert_eq!(v["plans"].as_array().unwrap().len(), 18);
+}
+
+#[test]
+fn rejected_operations_fail_the_build_with_exit_1() {
+    let (code, v) = json(&["tests/fixtures/rejected/"]);
+    assert_eq!(code, 1);
+    let rules = rules_of(&v);
+    for expected in ["adding-required-field", "vacuum-full", "cluster", "lock-table", "truncate", "concurrently-in-transaction"] {
+        assert!(rules.contains(&expected.to_string()), "{expected} not in {rules:?}");
+    }
+    let o = migrate(&["plan", "tests/fixtures/rejected/", "--color", "never"]);
+    insta::assert_snapshot!("rejected_human", stdout(&o));
+}
+
+#[test]
+fn github_annotations() {
+    let o = migrate(&["plan", "--format", "github", "tests/fixtures/rejected/0002_required_field.sql"]);
+    assert_eq!(o.status.code(), Some(1));
+    insta::assert_snapshot!("rejected_github", stdout(&o));
+}
+
+#[test]
+fn sarif_is_valid_2_1_0_with_rule_metadata() {
+    let o = migrate(&["plan", "--format", "sarif", "tests/fixtures/rejected/"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["version"], "2.1.0");
+    let run = &v["runs"][0];
+    let rules = run["tool"]["driver"]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 50);
+    for r in run["results"].as_array().unwrap() {
+        let idx = r["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[idx]["id"], r["ruleId"]);
+        assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
+        assert!(r["locations"][0]["physicalLocation"]["region"]["startLine"].as_u64().unwrap() >= 1);
+    }
+}
+
+#[test]
+fn a_syntax_error_is_a_finding_and_the_rest_is_still_checked() {
+    let (code, v) = json(&["tests/fixtures/syntax/"]);
+    assert_eq!(code, 1);
+    let errors: Vec<_> = v["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "syntax-error").collect();
+    assert_eq!(errors.len(), 2, "{v}");
+    assert_eq!((errors[0]["line"].as_u64(), errors[0]["column"].as_u64()), (Some(3), Some(41)));
+    // The unterminated string is reported where it starts.
+    assert_eq!(errors[1]["line"].as_u64(), Some(11));
+    // BEGIN ATOMIC bodies stay one statement: no error inside them.
+    assert!(errors.iter().all(|e| !(6..=9).contains(&e["line"].as_u64().unwrap())));
+    assert!(rules_of(&v).contains(&"opaque-statement".to_string()));
+}
+
+#[test]
+fn flyway_layout_orders_numerically_and_skips_undo_files() {
+    let (_, v) = json(&["tests/fixtures/layouts/flyway/"]);
+    let names: Vec<_> = v["plans"].as_array().unwrap().iter().map(|p| p["migration"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, vec!["V1__create", "V2__index", "V10__rename"]);
+    let rules = rules_of(&v);
+    assert!(rules.contains(&"require-concurrent-index-creation".to_string()), "{rules:?}");
+    assert!(rules.contains(&"renaming-column".to_string()), "{rules:?}");
+}
+
+#[test]
+fn diesel_layout_honours_run_in_transaction_false() {
+    let (code, v) = json(&["tests/fixtures/layouts/diesel/"]);
+    assert_eq!(code, 0, "{v}");
+    let plans = v["plans"].as_array().unwrap();
+    assert_eq!(plans[0]["migration"], "2024-01-01-000000_create");
+    assert_eq!(plans[1]["transaction"], "none");
+    assert!(!rules_of(&v).contains(&"concurrently-in-transaction".to_string()));
+}
+
+#[test]
+fn up_files_are_read_down_files_skipped_and_sqlx_opt_out_honoured() {
+    let (code, v) = json(&["tests/fixtures/layouts/updown/"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["summary"]["files"], 2);
+    assert_eq!(v["plans"][1]["transaction"], "none");
+    // The file's own opt-out wins over --transaction.
+    let (code, _) = json(&["--transaction", "per-file", "tests/fixtures/layouts/updown/0002_index.up.sql"]);
+    assert_eq!(code, 0);
+    // --transaction none takes a file without an opt-out out of the transaction.
+    let f = "tests/fixtures/rejected/0005_concurrently_in_transaction.sql";
+    let (_, v) = json(&[f]);
+    assert!(rules_of(&v).contains(&"concurrently-in-transaction".to_string()));
+    let (_, v) = json(&["--transaction", "none", f]);
+    assert!(!rules_of(&v).contains(&"concurrently-in-transaction".to_string()));
+}
+
+#[test]
+fn a_single_file_is_linted_with_the_earlier_files_as_context() {
+    // 0006 alone: users comes from 0001, so the rename is of a live table and its type is known.
+    let (_, v) = json(&["--explain", "migrations-example/0006_rename_column.sql"]);
+    assert_eq!(v["summary"]["files"], 1);
+    let steps = v["plans"][0]["rewrites"][0]["steps"].as_array().unwrap();
+    assert!(steps[0]["sql"].as_str().unwrap().contains("ADD COLUMN full_name text"), "{}", steps[0]);
+}
+
+#[test]
+fn pg_version_changes_version_specific_rules() {
+    let dir = tempdir("pgversion");
+    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (id bigint PRIMARY KEY, a int);").unwrap();
+    std::fs::write(dir.join("0002_d.sql"), "ALTER TABLE t ADD COLUMN b int DEFAULT 0;").unwrap();
+    let d = dir.to_str().unwrap();
+    let (_, v) = json(&["--pg-version", "10", d]);
+    assert!(rules_of(&v).contains(&"adding-field-with-volatile-default".to_string()));
+    let (_, v) = json(&["--pg-version", "11", d]);
+    assert!(!rules_of(&v).contains(&"adding-field-with-volatile-default".to_string()));
+    let o = migrate(&["plan", "--pg-version", "eleven", d]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn migrate_toml_sets_levels_and_turns_rules_off() {
+    let dir = tempdir("config");
+    std::fs::write(dir.join("migrate.toml"), "pg_version = 15\n[rules]\nrenaming-column = \"error\"\nrequire-concurrent-index-creation = \"off\"\n").unwrap();
+    let config = dir.join("migrate.toml");
+    let c = config.to_str().unwrap();
+    let (code, v) = json(&["--config", c, "migrations-example/"]);
+    assert_eq!(code, 1, "renaming-column raised to error");
+    let rules = rules_of(&v);
+    assert!(!rules.contains(&"require-concurrent-index-creation".to_string()));
+    let f = v["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "renaming-column").unwrap();
+    assert_eq!(f["level"], "error");
+
+    std::fs::write(&config, "[rules]\nno-such-rule = \"off\"\n").unwrap();
+    let o = migrate(&["plan", "--config", c, "migrations-example/"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no-such-rule") && stderr(&o).contains("migrate.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_path_is_a_usage_error_naming_it() {
+    let o = migrate(&["plan", "no/such/dir"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no/such/dir"), "{}", stderr(&o));
+}
+
+#[test]
+fn empty_files_are_fine() {
+    let dir = tempdir("empty");
+    std::fs::write(dir.join("0001_empty.sql"), "").unwrap();
+    std::fs::write(dir.join("0002_comments.sql"), "-- nothing yet\n/* still nothing */\n").unwrap();
+    let (code, v) = json(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(v["summary"]["files"], 2);
+    assert!(v["findings"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn rules_command_lists_and_explains() {
+    let o = migrate(&["rules"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("renaming-column"));
+    let o = migrate(&["rules", "setting-not-null"]);
+    assert!(stdout(&o).contains("## Why it hurts") && stdout(&o).contains("VALIDATE"));
+    let o = migrate(&["rules", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn docs_rule_reference_is_generated_from_the_code() {
+    let o = migrate(&["rules", "--format", "markdown"]);
+    let generated = stdout(&o);
+    let path = root().join("docs/rules.md");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/rules.md is stale: run `cargo run -- rules --format markdown > docs/rules.md`"
+    );
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("migrate-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

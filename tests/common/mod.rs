@@ -1,0 +1,72 @@
+//! A real PostgreSQL for tests: each test gets its own database, dropped when it ends.
+//! The server comes from MIGRATE_TEST_DATABASE_URL (default: postgres@127.0.0.1:5432); a test
+//! fails loudly when none is reachable (scripts/test.sh installs and starts one).
+
+#![allow(dead_code)]
+
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub fn admin_url() -> String {
+    std::env::var("MIGRATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn with_db(url: &str, db: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if url[..i].contains("://") && url[..i].rfind('/') != Some(i) => {
+            let (base, rest) = url.split_at(i);
+            let query = rest.find('?').map_or("", |q| &rest[q..]);
+            format!("{base}/{db}{query}")
+        }
+        _ => format!("{url}/{db}"),
+    }
+}
+
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    rt: tokio::runtime::Runtime,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let name = format!(
+            "migrate_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+        );
+        let admin = admin_url();
+        rt.block_on(async {
+            let mut c = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL is not reachable at {admin} ({e}); run scripts/test.sh, which installs and starts it")
+            });
+            c.execute(AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+        });
+        let url = with_db(&admin, &name);
+        TestDb { name, url, rt }
+    }
+
+    /// Runs SQL (several statements allowed) in the test database.
+    pub fn exec(&self, sql: &str) {
+        self.rt.block_on(async {
+            let mut c = PgConnection::connect(&self.url).await.unwrap();
+            c.execute(AssertSqlSafe(sql.to_string())).await.unwrap_or_else(|e| panic!("{e}\n{sql}"));
+        });
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = admin_url();
+        let name = self.name.clone();
+        self.rt.block_on(async {
+            if let Ok(mut c) = PgConnection::connect(&admin).await {
+                let _ = c.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,84 @@
+//! `migrate plan --database-url`: the current schema comes from a live database.
+
+mod common;
+
+use common::TestDb;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn migrate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_migrate")).args(args).env("NO_COLOR", "1").output().unwrap()
+}
+
+fn rules(o: &Output) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    v["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap().to_string()).collect()
+}
+
+fn migration(name: &str, sql: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("migrate-live-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("0001_change.sql");
+    std::fs::write(&file, sql).unwrap();
+    file
+}
+
+#[test]
+fn live_types_and_validated_checks_silence_safe_changes() {
+    let db = TestDb::new();
+    db.exec(
+        "CREATE TABLE accounts (id bigint PRIMARY KEY, email varchar(50), nick text);
+         ALTER TABLE accounts ADD CONSTRAINT accounts_nick_nn CHECK (nick IS NOT NULL) NOT VALID;
+         ALTER TABLE accounts VALIDATE CONSTRAINT accounts_nick_nn;",
+    );
+    let file = migration("types", "ALTER TABLE accounts ALTER COLUMN email TYPE varchar(100);\nALTER TABLE accounts ALTER COLUMN nick SET NOT NULL;\n");
+    let f = file.to_str().unwrap();
+
+    // Without the database, the current type and the check are unknown: both are flagged.
+    let offline = rules(&migrate(&["plan", "--format", "json", f]));
+    assert!(offline.contains(&"changing-column-type".to_string()), "{offline:?}");
+    assert!(offline.contains(&"setting-not-null".to_string()), "{offline:?}");
+
+    // With it, widening varchar does not rewrite and the validated check proves NOT NULL.
+    let online = rules(&migrate(&["plan", "--format", "json", "--database-url", &db.url, f]));
+    assert!(!online.contains(&"changing-column-type".to_string()), "{online:?}");
+    assert!(!online.contains(&"setting-not-null".to_string()), "{online:?}");
+}
+
+#[test]
+fn live_indexes_satisfy_foreign_keys_and_unknown_tables_are_live() {
+    let db = TestDb::new();
+    db.exec(
+        "CREATE TABLE teams (id bigint PRIMARY KEY);
+         CREATE TABLE members (id bigint PRIMARY KEY, team_id bigint, \"Display Name\" text);
+         CREATE INDEX members_team_idx ON members (team_id);",
+    );
+    let file = migration(
+        "fk",
+        "ALTER TABLE members ADD CONSTRAINT members_team_fk FOREIGN KEY (team_id) REFERENCES teams (id) NOT VALID;\nALTER TABLE members RENAME COLUMN \"Display Name\" TO display_name;\n",
+    );
+    let o = migrate(&["plan", "--format", "json", "--explain", "--database-url", &db.url, file.to_str().unwrap()]);
+    let r = rules(&o);
+    assert!(!r.contains(&"fk-without-index".to_string()), "{r:?}");
+    assert!(r.contains(&"renaming-column".to_string()), "{r:?}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sql = v["plans"][0]["rewrites"][1]["steps"][0]["sql"].as_str().unwrap();
+    // The new column copies the live type; the quoted name survives into generated SQL.
+    assert_eq!(sql, "ALTER TABLE members ADD COLUMN display_name text");
+    let trigger = v["plans"][0]["rewrites"][1]["steps"][1]["sql"].as_str().unwrap();
+    assert!(trigger.contains("NEW.\"Display Name\""), "{trigger}");
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_that_never_shows_the_password() {
+    // Nothing listens on port 1: the error must name the server, and mask the password.
+    let url = "postgres://someone:hunter2-secret@127.0.0.1:1/whatever";
+    let file = migration("pw", "SELECT 1;");
+    let o = migrate(&["plan", "--database-url", url, file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot connect") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2"), "password leaked: {err}");
+    assert!(err.contains("someone:***@"), "{err}");
+}

@@ -30,7 +30,11 @@ pub struct FileReport {
 
 /// Lints and plans every target. `base` is the catalog to start from (empty, or read from a
 /// live database).
-pub fn analyze_targets(targets: &[LintTarget], settings: &Settings, base: &Catalog) -> Result<Vec<FileReport>, Error> {
+pub fn analyze_targets(
+    targets: &[LintTarget],
+    settings: &Settings,
+    base: &Catalog,
+) -> Result<Vec<FileReport>, Error> {
     let mut reports = Vec::new();
     for target in targets {
         let mut catalog = base.clone();
@@ -69,7 +73,10 @@ fn live_statements(file: &MigrationFile) -> impl Iterator<Item = &crate::sql::St
         .iter()
         .find(|c| c.body == "migrate:down")
         .map_or(usize::MAX, |c| c.start);
-    file.source.statements.iter().filter(move |s| s.start < down)
+    file.source
+        .statements
+        .iter()
+        .filter(move |s| s.start < down)
 }
 
 /// The phase markers of a file, by position.
@@ -90,7 +97,11 @@ fn markers(file: &MigrationFile) -> Vec<(usize, Phase)> {
 }
 
 /// Lints and plans one file, advancing `catalog` past it.
-pub fn analyze_file(file: &MigrationFile, catalog: &mut Catalog, settings: &Settings) -> FileReport {
+pub fn analyze_file(
+    file: &MigrationFile,
+    catalog: &mut Catalog,
+    settings: &Settings,
+) -> FileReport {
     let enabled: Vec<&dyn Rule> = rules::RULES
         .iter()
         .copied()
@@ -126,8 +137,16 @@ pub fn analyze_file(file: &MigrationFile, catalog: &mut Catalog, settings: &Sett
         };
         let pairs = convert::operations(tree, &stmt.text);
         let (ops, sqls): (Vec<Operation>, Vec<String>) = pairs.into_iter().unzip();
-        let section = markers.iter().rev().find(|(at, _)| *at < stmt.start).map(|(_, p)| *p);
-        let section = if markers.is_empty() { None } else { Some(section.unwrap_or(Phase::Expand)) };
+        let section = markers
+            .iter()
+            .rev()
+            .find(|(at, _)| *at < stmt.start)
+            .map(|(_, p)| *p);
+        let section = if markers.is_empty() {
+            None
+        } else {
+            Some(section.unwrap_or(Phase::Expand))
+        };
         if section != prev_section {
             // Each phase runs at its own time, in its own transaction: nothing is held across.
             tx.held.clear();
@@ -215,7 +234,9 @@ fn advance(tx: &mut TxState, ops: &[Operation], index: usize, line: usize, catal
                 }
                 tx.explicit += 1;
             }
-            Operation::Transaction(TxControl::Commit | TxControl::Rollback | TxControl::Prepare) => {
+            Operation::Transaction(
+                TxControl::Commit | TxControl::Rollback | TxControl::Prepare,
+            ) => {
                 tx.explicit = 0;
                 tx.begin_line = None;
                 tx.held.clear();
@@ -234,7 +255,10 @@ fn advance(tx: &mut TxState, ops: &[Operation], index: usize, line: usize, catal
                         line,
                     });
                 }
-                if let Operation::AddConstraint { table, constraint, .. } = op {
+                if let Operation::AddConstraint {
+                    table, constraint, ..
+                } = op
+                {
                     if let Some(name) = &constraint.name {
                         tx.added_constraints.push((table.clone(), name.clone()));
                     }
@@ -251,7 +275,11 @@ fn advance(tx: &mut TxState, ops: &[Operation], index: usize, line: usize, catal
 /// Applies `-- migrate:allow <rule> <reason>` directives: each suppresses that rule's findings
 /// on the next statement; a directive with no reason, an unknown rule, or nothing to suppress
 /// is itself a finding.
-fn apply_allows(file: &MigrationFile, findings: Vec<Finding>, _settings: &Settings) -> Vec<Finding> {
+fn apply_allows(
+    file: &MigrationFile,
+    findings: Vec<Finding>,
+    _settings: &Settings,
+) -> Vec<Finding> {
     let statements = &file.source.statements;
     let mut out = Vec::new();
     let mut used = Vec::new();
@@ -285,7 +313,9 @@ fn apply_allows(file: &MigrationFile, findings: Vec<Finding>, _settings: &Settin
         } else if reason.is_empty() {
             Some(format!("`migrate:allow {rule}` gives no reason"))
         } else if target.is_none() || !used.contains(&i) {
-            Some(format!("`migrate:allow {rule}` suppresses nothing on the next statement"))
+            Some(format!(
+                "`migrate:allow {rule}` suppresses nothing on the next statement"
+            ))
         } else {
             None
         };
@@ -318,7 +348,11 @@ pub fn analyze_sources(context: &[&str], sql: &str, settings: &Settings) -> Vec<
         replay(&make(i + 1, c), &mut catalog);
     }
     let mut file = make(context.len() + 1, sql);
-    if sql.lines().next().is_some_and(|l| l.trim() == "-- migrate:no-transaction") {
+    if sql
+        .lines()
+        .next()
+        .is_some_and(|l| l.trim() == "-- migrate:no-transaction")
+    {
         file.transaction = TransactionMode::None;
     }
     vec![analyze_file(&file, &mut catalog, settings)]

@@ -19,7 +19,10 @@ pub struct PgVersion {
 }
 
 impl PgVersion {
-    pub const DEFAULT: PgVersion = PgVersion { major: 15, minor: 0 };
+    pub const DEFAULT: PgVersion = PgVersion {
+        major: 15,
+        minor: 0,
+    };
 
     pub fn at_least(&self, major: u32) -> bool {
         self.major >= major
@@ -112,7 +115,8 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => RawConfig::default(),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let settings = Settings::from_raw(&raw).map_err(|message| Error::Config { path, message })?;
+        let settings =
+            Settings::from_raw(&raw).map_err(|message| Error::Config { path, message })?;
         Ok((settings, raw))
     }
 
@@ -157,8 +161,20 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!("14.3".parse::<PgVersion>().unwrap(), PgVersion { major: 14, minor: 3 });
-        assert_eq!("16".parse::<PgVersion>().unwrap(), PgVersion { major: 16, minor: 0 });
+        assert_eq!(
+            "14.3".parse::<PgVersion>().unwrap(),
+            PgVersion {
+                major: 14,
+                minor: 3
+            }
+        );
+        assert_eq!(
+            "16".parse::<PgVersion>().unwrap(),
+            PgVersion {
+                major: 16,
+                minor: 0
+            }
+        );
         assert!("sixteen".parse::<PgVersion>().is_err());
         assert!("1.2.3".parse::<PgVersion>().is_err());
     }

@@ -4,13 +4,13 @@
 //! and plan (`plan`) → reports (`report`). A rule never talks to the database.
 
 pub mod analyze;
+pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod files;
 pub mod lint;
 pub mod model;
 pub mod plan;
-pub mod sql;
-pub mod cli;
-pub mod engine;
 pub mod report;
+pub mod sql;

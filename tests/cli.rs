@@ -28,12 +28,18 @@ fn json(args: &[&str]) -> (i32, serde_json::Value) {
     let mut all = vec!["plan", "--format", "json"];
     all.extend_from_slice(args);
     let o = migrate(&all);
-    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
+    let v = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
     (o.status.code().unwrap_or(-1), v)
 }
 
 fn rules_of(v: &serde_json::Value) -> Vec<String> {
-    v["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap().to_string()).collect()
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -45,7 +51,13 @@ fn the_example_migrations_plan_with_warnings_and_no_error() {
 
 #[test]
 fn the_example_plan_with_explain_shows_every_steps_sql() {
-    let o = migrate(&["plan", "migrations-example/0006_rename_column.sql", "--explain", "--color", "never"]);
+    let o = migrate(&[
+        "plan",
+        "migrations-example/0006_rename_column.sql",
+        "--explain",
+        "--color",
+        "never",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     insta::assert_snapshot!("rename_explain", stdout(&o));
 }
@@ -71,8 +83,18 @@ fn rejected_operations_fail_the_build_with_exit_1() {
     let (code, v) = json(&["tests/fixtures/rejected/"]);
     assert_eq!(code, 1);
     let rules = rules_of(&v);
-    for expected in ["adding-required-field", "vacuum-full", "cluster", "lock-table", "truncate", "concurrently-in-transaction"] {
-        assert!(rules.contains(&expected.to_string()), "{expected} not in {rules:?}");
+    for expected in [
+        "adding-required-field",
+        "vacuum-full",
+        "cluster",
+        "lock-table",
+        "truncate",
+        "concurrently-in-transaction",
+    ] {
+        assert!(
+            rules.contains(&expected.to_string()),
+            "{expected} not in {rules:?}"
+        );
     }
     let o = migrate(&["plan", "tests/fixtures/rejected/", "--color", "never"]);
     insta::assert_snapshot!("rejected_human", stdout(&o));
@@ -80,7 +102,12 @@ fn rejected_operations_fail_the_build_with_exit_1() {
 
 #[test]
 fn github_annotations() {
-    let o = migrate(&["plan", "--format", "github", "tests/fixtures/rejected/0002_required_field.sql"]);
+    let o = migrate(&[
+        "plan",
+        "--format",
+        "github",
+        "tests/fixtures/rejected/0002_required_field.sql",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     insta::assert_snapshot!("rejected_github", stdout(&o));
 }
@@ -97,7 +124,12 @@ fn sarif_is_valid_2_1_0_with_rule_metadata() {
         let idx = r["ruleIndex"].as_u64().unwrap() as usize;
         assert_eq!(rules[idx]["id"], r["ruleId"]);
         assert!(["error", "warning", "note"].contains(&r["level"].as_str().unwrap()));
-        assert!(r["locations"][0]["physicalLocation"]["region"]["startLine"].as_u64().unwrap() >= 1);
+        assert!(
+            r["locations"][0]["physicalLocation"]["region"]["startLine"]
+                .as_u64()
+                .unwrap()
+                >= 1
+        );
     }
 }
 
@@ -105,23 +137,41 @@ fn sarif_is_valid_2_1_0_with_rule_metadata() {
 fn a_syntax_error_is_a_finding_and_the_rest_is_still_checked() {
     let (code, v) = json(&["tests/fixtures/syntax/"]);
     assert_eq!(code, 1);
-    let errors: Vec<_> = v["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "syntax-error").collect();
+    let errors: Vec<_> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "syntax-error")
+        .collect();
     assert_eq!(errors.len(), 2, "{v}");
-    assert_eq!((errors[0]["line"].as_u64(), errors[0]["column"].as_u64()), (Some(3), Some(41)));
+    assert_eq!(
+        (errors[0]["line"].as_u64(), errors[0]["column"].as_u64()),
+        (Some(3), Some(41))
+    );
     // The unterminated string is reported where it starts.
     assert_eq!(errors[1]["line"].as_u64(), Some(11));
     // BEGIN ATOMIC bodies stay one statement: no error inside them.
-    assert!(errors.iter().all(|e| !(6..=9).contains(&e["line"].as_u64().unwrap())));
+    assert!(errors
+        .iter()
+        .all(|e| !(6..=9).contains(&e["line"].as_u64().unwrap())));
     assert!(rules_of(&v).contains(&"opaque-statement".to_string()));
 }
 
 #[test]
 fn flyway_layout_orders_numerically_and_skips_undo_files() {
     let (_, v) = json(&["tests/fixtures/layouts/flyway/"]);
-    let names: Vec<_> = v["plans"].as_array().unwrap().iter().map(|p| p["migration"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> = v["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["migration"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, vec!["V1__create", "V2__index", "V10__rename"]);
     let rules = rules_of(&v);
-    assert!(rules.contains(&"require-concurrent-index-creation".to_string()), "{rules:?}");
+    assert!(
+        rules.contains(&"require-concurrent-index-creation".to_string()),
+        "{rules:?}"
+    );
     assert!(rules.contains(&"renaming-column".to_string()), "{rules:?}");
 }
 
@@ -142,7 +192,11 @@ fn up_files_are_read_down_files_skipped_and_sqlx_opt_out_honoured() {
     assert_eq!(v["summary"]["files"], 2);
     assert_eq!(v["plans"][1]["transaction"], "none");
     // The file's own opt-out wins over --transaction.
-    let (code, _) = json(&["--transaction", "per-file", "tests/fixtures/layouts/updown/0002_index.up.sql"]);
+    let (code, _) = json(&[
+        "--transaction",
+        "per-file",
+        "tests/fixtures/layouts/updown/0002_index.up.sql",
+    ]);
     assert_eq!(code, 0);
     // --transaction none takes a file without an opt-out out of the transaction.
     let f = "tests/fixtures/rejected/0005_concurrently_in_transaction.sql";
@@ -158,14 +212,29 @@ fn a_single_file_is_linted_with_the_earlier_files_as_context() {
     let (_, v) = json(&["--explain", "migrations-example/0006_rename_column.sql"]);
     assert_eq!(v["summary"]["files"], 1);
     let steps = v["plans"][0]["rewrites"][0]["steps"].as_array().unwrap();
-    assert!(steps[0]["sql"].as_str().unwrap().contains("ADD COLUMN full_name text"), "{}", steps[0]);
+    assert!(
+        steps[0]["sql"]
+            .as_str()
+            .unwrap()
+            .contains("ADD COLUMN full_name text"),
+        "{}",
+        steps[0]
+    );
 }
 
 #[test]
 fn pg_version_changes_version_specific_rules() {
     let dir = tempdir("pgversion");
-    std::fs::write(dir.join("0001_t.sql"), "CREATE TABLE t (id bigint PRIMARY KEY, a int);").unwrap();
-    std::fs::write(dir.join("0002_d.sql"), "ALTER TABLE t ADD COLUMN b int DEFAULT 0;").unwrap();
+    std::fs::write(
+        dir.join("0001_t.sql"),
+        "CREATE TABLE t (id bigint PRIMARY KEY, a int);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0002_d.sql"),
+        "ALTER TABLE t ADD COLUMN b int DEFAULT 0;",
+    )
+    .unwrap();
     let d = dir.to_str().unwrap();
     let (_, v) = json(&["--pg-version", "10", d]);
     assert!(rules_of(&v).contains(&"adding-field-with-volatile-default".to_string()));
@@ -185,13 +254,22 @@ fn migrate_toml_sets_levels_and_turns_rules_off() {
     assert_eq!(code, 1, "renaming-column raised to error");
     let rules = rules_of(&v);
     assert!(!rules.contains(&"require-concurrent-index-creation".to_string()));
-    let f = v["findings"].as_array().unwrap().iter().find(|f| f["rule"] == "renaming-column").unwrap();
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "renaming-column")
+        .unwrap();
     assert_eq!(f["level"], "error");
 
     std::fs::write(&config, "[rules]\nno-such-rule = \"off\"\n").unwrap();
     let o = migrate(&["plan", "--config", c, "migrations-example/"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no-such-rule") && stderr(&o).contains("migrate.toml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-such-rule") && stderr(&o).contains("migrate.toml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -205,7 +283,11 @@ fn a_missing_path_is_a_usage_error_naming_it() {
 fn empty_files_are_fine() {
     let dir = tempdir("empty");
     std::fs::write(dir.join("0001_empty.sql"), "").unwrap();
-    std::fs::write(dir.join("0002_comments.sql"), "-- nothing yet\n/* still nothing */\n").unwrap();
+    std::fs::write(
+        dir.join("0002_comments.sql"),
+        "-- nothing yet\n/* still nothing */\n",
+    )
+    .unwrap();
     let (code, v) = json(&[dir.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert_eq!(v["summary"]["files"], 2);

@@ -7,12 +7,22 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn migrate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migrate")).args(args).env("NO_COLOR", "1").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
 }
 
 fn rules(o: &Output) -> Vec<String> {
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
-    v["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap().to_string()).collect()
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn migration(name: &str, sql: &str) -> PathBuf {
@@ -37,13 +47,32 @@ fn live_types_and_validated_checks_silence_safe_changes() {
 
     // Without the database, the current type and the check are unknown: both are flagged.
     let offline = rules(&migrate(&["plan", "--format", "json", f]));
-    assert!(offline.contains(&"changing-column-type".to_string()), "{offline:?}");
-    assert!(offline.contains(&"setting-not-null".to_string()), "{offline:?}");
+    assert!(
+        offline.contains(&"changing-column-type".to_string()),
+        "{offline:?}"
+    );
+    assert!(
+        offline.contains(&"setting-not-null".to_string()),
+        "{offline:?}"
+    );
 
     // With it, widening varchar does not rewrite and the validated check proves NOT NULL.
-    let online = rules(&migrate(&["plan", "--format", "json", "--database-url", &db.url, f]));
-    assert!(!online.contains(&"changing-column-type".to_string()), "{online:?}");
-    assert!(!online.contains(&"setting-not-null".to_string()), "{online:?}");
+    let online = rules(&migrate(&[
+        "plan",
+        "--format",
+        "json",
+        "--database-url",
+        &db.url,
+        f,
+    ]));
+    assert!(
+        !online.contains(&"changing-column-type".to_string()),
+        "{online:?}"
+    );
+    assert!(
+        !online.contains(&"setting-not-null".to_string()),
+        "{online:?}"
+    );
 }
 
 #[test]
@@ -58,15 +87,27 @@ fn live_indexes_satisfy_foreign_keys_and_unknown_tables_are_live() {
         "fk",
         "ALTER TABLE members ADD CONSTRAINT members_team_fk FOREIGN KEY (team_id) REFERENCES teams (id) NOT VALID;\nALTER TABLE members RENAME COLUMN \"Display Name\" TO display_name;\n",
     );
-    let o = migrate(&["plan", "--format", "json", "--explain", "--database-url", &db.url, file.to_str().unwrap()]);
+    let o = migrate(&[
+        "plan",
+        "--format",
+        "json",
+        "--explain",
+        "--database-url",
+        &db.url,
+        file.to_str().unwrap(),
+    ]);
     let r = rules(&o);
     assert!(!r.contains(&"fk-without-index".to_string()), "{r:?}");
     assert!(r.contains(&"renaming-column".to_string()), "{r:?}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let sql = v["plans"][0]["rewrites"][1]["steps"][0]["sql"].as_str().unwrap();
+    let sql = v["plans"][0]["rewrites"][1]["steps"][0]["sql"]
+        .as_str()
+        .unwrap();
     // The new column copies the live type; the quoted name survives into generated SQL.
     assert_eq!(sql, "ALTER TABLE members ADD COLUMN display_name text");
-    let trigger = v["plans"][0]["rewrites"][1]["steps"][1]["sql"].as_str().unwrap();
+    let trigger = v["plans"][0]["rewrites"][1]["steps"][1]["sql"]
+        .as_str()
+        .unwrap();
     assert!(trigger.contains("NEW.\"Display Name\""), "{trigger}");
 }
 
@@ -78,7 +119,10 @@ fn an_unreachable_server_is_a_clear_error_that_never_shows_the_password() {
     let o = migrate(&["plan", "--database-url", url, file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("cannot connect") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(
+        err.contains("cannot connect") && err.contains("127.0.0.1:1"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "password leaked: {err}");
     assert!(err.contains("someone:***@"), "{err}");
 }

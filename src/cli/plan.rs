@@ -87,6 +87,11 @@ pub fn run(args: PlanArgs) -> Result<u8, Error> {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    report::write(args.format, &reports, human, &mut out).map_err(|e| Error::io(std::path::Path::new("<stdout>"), e))?;
-    Ok(if Totals::of(&reports).errors > 0 { EXIT_FINDINGS } else { EXIT_OK })
+    report::write(args.format, &reports, human, &mut out)
+        .map_err(|e| Error::io(std::path::Path::new("<stdout>"), e))?;
+    Ok(if Totals::of(&reports).errors > 0 {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    })
 }

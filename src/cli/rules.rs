@@ -30,14 +30,23 @@ pub fn reference_markdown() -> String {
     );
     for r in RULES {
         let m = r.meta();
-        s.push_str(&format!("| [`{}`](#{}) | {} | {} |\n", m.id, m.id, m.level, m.summary().replace('|', "\\|")));
+        s.push_str(&format!(
+            "| [`{}`](#{}) | {} | {} |\n",
+            m.id,
+            m.id,
+            m.level,
+            m.summary().replace('|', "\\|")
+        ));
     }
     for r in RULES {
         let m = r.meta();
         let doc = m.doc_markdown();
         let mut lines = doc.lines();
         let summary = lines.next().unwrap_or("");
-        s.push_str(&format!("\n## {}\n\nLevel: **{}**. {}\n", m.id, m.level, summary));
+        s.push_str(&format!(
+            "\n## {}\n\nLevel: **{}**. {}\n",
+            m.id, m.level, summary
+        ));
         for line in lines {
             // Rule docs use `##` sections; nest them under the rule's heading.
             if let Some(h) = line.strip_prefix("## ") {
@@ -56,7 +65,11 @@ pub fn run(args: RulesArgs) -> Result<u8, Error> {
     let mut out = stdout.lock();
     let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
     if let Some(id) = args.id {
-        let rule = find(&id).ok_or_else(|| Error::Usage(format!("there is no rule `{id}`; `migrate rules` lists them")))?;
+        let rule = find(&id).ok_or_else(|| {
+            Error::Usage(format!(
+                "there is no rule `{id}`; `migrate rules` lists them"
+            ))
+        })?;
         let m = rule.meta();
         writeln!(out, "{} ({})\n\n{}", m.id, m.level, m.doc_markdown()).map_err(io)?;
         return Ok(EXIT_OK);
@@ -72,6 +85,11 @@ pub fn run(args: RulesArgs) -> Result<u8, Error> {
         let m = r.meta();
         table.add_row(vec![m.id.to_string(), m.level.to_string(), m.summary()]);
     }
-    writeln!(out, "{table}\n{} rules; `migrate rules <id>` explains one.", RULES.len()).map_err(io)?;
+    writeln!(
+        out,
+        "{table}\n{} rules; `migrate rules <id>` explains one.",
+        RULES.len()
+    )
+    .map_err(io)?;
     Ok(EXIT_OK)
 }

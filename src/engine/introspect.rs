@@ -17,8 +17,12 @@ fn name(schema: &str, rel: &str) -> QualifiedName {
 
 /// Type modifiers from `format_type` output: `character varying(255)` → [255].
 fn mods_of(formatted: &str) -> Vec<i64> {
-    let Some(open) = formatted.find('(') else { return Vec::new() };
-    let Some(close) = formatted[open..].find(')') else { return Vec::new() };
+    let Some(open) = formatted.find('(') else {
+        return Vec::new();
+    };
+    let Some(close) = formatted[open..].find(')') else {
+        return Vec::new();
+    };
     formatted[open + 1..open + close]
         .split(',')
         .filter_map(|p| p.trim().parse().ok())
@@ -38,7 +42,9 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     let tables = sqlx::query(concat!(
         "SELECT n.nspname::text, c.relname::text, c.reltuples::float8
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p', 'm', 'f') AND ", user_schemas!(), ""
+         WHERE c.relkind IN ('r', 'p', 'm', 'f') AND ",
+        user_schemas!(),
+        ""
     ))
     .fetch_all(&mut *conn)
     .await
@@ -55,7 +61,15 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     }
     let mut tables: std::collections::BTreeMap<(String, String), Table> = catalog
         .tables()
-        .map(|t| ((t.name.schema.clone().unwrap_or_else(|| "public".into()), t.name.name.clone()), t.clone()))
+        .map(|t| {
+            (
+                (
+                    t.name.schema.clone().unwrap_or_else(|| "public".into()),
+                    t.name.name.clone(),
+                ),
+                t.clone(),
+            )
+        })
         .collect();
 
     let columns = sqlx::query(concat!(
@@ -113,8 +127,14 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
         let def: String = row.get(4);
         // The definition is parsed with the same grammar the migrations are.
         let sql = format!("ALTER TABLE t ADD CONSTRAINT c {def}");
-        let Ok(Some(tree)) = crate::sql::parse::parse_statement(&sql) else { continue };
-        let Some((Operation::AddConstraint { constraint, .. }, _)) = convert::operations(&tree, &sql).into_iter().next() else { continue };
+        let Ok(Some(tree)) = crate::sql::parse::parse_statement(&sql) else {
+            continue;
+        };
+        let Some((Operation::AddConstraint { constraint, .. }, _)) =
+            convert::operations(&tree, &sql).into_iter().next()
+        else {
+            continue;
+        };
         if let Some(t) = tables.get_mut(&(schema, rel)) {
             t.constraints.push(Constraint {
                 name: conname,
@@ -146,7 +166,13 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
         catalog.insert_index(Index {
             name: name(&schema, &row.get::<String, _>(1)),
             table: name(&schema, &row.get::<String, _>(2)),
-            columns: if partial { Vec::new() } else { cols.into_iter().map(|c| c.trim_matches('"').to_string()).collect() },
+            columns: if partial {
+                Vec::new()
+            } else {
+                cols.into_iter()
+                    .map(|c| c.trim_matches('"').to_string())
+                    .collect()
+            },
             unique: row.get(3),
             origin: Origin::Existing,
         });
@@ -161,7 +187,10 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     .await
     .map_err(db_err)?;
     for row in &enums {
-        catalog.insert_enum(name(&row.get::<String, _>(0), &row.get::<String, _>(1)), row.get(2));
+        catalog.insert_enum(
+            name(&row.get::<String, _>(0), &row.get::<String, _>(1)),
+            row.get(2),
+        );
     }
     Ok(catalog)
 }

@@ -16,10 +16,17 @@ pub fn redact_url(url: &str) -> String {
         return redact_keyword(url);
     };
     let rest = &url[scheme_end..];
-    let Some(at) = rest.rfind('@') else { return url.to_string() };
+    let Some(at) = rest.rfind('@') else {
+        return url.to_string();
+    };
     let creds = &rest[..at];
     match creds.find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end], &creds[..colon], &rest[at..]),
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &creds[..colon],
+            &rest[at..]
+        ),
         None => url.to_string(),
     }
 }
@@ -27,14 +34,23 @@ pub fn redact_url(url: &str) -> String {
 /// `password=secret` in a key/value connection string.
 fn redact_keyword(s: &str) -> String {
     s.split_whitespace()
-        .map(|kv| if kv.to_ascii_lowercase().starts_with("password=") { "password=***" } else { kv })
+        .map(|kv| {
+            if kv.to_ascii_lowercase().starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 /// Removes every occurrence of the URL's password from a message.
 pub fn scrub(message: &str, url: &str) -> String {
-    match PgConnectOptions::from_str(url).ok().and_then(|o| password_of(url, &o)) {
+    match PgConnectOptions::from_str(url)
+        .ok()
+        .and_then(|o| password_of(url, &o))
+    {
         Some(pw) if !pw.is_empty() => message.replace(&pw, "***"),
         _ => message.to_string(),
     }
@@ -51,12 +67,22 @@ fn password_of(url: &str, _opts: &PgConnectOptions) -> Option<String> {
 /// Connects, with an error that names the server but never the password.
 pub async fn connect(url: &str) -> Result<PgConnection, Error> {
     let opts = PgConnectOptions::from_str(url)
-        .map_err(|e| Error::Database(format!("{}: not a valid connection string: {}", redact_url(url), scrub(&e.to_string(), url))))?
+        .map_err(|e| {
+            Error::Database(format!(
+                "{}: not a valid connection string: {}",
+                redact_url(url),
+                scrub(&e.to_string(), url)
+            ))
+        })?
         .application_name("migrate")
         .disable_statement_logging();
-    PgConnection::connect_with(&opts)
-        .await
-        .map_err(|e| Error::Database(format!("cannot connect to {}: {}", redact_url(url), scrub(&e.to_string(), url))))
+    PgConnection::connect_with(&opts).await.map_err(|e| {
+        Error::Database(format!(
+            "cannot connect to {}: {}",
+            redact_url(url),
+            scrub(&e.to_string(), url)
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -65,9 +91,18 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
         assert_eq!(redact_url("postgres://app@db/x"), "postgres://app@db/x");
-        assert_eq!(redact_url("host=db password=s3cret user=app"), "host=db password=*** user=app");
-        assert_eq!(scrub("auth failed for s3cret", "postgres://app:s3cret@db/x"), "auth failed for ***");
+        assert_eq!(
+            redact_url("host=db password=s3cret user=app"),
+            "host=db password=*** user=app"
+        );
+        assert_eq!(
+            scrub("auth failed for s3cret", "postgres://app:s3cret@db/x"),
+            "auth failed for ***"
+        );
     }
 }

@@ -79,7 +79,10 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
 }
 
 fn entry_for_file(path: &Path) -> (Option<PathBuf>, MigrationEntry) {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if file_name == "up.sql" {
         if let Some(parent) = path.parent() {
             let name = parent
@@ -88,7 +91,10 @@ fn entry_for_file(path: &Path) -> (Option<PathBuf>, MigrationEntry) {
                 .unwrap_or_default();
             return (
                 parent.parent().map(Path::to_path_buf),
-                MigrationEntry { path: path.to_path_buf(), name },
+                MigrationEntry {
+                    path: path.to_path_buf(),
+                    name,
+                },
             );
         }
     }
@@ -112,7 +118,10 @@ pub fn list_dir(dir: &Path) -> Result<Vec<MigrationEntry>, Error> {
         if path.is_dir() {
             let up = path.join("up.sql");
             if up.is_file() {
-                out.push(MigrationEntry { path: up, name: file_name });
+                out.push(MigrationEntry {
+                    path: up,
+                    name: file_name,
+                });
             }
         } else if is_up_migration(&file_name) {
             out.push(MigrationEntry {
@@ -132,11 +141,16 @@ fn is_up_migration(file_name: &str) -> bool {
     }
     // Flyway undo migrations: U1__name.sql.
     let b = file_name.as_bytes();
-    !(b.first() == Some(&b'U') && b.get(1).is_some_and(u8::is_ascii_digit) && file_name.contains("__"))
+    !(b.first() == Some(&b'U')
+        && b.get(1).is_some_and(u8::is_ascii_digit)
+        && file_name.contains("__"))
 }
 
 fn migration_name(file_name: &str) -> String {
-    let stem = file_name.strip_suffix(".sql").or_else(|| file_name.strip_suffix(".SQL")).unwrap_or(file_name);
+    let stem = file_name
+        .strip_suffix(".sql")
+        .or_else(|| file_name.strip_suffix(".SQL"))
+        .unwrap_or(file_name);
     stem.strip_suffix(".up").unwrap_or(stem).to_string()
 }
 
@@ -152,7 +166,11 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
                 let na = a.iter().take_while(|c| c.is_ascii_digit()).count();
                 let nb = b.iter().take_while(|c| c.is_ascii_digit()).count();
                 let (da, db) = (trim_zeros(&a[..na]), trim_zeros(&b[..nb]));
-                let ord = da.len().cmp(&db.len()).then_with(|| da.cmp(db)).then_with(|| na.cmp(&nb));
+                let ord = da
+                    .len()
+                    .cmp(&db.len())
+                    .then_with(|| da.cmp(db))
+                    .then_with(|| na.cmp(&nb));
                 if ord != Ordering::Equal {
                     return ord;
                 }
@@ -180,7 +198,11 @@ pub fn load(entry: &MigrationEntry, default_mode: TransactionMode) -> Result<Mig
     let bytes = std::fs::read(&entry.path).map_err(|e| Error::io(&entry.path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| Error::NotUtf8(entry.path.clone()))?;
     let opt_out = transaction_opt_out(&entry.path, &text);
-    let transaction = if opt_out.is_some() { TransactionMode::None } else { default_mode };
+    let transaction = if opt_out.is_some() {
+        TransactionMode::None
+    } else {
+        default_mode
+    };
     Ok(MigrationFile {
         path: entry.path.clone(),
         name: entry.name.clone(),
@@ -205,7 +227,10 @@ fn transaction_opt_out(path: &Path, text: &str) -> Option<String> {
             return Some("`-- migrate:up transaction:false` (dbmate)".into());
         }
     }
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if file_name.contains(".autocommit.") {
         return Some("`.autocommit.` in the file name".into());
     }
@@ -214,7 +239,9 @@ fn transaction_opt_out(path: &Path, text: &str) -> Option<String> {
             if let Ok(s) = std::fs::read_to_string(&meta) {
                 if let Ok(v) = s.parse::<toml::Table>() {
                     if v.get("run_in_transaction").and_then(toml::Value::as_bool) == Some(false) {
-                        return Some("`run_in_transaction = false` in metadata.toml (diesel)".into());
+                        return Some(
+                            "`run_in_transaction = false` in metadata.toml (diesel)".into(),
+                        );
                     }
                 }
             }
@@ -231,7 +258,10 @@ mod tests {
     fn natural_order() {
         let mut v = vec!["V10__c", "V2__b", "V1__a", "0002_x", "0010_y", "0001_z"];
         v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(v, vec!["0001_z", "0002_x", "0010_y", "V1__a", "V2__b", "V10__c"]);
+        assert_eq!(
+            v,
+            vec!["0001_z", "0002_x", "0010_y", "V1__a", "V2__b", "V10__c"]
+        );
     }
 
     #[test]

@@ -181,8 +181,21 @@ impl StmtCtx<'_> {
     }
 
     /// A finding over the whole statement.
-    pub fn finding(&self, meta: &RuleMeta, message: impl Into<String>, help: impl Into<String>) -> Finding {
-        make_finding(self.file, meta, self.stmt.start, self.stmt.end, Some(self.index), message, help)
+    pub fn finding(
+        &self,
+        meta: &RuleMeta,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Finding {
+        make_finding(
+            self.file,
+            meta,
+            self.stmt.start,
+            self.stmt.end,
+            Some(self.index),
+            message,
+            help,
+        )
     }
 
     /// Whether the table may hold rows and traffic: it exists and was not created in this migration.
@@ -217,11 +230,30 @@ pub struct FileCtx<'a> {
 }
 
 impl FileCtx<'_> {
-    pub fn finding_at(&self, meta: &RuleMeta, s: &StmtSummary, message: impl Into<String>, help: impl Into<String>) -> Finding {
-        make_finding(self.file, meta, s.start, s.end, Some(s.index), message, help)
+    pub fn finding_at(
+        &self,
+        meta: &RuleMeta,
+        s: &StmtSummary,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Finding {
+        make_finding(
+            self.file,
+            meta,
+            s.start,
+            s.end,
+            Some(s.index),
+            message,
+            help,
+        )
     }
 
-    pub fn finding_at_end(&self, meta: &RuleMeta, message: impl Into<String>, help: impl Into<String>) -> Finding {
+    pub fn finding_at_end(
+        &self,
+        meta: &RuleMeta,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) -> Finding {
         let end = self.file.source.text.trim_end().len();
         make_finding(self.file, meta, end, end, None, message, help)
     }
@@ -259,62 +291,6 @@ pub fn implicit_transaction(file: &MigrationFile) -> bool {
     file.transaction == TransactionMode::PerFile
 }
 
-#[cfg(test)]
-pub mod testing {
-    //! Helpers for rule tests: lint SQL as a migration file, with earlier migrations as context.
-
-    use super::*;
-    use crate::analyze::{analyze_sources, FileReport};
-
-    pub fn lint_with(context: &[&str], sql: &str, settings: &Settings) -> FileReport {
-        let mut reports = analyze_sources(context, sql, settings);
-        reports.pop().expect("one report")
-    }
-
-    pub fn rules_fired(context: &[&str], sql: &str, settings: &Settings) -> Vec<&'static str> {
-        lint_with(context, sql, settings).findings.iter().map(|f| f.rule).collect()
-    }
-
-    /// Asserts `rule` fires on `sql` (run after `context` migrations).
-    #[track_caller]
-    pub fn fires(rule: &str, context: &[&str], sql: &str) {
-        let fired = rules_fired(context, sql, &Settings::default());
-        assert!(fired.contains(&rule), "expected `{rule}` on:\n{sql}\nfired: {fired:?}");
-    }
-
-    /// Asserts `rule` does not fire on `sql`.
-    #[track_caller]
-    pub fn silent(rule: &str, context: &[&str], sql: &str) {
-        let fired = rules_fired(context, sql, &Settings::default());
-        assert!(!fired.contains(&rule), "did not expect `{rule}` on:\n{sql}\nfired: {fired:?}");
-    }
-
-    /// Like `fires`, for a given PostgreSQL version.
-    #[track_caller]
-    pub fn fires_on(version: &str, rule: &str, context: &[&str], sql: &str) {
-        let settings = Settings {
-            pg_version: version.parse().unwrap(),
-            ..Settings::default()
-        };
-        let fired = rules_fired(context, sql, &settings);
-        assert!(fired.contains(&rule), "expected `{rule}` on PG {version}:\n{sql}\nfired: {fired:?}");
-    }
-
-    #[track_caller]
-    pub fn silent_on(version: &str, rule: &str, context: &[&str], sql: &str) {
-        let settings = Settings {
-            pg_version: version.parse().unwrap(),
-            ..Settings::default()
-        };
-        let fired = rules_fired(context, sql, &settings);
-        assert!(!fired.contains(&rule), "did not expect `{rule}` on PG {version}:\n{sql}\nfired: {fired:?}");
-    }
-
-    /// A context migration that creates `users` (with rows, since it is from an earlier migration).
-    pub const USERS: &str = "CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, email varchar(100) NOT NULL, age int, org_id bigint, created_at timestamptz);
-CREATE TABLE orgs (id bigint PRIMARY KEY, name text);";
-}
-
 /// A column this statement defines or retypes, for the type-style rules.
 pub struct DefinedColumn<'a> {
     pub table: &'a QualifiedName,
@@ -331,7 +307,12 @@ impl StmtCtx<'_> {
         let mut out = Vec::new();
         for op in self.ops {
             match op {
-                Operation::CreateTable { table, columns, constraints, .. } => {
+                Operation::CreateTable {
+                    table,
+                    columns,
+                    constraints,
+                    ..
+                } => {
                     let pk: Vec<&String> = constraints
                         .iter()
                         .filter_map(|c| match &c.kind {
@@ -341,20 +322,115 @@ impl StmtCtx<'_> {
                         .flatten()
                         .collect();
                     for c in columns {
-                        let col_pk = c.constraints.iter().any(|k| matches!(k.kind, ConstraintKind::PrimaryKey { .. }));
-                        out.push(DefinedColumn { table, name: &c.name, ty: &c.ty, primary_key: col_pk || pk.contains(&&c.name) });
+                        let col_pk = c
+                            .constraints
+                            .iter()
+                            .any(|k| matches!(k.kind, ConstraintKind::PrimaryKey { .. }));
+                        out.push(DefinedColumn {
+                            table,
+                            name: &c.name,
+                            ty: &c.ty,
+                            primary_key: col_pk || pk.contains(&&c.name),
+                        });
                     }
                 }
                 Operation::AddColumn { table, column, .. } => {
-                    let pk = column.constraints.iter().any(|k| matches!(k.kind, ConstraintKind::PrimaryKey { .. }));
-                    out.push(DefinedColumn { table, name: &column.name, ty: &column.ty, primary_key: pk });
+                    let pk = column
+                        .constraints
+                        .iter()
+                        .any(|k| matches!(k.kind, ConstraintKind::PrimaryKey { .. }));
+                    out.push(DefinedColumn {
+                        table,
+                        name: &column.name,
+                        ty: &column.ty,
+                        primary_key: pk,
+                    });
                 }
-                Operation::AlterColumnType { table, column, ty, .. } => {
-                    out.push(DefinedColumn { table, name: column, ty, primary_key: false });
+                Operation::AlterColumnType {
+                    table, column, ty, ..
+                } => {
+                    out.push(DefinedColumn {
+                        table,
+                        name: column,
+                        ty,
+                        primary_key: false,
+                    });
                 }
                 _ => {}
             }
         }
         out
     }
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! Helpers for rule tests: lint SQL as a migration file, with earlier migrations as context.
+
+    use super::*;
+    use crate::analyze::{analyze_sources, FileReport};
+
+    pub fn lint_with(context: &[&str], sql: &str, settings: &Settings) -> FileReport {
+        let mut reports = analyze_sources(context, sql, settings);
+        reports.pop().expect("one report")
+    }
+
+    pub fn rules_fired(context: &[&str], sql: &str, settings: &Settings) -> Vec<&'static str> {
+        lint_with(context, sql, settings)
+            .findings
+            .iter()
+            .map(|f| f.rule)
+            .collect()
+    }
+
+    /// Asserts `rule` fires on `sql` (run after `context` migrations).
+    #[track_caller]
+    pub fn fires(rule: &str, context: &[&str], sql: &str) {
+        let fired = rules_fired(context, sql, &Settings::default());
+        assert!(
+            fired.contains(&rule),
+            "expected `{rule}` on:\n{sql}\nfired: {fired:?}"
+        );
+    }
+
+    /// Asserts `rule` does not fire on `sql`.
+    #[track_caller]
+    pub fn silent(rule: &str, context: &[&str], sql: &str) {
+        let fired = rules_fired(context, sql, &Settings::default());
+        assert!(
+            !fired.contains(&rule),
+            "did not expect `{rule}` on:\n{sql}\nfired: {fired:?}"
+        );
+    }
+
+    /// Like `fires`, for a given PostgreSQL version.
+    #[track_caller]
+    pub fn fires_on(version: &str, rule: &str, context: &[&str], sql: &str) {
+        let settings = Settings {
+            pg_version: version.parse().unwrap(),
+            ..Settings::default()
+        };
+        let fired = rules_fired(context, sql, &settings);
+        assert!(
+            fired.contains(&rule),
+            "expected `{rule}` on PG {version}:\n{sql}\nfired: {fired:?}"
+        );
+    }
+
+    #[track_caller]
+    pub fn silent_on(version: &str, rule: &str, context: &[&str], sql: &str) {
+        let settings = Settings {
+            pg_version: version.parse().unwrap(),
+            ..Settings::default()
+        };
+        let fired = rules_fired(context, sql, &settings);
+        assert!(
+            !fired.contains(&rule),
+            "did not expect `{rule}` on PG {version}:\n{sql}\nfired: {fired:?}"
+        );
+    }
+
+    /// A context migration that creates `users` (with rows, since it is from an earlier migration).
+    pub const USERS: &str = "CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, email varchar(100) NOT NULL, age int, org_id bigint, created_at timestamptz);
+CREATE TABLE orgs (id bigint PRIMARY KEY, name text);";
 }

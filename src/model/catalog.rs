@@ -89,7 +89,10 @@ impl Catalog {
         self.indexes.get(&name.key())
     }
 
-    pub fn indexes_of<'a>(&'a self, table: &'a QualifiedName) -> impl Iterator<Item = &'a Index> + 'a {
+    pub fn indexes_of<'a>(
+        &'a self,
+        table: &'a QualifiedName,
+    ) -> impl Iterator<Item = &'a Index> + 'a {
         let key = table.key();
         self.indexes.values().filter(move |i| i.table.key() == key)
     }
@@ -142,8 +145,10 @@ impl Catalog {
             }
         }) || self.table(table).is_some_and(|t| {
             t.constraints.iter().any(|c| match &c.kind {
-                ConstraintKind::PrimaryKey { columns: k, .. } | ConstraintKind::Unique { columns: k, .. } => {
-                    k.len() >= columns.len() && columns.iter().all(|c| k[..columns.len()].contains(c))
+                ConstraintKind::PrimaryKey { columns: k, .. }
+                | ConstraintKind::Unique { columns: k, .. } => {
+                    k.len() >= columns.len()
+                        && columns.iter().all(|c| k[..columns.len()].contains(c))
                 }
                 _ => false,
             })
@@ -207,9 +212,12 @@ impl Catalog {
                 if let Some(t) = self.tables.get_mut(&table.key()) {
                     t.columns.retain(|c| &c.name != column);
                 }
-                self.indexes.retain(|_, i| !(i.table == *table && i.columns.contains(column)));
+                self.indexes
+                    .retain(|_, i| !(i.table == *table && i.columns.contains(column)));
             }
-            O::AlterColumnType { table, column, ty, .. } => {
+            O::AlterColumnType {
+                table, column, ty, ..
+            } => {
                 if let Some(c) = self.column_mut(table, column) {
                     c.ty = ty.clone();
                 }
@@ -224,12 +232,18 @@ impl Catalog {
                     c.not_null = false;
                 }
             }
-            O::SetDefault { table, column, default } => {
+            O::SetDefault {
+                table,
+                column,
+                default,
+            } => {
                 if let Some(c) = self.column_mut(table, column) {
                     c.default = default.as_ref().map(|d| d.sql.clone());
                 }
             }
-            O::AddConstraint { table, constraint, .. } => {
+            O::AddConstraint {
+                table, constraint, ..
+            } => {
                 if let Some(t) = self.tables.get_mut(&table.key()) {
                     add_constraint(t, constraint);
                 }
@@ -269,15 +283,25 @@ impl Catalog {
             O::CreateIndex(ix) => {
                 let name = QualifiedName::new(
                     ix.table.schema.as_deref(),
-                    &ix.name.clone().unwrap_or_else(|| format!("{}_{}_idx", ix.table.name, ix.columns.join("_"))),
+                    &ix.name.clone().unwrap_or_else(|| {
+                        format!("{}_{}_idx", ix.table.name, ix.columns.join("_"))
+                    }),
                 );
-                let origin = if self.is_new_table(&ix.table) { Origin::New } else { origin };
+                let origin = if self.is_new_table(&ix.table) {
+                    Origin::New
+                } else {
+                    origin
+                };
                 self.indexes.insert(
                     name.key(),
                     Index {
                         name,
                         table: ix.table.clone(),
-                        columns: if ix.partial { Vec::new() } else { ix.columns.clone() },
+                        columns: if ix.partial {
+                            Vec::new()
+                        } else {
+                            ix.columns.clone()
+                        },
                         unique: ix.unique,
                         origin,
                     },
@@ -350,7 +374,10 @@ fn column_of(c: &ColumnSpec) -> Column {
 }
 
 fn add_constraint(t: &mut Table, k: &ConstraintSpec) {
-    let name = k.name.clone().unwrap_or_else(|| default_constraint_name(&t.name.name, &k.kind));
+    let name = k
+        .name
+        .clone()
+        .unwrap_or_else(|| default_constraint_name(&t.name.name, &k.kind));
     t.constraints.retain(|c| c.name != name);
     t.constraints.push(Constraint {
         name,
@@ -365,7 +392,10 @@ pub fn default_constraint_name(table: &str, kind: &ConstraintKind) -> String {
         ConstraintKind::PrimaryKey { .. } => format!("{table}_pkey"),
         ConstraintKind::Unique { columns, .. } => format!("{table}_{}_key", columns.join("_")),
         ConstraintKind::ForeignKey { columns, .. } => format!("{table}_{}_fkey", columns.join("_")),
-        ConstraintKind::Check { not_null_of: Some(c), .. } => format!("{table}_{c}_check"),
+        ConstraintKind::Check {
+            not_null_of: Some(c),
+            ..
+        } => format!("{table}_{c}_check"),
         ConstraintKind::Check { .. } => format!("{table}_check"),
         ConstraintKind::Exclusion => format!("{table}_excl"),
         ConstraintKind::NotNull { column } => format!("{table}_{column}_not_null"),

@@ -4,7 +4,8 @@ use super::locks::LockLevel;
 use super::types::{canonical, is_known_non_volatile};
 use super::*;
 use pg_query::protobuf::{
-    self, AlterTableType, ConstrType, DropBehavior, ObjectType, ReindexObjectType, TransactionStmtKind,
+    self, AlterTableType, ConstrType, DropBehavior, ObjectType, ReindexObjectType,
+    TransactionStmtKind,
 };
 use pg_query::{Node, NodeEnum};
 
@@ -98,10 +99,9 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             vec![Operation::Transaction(kind)]
         }
         N::VacuumStmt(s) if s.is_vacuumcmd => {
-            let full = s
-                .options
-                .iter()
-                .any(|o| matches!(&o.node, Some(N::DefElem(d)) if d.defname == "full" && def_is_true(d)));
+            let full = s.options.iter().any(
+                |o| matches!(&o.node, Some(N::DefElem(d)) if d.defname == "full" && def_is_true(d)),
+            );
             let tables = s
                 .rels
                 .iter()
@@ -140,7 +140,11 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             }]
         }
         N::UpdateStmt(s) => {
-            let table = s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?"));
+            let table = s
+                .relation
+                .as_ref()
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?"));
             let sets = s
                 .target_list
                 .iter()
@@ -160,7 +164,11 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             }]
         }
         N::DeleteStmt(s) => vec![Operation::Delete {
-            table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            table: s
+                .relation
+                .as_ref()
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?")),
             has_where: s.where_clause.is_some(),
         }],
         N::InsertStmt(s) => {
@@ -169,7 +177,11 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
                 Some(N::SelectStmt(sel)) if sel.values_lists.is_empty()
             );
             vec![Operation::Insert {
-                table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+                table: s
+                    .relation
+                    .as_ref()
+                    .map(range_var)
+                    .unwrap_or_else(|| QualifiedName::new(None, "?")),
                 from_select,
             }]
         }
@@ -178,22 +190,43 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             local: s.is_local,
         }],
         N::CreateTrigStmt(s) => match &s.relation {
-            Some(r) => vec![Operation::CreateTrigger { table: range_var(r) }],
+            Some(r) => vec![Operation::CreateTrigger {
+                table: range_var(r),
+            }],
             None => vec![other("CREATE TRIGGER")],
         },
         N::ViewStmt(s) => vec![Operation::CreateView {
-            view: s.view.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            view: s
+                .view
+                .as_ref()
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?")),
         }],
         N::RefreshMatViewStmt(s) => vec![Operation::RefreshMaterializedView {
-            view: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            view: s
+                .relation
+                .as_ref()
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?")),
             concurrently: s.concurrent,
         }],
-        N::DoStmt(_) => vec![Operation::Opaque { what: "DO block".into() }],
-        N::CreateFunctionStmt(s) => vec![Operation::Opaque {
-            what: if s.is_procedure { "CREATE PROCEDURE" } else { "CREATE FUNCTION" }.into(),
+        N::DoStmt(_) => vec![Operation::Opaque {
+            what: "DO block".into(),
         }],
-        N::CallStmt(_) => vec![Operation::Opaque { what: "CALL".into() }],
-        N::ExecuteStmt(_) => vec![Operation::Opaque { what: "EXECUTE".into() }],
+        N::CreateFunctionStmt(s) => vec![Operation::Opaque {
+            what: if s.is_procedure {
+                "CREATE PROCEDURE"
+            } else {
+                "CREATE FUNCTION"
+            }
+            .into(),
+        }],
+        N::CallStmt(_) => vec![Operation::Opaque {
+            what: "CALL".into(),
+        }],
+        N::ExecuteStmt(_) => vec![Operation::Opaque {
+            what: "EXECUTE".into(),
+        }],
         N::CreateSchemaStmt(_) => vec![other("CREATE SCHEMA")],
         N::CreateSeqStmt(_) => vec![other("CREATE SEQUENCE")],
         N::AlterSeqStmt(_) => vec![other("ALTER SEQUENCE")],
@@ -212,7 +245,11 @@ fn other(what: &str) -> Operation {
 /// A readable name for a statement kind, from its node name (`CreatePolicyStmt` → `CREATE POLICY`).
 fn statement_tag(tree: &NodeEnum) -> String {
     let dbg = format!("{tree:?}");
-    let name = dbg.split('(').next().unwrap_or("statement").trim_end_matches("Stmt");
+    let name = dbg
+        .split('(')
+        .next()
+        .unwrap_or("statement")
+        .trim_end_matches("Stmt");
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {
         if c.is_uppercase() && i > 0 {
@@ -228,7 +265,9 @@ fn def_is_true(d: &protobuf::DefElem) -> bool {
         None => true,
         Some(NodeEnum::Boolean(b)) => b.boolval,
         Some(NodeEnum::Integer(i)) => i.ival != 0,
-        Some(NodeEnum::String(s)) => !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0"),
+        Some(NodeEnum::String(s)) => {
+            !matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0")
+        }
         _ => true,
     }
 }
@@ -424,7 +463,9 @@ fn column_spec(c: &protobuf::ColumnDef) -> ColumnSpec {
         constraints: Vec::new(),
     };
     for n in &c.constraints {
-        let Some(NodeEnum::Constraint(k)) = &n.node else { continue };
+        let Some(NodeEnum::Constraint(k)) = &n.node else {
+            continue;
+        };
         match k.contype() {
             ConstrType::ConstrNotnull => spec.not_null = true,
             ConstrType::ConstrDefault => spec.default = k.raw_expr.as_deref().map(expr),
@@ -466,7 +507,11 @@ fn constraint_spec(k: &protobuf::Constraint, column: Option<&str>) -> Option<Con
         }
         ConstrType::ConstrForeign => ConstraintKind::ForeignKey {
             columns: keys(&k.fk_attrs),
-            references: k.pktable.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+            references: k
+                .pktable
+                .as_ref()
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?")),
             ref_columns: strings(&k.pk_attrs),
         },
         ConstrType::ConstrUnique => ConstraintKind::Unique {
@@ -492,7 +537,9 @@ fn constraint_spec(k: &protobuf::Constraint, column: Option<&str>) -> Option<Con
 
 /// The column of a `c IS NOT NULL` check.
 fn is_not_null_test(node: &Node) -> Option<String> {
-    let Some(NodeEnum::NullTest(t)) = &node.node else { return None };
+    let Some(NodeEnum::NullTest(t)) = &node.node else {
+        return None;
+    };
     if t.nulltesttype() != protobuf::NullTestType::IsNotNull {
         return None;
     }
@@ -526,7 +573,11 @@ fn create_table(s: &protobuf::CreateStmt) -> Operation {
         None
     };
     Operation::CreateTable {
-        table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+        table: s
+            .relation
+            .as_ref()
+            .map(range_var)
+            .unwrap_or_else(|| QualifiedName::new(None, "?")),
         columns,
         constraints,
         partition_of,
@@ -557,9 +608,16 @@ pub fn deparse_stmt(stmt: NodeEnum) -> Option<String> {
 }
 
 fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, String)> {
-    let table = s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?"));
+    let table = s
+        .relation
+        .as_ref()
+        .map(range_var)
+        .unwrap_or_else(|| QualifiedName::new(None, "?"));
     let objtype = s.objtype();
-    if !matches!(objtype, ObjectType::ObjectTable | ObjectType::ObjectForeignTable) {
+    if !matches!(
+        objtype,
+        ObjectType::ObjectTable | ObjectType::ObjectForeignTable
+    ) {
         let what = match objtype {
             ObjectType::ObjectIndex => "ALTER INDEX",
             ObjectType::ObjectView => "ALTER VIEW",
@@ -572,7 +630,9 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
     }
     let mut ops = Vec::new();
     for cmd in &s.cmds {
-        let Some(NodeEnum::AlterTableCmd(c)) = &cmd.node else { continue };
+        let Some(NodeEnum::AlterTableCmd(c)) = &cmd.node else {
+            continue;
+        };
         let def = c.def.as_deref().and_then(|d| d.node.as_ref());
         let t = table.clone();
         let col = c.name.clone();
@@ -591,8 +651,14 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 column: col,
                 default: c.def.as_deref().map(expr),
             },
-            A::AtDropNotNull => Operation::DropNotNull { table: t, column: col },
-            A::AtSetNotNull => Operation::SetNotNull { table: t, column: col },
+            A::AtDropNotNull => Operation::DropNotNull {
+                table: t,
+                column: col,
+            },
+            A::AtSetNotNull => Operation::SetNotNull {
+                table: t,
+                column: col,
+            },
             A::AtDropColumn => Operation::DropColumn {
                 table: t,
                 column: col,
@@ -639,7 +705,10 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 },
                 _ => continue,
             },
-            A::AtValidateConstraint => Operation::ValidateConstraint { table: t, name: col },
+            A::AtValidateConstraint => Operation::ValidateConstraint {
+                table: t,
+                name: col,
+            },
             A::AtDropConstraint => Operation::DropConstraint {
                 table: t,
                 name: col,
@@ -660,17 +729,32 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 },
                 _ => continue,
             },
-            A::AtAddIdentity => Operation::AddIdentity { table: t, column: col },
-            A::AtSetExpression | A::AtDropExpression => Operation::AlterGenerated { table: t, column: col },
+            A::AtAddIdentity => Operation::AddIdentity {
+                table: t,
+                column: col,
+            },
+            A::AtSetExpression | A::AtDropExpression => Operation::AlterGenerated {
+                table: t,
+                column: col,
+            },
             A::AtSetLogged => rewrite(t, "SET LOGGED"),
             A::AtSetUnLogged => rewrite(t, "SET UNLOGGED"),
             A::AtSetTableSpace => rewrite(t, "SET TABLESPACE"),
             A::AtSetAccessMethod => rewrite(t, "SET ACCESS METHOD"),
             A::AtAttachPartition | A::AtDetachPartition | A::AtDetachPartitionFinalize => {
-                let Some(NodeEnum::PartitionCmd(p)) = def else { continue };
-                let partition = p.name.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?"));
+                let Some(NodeEnum::PartitionCmd(p)) = def else {
+                    continue;
+                };
+                let partition = p
+                    .name
+                    .as_ref()
+                    .map(range_var)
+                    .unwrap_or_else(|| QualifiedName::new(None, "?"));
                 if c.subtype() == A::AtAttachPartition {
-                    Operation::AttachPartition { table: t, partition }
+                    Operation::AttachPartition {
+                        table: t,
+                        partition,
+                    }
                 } else {
                     Operation::DetachPartition {
                         table: t,
@@ -709,7 +793,11 @@ fn create_index(s: &protobuf::IndexStmt, text: &str) -> Operation {
         .collect();
     Operation::CreateIndex(IndexSpec {
         name: (!s.idxname.is_empty()).then(|| s.idxname.clone()),
-        table: s.relation.as_ref().map(range_var).unwrap_or_else(|| QualifiedName::new(None, "?")),
+        table: s
+            .relation
+            .as_ref()
+            .map(range_var)
+            .unwrap_or_else(|| QualifiedName::new(None, "?")),
         columns,
         unique: s.unique,
         concurrently: s.concurrent,
@@ -734,7 +822,9 @@ fn object_kind(t: ObjectType) -> ObjectKind {
         T::ObjectDatabase => ObjectKind::Database,
         T::ObjectType => ObjectKind::Type,
         T::ObjectDomain => ObjectKind::Domain,
-        T::ObjectFunction | T::ObjectProcedure | T::ObjectRoutine | T::ObjectAggregate => ObjectKind::Function,
+        T::ObjectFunction | T::ObjectProcedure | T::ObjectRoutine | T::ObjectAggregate => {
+            ObjectKind::Function
+        }
         T::ObjectTrigger => ObjectKind::Trigger,
         T::ObjectExtension => ObjectKind::Extension,
         _ => ObjectKind::Other,
@@ -773,18 +863,24 @@ fn drop(s: &protobuf::DropStmt) -> Operation {
 fn rename(s: &protobuf::RenameStmt) -> Operation {
     use ObjectType as T;
     let relation = s.relation.as_ref().map(range_var);
-    let rel = || relation.clone().unwrap_or_else(|| QualifiedName::new(None, "?"));
+    let rel = || {
+        relation
+            .clone()
+            .unwrap_or_else(|| QualifiedName::new(None, "?"))
+    };
     match s.rename_type() {
         T::ObjectColumn => Operation::RenameColumn {
             table: rel(),
             from: s.subname.clone(),
             to: s.newname.clone(),
         },
-        T::ObjectTable | T::ObjectForeignTable | T::ObjectView | T::ObjectMatview => Operation::RenameTable {
-            table: rel(),
-            to: s.newname.clone(),
-            kind: object_kind(s.rename_type()),
-        },
+        T::ObjectTable | T::ObjectForeignTable | T::ObjectView | T::ObjectMatview => {
+            Operation::RenameTable {
+                table: rel(),
+                to: s.newname.clone(),
+                kind: object_kind(s.rename_type()),
+            }
+        }
         T::ObjectTabconstraint => Operation::RenameConstraint {
             table: rel(),
             from: s.subname.clone(),
@@ -816,7 +912,10 @@ mod tests {
 
     fn ops(sql: &str) -> Vec<Operation> {
         let tree = crate::sql::parse::parse_statement(sql).unwrap().unwrap();
-        operations(&tree, sql).into_iter().map(|(op, _)| op).collect()
+        operations(&tree, sql)
+            .into_iter()
+            .map(|(op, _)| op)
+            .collect()
     }
 
     #[test]
@@ -825,9 +924,14 @@ mod tests {
         let tree = crate::sql::parse::parse_statement(sql).unwrap().unwrap();
         let v = operations(&tree, sql);
         assert_eq!(v[0].1, "ALTER TABLE users ADD COLUMN a int");
-        assert_eq!(v[1].1, "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orgs (id)");
+        assert_eq!(
+            v[1].1,
+            "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orgs (id)"
+        );
         match &v[1].0 {
-            Operation::AddConstraint { not_valid_sql, .. } => assert!(not_valid_sql.ends_with("NOT VALID"), "{not_valid_sql}"),
+            Operation::AddConstraint { not_valid_sql, .. } => {
+                assert!(not_valid_sql.ends_with("NOT VALID"), "{not_valid_sql}")
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -841,7 +945,10 @@ mod tests {
                 assert_eq!(table.sql(), "app.users");
                 assert_eq!(column.ty.base, "int4");
                 assert!(column.not_null);
-                assert_eq!(column.default.as_ref().unwrap().volatility, Volatility::Constant);
+                assert_eq!(
+                    column.default.as_ref().unwrap().volatility,
+                    Volatility::Constant
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -854,10 +961,22 @@ mod tests {
             Operation::AddColumn { column, .. } => column.default.as_ref().unwrap().volatility,
             other => panic!("{other:?}"),
         };
-        assert_eq!(vol("ALTER TABLE t ADD c timestamptz DEFAULT now()"), Volatility::Stable);
-        assert_eq!(vol("ALTER TABLE t ADD c timestamptz DEFAULT current_timestamp"), Volatility::Stable);
-        assert_eq!(vol("ALTER TABLE t ADD c uuid DEFAULT gen_random_uuid()"), Volatility::Volatile);
-        assert_eq!(vol("ALTER TABLE t ADD c text DEFAULT 'x'::text"), Volatility::Constant);
+        assert_eq!(
+            vol("ALTER TABLE t ADD c timestamptz DEFAULT now()"),
+            Volatility::Stable
+        );
+        assert_eq!(
+            vol("ALTER TABLE t ADD c timestamptz DEFAULT current_timestamp"),
+            Volatility::Stable
+        );
+        assert_eq!(
+            vol("ALTER TABLE t ADD c uuid DEFAULT gen_random_uuid()"),
+            Volatility::Volatile
+        );
+        assert_eq!(
+            vol("ALTER TABLE t ADD c text DEFAULT 'x'::text"),
+            Volatility::Constant
+        );
     }
 
     #[test]

@@ -128,11 +128,21 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
         | O::RenameConstraint { table, .. }
         | O::AlterGenerated { table, .. } => vec![lock(table, AccessExclusive, Brief)],
         O::AlterColumnType { table, .. } => {
-            vec![lock(table, AccessExclusive, if rewrites { Rewrite } else { Brief })]
+            vec![lock(
+                table,
+                AccessExclusive,
+                if rewrites { Rewrite } else { Brief },
+            )]
         }
-        O::SetNotNull { table, .. } => vec![lock(table, AccessExclusive, if rewrites { Scan } else { Brief })],
+        O::SetNotNull { table, .. } => vec![lock(
+            table,
+            AccessExclusive,
+            if rewrites { Scan } else { Brief },
+        )],
         O::AddIdentity { table, .. } => vec![lock(table, AccessExclusive, Brief)],
-        O::AddConstraint { table, constraint, .. } => {
+        O::AddConstraint {
+            table, constraint, ..
+        } => {
             use super::ConstraintKind as K;
             match &constraint.kind {
                 K::ForeignKey { references, .. } => {
@@ -147,7 +157,14 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
                     AccessExclusive,
                     if constraint.not_valid { Brief } else { Scan },
                 )],
-                K::Unique { using_index: Some(_), .. } | K::PrimaryKey { using_index: Some(_), .. } => {
+                K::Unique {
+                    using_index: Some(_),
+                    ..
+                }
+                | K::PrimaryKey {
+                    using_index: Some(_),
+                    ..
+                } => {
                     vec![lock(table, AccessExclusive, Brief)]
                 }
                 K::Unique { .. } | K::PrimaryKey { .. } | K::Exclusion => {
@@ -174,18 +191,36 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
             ..
         } => {
             if *concurrently {
-                vec![lock(table, ShareUpdateExclusive, Brief), lock(partition, ShareUpdateExclusive, Brief)]
+                vec![
+                    lock(table, ShareUpdateExclusive, Brief),
+                    lock(partition, ShareUpdateExclusive, Brief),
+                ]
             } else {
-                vec![lock(table, AccessExclusive, Brief), lock(partition, AccessExclusive, Brief)]
+                vec![
+                    lock(table, AccessExclusive, Brief),
+                    lock(partition, AccessExclusive, Brief),
+                ]
             }
         }
         O::RewriteTable { table, .. } => vec![lock(table, AccessExclusive, Rewrite)],
         O::AlterTableOther { table, .. } => vec![lock(table, AccessExclusive, Brief)],
         O::CreateTrigger { table } => vec![lock(table, ShareRowExclusive, Brief)],
-        O::Drop { kind, names, .. } if matches!(kind, ObjectKind::Table | ObjectKind::View | ObjectKind::MaterializedView | ObjectKind::Sequence) => {
-            names.iter().map(|n| lock(n, AccessExclusive, Brief)).collect()
-        }
-        O::Truncate { tables, .. } => tables.iter().map(|t| lock(t, AccessExclusive, Brief)).collect(),
+        O::Drop {
+            kind:
+                ObjectKind::Table
+                | ObjectKind::View
+                | ObjectKind::MaterializedView
+                | ObjectKind::Sequence,
+            names,
+            ..
+        } => names
+            .iter()
+            .map(|n| lock(n, AccessExclusive, Brief))
+            .collect(),
+        O::Truncate { tables, .. } => tables
+            .iter()
+            .map(|t| lock(t, AccessExclusive, Brief))
+            .collect(),
         O::Vacuum { tables, full } => tables
             .iter()
             .map(|t| {
@@ -199,7 +234,15 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
         O::Cluster { table: Some(t) } => vec![lock(t, AccessExclusive, Rewrite)],
         O::LockTable { tables, mode } => tables.iter().map(|t| lock(t, *mode, Brief)).collect(),
         O::RefreshMaterializedView { view, concurrently } => {
-            vec![lock(view, if *concurrently { Exclusive } else { AccessExclusive }, Scan)]
+            vec![lock(
+                view,
+                if *concurrently {
+                    Exclusive
+                } else {
+                    AccessExclusive
+                },
+                Scan,
+            )]
         }
         O::Update { table, .. } | O::Delete { table, .. } | O::Insert { table, .. } => {
             vec![lock(table, RowExclusive, Rows)]

@@ -42,7 +42,11 @@ pub fn type_change(old: Option<&SqlType>, new: &SqlType, using: bool) -> TypeCha
     };
     if using || old.array != new.array {
         // A USING expression is evaluated for every row.
-        return if old == new { TypeChange::NoRewrite } else { TypeChange::Rewrite };
+        return if old == new {
+            TypeChange::NoRewrite
+        } else {
+            TypeChange::Rewrite
+        };
     }
     let widen = |o: &[i64], n: &[i64]| match (o.first(), n.first()) {
         (_, None) => true, // to unconstrained
@@ -62,7 +66,10 @@ pub fn type_change(old: Option<&SqlType>, new: &SqlType, using: bool) -> TypeCha
                     && new.mods[0] >= old.mods[0])
                 || (old.mods.len() == 1 && new.mods.len() <= 1 && widen(&old.mods, &new.mods))
         }
-        ("timestamp", "timestamp") | ("timestamptz", "timestamptz") | ("time", "time") | ("timetz", "timetz")
+        ("timestamp", "timestamp")
+        | ("timestamptz", "timestamptz")
+        | ("time", "time")
+        | ("timetz", "timetz")
         | ("interval", "interval") => widen(&old.mods, &new.mods),
         ("cidr", "inet") | ("xml", "text") => true,
         _ => false,
@@ -78,14 +85,56 @@ pub fn type_change(old: Option<&SqlType>, new: &SqlType, using: bool) -> TypeCha
 /// defaults and backfills. Anything not listed is treated as volatile: the tool cannot vouch
 /// for a function it does not know.
 const NON_VOLATILE: &[&str] = &[
-    "abs", "btrim", "coalesce", "concat", "concat_ws", "current_database", "current_schema",
-    "current_setting", "date_part", "date_trunc", "greatest", "initcap", "jsonb_build_array",
-    "jsonb_build_object", "json_build_array", "json_build_object", "least", "left", "length",
-    "lower", "lpad", "ltrim", "make_date", "make_interval", "md5", "now", "nullif", "replace",
-    "right", "round", "rpad", "rtrim", "split_part", "statement_timestamp", "substr",
-    "substring", "to_char", "to_date", "to_json", "to_jsonb", "to_number", "to_timestamp",
-    "transaction_timestamp", "trim", "trunc", "upper", "array_length", "array_to_string",
-    "string_to_array", "cardinality",
+    "abs",
+    "btrim",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "current_database",
+    "current_schema",
+    "current_setting",
+    "date_part",
+    "date_trunc",
+    "greatest",
+    "initcap",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "json_build_array",
+    "json_build_object",
+    "least",
+    "left",
+    "length",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "make_interval",
+    "md5",
+    "now",
+    "nullif",
+    "replace",
+    "right",
+    "round",
+    "rpad",
+    "rtrim",
+    "split_part",
+    "statement_timestamp",
+    "substr",
+    "substring",
+    "to_char",
+    "to_date",
+    "to_json",
+    "to_jsonb",
+    "to_number",
+    "to_timestamp",
+    "transaction_timestamp",
+    "trim",
+    "trunc",
+    "upper",
+    "array_length",
+    "array_to_string",
+    "string_to_array",
+    "cardinality",
 ];
 
 /// Whether a function (by its last name part) is known not to be volatile.
@@ -108,17 +157,49 @@ mod tests {
 
     #[test]
     fn widening_does_not_rewrite() {
-        assert_eq!(type_change(Some(&t("varchar", &[10])), &t("varchar", &[20]), false), TypeChange::NoRewrite);
-        assert_eq!(type_change(Some(&t("varchar", &[10])), &t("text", &[]), false), TypeChange::NoRewrite);
-        assert_eq!(type_change(Some(&t("numeric", &[10, 2])), &t("numeric", &[12, 2]), false), TypeChange::NoRewrite);
+        assert_eq!(
+            type_change(Some(&t("varchar", &[10])), &t("varchar", &[20]), false),
+            TypeChange::NoRewrite
+        );
+        assert_eq!(
+            type_change(Some(&t("varchar", &[10])), &t("text", &[]), false),
+            TypeChange::NoRewrite
+        );
+        assert_eq!(
+            type_change(
+                Some(&t("numeric", &[10, 2])),
+                &t("numeric", &[12, 2]),
+                false
+            ),
+            TypeChange::NoRewrite
+        );
     }
 
     #[test]
     fn narrowing_or_changing_rewrites() {
-        assert_eq!(type_change(Some(&t("varchar", &[20])), &t("varchar", &[10]), false), TypeChange::Rewrite);
-        assert_eq!(type_change(Some(&t("int4", &[])), &t("int8", &[]), false), TypeChange::Rewrite);
-        assert_eq!(type_change(Some(&t("numeric", &[10, 2])), &t("numeric", &[12, 3]), false), TypeChange::Rewrite);
-        assert_eq!(type_change(Some(&t("timestamp", &[])), &t("timestamptz", &[]), false), TypeChange::Rewrite);
-        assert_eq!(type_change(None, &t("int8", &[]), false), TypeChange::Unknown);
+        assert_eq!(
+            type_change(Some(&t("varchar", &[20])), &t("varchar", &[10]), false),
+            TypeChange::Rewrite
+        );
+        assert_eq!(
+            type_change(Some(&t("int4", &[])), &t("int8", &[]), false),
+            TypeChange::Rewrite
+        );
+        assert_eq!(
+            type_change(
+                Some(&t("numeric", &[10, 2])),
+                &t("numeric", &[12, 3]),
+                false
+            ),
+            TypeChange::Rewrite
+        );
+        assert_eq!(
+            type_change(Some(&t("timestamp", &[])), &t("timestamptz", &[]), false),
+            TypeChange::Rewrite
+        );
+        assert_eq!(
+            type_change(None, &t("int8", &[]), false),
+            TypeChange::Unknown
+        );
     }
 }

@@ -41,7 +41,13 @@ fn new_rewrite(intent: impl Into<String>) -> Rewrite {
     }
 }
 
-fn step(phase: Phase, action: impl Into<String>, sql: impl Into<String>, kind: StepKind, locks: Vec<TableLock>) -> Step {
+fn step(
+    phase: Phase,
+    action: impl Into<String>,
+    sql: impl Into<String>,
+    kind: StepKind,
+    locks: Vec<TableLock>,
+) -> Step {
     Step {
         phase,
         action: action.into(),
@@ -83,28 +89,40 @@ pub fn generated_name(prefix: &str, parts: &[&str]) -> String {
 }
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Runs the statement as written in `phase`.
 fn as_written(op: &Operation, sql: &str, phase: Phase, intent: &str) -> Rewrite {
     let kind = match op {
         Operation::CreateIndex(ix) if ix.concurrently => StepKind::Concurrent {
-            index: ix.name.as_ref().map(|n| QualifiedName::new(ix.table.schema.as_deref(), n)),
+            index: ix
+                .name
+                .as_ref()
+                .map(|n| QualifiedName::new(ix.table.schema.as_deref(), n)),
         },
-        Operation::DropIndex { concurrently: true, .. } | Operation::Reindex { concurrently: true, .. } => {
-            StepKind::Concurrent { index: None }
+        Operation::DropIndex {
+            concurrently: true, ..
         }
-        Operation::DetachPartition { concurrently: true, .. } => StepKind::Concurrent { index: None },
-        Operation::Opaque { .. } | Operation::Update { .. } | Operation::Delete { .. } | Operation::Insert { .. } => {
-            StepKind::AsWritten
-        }
+        | Operation::Reindex {
+            concurrently: true, ..
+        } => StepKind::Concurrent { index: None },
+        Operation::DetachPartition {
+            concurrently: true, ..
+        } => StepKind::Concurrent { index: None },
+        Operation::Opaque { .. }
+        | Operation::Update { .. }
+        | Operation::Delete { .. }
+        | Operation::Insert { .. } => StepKind::AsWritten,
         _ => StepKind::Ddl,
     };
     let rewrites = matches!(op, Operation::AlterColumnType { .. });
     let mut r = new_rewrite(intent);
     r.rewritten = false;
-    r.steps.push(step(phase, "as written", sql, kind, locks_of(op, rewrites)));
+    r.steps
+        .push(step(phase, "as written", sql, kind, locks_of(op, rewrites)));
     r
 }
 
@@ -137,16 +155,38 @@ pub fn describe(op: &Operation) -> String {
     match op {
         O::CreateTable { table, .. } => format!("create table {table}"),
         O::CreateTableAs { table, .. } => format!("create {table} from a query"),
-        O::AddColumn { table, column, .. } => format!("add column {table}.{}", quote_ident(&column.name)),
-        O::DropColumn { table, column, .. } => format!("drop column {table}.{}", quote_ident(column)),
-        O::AlterColumnType { table, column, ty, .. } => {
-            format!("change type of {table}.{} to {}", quote_ident(column), ty.sql)
+        O::AddColumn { table, column, .. } => {
+            format!("add column {table}.{}", quote_ident(&column.name))
+        }
+        O::DropColumn { table, column, .. } => {
+            format!("drop column {table}.{}", quote_ident(column))
+        }
+        O::AlterColumnType {
+            table, column, ty, ..
+        } => {
+            format!(
+                "change type of {table}.{} to {}",
+                quote_ident(column),
+                ty.sql
+            )
         }
         O::SetNotNull { table, column } => format!("set {table}.{} NOT NULL", quote_ident(column)),
-        O::DropNotNull { table, column } => format!("drop NOT NULL on {table}.{}", quote_ident(column)),
-        O::SetDefault { table, column, default: Some(_) } => format!("set default of {table}.{}", quote_ident(column)),
-        O::SetDefault { table, column, default: None } => format!("drop default of {table}.{}", quote_ident(column)),
-        O::AddConstraint { table, constraint, .. } => {
+        O::DropNotNull { table, column } => {
+            format!("drop NOT NULL on {table}.{}", quote_ident(column))
+        }
+        O::SetDefault {
+            table,
+            column,
+            default: Some(_),
+        } => format!("set default of {table}.{}", quote_ident(column)),
+        O::SetDefault {
+            table,
+            column,
+            default: None,
+        } => format!("drop default of {table}.{}", quote_ident(column)),
+        O::AddConstraint {
+            table, constraint, ..
+        } => {
             let kind = match &constraint.kind {
                 ConstraintKind::Check { .. } => "CHECK",
                 ConstraintKind::ForeignKey { .. } => "FOREIGN KEY",
@@ -157,21 +197,36 @@ pub fn describe(op: &Operation) -> String {
             };
             format!("add {kind} constraint to {table}")
         }
-        O::ValidateConstraint { table, name } => format!("validate {} on {table}", quote_ident(name)),
-        O::DropConstraint { table, name, .. } => format!("drop constraint {} on {table}", quote_ident(name)),
+        O::ValidateConstraint { table, name } => {
+            format!("validate {} on {table}", quote_ident(name))
+        }
+        O::DropConstraint { table, name, .. } => {
+            format!("drop constraint {} on {table}", quote_ident(name))
+        }
         O::RenameColumn { table, from, to } => {
-            format!("rename column {table}.{} to {}", quote_ident(from), quote_ident(to))
+            format!(
+                "rename column {table}.{} to {}",
+                quote_ident(from),
+                quote_ident(to)
+            )
         }
         O::RenameTable { table, to, .. } => format!("rename {table} to {}", quote_ident(to)),
         O::CreateIndex(ix) => format!(
             "create {}index {}on {}",
             if ix.unique { "unique " } else { "" },
-            ix.name.as_ref().map(|n| format!("{} ", quote_ident(n))).unwrap_or_default(),
+            ix.name
+                .as_ref()
+                .map(|n| format!("{} ", quote_ident(n)))
+                .unwrap_or_default(),
             ix.table
         ),
         O::DropIndex { names, .. } => format!(
             "drop index {}",
-            names.iter().map(QualifiedName::sql).collect::<Vec<_>>().join(", ")
+            names
+                .iter()
+                .map(QualifiedName::sql)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         O::Update { table, .. } => format!("update rows of {table}"),
         O::Delete { table, .. } => format!("delete rows of {table}"),
@@ -179,7 +234,11 @@ pub fn describe(op: &Operation) -> String {
         O::Drop { kind, names, .. } => format!(
             "drop {:?} {}",
             kind,
-            names.iter().map(QualifiedName::sql).collect::<Vec<_>>().join(", ")
+            names
+                .iter()
+                .map(QualifiedName::sql)
+                .collect::<Vec<_>>()
+                .join(", ")
         )
         .to_lowercase(),
         O::Opaque { what } | O::Other { what } => what.to_lowercase(),
@@ -213,7 +272,10 @@ fn explicit(ctx: &StmtCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Re
         Operation::CreateIndex(ix) if !ix.concurrently && ctx.is_live_table(&ix.table) => {
             Some(concurrent_index(ctx, op, phase))
         }
-        Operation::DropIndex { concurrently: false, .. } => Some(concurrent_drop_index(op, phase)),
+        Operation::DropIndex {
+            concurrently: false,
+            ..
+        } => Some(concurrent_drop_index(op, phase)),
         Operation::Update { .. } if phase == Phase::Backfill => Some(batched_update(op, sql)),
         _ => Some(as_written(op, sql, phase, &describe(op))),
     }
@@ -342,10 +404,16 @@ fn add_concurrently(sql: &str, keyword: &str, reindex: bool) -> String {
             .iter()
             .find(|(_, w)| matches!(*w, "index" | "table" | "schema" | "database" | "system"))
     } else {
-        words.iter().find(|(_, w)| *w == keyword.to_ascii_lowercase())
+        words
+            .iter()
+            .find(|(_, w)| *w == keyword.to_ascii_lowercase())
     };
     match target {
-        Some((pos, w)) => format!("{} CONCURRENTLY{}", &sql[..pos + w.len()], &sql[pos + w.len()..]),
+        Some((pos, w)) => format!(
+            "{} CONCURRENTLY{}",
+            &sql[..pos + w.len()],
+            &sql[pos + w.len()..]
+        ),
         None => sql.to_string(),
     }
 }
@@ -371,7 +439,9 @@ fn word_spans(s: &str) -> Vec<(usize, &str)> {
 }
 
 fn concurrent_index(ctx: &StmtCtx, op: &Operation, phase: Phase) -> Rewrite {
-    let Operation::CreateIndex(ix) = op else { unreachable!("concurrent_index takes CreateIndex") };
+    let Operation::CreateIndex(ix) = op else {
+        unreachable!("concurrent_index takes CreateIndex")
+    };
     let mut r = new_rewrite(describe(op));
     // A concurrent build needs a name, so a failed build's INVALID leftover can be found and dropped.
     let name = ix
@@ -393,7 +463,9 @@ fn concurrent_index(ctx: &StmtCtx, op: &Operation, phase: Phase) -> Rewrite {
         phase,
         "build the index without blocking writes (an INVALID leftover is dropped and rebuilt)",
         sql,
-        StepKind::Concurrent { index: Some(qualified.clone()) },
+        StepKind::Concurrent {
+            index: Some(qualified.clone()),
+        },
         scan(&ix.table, LockLevel::ShareUpdateExclusive),
     ));
     r.abort.push(step(
@@ -410,7 +482,9 @@ fn concurrent_index(ctx: &StmtCtx, op: &Operation, phase: Phase) -> Rewrite {
 }
 
 fn concurrent_drop_index(op: &Operation, phase: Phase) -> Rewrite {
-    let Operation::DropIndex { names, cascade, .. } = op else { unreachable!("concurrent_drop_index takes DropIndex") };
+    let Operation::DropIndex { names, cascade, .. } = op else {
+        unreachable!("concurrent_drop_index takes DropIndex")
+    };
     let mut r = new_rewrite(describe(op));
     for n in names {
         // DROP INDEX CONCURRENTLY takes one index per statement, and no CASCADE.
@@ -423,16 +497,28 @@ fn concurrent_drop_index(op: &Operation, phase: Phase) -> Rewrite {
         ));
     }
     if *cascade {
-        r.notes.push("CASCADE cannot be combined with CONCURRENTLY: drop the dependent objects first".into());
+        r.notes.push(
+            "CASCADE cannot be combined with CONCURRENTLY: drop the dependent objects first".into(),
+        );
     }
     r
 }
 
 fn batched_update(op: &Operation, sql: &str) -> Rewrite {
-    let Operation::Update { table, sets, filter, has_from } = op else { unreachable!("batched_update takes Update") };
+    let Operation::Update {
+        table,
+        sets,
+        filter,
+        has_from,
+    } = op
+    else {
+        unreachable!("batched_update takes Update")
+    };
     if *has_from {
         let mut r = as_written(op, sql, Phase::Backfill, &describe(op));
-        r.notes.push("UPDATE … FROM / WITH cannot be batched by key range: it runs as one statement".into());
+        r.notes.push(
+            "UPDATE … FROM / WITH cannot be batched by key range: it runs as one statement".into(),
+        );
         return r;
     }
     let mut r = new_rewrite(describe(op));
@@ -510,13 +596,25 @@ fn fill_trigger(table: &QualifiedName, column: &str, expr: &str) -> (String, Str
     (func, create, drop)
 }
 
-fn set_not_null(ctx: &StmtCtx, table: &QualifiedName, column: &str, earlier: &[Operation], what: &str) -> Rewrite {
+fn set_not_null(
+    ctx: &StmtCtx,
+    table: &QualifiedName,
+    column: &str,
+    earlier: &[Operation],
+    what: &str,
+) -> Rewrite {
     let mut r = new_rewrite(what);
     // The fill expression comes from a backfill UPDATE of this column earlier in the file.
     let fill = earlier.iter().rev().find_map(|op| match op {
-        Operation::Update { table: t, sets, has_from: false, .. } if t.key() == table.key() => {
-            sets.iter().find(|(c, _)| c == column).map(|(_, e)| e.clone())
-        }
+        Operation::Update {
+            table: t,
+            sets,
+            has_from: false,
+            ..
+        } if t.key() == table.key() => sets
+            .iter()
+            .find(|(c, _)| c == column)
+            .map(|(_, e)| e.clone()),
         _ => None,
     });
     match fill {
@@ -530,8 +628,20 @@ fn set_not_null(ctx: &StmtCtx, table: &QualifiedName, column: &str, earlier: &[O
                 brief(table, LockLevel::ShareRowExclusive),
             ));
             tighten_not_null(ctx, &mut r, table, column);
-            r.steps.push(step(Phase::Contract, "drop the fill trigger", drop.clone(), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-            r.abort.push(step(Phase::Expand, "drop the fill trigger", drop, StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+            r.steps.push(step(
+                Phase::Contract,
+                "drop the fill trigger",
+                drop.clone(),
+                StepKind::Ddl,
+                brief(table, LockLevel::AccessExclusive),
+            ));
+            r.abort.push(step(
+                Phase::Expand,
+                "drop the fill trigger",
+                drop,
+                StepKind::Ddl,
+                brief(table, LockLevel::AccessExclusive),
+            ));
         }
         None => {
             r.notes.push(format!(
@@ -563,7 +673,10 @@ fn volatile_default(
     r.steps.push(step(
         Phase::Expand,
         "new rows get the default",
-        format!("ALTER TABLE {table} ALTER COLUMN {c} SET DEFAULT {}", default.sql),
+        format!(
+            "ALTER TABLE {table} ALTER COLUMN {c} SET DEFAULT {}",
+            default.sql
+        ),
         StepKind::Ddl,
         brief(table, LockLevel::AccessExclusive),
     ));
@@ -608,14 +721,22 @@ impl Conversion {
     fn assign(&self, target: &str) -> String {
         match self {
             Conversion::Direct(e) => format!("NEW.{target} := {e};"),
-            Conversion::OverRow(e) => format!("SELECT {e} INTO NEW.{target} FROM (SELECT NEW.*) AS t;"),
+            Conversion::OverRow(e) => {
+                format!("SELECT {e} INTO NEW.{target} FROM (SELECT NEW.*) AS t;")
+            }
         }
     }
 }
 
 /// Triggers that keep `a` and `b` equal whichever version writes, without recursion: a BEFORE
 /// trigger changes NEW in place.
-fn sync_trigger(table: &QualifiedName, a: &str, b: &str, to_b: Conversion, to_a: Conversion) -> (String, String) {
+fn sync_trigger(
+    table: &QualifiedName,
+    a: &str,
+    b: &str,
+    to_b: Conversion,
+    to_a: Conversion,
+) -> (String, String) {
     let func = generated_name("migrate_sync", &[&table.name, a, b]);
     let fq = QualifiedName::new(table.schema.as_deref(), &func);
     let (qa, qb) = (quote_ident(a), quote_ident(b));
@@ -665,14 +786,20 @@ fn copy_indexes(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, from: &st
         let qn = QualifiedName::new(table.schema.as_deref(), &name);
         r.steps.push(step(
             Phase::Expand,
-            format!("copy index {} onto {}", quote_ident(&ix.name.name), quote_ident(to)),
+            format!(
+                "copy index {} onto {}",
+                quote_ident(&ix.name.name),
+                quote_ident(to)
+            ),
             format!(
                 "CREATE {}INDEX CONCURRENTLY {} ON {table} ({})",
                 if ix.unique { "UNIQUE " } else { "" },
                 quote_ident(&name),
                 cols.join(", ")
             ),
-            StepKind::Concurrent { index: Some(qn.clone()) },
+            StepKind::Concurrent {
+                index: Some(qn.clone()),
+            },
             scan(table, LockLevel::ShareUpdateExclusive),
         ));
         r.abort.push(step(
@@ -691,16 +818,31 @@ fn copy_indexes(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, from: &st
     }
 }
 
-fn rename_column(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what: &str) -> Rewrite {
+fn rename_column(
+    ctx: &StmtCtx,
+    table: &QualifiedName,
+    from: &str,
+    to: &str,
+    what: &str,
+) -> Rewrite {
     let mut r = new_rewrite(what);
     let col = ctx.catalog.table(table).and_then(|t| t.column(from));
-    let ty = col.map_or_else(|| format!("/* type of {} */", quote_ident(from)), |c| c.ty.sql.clone());
+    let ty = col.map_or_else(
+        || format!("/* type of {} */", quote_ident(from)),
+        |c| c.ty.sql.clone(),
+    );
     let (qf, qt) = (quote_ident(from), quote_ident(to));
     let mut add = format!("ALTER TABLE {table} ADD COLUMN {qt} {ty}");
     if let Some(d) = col.and_then(|c| c.default.as_ref()) {
         add.push_str(&format!(" DEFAULT {d}"));
     }
-    r.steps.push(step(Phase::Expand, "add the new column (same type and default)", add, StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+    r.steps.push(step(
+        Phase::Expand,
+        "add the new column (same type and default)",
+        add,
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
     let (create, drop) = sync_trigger(
         table,
         from,
@@ -708,7 +850,13 @@ fn rename_column(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, wha
         Conversion::Direct(format!("NEW.{qf}")),
         Conversion::Direct(format!("NEW.{qt}")),
     );
-    r.steps.push(step(Phase::Expand, "keep both columns equal, whichever version writes", create, StepKind::Ddl, brief(table, LockLevel::ShareRowExclusive)));
+    r.steps.push(step(
+        Phase::Expand,
+        "keep both columns equal, whichever version writes",
+        create,
+        StepKind::Ddl,
+        brief(table, LockLevel::ShareRowExclusive),
+    ));
     copy_indexes(ctx, &mut r, table, from, to);
     if col.is_some_and(|c| c.not_null) {
         r.steps.push(step(
@@ -739,18 +887,55 @@ fn rename_column(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, wha
     ));
     if col.is_some_and(|c| c.not_null) {
         let ck = quote_ident(&generated_name(&table.name, &[to, "not_null"]));
-        r.steps.push(step(Phase::Contract, "validate NOT NULL on the new column", format!("ALTER TABLE {table} VALIDATE CONSTRAINT {ck}"), StepKind::Ddl, scan(table, LockLevel::ShareUpdateExclusive)));
+        r.steps.push(step(
+            Phase::Contract,
+            "validate NOT NULL on the new column",
+            format!("ALTER TABLE {table} VALIDATE CONSTRAINT {ck}"),
+            StepKind::Ddl,
+            scan(table, LockLevel::ShareUpdateExclusive),
+        ));
         r.steps.push(step(Phase::Contract, "set NOT NULL (no scan)", format!("ALTER TABLE {table} ALTER COLUMN {qt} SET NOT NULL;\nALTER TABLE {table} DROP CONSTRAINT {ck}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
     }
-    r.steps.push(step(Phase::Contract, "drop the sync triggers", drop.clone(), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-    r.steps.push(step(Phase::Contract, "drop the old column", format!("ALTER TABLE {table} DROP COLUMN {qf}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-    r.abort.push(step(Phase::Expand, "drop the sync triggers", drop, StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-    r.abort.push(step(Phase::Expand, "drop the new column", format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {qt}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+    r.steps.push(step(
+        Phase::Contract,
+        "drop the sync triggers",
+        drop.clone(),
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
+    r.steps.push(step(
+        Phase::Contract,
+        "drop the old column",
+        format!("ALTER TABLE {table} DROP COLUMN {qf}"),
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
+    r.abort.push(step(
+        Phase::Expand,
+        "drop the sync triggers",
+        drop,
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
+    r.abort.push(step(
+        Phase::Expand,
+        "drop the new column",
+        format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {qt}"),
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
     r.notes.push("prepared statements that SELECT * see the new column: no running version's result shape changes until contract drops the old one".into());
     r
 }
 
-fn change_type(ctx: &StmtCtx, table: &QualifiedName, column: &str, new_type: &str, using: Option<&str>, what: &str) -> Rewrite {
+fn change_type(
+    ctx: &StmtCtx,
+    table: &QualifiedName,
+    column: &str,
+    new_type: &str,
+    using: Option<&str>,
+    what: &str,
+) -> Rewrite {
     let mut r = new_rewrite(what);
     let shadow = generated_name(column, &["new"]);
     let old = generated_name(column, &["old"]);
@@ -768,9 +953,21 @@ fn change_type(ctx: &StmtCtx, table: &QualifiedName, column: &str, new_type: &st
         || format!("NEW.{qs}::text /* cast to the column's current type */"),
         |t| format!("NEW.{qs}::{t}"),
     ));
-    r.steps.push(step(Phase::Expand, "add the column of the new type", format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+    r.steps.push(step(
+        Phase::Expand,
+        "add the column of the new type",
+        format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}"),
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
     let (create, drop) = sync_trigger(table, column, &shadow, to_new, to_old);
-    r.steps.push(step(Phase::Expand, "convert every write into the new column, and back", create, StepKind::Ddl, brief(table, LockLevel::ShareRowExclusive)));
+    r.steps.push(step(
+        Phase::Expand,
+        "convert every write into the new column, and back",
+        create,
+        StepKind::Ddl,
+        brief(table, LockLevel::ShareRowExclusive),
+    ));
     copy_indexes(ctx, &mut r, table, column, &shadow);
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);
     r.steps.push(step(
@@ -795,23 +992,48 @@ fn change_type(ctx: &StmtCtx, table: &QualifiedName, column: &str, new_type: &st
         StepKind::Ddl,
         brief(table, LockLevel::AccessExclusive),
     ));
-    r.abort.push(step(Phase::Expand, "drop the sync triggers", drop, StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
-    r.abort.push(step(Phase::Expand, "drop the new column", format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {qs}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+    r.abort.push(step(
+        Phase::Expand,
+        "drop the sync triggers",
+        drop,
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
+    r.abort.push(step(
+        Phase::Expand,
+        "drop the new column",
+        format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {qs}"),
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
     r.notes.push(format!(
         "the swap changes the type a prepared `SELECT {qc}` returns (\"cached plan must not change result type\"): run it once no version prepares statements on the old type, or read through per-version views"
     ));
     r
 }
 
-fn unique_via_index(ctx: &StmtCtx, table: &QualifiedName, name: &str, columns: &[String], primary: bool, what: &str) -> Rewrite {
+fn unique_via_index(
+    ctx: &StmtCtx,
+    table: &QualifiedName,
+    name: &str,
+    columns: &[String],
+    primary: bool,
+    what: &str,
+) -> Rewrite {
     let mut r = new_rewrite(what);
     let index = QualifiedName::new(table.schema.as_deref(), name);
     let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
     r.steps.push(step(
         Phase::Expand,
         "build the unique index without blocking writes",
-        format!("CREATE UNIQUE INDEX CONCURRENTLY {} ON {table} ({})", quote_ident(name), cols.join(", ")),
-        StepKind::Concurrent { index: Some(index.clone()) },
+        format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY {} ON {table} ({})",
+            quote_ident(name),
+            cols.join(", ")
+        ),
+        StepKind::Concurrent {
+            index: Some(index.clone()),
+        },
         scan(table, LockLevel::ShareUpdateExclusive),
     ));
     if primary {
@@ -836,8 +1058,15 @@ fn unique_via_index(ctx: &StmtCtx, table: &QualifiedName, name: &str, columns: &
         StepKind::Ddl,
         brief(table, LockLevel::AccessExclusive),
     ));
-    r.abort.push(step(Phase::Expand, "drop the index", format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"), StepKind::Concurrent { index: None }, Vec::new()));
-    r.notes.push("the index build fails if duplicates exist: clean them up first".into());
+    r.abort.push(step(
+        Phase::Expand,
+        "drop the index",
+        format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"),
+        StepKind::Concurrent { index: None },
+        Vec::new(),
+    ));
+    r.notes
+        .push("the index build fails if duplicates exist: clean them up first".into());
     r
 }
 
@@ -854,11 +1083,20 @@ fn rename_table(table: &QualifiedName, to: &str, what: &str) -> Rewrite {
         StepKind::Ddl,
         brief(table, LockLevel::AccessExclusive),
     ));
-    r.steps.push(step(Phase::Contract, "drop the view under the old name", format!("DROP VIEW IF EXISTS {table}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+    r.steps.push(step(
+        Phase::Contract,
+        "drop the view under the old name",
+        format!("DROP VIEW IF EXISTS {table}"),
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    ));
     r.abort.push(step(
         Phase::Expand,
         "drop the view and rename back",
-        format!("DROP VIEW IF EXISTS {table};\nALTER TABLE {new_name} RENAME TO {}", quote_ident(&table.name)),
+        format!(
+            "DROP VIEW IF EXISTS {table};\nALTER TABLE {new_name} RENAME TO {}",
+            quote_ident(&table.name)
+        ),
         StepKind::Ddl,
         brief(&new_name, LockLevel::AccessExclusive),
     ));

@@ -7,7 +7,9 @@ use std::io::{self, Write};
 
 /// Escapes a message for a workflow command.
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 /// Escapes a property value (file, title) for a workflow command.

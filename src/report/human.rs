@@ -47,15 +47,28 @@ pub fn write(reports: &[FileReport], opts: HumanOptions, out: &mut dyn Write) ->
     write_summary(reports, &p, out)
 }
 
-fn write_file(r: &FileReport, opts: HumanOptions, p: &Paint, out: &mut dyn Write) -> io::Result<()> {
+fn write_file(
+    r: &FileReport,
+    opts: HumanOptions,
+    p: &Paint,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let path = display_path(&r.path);
     for (k, f) in r.findings.iter().enumerate() {
         write_finding(r, f, &path, p, out)?;
         // The safe plan of the statement, once, under its last finding.
-        let last_of_statement = r.findings.get(k + 1).is_none_or(|next| next.statement != f.statement);
+        let last_of_statement = r
+            .findings
+            .get(k + 1)
+            .is_none_or(|next| next.statement != f.statement);
         if let (Some(i), true) = (f.statement, last_of_statement) {
             let pad = " ".repeat(f.line.to_string().len());
-            for rw in r.plan.rewrites.iter().filter(|rw| rw.statement == i && (rw.rewritten || rw.rejected.is_some())) {
+            for rw in r
+                .plan
+                .rewrites
+                .iter()
+                .filter(|rw| rw.statement == i && (rw.rewritten || rw.rejected.is_some()))
+            {
                 write_rewrite(rw, &pad, opts, p, out)?;
             }
         }
@@ -64,25 +77,53 @@ fn write_file(r: &FileReport, opts: HumanOptions, p: &Paint, out: &mut dyn Write
     write_phases(r, opts, p, out)
 }
 
-fn write_finding(r: &FileReport, f: &Finding, path: &str, p: &Paint, out: &mut dyn Write) -> io::Result<()> {
-    writeln!(out, "{}{} {}", p.level(f.level), p.bold(&format!("[{}]:", f.rule)), p.bold(&f.message))?;
+fn write_finding(
+    r: &FileReport,
+    f: &Finding,
+    path: &str,
+    p: &Paint,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}{} {}",
+        p.level(f.level),
+        p.bold(&format!("[{}]:", f.rule)),
+        p.bold(&f.message)
+    )?;
     let gutter = f.line.to_string().len();
     let pad = " ".repeat(gutter);
     writeln!(out, "{pad}{} {path}:{}:{}", p.blue("-->"), f.line, f.column)?;
     let text = r.source.lines.line_text(&r.source.text, f.line);
     if !text.is_empty() {
         writeln!(out, "{pad} {}", p.blue("|"))?;
-        writeln!(out, "{} {} {}", p.blue(&f.line.to_string()), p.blue("|"), text)?;
+        writeln!(
+            out,
+            "{} {} {}",
+            p.blue(&f.line.to_string()),
+            p.blue("|"),
+            text
+        )?;
         let width = text.chars().count();
         let start = f.column.saturating_sub(1).min(width);
-        let end = if f.end_line == f.line { f.end_column.saturating_sub(1).min(width) } else { width };
+        let end = if f.end_line == f.line {
+            f.end_column.saturating_sub(1).min(width)
+        } else {
+            width
+        };
         let carets = "^".repeat(end.saturating_sub(start).max(1));
         let color = match f.level {
             Level::Error => "1;31",
             Level::Warning => "1;33",
             Level::Info => "1;36",
         };
-        writeln!(out, "{pad} {} {}{}", p.blue("|"), " ".repeat(start), p.paint(color, &carets))?;
+        writeln!(
+            out,
+            "{pad} {} {}{}",
+            p.blue("|"),
+            " ".repeat(start),
+            p.paint(color, &carets)
+        )?;
     }
     if !f.help.is_empty() {
         writeln!(out, "{pad} {} {} {}", p.blue("="), p.bold("help:"), f.help)?;
@@ -94,7 +135,10 @@ fn lock_text(locks: &[TableLock]) -> String {
     if locks.is_empty() {
         return "no table lock".to_string();
     }
-    let strongest = locks.iter().max_by_key(|l| (l.level, l.hold)).expect("not empty");
+    let strongest = locks
+        .iter()
+        .max_by_key(|l| (l.level, l.hold))
+        .expect("not empty");
     let hold = match strongest.hold {
         LockHold::Brief => "brief",
         LockHold::Scan => "during a scan",
@@ -104,13 +148,25 @@ fn lock_text(locks: &[TableLock]) -> String {
     format!("{} {hold}", strongest.level)
 }
 
-fn write_step(s: &Step, opts: HumanOptions, p: &Paint, indent: &str, out: &mut dyn Write) -> io::Result<()> {
+fn write_step(
+    s: &Step,
+    opts: HumanOptions,
+    p: &Paint,
+    indent: &str,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let concurrent = matches!(s.kind, StepKind::Concurrent { .. });
     let mut lock = lock_text(&s.locks);
     if concurrent {
         lock.push_str(", outside a transaction");
     }
-    writeln!(out, "{indent}{:<9} {}  {}", s.phase.name(), s.action, p.dim(&format!("[{lock}]")))?;
+    writeln!(
+        out,
+        "{indent}{:<9} {}  {}",
+        s.phase.name(),
+        s.action,
+        p.dim(&format!("[{lock}]"))
+    )?;
     if opts.explain {
         for line in s.sql.lines() {
             writeln!(out, "{indent}            {}", p.dim(line))?;
@@ -119,12 +175,29 @@ fn write_step(s: &Step, opts: HumanOptions, p: &Paint, indent: &str, out: &mut d
     Ok(())
 }
 
-fn write_rewrite(rw: &Rewrite, pad: &str, opts: HumanOptions, p: &Paint, out: &mut dyn Write) -> io::Result<()> {
+fn write_rewrite(
+    rw: &Rewrite,
+    pad: &str,
+    opts: HumanOptions,
+    p: &Paint,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     if let Some(why) = &rw.rejected {
-        writeln!(out, "{pad} {} {} rejected: {why}", p.blue("="), p.bold("plan:"))?;
+        writeln!(
+            out,
+            "{pad} {} {} rejected: {why}",
+            p.blue("="),
+            p.bold("plan:")
+        )?;
         return Ok(());
     }
-    writeln!(out, "{pad} {} {} {}", p.blue("="), p.bold("plan:"), rw.intent)?;
+    writeln!(
+        out,
+        "{pad} {} {} {}",
+        p.blue("="),
+        p.bold("plan:"),
+        rw.intent
+    )?;
     let indent = format!("{pad}     ");
     for s in &rw.steps {
         write_step(s, opts, p, &indent, out)?;
@@ -135,11 +208,23 @@ fn write_rewrite(rw: &Rewrite, pad: &str, opts: HumanOptions, p: &Paint, out: &m
     Ok(())
 }
 
-fn write_phases(r: &FileReport, opts: HumanOptions, p: &Paint, out: &mut dyn Write) -> io::Result<()> {
+fn write_phases(
+    r: &FileReport,
+    opts: HumanOptions,
+    p: &Paint,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let plan = &r.plan;
-    let counts: Vec<usize> = Phase::ALL.iter().map(|ph| plan.steps_in(*ph).count()).collect();
+    let counts: Vec<usize> = Phase::ALL
+        .iter()
+        .map(|ph| plan.steps_in(*ph).count())
+        .collect();
     let rejected = plan.rejected().count();
-    let how = if plan.explicit_phases { "phases as marked" } else { "phases planned" };
+    let how = if plan.explicit_phases {
+        "phases as marked"
+    } else {
+        "phases planned"
+    };
     writeln!(
         out,
         "{} {} ({how}): {} expand, {} backfill, {} contract step{}{}",
@@ -149,7 +234,11 @@ fn write_phases(r: &FileReport, opts: HumanOptions, p: &Paint, out: &mut dyn Wri
         counts[1],
         counts[2],
         if counts[2] == 1 { "" } else { "s" },
-        if rejected > 0 { format!(", {rejected} rejected") } else { String::new() }
+        if rejected > 0 {
+            format!(", {rejected} rejected")
+        } else {
+            String::new()
+        }
     )?;
     if opts.explain {
         for phase in Phase::ALL {
@@ -166,9 +255,23 @@ fn write_summary(reports: &[FileReport], p: &Paint, out: &mut dyn Write) -> io::
     if reports.len() > 1 {
         let mut table = Table::new();
         table.load_preset(UTF8_BORDERS_ONLY);
-        table.set_header(vec!["migration", "errors", "warnings", "info", "expand", "backfill", "contract"]);
+        table.set_header(vec![
+            "migration",
+            "errors",
+            "warnings",
+            "info",
+            "expand",
+            "backfill",
+            "contract",
+        ]);
         for r in reports {
-            let count = |l: Level| r.findings.iter().filter(|f| f.level == l).count().to_string();
+            let count = |l: Level| {
+                r.findings
+                    .iter()
+                    .filter(|f| f.level == l)
+                    .count()
+                    .to_string()
+            };
             let steps = |ph: Phase| r.plan.steps_in(ph).count().to_string();
             table.add_row(vec![
                 Cell::new(&r.name),
@@ -190,6 +293,10 @@ fn write_summary(reports: &[FileReport], p: &Paint, out: &mut dyn Write) -> io::
         totals.info.to_string() + " info",
         plural(totals.files, "file")
     );
-    let line = if totals.errors > 0 { p.paint("1;31", &line) } else { p.bold(&line) };
+    let line = if totals.errors > 0 {
+        p.paint("1;31", &line)
+    } else {
+        p.bold(&line)
+    };
     writeln!(out, "{line}")
 }

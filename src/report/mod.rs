@@ -54,7 +54,12 @@ impl Totals {
 }
 
 /// Writes `reports` in `format`.
-pub fn write(format: Format, reports: &[FileReport], human: HumanOptions, out: &mut dyn io::Write) -> io::Result<()> {
+pub fn write(
+    format: Format,
+    reports: &[FileReport],
+    human: HumanOptions,
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
     match format {
         Format::Human => human::write(reports, human, out),
         Format::Json => json::write(reports, out),

@@ -74,7 +74,10 @@ fn error_position(text: &str) -> Option<(usize, String)> {
             let message = CStr::from_ptr(err.message).to_string_lossy().into_owned();
             // cursorpos counts characters from 1; 0 means "no position".
             let chars = (err.cursorpos.max(1) - 1) as usize;
-            let offset = text.char_indices().nth(chars).map_or(text.len(), |(i, _)| i);
+            let offset = text
+                .char_indices()
+                .nth(chars)
+                .map_or(text.len(), |(i, _)| i);
             Some((offset, message))
         };
         pg_query_free_parse_result(result);

@@ -212,7 +212,9 @@ fn dollar_end(src: &str, i: usize) -> Option<usize> {
     let b = src.as_bytes();
     let mut j = i + 1;
     while j < b.len() && b[j] != b'$' {
-        if !(b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) || (j == i + 1 && b[j].is_ascii_digit()) {
+        if !(b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80)
+            || (j == i + 1 && b[j].is_ascii_digit())
+        {
             return None;
         }
         j += 1;
@@ -278,7 +280,10 @@ mod tests {
         let src = "SELECT ';'; -- a; comment\nSELECT \"a;b\" /* x; /* nested; */ y; */ FROM t;\n";
         assert_eq!(
             texts(src),
-            vec!["SELECT ';'", "SELECT \"a;b\" /* x; /* nested; */ y; */ FROM t"]
+            vec![
+                "SELECT ';'",
+                "SELECT \"a;b\" /* x; /* nested; */ y; */ FROM t"
+            ]
         );
         assert_eq!(split(src).comments.len(), 2);
     }
@@ -298,7 +303,10 @@ mod tests {
 
     #[test]
     fn escape_strings() {
-        assert_eq!(texts(r"SELECT E'it\'s;'; SELECT 1"), vec![r"SELECT E'it\'s;'", "SELECT 1"]);
+        assert_eq!(
+            texts(r"SELECT E'it\'s;'; SELECT 1"),
+            vec![r"SELECT E'it\'s;'", "SELECT 1"]
+        );
     }
 
     #[test]
@@ -315,12 +323,18 @@ mod tests {
 
     #[test]
     fn begin_alone_is_a_statement() {
-        assert_eq!(texts("BEGIN; SELECT 1; COMMIT;"), vec!["BEGIN", "SELECT 1", "COMMIT"]);
+        assert_eq!(
+            texts("BEGIN; SELECT 1; COMMIT;"),
+            vec!["BEGIN", "SELECT 1", "COMMIT"]
+        );
     }
 
     #[test]
     fn unterminated_constructs_run_to_the_end() {
-        assert_eq!(texts("SELECT 1; SELECT 'abc; SELECT 2"), vec!["SELECT 1", "SELECT 'abc; SELECT 2"]);
+        assert_eq!(
+            texts("SELECT 1; SELECT 'abc; SELECT 2"),
+            vec!["SELECT 1", "SELECT 'abc; SELECT 2"]
+        );
         assert_eq!(texts("SELECT 1 /* open"), vec!["SELECT 1"]);
         assert!(texts("").is_empty());
         assert!(texts("  -- only a comment\n").is_empty());

@@ -8,7 +8,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn admin_url() -> String {
-    std::env::var("MIGRATE_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    std::env::var("MIGRATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
 }
 
 fn with_db(url: &str, db: &str) -> String {
@@ -32,12 +33,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 impl TestDb {
     pub fn new() -> TestDb {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let name = format!(
             "migrate_test_{}_{}_{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
         );
         let admin = admin_url();
         rt.block_on(async {
@@ -54,7 +61,9 @@ impl TestDb {
     pub fn exec(&self, sql: &str) {
         self.rt.block_on(async {
             let mut c = PgConnection::connect(&self.url).await.unwrap();
-            c.execute(AssertSqlSafe(sql.to_string())).await.unwrap_or_else(|e| panic!("{e}\n{sql}"));
+            c.execute(AssertSqlSafe(sql.to_string()))
+                .await
+                .unwrap_or_else(|e| panic!("{e}\n{sql}"));
         });
     }
 }
@@ -65,7 +74,11 @@ impl Drop for TestDb {
         let name = self.name.clone();
         self.rt.block_on(async {
             if let Ok(mut c) = PgConnection::connect(&admin).await {
-                let _ = c.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).await;
+                let _ = c
+                    .execute(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .await;
             }
         });
     }

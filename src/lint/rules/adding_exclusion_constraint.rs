@@ -29,7 +29,10 @@ impl Rule for AddingExclusionConstraint {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::AddConstraint { table, constraint, .. } = op {
+            if let Operation::AddConstraint {
+                table, constraint, ..
+            } = op
+            {
                 if constraint.kind == ConstraintKind::Exclusion && ctx.is_live_table(table) {
                     out.push(ctx.finding(
                         &Self::META,
@@ -48,7 +51,11 @@ mod tests {
 
     #[test]
     fn fires_on_existing_table() {
-        fires("adding-exclusion-constraint", &["CREATE TABLE b (room int, during tstzrange);"], "ALTER TABLE b ADD CONSTRAINT x EXCLUDE USING gist (room WITH =, during WITH &&);");
+        fires(
+            "adding-exclusion-constraint",
+            &["CREATE TABLE b (room int, during tstzrange);"],
+            "ALTER TABLE b ADD CONSTRAINT x EXCLUDE USING gist (room WITH =, during WITH &&);",
+        );
     }
 
     #[test]

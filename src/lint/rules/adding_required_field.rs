@@ -33,7 +33,9 @@ impl Rule for AddingRequiredField {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AddColumn { table, column, .. } = op else { continue };
+            let Operation::AddColumn { table, column, .. } = op else {
+                continue;
+            };
             let required = column.not_null
                 && column.default.is_none()
                 && !column.identity
@@ -56,12 +58,24 @@ mod tests {
 
     #[test]
     fn fires_without_default() {
-        fires("adding-required-field", &[USERS], "ALTER TABLE users ADD COLUMN tenant_id bigint NOT NULL;");
+        fires(
+            "adding-required-field",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN tenant_id bigint NOT NULL;",
+        );
     }
 
     #[test]
     fn silent_with_default_or_new_table() {
-        silent("adding-required-field", &[USERS], "ALTER TABLE users ADD COLUMN tenant_id bigint NOT NULL DEFAULT 0;");
-        silent("adding-required-field", &[], "CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN b int NOT NULL;");
+        silent(
+            "adding-required-field",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN tenant_id bigint NOT NULL DEFAULT 0;",
+        );
+        silent(
+            "adding-required-field",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN b int NOT NULL;",
+        );
     }
 }

@@ -30,7 +30,9 @@ impl Rule for AddingSerialColumn {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AddColumn { table, column, .. } = op else { continue };
+            let Operation::AddColumn { table, column, .. } = op else {
+                continue;
+            };
             if (column.identity || column.ty.is_serial()) && ctx.is_live_table(table) {
                 out.push(ctx.finding(
                     &Self::META,
@@ -48,12 +50,24 @@ mod tests {
 
     #[test]
     fn fires_on_serial_and_identity() {
-        fires("adding-serial-column", &[USERS], "ALTER TABLE users ADD COLUMN seq bigserial;");
-        fires("adding-serial-column", &[USERS], "ALTER TABLE users ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;");
+        fires(
+            "adding-serial-column",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN seq bigserial;",
+        );
+        fires(
+            "adding-serial-column",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY;",
+        );
     }
 
     #[test]
     fn silent_on_new_tables() {
-        silent("adding-serial-column", &[], "CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN id bigserial;");
+        silent(
+            "adding-serial-column",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN id bigserial;",
+        );
     }
 }

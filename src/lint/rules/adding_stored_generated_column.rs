@@ -29,7 +29,9 @@ impl Rule for AddingStoredGeneratedColumn {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AddColumn { table, column, .. } = op else { continue };
+            let Operation::AddColumn { table, column, .. } = op else {
+                continue;
+            };
             if column.generated_stored == Some(true) && ctx.is_live_table(table) {
                 out.push(ctx.finding(
                     &Self::META,
@@ -47,12 +49,20 @@ mod tests {
 
     #[test]
     fn fires_on_stored() {
-        fires("adding-stored-generated-column", &[USERS], "ALTER TABLE users ADD COLUMN l text GENERATED ALWAYS AS (lower(name)) STORED;");
+        fires(
+            "adding-stored-generated-column",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN l text GENERATED ALWAYS AS (lower(name)) STORED;",
+        );
     }
 
     #[test]
     fn silent_on_virtual_and_new_tables() {
-        silent("adding-stored-generated-column", &[USERS], "ALTER TABLE users ADD COLUMN l text GENERATED ALWAYS AS (lower(name)) VIRTUAL;");
+        silent(
+            "adding-stored-generated-column",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN l text GENERATED ALWAYS AS (lower(name)) VIRTUAL;",
+        );
         silent("adding-stored-generated-column", &[], "CREATE TABLE t (a text);\nALTER TABLE t ADD COLUMN l text GENERATED ALWAYS AS (lower(a)) STORED;");
     }
 }

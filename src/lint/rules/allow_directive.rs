@@ -38,14 +38,25 @@ mod tests {
     fn an_allow_with_a_reason_suppresses() {
         let sql = "-- migrate:allow require-concurrent-index-creation lookup table of 12 rows\nCREATE INDEX i ON users (name);";
         let fired = rules_fired(&[USERS], sql, &Default::default());
-        assert!(!fired.contains(&"require-concurrent-index-creation"), "{fired:?}");
+        assert!(
+            !fired.contains(&"require-concurrent-index-creation"),
+            "{fired:?}"
+        );
         assert!(!fired.contains(&"allow-directive"), "{fired:?}");
     }
 
     #[test]
     fn fires_without_reason_unknown_or_unused() {
-        fires("allow-directive", &[USERS], "-- migrate:allow require-concurrent-index-creation\nCREATE INDEX i ON users (name);");
-        fires("allow-directive", &[USERS], "-- migrate:allow no-such-rule because\nSELECT 1;");
+        fires(
+            "allow-directive",
+            &[USERS],
+            "-- migrate:allow require-concurrent-index-creation\nCREATE INDEX i ON users (name);",
+        );
+        fires(
+            "allow-directive",
+            &[USERS],
+            "-- migrate:allow no-such-rule because\nSELECT 1;",
+        );
         fires("allow-directive", &[USERS], "-- migrate:allow renaming-column not renaming anything\nCREATE INDEX CONCURRENTLY i ON users (name);");
     }
 }

@@ -30,7 +30,15 @@ impl Rule for BackfillInDdlTransaction {
     }
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
-        let Some(ddl) = ctx.tx.held.iter().filter(|h| h.level > LockLevel::RowExclusive).max_by_key(|h| h.level) else { return };
+        let Some(ddl) = ctx
+            .tx
+            .held
+            .iter()
+            .filter(|h| h.level > LockLevel::RowExclusive)
+            .max_by_key(|h| h.level)
+        else {
+            return;
+        };
         for op in ctx.ops.iter().filter(|o| o.is_dml()) {
             let Some(table) = op.table() else { continue };
             if ctx.is_live_table(table) {
@@ -50,12 +58,20 @@ mod tests {
 
     #[test]
     fn fires_after_ddl() {
-        fires("backfill-in-ddl-transaction", &[USERS], "ALTER TABLE users ADD COLUMN full_name text;\nUPDATE users SET full_name = name;");
+        fires(
+            "backfill-in-ddl-transaction",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN full_name text;\nUPDATE users SET full_name = name;",
+        );
     }
 
     #[test]
     fn silent_without_ddl_or_outside_transaction() {
-        silent("backfill-in-ddl-transaction", &[USERS], "UPDATE users SET name = 'x' WHERE id = 1;");
+        silent(
+            "backfill-in-ddl-transaction",
+            &[USERS],
+            "UPDATE users SET name = 'x' WHERE id = 1;",
+        );
         silent("backfill-in-ddl-transaction", &[USERS], "-- migrate:no-transaction\nALTER TABLE users ADD COLUMN full_name text;\nUPDATE users SET full_name = name;");
     }
 }

@@ -28,7 +28,11 @@ impl Rule for BanCharField {
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for c in ctx.defined_columns() {
             if c.ty.base == "bpchar" {
-                out.push(ctx.finding(&Self::META, format!("{}.{} is {}: blank-padded", c.table, c.name, c.ty.sql), "use text with a CHECK on its length"));
+                out.push(ctx.finding(
+                    &Self::META,
+                    format!("{}.{} is {}: blank-padded", c.table, c.name, c.ty.sql),
+                    "use text with a CHECK on its length",
+                ));
             }
         }
     }
@@ -45,6 +49,10 @@ mod tests {
 
     #[test]
     fn silent_on_text() {
-        silent("ban-char-field", &[], "CREATE TABLE c (code text, \"char\" text);");
+        silent(
+            "ban-char-field",
+            &[],
+            "CREATE TABLE c (code text, \"char\" text);",
+        );
     }
 }

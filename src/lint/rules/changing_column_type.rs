@@ -35,11 +35,24 @@ impl Rule for ChangingColumnType {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AlterColumnType { table, column, ty, using, .. } = op else { continue };
+            let Operation::AlterColumnType {
+                table,
+                column,
+                ty,
+                using,
+                ..
+            } = op
+            else {
+                continue;
+            };
             if !ctx.is_live_table(table) {
                 continue;
             }
-            let current = ctx.catalog.table(table).and_then(|t| t.column(column)).map(|c| &c.ty);
+            let current = ctx
+                .catalog
+                .table(table)
+                .and_then(|t| t.column(column))
+                .map(|c| &c.ty);
             let msg = match type_change(current, ty, using.is_some()) {
                 TypeChange::NoRewrite => continue,
                 TypeChange::Rewrite => format!(
@@ -67,16 +80,44 @@ mod tests {
 
     #[test]
     fn fires_on_rewriting_changes() {
-        fires("changing-column-type", &[USERS], "ALTER TABLE users ALTER COLUMN age TYPE bigint;");
-        fires("changing-column-type", &[USERS], "ALTER TABLE users ALTER COLUMN email TYPE varchar(50);");
-        fires("changing-column-type", &[USERS], "ALTER TABLE users ALTER COLUMN name TYPE int USING name::int;");
-        fires("changing-column-type", &[], "ALTER TABLE unknown ALTER COLUMN c TYPE text;");
+        fires(
+            "changing-column-type",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN age TYPE bigint;",
+        );
+        fires(
+            "changing-column-type",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN email TYPE varchar(50);",
+        );
+        fires(
+            "changing-column-type",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN name TYPE int USING name::int;",
+        );
+        fires(
+            "changing-column-type",
+            &[],
+            "ALTER TABLE unknown ALTER COLUMN c TYPE text;",
+        );
     }
 
     #[test]
     fn silent_on_changes_that_do_not_rewrite() {
-        silent("changing-column-type", &[USERS], "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);");
-        silent("changing-column-type", &[USERS], "ALTER TABLE users ALTER COLUMN email TYPE text;");
-        silent("changing-column-type", &[], "CREATE TABLE t (a int);\nALTER TABLE t ALTER COLUMN a TYPE bigint;");
+        silent(
+            "changing-column-type",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);",
+        );
+        silent(
+            "changing-column-type",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN email TYPE text;",
+        );
+        silent(
+            "changing-column-type",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t ALTER COLUMN a TYPE bigint;",
+        );
     }
 }

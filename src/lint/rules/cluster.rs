@@ -29,7 +29,9 @@ impl Rule for Cluster {
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
             if let Operation::Cluster { table } = op {
-                let what = table.as_ref().map_or("every clustered table".to_string(), |t| t.sql());
+                let what = table
+                    .as_ref()
+                    .map_or("every clustered table".to_string(), |t| t.sql());
                 out.push(ctx.finding(
                     &Self::META,
                     format!("CLUSTER rewrites {what} under ACCESS EXCLUSIVE: no reads or writes until it ends"),

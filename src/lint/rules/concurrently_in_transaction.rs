@@ -66,12 +66,24 @@ mod tests {
 
     #[test]
     fn fires_in_a_transactional_file_or_explicit_block() {
-        fires("concurrently-in-transaction", &[USERS], "CREATE INDEX CONCURRENTLY i ON users (name);");
-        fires("concurrently-in-transaction", &[USERS], "-- migrate:no-transaction\nBEGIN;\nDROP INDEX CONCURRENTLY i;\nCOMMIT;");
+        fires(
+            "concurrently-in-transaction",
+            &[USERS],
+            "CREATE INDEX CONCURRENTLY i ON users (name);",
+        );
+        fires(
+            "concurrently-in-transaction",
+            &[USERS],
+            "-- migrate:no-transaction\nBEGIN;\nDROP INDEX CONCURRENTLY i;\nCOMMIT;",
+        );
     }
 
     #[test]
     fn silent_outside_transactions() {
-        silent("concurrently-in-transaction", &[USERS], "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);");
+        silent(
+            "concurrently-in-transaction",
+            &[USERS],
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);",
+        );
     }
 }

@@ -30,13 +30,21 @@ impl Rule for ConstraintMissingNotValid {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AddConstraint { table, constraint, .. } = op else { continue };
+            let Operation::AddConstraint {
+                table, constraint, ..
+            } = op
+            else {
+                continue;
+            };
             if constraint.not_valid || !ctx.is_live_table(table) {
                 continue;
             }
             let (kind, lock) = match &constraint.kind {
                 ConstraintKind::Check { .. } => ("CHECK", "ACCESS EXCLUSIVE: no reads or writes"),
-                ConstraintKind::ForeignKey { .. } => ("FOREIGN KEY", "SHARE ROW EXCLUSIVE on both tables: no writes"),
+                ConstraintKind::ForeignKey { .. } => (
+                    "FOREIGN KEY",
+                    "SHARE ROW EXCLUSIVE on both tables: no writes",
+                ),
                 _ => continue,
             };
             out.push(ctx.finding(
@@ -54,13 +62,29 @@ mod tests {
 
     #[test]
     fn fires_on_validated_check_and_fk() {
-        fires("constraint-missing-not-valid", &[USERS], "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0);");
-        fires("constraint-missing-not-valid", &[USERS], "ALTER TABLE users ADD CONSTRAINT org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);");
+        fires(
+            "constraint-missing-not-valid",
+            &[USERS],
+            "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0);",
+        );
+        fires(
+            "constraint-missing-not-valid",
+            &[USERS],
+            "ALTER TABLE users ADD CONSTRAINT org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);",
+        );
     }
 
     #[test]
     fn silent_with_not_valid_or_new_table() {
-        silent("constraint-missing-not-valid", &[USERS], "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0) NOT VALID;");
-        silent("constraint-missing-not-valid", &[], "CREATE TABLE t (a int);\nALTER TABLE t ADD CONSTRAINT c CHECK (a > 0);");
+        silent(
+            "constraint-missing-not-valid",
+            &[USERS],
+            "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0) NOT VALID;",
+        );
+        silent(
+            "constraint-missing-not-valid",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t ADD CONSTRAINT c CHECK (a > 0);",
+        );
     }
 }

@@ -29,7 +29,11 @@ impl Rule for DomainConstraint {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::AlterDomainAddConstraint { ty, not_valid: false } = op {
+            if let Operation::AlterDomainAddConstraint {
+                ty,
+                not_valid: false,
+            } = op
+            {
                 out.push(ctx.finding(
                     &Self::META,
                     format!("adding a constraint to domain {ty} checks every column that uses it, blocking writes to their tables"),
@@ -46,11 +50,19 @@ mod tests {
 
     #[test]
     fn fires_without_not_valid() {
-        fires("domain-constraint", &[], "ALTER DOMAIN email ADD CONSTRAINT at CHECK (VALUE LIKE '%@%');");
+        fires(
+            "domain-constraint",
+            &[],
+            "ALTER DOMAIN email ADD CONSTRAINT at CHECK (VALUE LIKE '%@%');",
+        );
     }
 
     #[test]
     fn silent_with_not_valid() {
-        silent("domain-constraint", &[], "ALTER DOMAIN email ADD CONSTRAINT at CHECK (VALUE LIKE '%@%') NOT VALID;");
+        silent(
+            "domain-constraint",
+            &[],
+            "ALTER DOMAIN email ADD CONSTRAINT at CHECK (VALUE LIKE '%@%') NOT VALID;",
+        );
     }
 }

@@ -48,11 +48,19 @@ mod tests {
 
     #[test]
     fn fires_on_existing_table() {
-        fires("dropping-column", &[USERS], "ALTER TABLE users DROP COLUMN age;");
+        fires(
+            "dropping-column",
+            &[USERS],
+            "ALTER TABLE users DROP COLUMN age;",
+        );
     }
 
     #[test]
     fn silent_on_new_table() {
-        silent("dropping-column", &[], "CREATE TABLE t (a int, b int);\nALTER TABLE t DROP COLUMN b;");
+        silent(
+            "dropping-column",
+            &[],
+            "CREATE TABLE t (a int, b int);\nALTER TABLE t DROP COLUMN b;",
+        );
     }
 }

@@ -30,13 +30,21 @@ impl Rule for DroppingConstraint {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::DropConstraint { table, name, .. } = op else { continue };
+            let Operation::DropConstraint { table, name, .. } = op else {
+                continue;
+            };
             if !ctx.is_live_table(table) {
                 continue;
             }
-            let kind = ctx.catalog.table(table).and_then(|t| t.constraints.iter().find(|c| &c.name == name)).map(|c| &c.kind);
+            let kind = ctx
+                .catalog
+                .table(table)
+                .and_then(|t| t.constraints.iter().find(|c| &c.name == name))
+                .map(|c| &c.kind);
             let keyish = match kind {
-                Some(ConstraintKind::Unique { .. } | ConstraintKind::PrimaryKey { .. }) | None => true,
+                Some(ConstraintKind::Unique { .. } | ConstraintKind::PrimaryKey { .. }) | None => {
+                    true
+                }
                 Some(_) => false,
             };
             if keyish {
@@ -56,11 +64,25 @@ mod tests {
 
     #[test]
     fn fires_on_unique() {
-        fires("dropping-constraint", &[USERS, "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);"], "ALTER TABLE users DROP CONSTRAINT users_email_key;");
+        fires(
+            "dropping-constraint",
+            &[
+                USERS,
+                "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
+            ],
+            "ALTER TABLE users DROP CONSTRAINT users_email_key;",
+        );
     }
 
     #[test]
     fn silent_on_check() {
-        silent("dropping-constraint", &[USERS, "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0);"], "ALTER TABLE users DROP CONSTRAINT age_pos;");
+        silent(
+            "dropping-constraint",
+            &[
+                USERS,
+                "ALTER TABLE users ADD CONSTRAINT age_pos CHECK (age > 0);",
+            ],
+            "ALTER TABLE users DROP CONSTRAINT age_pos;",
+        );
     }
 }

@@ -28,9 +28,18 @@ impl Rule for DroppingDatabase {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::Drop { kind: ObjectKind::Database, names, .. } = op {
+            if let Operation::Drop {
+                kind: ObjectKind::Database,
+                names,
+                ..
+            } = op
+            {
                 let n = names.first().map(|n| n.name.clone()).unwrap_or_default();
-                out.push(ctx.finding(&Self::META, format!("dropping database {n} destroys all of it"), "do it by hand, outside the migration history"));
+                out.push(ctx.finding(
+                    &Self::META,
+                    format!("dropping database {n} destroys all of it"),
+                    "do it by hand, outside the migration history",
+                ));
             }
         }
     }
@@ -47,6 +56,10 @@ mod tests {
 
     #[test]
     fn silent_on_table() {
-        silent("dropping-database", &[], "CREATE TABLE t (a int);\nDROP TABLE t;");
+        silent(
+            "dropping-database",
+            &[],
+            "CREATE TABLE t (a int);\nDROP TABLE t;",
+        );
     }
 }

@@ -48,11 +48,19 @@ mod tests {
 
     #[test]
     fn fires_on_existing_table() {
-        fires("dropping-not-null", &[USERS], "ALTER TABLE users ALTER COLUMN email DROP NOT NULL;");
+        fires(
+            "dropping-not-null",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN email DROP NOT NULL;",
+        );
     }
 
     #[test]
     fn silent_on_new_table() {
-        silent("dropping-not-null", &[], "CREATE TABLE t (a int NOT NULL);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL;");
+        silent(
+            "dropping-not-null",
+            &[],
+            "CREATE TABLE t (a int NOT NULL);\nALTER TABLE t ALTER COLUMN a DROP NOT NULL;",
+        );
     }
 }

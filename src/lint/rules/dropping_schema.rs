@@ -29,7 +29,13 @@ impl Rule for DroppingSchema {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::Drop { kind: ObjectKind::Schema, names, cascade, .. } = op {
+            if let Operation::Drop {
+                kind: ObjectKind::Schema,
+                names,
+                cascade,
+                ..
+            } = op
+            {
                 for n in names {
                     out.push(ctx.finding(
                         &Self::META,

@@ -29,11 +29,26 @@ impl Rule for DroppingTable {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::Drop { kind: ObjectKind::Table | ObjectKind::View | ObjectKind::MaterializedView, names, cascade, .. } = op else { continue };
+            let Operation::Drop {
+                kind: ObjectKind::Table | ObjectKind::View | ObjectKind::MaterializedView,
+                names,
+                cascade,
+                ..
+            } = op
+            else {
+                continue;
+            };
             for n in names.iter().filter(|n| ctx.is_live_table(n)) {
                 out.push(ctx.finding(
                     &Self::META,
-                    format!("dropping {n}{} breaks the running version if it still uses it", if *cascade { " with CASCADE (and its dependents)" } else { "" }),
+                    format!(
+                        "dropping {n}{} breaks the running version if it still uses it",
+                        if *cascade {
+                            " with CASCADE (and its dependents)"
+                        } else {
+                            ""
+                        }
+                    ),
                     "make sure no deployed version uses it; the plan runs the drop in contract",
                 ));
             }
@@ -52,6 +67,10 @@ mod tests {
 
     #[test]
     fn silent_on_new_table() {
-        silent("dropping-table", &[], "CREATE TABLE t (a int);\nDROP TABLE t;");
+        silent(
+            "dropping-table",
+            &[],
+            "CREATE TABLE t (a int);\nDROP TABLE t;",
+        );
     }
 }

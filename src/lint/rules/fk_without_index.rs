@@ -32,7 +32,12 @@ impl Rule for FkWithoutIndex {
         for s in ctx.statements {
             for op in &s.ops {
                 let (table, fks): (_, Vec<&Vec<String>>) = match op {
-                    Operation::CreateTable { table, columns, constraints, .. } => (
+                    Operation::CreateTable {
+                        table,
+                        columns,
+                        constraints,
+                        ..
+                    } => (
                         table,
                         columns
                             .iter()
@@ -55,14 +60,18 @@ impl Rule for FkWithoutIndex {
                             })
                             .collect(),
                     ),
-                    Operation::AddConstraint { table, constraint, .. } => match &constraint.kind {
+                    Operation::AddConstraint {
+                        table, constraint, ..
+                    } => match &constraint.kind {
                         ConstraintKind::ForeignKey { columns, .. } => (table, vec![columns]),
                         _ => continue,
                     },
                     _ => continue,
                 };
                 for cols in fks {
-                    if ctx.catalog.table(table).is_some() && !ctx.catalog.has_index_covering(table, cols) {
+                    if ctx.catalog.table(table).is_some()
+                        && !ctx.catalog.has_index_covering(table, cols)
+                    {
                         out.push(ctx.finding_at(
                             &Self::META,
                             s,
@@ -83,7 +92,11 @@ mod tests {
     #[test]
     fn fires_without_index() {
         fires("fk-without-index", &[USERS], "ALTER TABLE users ADD CONSTRAINT fk FOREIGN KEY (org_id) REFERENCES orgs (id) NOT VALID;");
-        fires("fk-without-index", &[USERS], "CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint REFERENCES users (id));");
+        fires(
+            "fk-without-index",
+            &[USERS],
+            "CREATE TABLE posts (id bigint PRIMARY KEY, user_id bigint REFERENCES users (id));",
+        );
     }
 
     #[test]

@@ -46,15 +46,31 @@ impl Rule for IdentifierTooLong {
         if !creates {
             return;
         }
-        let Ok(scan) = pg_query::scan(&ctx.stmt.text) else { return };
+        let Ok(scan) = pg_query::scan(&ctx.stmt.text) else {
+            return;
+        };
         let mut seen = Vec::new();
-        for t in scan.tokens.iter().filter(|t| t.token == pg_query::protobuf::Token::Ident as i32) {
-            let raw = ctx.stmt.text.get(t.start as usize..t.end as usize).unwrap_or("");
-            let name = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')).map_or_else(|| raw.to_lowercase(), |q| q.replace("\"\"", "\""));
+        for t in scan
+            .tokens
+            .iter()
+            .filter(|t| t.token == pg_query::protobuf::Token::Ident as i32)
+        {
+            let raw = ctx
+                .stmt
+                .text
+                .get(t.start as usize..t.end as usize)
+                .unwrap_or("");
+            let name = raw
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .map_or_else(|| raw.to_lowercase(), |q| q.replace("\"\"", "\""));
             if name.len() > 63 && !seen.contains(&name) {
                 out.push(ctx.finding(
                     &Self::META,
-                    format!("`{name}` is {} bytes: PostgreSQL truncates it to 63", name.len()),
+                    format!(
+                        "`{name}` is {} bytes: PostgreSQL truncates it to 63",
+                        name.len()
+                    ),
                     "shorten it to 63 bytes",
                 ));
                 seen.push(name);
@@ -70,12 +86,20 @@ mod tests {
     #[test]
     fn fires_on_long_names() {
         let long = "a".repeat(64);
-        fires("identifier-too-long", &[], &format!("CREATE TABLE t ({long} int);"));
+        fires(
+            "identifier-too-long",
+            &[],
+            &format!("CREATE TABLE t ({long} int);"),
+        );
     }
 
     #[test]
     fn silent_on_63_bytes() {
         let ok = "a".repeat(63);
-        silent("identifier-too-long", &[], &format!("CREATE TABLE t ({ok} int);"));
+        silent(
+            "identifier-too-long",
+            &[],
+            &format!("CREATE TABLE t ({ok} int);"),
+        );
     }
 }

@@ -48,7 +48,11 @@ mod tests {
 
     #[test]
     fn fires_on_four_columns() {
-        fires("index-too-many-columns", &[], "CREATE TABLE t (a int, b int, c int, d int);\nCREATE INDEX i ON t (a, b, c, d);");
+        fires(
+            "index-too-many-columns",
+            &[],
+            "CREATE TABLE t (a int, b int, c int, d int);\nCREATE INDEX i ON t (a, b, c, d);",
+        );
     }
 
     #[test]

@@ -49,13 +49,21 @@ mod tests {
 
     #[test]
     fn fires_on_strong_lock() {
-        fires("lock-table", &[USERS], "LOCK TABLE users IN ACCESS EXCLUSIVE MODE;");
+        fires(
+            "lock-table",
+            &[USERS],
+            "LOCK TABLE users IN ACCESS EXCLUSIVE MODE;",
+        );
         fires("lock-table", &[USERS], "LOCK users;");
     }
 
     #[test]
     fn silent_on_weak_lock_or_new_table() {
-        silent("lock-table", &[USERS], "LOCK TABLE users IN ROW EXCLUSIVE MODE;");
+        silent(
+            "lock-table",
+            &[USERS],
+            "LOCK TABLE users IN ROW EXCLUSIVE MODE;",
+        );
         silent("lock-table", &[], "CREATE TABLE t (a int);\nLOCK TABLE t;");
     }
 }

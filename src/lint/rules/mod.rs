@@ -128,7 +128,12 @@ mod tests {
         for r in RULES {
             let m = r.meta();
             assert!(seen.insert(m.id), "duplicate id {}", m.id);
-            assert!(m.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{}", m.id);
+            assert!(
+                m.id.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{}",
+                m.id
+            );
             let doc = m.doc_markdown();
             for section in ["## Why it hurts", "## Example", "## Instead"] {
                 assert!(doc.contains(section), "{} lacks `{section}`", m.id);

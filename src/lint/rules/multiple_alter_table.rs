@@ -31,7 +31,8 @@ impl Rule for MultipleAlterTable {
     }
 
     fn check_file(&self, ctx: &FileCtx, out: &mut Vec<Finding>) {
-        let mut first: HashMap<(Option<crate::plan::Phase>, (String, String)), usize> = HashMap::new();
+        let mut first: HashMap<(Option<crate::plan::Phase>, (String, String)), usize> =
+            HashMap::new();
         for s in ctx.statements {
             // Only actions that gain from sharing one lock and one rewrite; constraint recipes
             // (NOT VALID, VALIDATE, SET NOT NULL) must stay separate statements.
@@ -46,7 +47,9 @@ impl Rule for MultipleAlterTable {
                             | Operation::DropNotNull { .. }
                     )
                 });
-            let Some(table) = s.ops.first().and_then(Operation::table) else { continue };
+            let Some(table) = s.ops.first().and_then(Operation::table) else {
+                continue;
+            };
             if !combinable || s.new_tables.iter().any(|t| t.key() == table.key()) {
                 continue;
             }
@@ -72,7 +75,11 @@ mod tests {
 
     #[test]
     fn fires_on_two_alters() {
-        fires("multiple-alter-table", &[USERS], "ALTER TABLE users ADD COLUMN a int;\nALTER TABLE users ADD COLUMN b int;");
+        fires(
+            "multiple-alter-table",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN a int;\nALTER TABLE users ADD COLUMN b int;",
+        );
     }
 
     #[test]

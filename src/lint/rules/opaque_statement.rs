@@ -58,7 +58,11 @@ mod tests {
     #[test]
     fn fires_on_do_blocks_and_functions() {
         fires("opaque-statement", &[], "DO $$ BEGIN PERFORM 1; END $$;");
-        fires("opaque-statement", &[], "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';");
+        fires(
+            "opaque-statement",
+            &[],
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        );
     }
 
     #[test]

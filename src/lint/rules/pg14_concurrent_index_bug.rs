@@ -56,12 +56,27 @@ mod tests {
 
     #[test]
     fn fires_on_14_3() {
-        fires_on("14.3", "pg14-concurrent-index-bug", &[USERS], "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);");
+        fires_on(
+            "14.3",
+            "pg14-concurrent-index-bug",
+            &[USERS],
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);",
+        );
     }
 
     #[test]
     fn silent_on_fixed_versions() {
-        silent_on("14.4", "pg14-concurrent-index-bug", &[USERS], "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);");
-        silent_on("15", "pg14-concurrent-index-bug", &[USERS], "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);");
+        silent_on(
+            "14.4",
+            "pg14-concurrent-index-bug",
+            &[USERS],
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);",
+        );
+        silent_on(
+            "15",
+            "pg14-concurrent-index-bug",
+            &[USERS],
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);",
+        );
     }
 }

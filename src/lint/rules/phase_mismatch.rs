@@ -43,9 +43,25 @@ fn belongs(op: &Operation) -> Option<Phase> {
         | O::DetachPartition { .. }
         | O::Truncate { .. }
         | O::SetDefault { default: None, .. } => Phase::Contract,
-        O::AddConstraint { constraint, .. } if !constraint.not_valid && !matches!(constraint.kind, ConstraintKind::Unique { using_index: Some(_), .. } | ConstraintKind::PrimaryKey { using_index: Some(_), .. }) => Phase::Contract,
+        O::AddConstraint { constraint, .. }
+            if !constraint.not_valid
+                && !matches!(
+                    constraint.kind,
+                    ConstraintKind::Unique {
+                        using_index: Some(_),
+                        ..
+                    } | ConstraintKind::PrimaryKey {
+                        using_index: Some(_),
+                        ..
+                    }
+                ) =>
+        {
+            Phase::Contract
+        }
         O::Update { .. } | O::Delete { .. } | O::Insert { .. } => Phase::Backfill,
-        O::Transaction(_) | O::SetVariable { .. } | O::Other { .. } | O::Opaque { .. } => return None,
+        O::Transaction(_) | O::SetVariable { .. } | O::Other { .. } | O::Opaque { .. } => {
+            return None
+        }
         _ => Phase::Expand,
     })
 }
@@ -64,7 +80,12 @@ impl Rule for PhaseMismatch {
                 Phase::Backfill => home != Phase::Backfill,
                 // Tightening (constraints, indexes) and last data fixes belong in contract; new
                 // columns and tables arrive too late there for the version that needs them.
-                Phase::Contract => matches!(op, Operation::AddColumn { .. } | Operation::CreateTable { .. } | Operation::CreateView { .. }),
+                Phase::Contract => matches!(
+                    op,
+                    Operation::AddColumn { .. }
+                        | Operation::CreateTable { .. }
+                        | Operation::CreateView { .. }
+                ),
             };
             if bad {
                 let what = crate::plan::rewrite::describe(op);
@@ -84,9 +105,21 @@ mod tests {
 
     #[test]
     fn fires_on_drop_in_expand_and_ddl_in_backfill() {
-        fires("phase-mismatch", &[USERS], "-- migrate:expand\nALTER TABLE users DROP COLUMN age;");
-        fires("phase-mismatch", &[USERS], "-- migrate:backfill\nALTER TABLE users ADD COLUMN x int;");
-        fires("phase-mismatch", &[USERS], "-- migrate:contract\nALTER TABLE users ADD COLUMN x int;");
+        fires(
+            "phase-mismatch",
+            &[USERS],
+            "-- migrate:expand\nALTER TABLE users DROP COLUMN age;",
+        );
+        fires(
+            "phase-mismatch",
+            &[USERS],
+            "-- migrate:backfill\nALTER TABLE users ADD COLUMN x int;",
+        );
+        fires(
+            "phase-mismatch",
+            &[USERS],
+            "-- migrate:contract\nALTER TABLE users ADD COLUMN x int;",
+        );
     }
 
     #[test]

@@ -28,12 +28,18 @@ impl Rule for PreferBigint {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for c in ctx.defined_columns() {
-            let small = matches!(c.ty.base.as_str(), "int4" | "int2" | "serial" | "serial4" | "smallserial" | "serial2");
+            let small = matches!(
+                c.ty.base.as_str(),
+                "int4" | "int2" | "serial" | "serial4" | "smallserial" | "serial2"
+            );
             let key = c.primary_key || c.name == "id" || c.name.ends_with("_id");
             if small && key && !c.ty.array {
                 out.push(ctx.finding(
                     &Self::META,
-                    format!("key column {}.{} is {}: it can run out of values", c.table, c.name, c.ty.sql),
+                    format!(
+                        "key column {}.{} is {}: it can run out of values",
+                        c.table, c.name, c.ty.sql
+                    ),
                     "use bigint",
                 ));
             }
@@ -47,12 +53,20 @@ mod tests {
 
     #[test]
     fn fires_on_int_keys() {
-        fires("prefer-bigint", &[], "CREATE TABLE o (id serial PRIMARY KEY);");
+        fires(
+            "prefer-bigint",
+            &[],
+            "CREATE TABLE o (id serial PRIMARY KEY);",
+        );
         fires("prefer-bigint", &[], "CREATE TABLE o (user_id int);");
     }
 
     #[test]
     fn silent_on_bigint_or_non_keys() {
-        silent("prefer-bigint", &[], "CREATE TABLE o (id bigint PRIMARY KEY, quantity int);");
+        silent(
+            "prefer-bigint",
+            &[],
+            "CREATE TABLE o (id bigint PRIMARY KEY, quantity int);",
+        );
     }
 }

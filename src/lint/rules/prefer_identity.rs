@@ -45,11 +45,19 @@ mod tests {
 
     #[test]
     fn fires_on_serial() {
-        fires("prefer-identity", &[], "CREATE TABLE o (id bigserial PRIMARY KEY);");
+        fires(
+            "prefer-identity",
+            &[],
+            "CREATE TABLE o (id bigserial PRIMARY KEY);",
+        );
     }
 
     #[test]
     fn silent_on_identity() {
-        silent("prefer-identity", &[], "CREATE TABLE o (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);");
+        silent(
+            "prefer-identity",
+            &[],
+            "CREATE TABLE o (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY);",
+        );
     }
 }

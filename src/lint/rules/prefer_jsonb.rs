@@ -32,7 +32,10 @@ impl Rule for PreferJsonb {
             if c.ty.base == "json" {
                 out.push(ctx.finding(
                     &Self::META,
-                    format!("{}.{} is json: no equality, no GIN index, re-parsed on every read", c.table, c.name),
+                    format!(
+                        "{}.{} is json: no equality, no GIN index, re-parsed on every read",
+                        c.table, c.name
+                    ),
                     "use jsonb",
                 ));
             }

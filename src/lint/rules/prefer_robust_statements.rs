@@ -39,7 +39,9 @@ impl Rule for PreferRobustStatements {
                 Operation::CreateTable { if_not_exists, .. } => !if_not_exists,
                 Operation::CreateIndex(ix) => !ix.if_not_exists,
                 Operation::AddColumn { if_not_exists, .. } => !if_not_exists,
-                Operation::DropIndex { if_exists, .. } | Operation::Drop { if_exists, .. } => !if_exists,
+                Operation::DropIndex { if_exists, .. } | Operation::Drop { if_exists, .. } => {
+                    !if_exists
+                }
                 _ => false,
             };
             if fragile {
@@ -59,12 +61,24 @@ mod tests {
 
     #[test]
     fn fires_outside_transaction() {
-        fires("prefer-robust-statements", &[USERS], "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);");
+        fires(
+            "prefer-robust-statements",
+            &[USERS],
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY i ON users (name);",
+        );
     }
 
     #[test]
     fn silent_when_idempotent_or_transactional() {
-        silent("prefer-robust-statements", &[USERS], "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON users (name);");
-        silent("prefer-robust-statements", &[USERS], "CREATE TABLE t (a int);");
+        silent(
+            "prefer-robust-statements",
+            &[USERS],
+            "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS i ON users (name);",
+        );
+        silent(
+            "prefer-robust-statements",
+            &[USERS],
+            "CREATE TABLE t (a int);",
+        );
     }
 }

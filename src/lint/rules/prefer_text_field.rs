@@ -46,11 +46,19 @@ mod tests {
 
     #[test]
     fn fires_on_varchar_n() {
-        fires("prefer-text-field", &[], "CREATE TABLE u (email varchar(255));");
+        fires(
+            "prefer-text-field",
+            &[],
+            "CREATE TABLE u (email varchar(255));",
+        );
     }
 
     #[test]
     fn silent_on_text() {
-        silent("prefer-text-field", &[], "CREATE TABLE u (email text, b varchar);");
+        silent(
+            "prefer-text-field",
+            &[],
+            "CREATE TABLE u (email text, b varchar);",
+        );
     }
 }

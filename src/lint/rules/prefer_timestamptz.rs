@@ -29,7 +29,11 @@ impl Rule for PreferTimestamptz {
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for c in ctx.defined_columns() {
             if c.ty.base == "timestamp" {
-                out.push(ctx.finding(&Self::META, format!("{}.{} is timestamp without time zone", c.table, c.name), "use timestamptz"));
+                out.push(ctx.finding(
+                    &Self::META,
+                    format!("{}.{} is timestamp without time zone", c.table, c.name),
+                    "use timestamptz",
+                ));
             }
         }
     }
@@ -46,6 +50,10 @@ mod tests {
 
     #[test]
     fn silent_on_timestamptz() {
-        silent("prefer-timestamptz", &[], "CREATE TABLE e (at timestamptz, b timestamp with time zone);");
+        silent(
+            "prefer-timestamptz",
+            &[],
+            "CREATE TABLE e (at timestamptz, b timestamp with time zone);",
+        );
     }
 }

@@ -28,7 +28,11 @@ impl Rule for RefreshMatviewConcurrently {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::RefreshMaterializedView { view, concurrently: false } = op {
+            if let Operation::RefreshMaterializedView {
+                view,
+                concurrently: false,
+            } = op
+            {
                 if ctx.is_live_table(view) {
                     out.push(ctx.finding(
                         &Self::META,
@@ -47,11 +51,19 @@ mod tests {
 
     #[test]
     fn fires_on_plain_refresh() {
-        fires("refresh-matview-concurrently", &[], "REFRESH MATERIALIZED VIEW totals;");
+        fires(
+            "refresh-matview-concurrently",
+            &[],
+            "REFRESH MATERIALIZED VIEW totals;",
+        );
     }
 
     #[test]
     fn silent_when_concurrent() {
-        silent("refresh-matview-concurrently", &[], "REFRESH MATERIALIZED VIEW CONCURRENTLY totals;");
+        silent(
+            "refresh-matview-concurrently",
+            &[],
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY totals;",
+        );
     }
 }

@@ -48,11 +48,19 @@ mod tests {
 
     #[test]
     fn fires_on_existing_table() {
-        fires("renaming-column", &[USERS], "ALTER TABLE users RENAME COLUMN name TO full_name;");
+        fires(
+            "renaming-column",
+            &[USERS],
+            "ALTER TABLE users RENAME COLUMN name TO full_name;",
+        );
     }
 
     #[test]
     fn silent_on_new_table() {
-        silent("renaming-column", &[], "CREATE TABLE t (a int);\nALTER TABLE t RENAME COLUMN a TO b;");
+        silent(
+            "renaming-column",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t RENAME COLUMN a TO b;",
+        );
     }
 }

@@ -47,11 +47,19 @@ mod tests {
 
     #[test]
     fn fires_on_rename_value() {
-        fires("renaming-enum-value", &[], "ALTER TYPE status RENAME VALUE 'a' TO 'b';");
+        fires(
+            "renaming-enum-value",
+            &[],
+            "ALTER TYPE status RENAME VALUE 'a' TO 'b';",
+        );
     }
 
     #[test]
     fn silent_on_add_value() {
-        silent("renaming-enum-value", &[], "ALTER TYPE status ADD VALUE 'c';");
+        silent(
+            "renaming-enum-value",
+            &[],
+            "ALTER TYPE status ADD VALUE 'c';",
+        );
     }
 }

@@ -46,7 +46,11 @@ mod tests {
 
     #[test]
     fn fires_on_it() {
-        fires("renaming-schema", &[], "ALTER SCHEMA billing RENAME TO payments;");
+        fires(
+            "renaming-schema",
+            &[],
+            "ALTER SCHEMA billing RENAME TO payments;",
+        );
     }
 
     #[test]

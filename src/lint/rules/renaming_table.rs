@@ -49,11 +49,19 @@ mod tests {
 
     #[test]
     fn fires_on_existing_table() {
-        fires("renaming-table", &[USERS], "ALTER TABLE users RENAME TO accounts;");
+        fires(
+            "renaming-table",
+            &[USERS],
+            "ALTER TABLE users RENAME TO accounts;",
+        );
     }
 
     #[test]
     fn silent_on_new_table() {
-        silent("renaming-table", &[], "CREATE TABLE t (a int);\nALTER TABLE t RENAME TO u;");
+        silent(
+            "renaming-table",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t RENAME TO u;",
+        );
     }
 }

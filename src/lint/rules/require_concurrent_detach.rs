@@ -30,13 +30,23 @@ impl Rule for RequireConcurrentDetach {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::DetachPartition { table, concurrently: false, finalize: false, .. } = op {
+            if let Operation::DetachPartition {
+                table,
+                concurrently: false,
+                finalize: false,
+                ..
+            } = op
+            {
                 let help = if ctx.pg().at_least(14) {
                     "use DETACH PARTITION … CONCURRENTLY, outside a transaction (the plan does)"
                 } else {
                     "DETACH … CONCURRENTLY needs PostgreSQL 14; before it, detach at a quiet time"
                 };
-                out.push(ctx.finding(&Self::META, format!("DETACH PARTITION takes ACCESS EXCLUSIVE on {table}"), help));
+                out.push(ctx.finding(
+                    &Self::META,
+                    format!("DETACH PARTITION takes ACCESS EXCLUSIVE on {table}"),
+                    help,
+                ));
             }
         }
     }
@@ -48,7 +58,11 @@ mod tests {
 
     #[test]
     fn fires_on_plain_detach() {
-        fires("require-concurrent-detach", &[], "ALTER TABLE events DETACH PARTITION events_2023;");
+        fires(
+            "require-concurrent-detach",
+            &[],
+            "ALTER TABLE events DETACH PARTITION events_2023;",
+        );
     }
 
     #[test]

@@ -49,13 +49,29 @@ mod tests {
 
     #[test]
     fn fires_on_existing_table() {
-        fires("require-concurrent-index-creation", &[USERS], "CREATE INDEX users_name_idx ON users (name);");
-        fires("require-concurrent-index-creation", &[], "CREATE UNIQUE INDEX ON unknown_table (a);");
+        fires(
+            "require-concurrent-index-creation",
+            &[USERS],
+            "CREATE INDEX users_name_idx ON users (name);",
+        );
+        fires(
+            "require-concurrent-index-creation",
+            &[],
+            "CREATE UNIQUE INDEX ON unknown_table (a);",
+        );
     }
 
     #[test]
     fn silent_when_concurrent_or_table_is_new() {
-        silent("require-concurrent-index-creation", &[USERS], "CREATE INDEX CONCURRENTLY users_name_idx ON users (name);");
-        silent("require-concurrent-index-creation", &[], "CREATE TABLE t (a int);\nCREATE INDEX t_a_idx ON t (a);");
+        silent(
+            "require-concurrent-index-creation",
+            &[USERS],
+            "CREATE INDEX CONCURRENTLY users_name_idx ON users (name);",
+        );
+        silent(
+            "require-concurrent-index-creation",
+            &[],
+            "CREATE TABLE t (a int);\nCREATE INDEX t_a_idx ON t (a);",
+        );
     }
 }

@@ -29,7 +29,14 @@ impl Rule for RequireConcurrentIndexDeletion {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::DropIndex { names, concurrently: false, .. } = op else { continue };
+            let Operation::DropIndex {
+                names,
+                concurrently: false,
+                ..
+            } = op
+            else {
+                continue;
+            };
             let live = names.iter().any(|n| {
                 ctx.catalog
                     .index(n)
@@ -52,12 +59,24 @@ mod tests {
 
     #[test]
     fn fires_on_plain_drop() {
-        fires("require-concurrent-index-deletion", &[USERS, "CREATE INDEX i ON users (name);"], "DROP INDEX i;");
+        fires(
+            "require-concurrent-index-deletion",
+            &[USERS, "CREATE INDEX i ON users (name);"],
+            "DROP INDEX i;",
+        );
     }
 
     #[test]
     fn silent_when_concurrent_or_index_is_new() {
-        silent("require-concurrent-index-deletion", &[USERS], "DROP INDEX CONCURRENTLY i;");
-        silent("require-concurrent-index-deletion", &[], "CREATE TABLE t (a int);\nCREATE INDEX i ON t (a);\nDROP INDEX i;");
+        silent(
+            "require-concurrent-index-deletion",
+            &[USERS],
+            "DROP INDEX CONCURRENTLY i;",
+        );
+        silent(
+            "require-concurrent-index-deletion",
+            &[],
+            "CREATE TABLE t (a int);\nCREATE INDEX i ON t (a);\nDROP INDEX i;",
+        );
     }
 }

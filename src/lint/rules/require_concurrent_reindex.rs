@@ -29,13 +29,22 @@ impl Rule for RequireConcurrentReindex {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            if let Operation::Reindex { target, concurrently: false, .. } = op {
+            if let Operation::Reindex {
+                target,
+                concurrently: false,
+                ..
+            } = op
+            {
                 let help = if ctx.pg().at_least(12) {
                     "use REINDEX … CONCURRENTLY, outside a transaction (the plan does)"
                 } else {
                     "before PostgreSQL 12: CREATE INDEX CONCURRENTLY a copy, then DROP INDEX CONCURRENTLY the old one"
                 };
-                out.push(ctx.finding(&Self::META, format!("REINDEX of {target} blocks writes for the whole rebuild"), help));
+                out.push(ctx.finding(
+                    &Self::META,
+                    format!("REINDEX of {target} blocks writes for the whole rebuild"),
+                    help,
+                ));
             }
         }
     }
@@ -52,6 +61,10 @@ mod tests {
 
     #[test]
     fn silent_when_concurrent() {
-        silent("require-concurrent-reindex", &[], "-- migrate:no-transaction\nREINDEX TABLE CONCURRENTLY users;");
+        silent(
+            "require-concurrent-reindex",
+            &[],
+            "-- migrate:no-transaction\nREINDEX TABLE CONCURRENTLY users;",
+        );
     }
 }

@@ -31,11 +31,17 @@ impl Rule for SettingNotNull {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::SetNotNull { table, column } = op else { continue };
+            let Operation::SetNotNull { table, column } = op else {
+                continue;
+            };
             if !ctx.is_live_table(table) {
                 continue;
             }
-            let proven = ctx.pg().at_least(12) && ctx.catalog.table(table).is_some_and(|t| t.has_valid_not_null_check(column));
+            let proven = ctx.pg().at_least(12)
+                && ctx
+                    .catalog
+                    .table(table)
+                    .is_some_and(|t| t.has_valid_not_null_check(column));
             if !proven {
                 out.push(ctx.finding(
                     &Self::META,
@@ -53,14 +59,38 @@ mod tests {
 
     #[test]
     fn fires_without_check() {
-        fires("setting-not-null", &[USERS], "ALTER TABLE users ALTER COLUMN name SET NOT NULL;");
+        fires(
+            "setting-not-null",
+            &[USERS],
+            "ALTER TABLE users ALTER COLUMN name SET NOT NULL;",
+        );
     }
 
     #[test]
     fn silent_after_validated_check_on_12() {
-        let ctx = [USERS, "ALTER TABLE users ADD CONSTRAINT name_nn CHECK (name IS NOT NULL) NOT VALID;", "ALTER TABLE users VALIDATE CONSTRAINT name_nn;"];
-        silent("setting-not-null", &ctx, "ALTER TABLE users ALTER COLUMN name SET NOT NULL;");
-        fires_on("11", "setting-not-null", &ctx, "ALTER TABLE users ALTER COLUMN name SET NOT NULL;");
-        fires("setting-not-null", &[USERS, "ALTER TABLE users ADD CONSTRAINT name_nn CHECK (name IS NOT NULL) NOT VALID;"], "ALTER TABLE users ALTER COLUMN name SET NOT NULL;");
+        let ctx = [
+            USERS,
+            "ALTER TABLE users ADD CONSTRAINT name_nn CHECK (name IS NOT NULL) NOT VALID;",
+            "ALTER TABLE users VALIDATE CONSTRAINT name_nn;",
+        ];
+        silent(
+            "setting-not-null",
+            &ctx,
+            "ALTER TABLE users ALTER COLUMN name SET NOT NULL;",
+        );
+        fires_on(
+            "11",
+            "setting-not-null",
+            &ctx,
+            "ALTER TABLE users ALTER COLUMN name SET NOT NULL;",
+        );
+        fires(
+            "setting-not-null",
+            &[
+                USERS,
+                "ALTER TABLE users ADD CONSTRAINT name_nn CHECK (name IS NOT NULL) NOT VALID;",
+            ],
+            "ALTER TABLE users ALTER COLUMN name SET NOT NULL;",
+        );
     }
 }

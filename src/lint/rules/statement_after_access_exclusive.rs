@@ -34,18 +34,34 @@ impl Rule for StatementAfterAccessExclusive {
     }
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
-        let Some(held) = ctx.tx.held.iter().find(|h| h.level == LockLevel::AccessExclusive) else { return };
+        let Some(held) = ctx
+            .tx
+            .held
+            .iter()
+            .find(|h| h.level == LockLevel::AccessExclusive)
+        else {
+            return;
+        };
         for op in ctx.ops {
             // DML is backfill-in-ddl-transaction's; transaction control and settings take no lock.
-            if op.is_dml() || matches!(op, Operation::Transaction(_) | Operation::SetVariable { .. }) {
+            if op.is_dml()
+                || matches!(
+                    op,
+                    Operation::Transaction(_) | Operation::SetVariable { .. }
+                )
+            {
                 continue;
             }
             let rewrites = matches!(op, Operation::AlterColumnType { .. });
             let locks = locks_of(op, rewrites);
-            let slow = locks.iter().any(|l| matches!(l.hold, LockHold::Scan | LockHold::Rewrite) && ctx.is_live_table(&l.table));
-            let other = locks
-                .iter()
-                .find(|l| l.table.key() != held.table.key() && ctx.is_live_table(&l.table) && ctx.tx.held_on(&l.table).is_none_or(|h| h.level < l.level));
+            let slow = locks.iter().any(|l| {
+                matches!(l.hold, LockHold::Scan | LockHold::Rewrite) && ctx.is_live_table(&l.table)
+            });
+            let other = locks.iter().find(|l| {
+                l.table.key() != held.table.key()
+                    && ctx.is_live_table(&l.table)
+                    && ctx.tx.held_on(&l.table).is_none_or(|h| h.level < l.level)
+            });
             if slow || other.is_some() {
                 let why = match (slow, other) {
                     (true, _) => "runs a full scan or rewrite".to_string(),
@@ -69,13 +85,25 @@ mod tests {
 
     #[test]
     fn fires_on_scan_or_other_table_after_access_exclusive() {
-        fires("statement-after-access-exclusive", &[USERS], "ALTER TABLE users ADD COLUMN x int;\nCREATE INDEX i ON users (email);");
-        fires("statement-after-access-exclusive", &[USERS], "ALTER TABLE users ADD COLUMN x int;\nALTER TABLE orgs ADD COLUMN y int;");
+        fires(
+            "statement-after-access-exclusive",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN x int;\nCREATE INDEX i ON users (email);",
+        );
+        fires(
+            "statement-after-access-exclusive",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN x int;\nALTER TABLE orgs ADD COLUMN y int;",
+        );
     }
 
     #[test]
     fn silent_outside_transactions_or_on_same_table_metadata() {
         silent("statement-after-access-exclusive", &[USERS], "-- migrate:no-transaction\nALTER TABLE users ADD COLUMN x int;\nALTER TABLE orgs ADD COLUMN y int;");
-        silent("statement-after-access-exclusive", &[USERS], "ALTER TABLE users ADD COLUMN x int;\nALTER TABLE users ADD COLUMN y int;");
+        silent(
+            "statement-after-access-exclusive",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN x int;\nALTER TABLE users ADD COLUMN y int;",
+        );
     }
 }

@@ -34,10 +34,21 @@ mod tests {
 
     #[test]
     fn fires_and_the_rest_goes_on() {
-        let r = lint_with(&[], "SELECT 1;\nALTER TABLE t ADD COLUMN c text NOT NUL;\nCREATE INDEX i ON t (c);", &Default::default());
-        let f = r.findings.iter().find(|f| f.rule == "syntax-error").expect("syntax-error");
+        let r = lint_with(
+            &[],
+            "SELECT 1;\nALTER TABLE t ADD COLUMN c text NOT NUL;\nCREATE INDEX i ON t (c);",
+            &Default::default(),
+        );
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.rule == "syntax-error")
+            .expect("syntax-error");
         assert_eq!((f.line, f.column), (2, 37));
-        assert!(r.findings.iter().any(|f| f.rule == "require-concurrent-index-creation"));
+        assert!(r
+            .findings
+            .iter()
+            .any(|f| f.rule == "require-concurrent-index-creation"));
     }
 
     #[test]

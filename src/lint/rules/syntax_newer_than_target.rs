@@ -45,12 +45,24 @@ impl Rule for SyntaxNewerThanTarget {
                         needs.push((15, "NULLS NOT DISTINCT"));
                     }
                 }
-                Operation::Reindex { concurrently: true, .. } => needs.push((12, "REINDEX CONCURRENTLY")),
-                Operation::DetachPartition { concurrently: true, .. } => needs.push((14, "DETACH PARTITION … CONCURRENTLY")),
-                Operation::DetachPartition { finalize: true, .. } => needs.push((14, "DETACH PARTITION … FINALIZE")),
-                Operation::RewriteTable { what, .. } if what == "SET ACCESS METHOD" => needs.push((15, "SET ACCESS METHOD")),
-                Operation::AlterGenerated { .. } => needs.push((17, "ALTER COLUMN … SET|DROP EXPRESSION")),
-                Operation::AddEnumValue { .. } if ctx.tx.in_transaction() => needs.push((12, "ALTER TYPE … ADD VALUE inside a transaction")),
+                Operation::Reindex {
+                    concurrently: true, ..
+                } => needs.push((12, "REINDEX CONCURRENTLY")),
+                Operation::DetachPartition {
+                    concurrently: true, ..
+                } => needs.push((14, "DETACH PARTITION … CONCURRENTLY")),
+                Operation::DetachPartition { finalize: true, .. } => {
+                    needs.push((14, "DETACH PARTITION … FINALIZE"))
+                }
+                Operation::RewriteTable { what, .. } if what == "SET ACCESS METHOD" => {
+                    needs.push((15, "SET ACCESS METHOD"))
+                }
+                Operation::AlterGenerated { .. } => {
+                    needs.push((17, "ALTER COLUMN … SET|DROP EXPRESSION"))
+                }
+                Operation::AddEnumValue { .. } if ctx.tx.in_transaction() => {
+                    needs.push((12, "ALTER TYPE … ADD VALUE inside a transaction"))
+                }
                 Operation::Opaque { what } if what == "CALL" => needs.push((11, "CALL")),
                 Operation::CreateTable { columns, .. } => {
                     for c in columns {
@@ -68,7 +80,12 @@ impl Rule for SyntaxNewerThanTarget {
                 },
                 Operation::AddConstraint { constraint, .. } => {
                     if let ConstraintKind::Unique { .. } = constraint.kind {
-                        if ctx.stmt.text.to_ascii_lowercase().contains("nulls not distinct") {
+                        if ctx
+                            .stmt
+                            .text
+                            .to_ascii_lowercase()
+                            .contains("nulls not distinct")
+                        {
                             needs.push((15, "NULLS NOT DISTINCT"));
                         }
                     }
@@ -78,7 +95,9 @@ impl Rule for SyntaxNewerThanTarget {
         }
         match &ctx.stmt.tree {
             Ok(NodeEnum::MergeStmt(_)) => needs.push((15, "MERGE")),
-            Ok(NodeEnum::CreateTrigStmt(t)) if t.replace => needs.push((14, "CREATE OR REPLACE TRIGGER")),
+            Ok(NodeEnum::CreateTrigStmt(t)) if t.replace => {
+                needs.push((14, "CREATE OR REPLACE TRIGGER"))
+            }
             _ => {}
         }
         let target = ctx.pg();
@@ -100,15 +119,45 @@ mod tests {
 
     #[test]
     fn fires_below_the_version() {
-        fires_on("13", "syntax-newer-than-target", &[], "-- migrate:no-transaction\nALTER TABLE e DETACH PARTITION e1 CONCURRENTLY;");
-        fires_on("14", "syntax-newer-than-target", &[], "CREATE TABLE t (a int);\nCREATE UNIQUE INDEX i ON t (a) NULLS NOT DISTINCT;");
-        fires_on("11", "syntax-newer-than-target", &[], "CREATE TYPE s AS ENUM ('a');\nALTER TYPE s ADD VALUE 'b';");
-        fires_on("14", "syntax-newer-than-target", &[], "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DO NOTHING;");
+        fires_on(
+            "13",
+            "syntax-newer-than-target",
+            &[],
+            "-- migrate:no-transaction\nALTER TABLE e DETACH PARTITION e1 CONCURRENTLY;",
+        );
+        fires_on(
+            "14",
+            "syntax-newer-than-target",
+            &[],
+            "CREATE TABLE t (a int);\nCREATE UNIQUE INDEX i ON t (a) NULLS NOT DISTINCT;",
+        );
+        fires_on(
+            "11",
+            "syntax-newer-than-target",
+            &[],
+            "CREATE TYPE s AS ENUM ('a');\nALTER TYPE s ADD VALUE 'b';",
+        );
+        fires_on(
+            "14",
+            "syntax-newer-than-target",
+            &[],
+            "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DO NOTHING;",
+        );
     }
 
     #[test]
     fn silent_at_or_above_the_version() {
-        silent_on("14", "syntax-newer-than-target", &[], "-- migrate:no-transaction\nALTER TABLE e DETACH PARTITION e1 CONCURRENTLY;");
-        silent_on("12", "syntax-newer-than-target", &[], "CREATE TYPE s AS ENUM ('a');\nALTER TYPE s ADD VALUE 'b';");
+        silent_on(
+            "14",
+            "syntax-newer-than-target",
+            &[],
+            "-- migrate:no-transaction\nALTER TABLE e DETACH PARTITION e1 CONCURRENTLY;",
+        );
+        silent_on(
+            "12",
+            "syntax-newer-than-target",
+            &[],
+            "CREATE TYPE s AS ENUM ('a');\nALTER TYPE s ADD VALUE 'b';",
+        );
     }
 }

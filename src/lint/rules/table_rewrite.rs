@@ -47,12 +47,20 @@ mod tests {
 
     #[test]
     fn fires_on_live_table() {
-        fires("table-rewrite", &[USERS], "ALTER TABLE users SET TABLESPACE fast;");
+        fires(
+            "table-rewrite",
+            &[USERS],
+            "ALTER TABLE users SET TABLESPACE fast;",
+        );
         fires("table-rewrite", &[USERS], "ALTER TABLE users SET UNLOGGED;");
     }
 
     #[test]
     fn silent_on_new_table() {
-        silent("table-rewrite", &[], "CREATE TABLE t (a int);\nALTER TABLE t SET UNLOGGED;");
+        silent(
+            "table-rewrite",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t SET UNLOGGED;",
+        );
     }
 }

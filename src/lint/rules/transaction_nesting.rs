@@ -37,13 +37,22 @@ impl Rule for TransactionNesting {
             match op {
                 Operation::Transaction(TxControl::Begin) if ctx.tx.in_transaction() => {
                     let why = if ctx.tx.explicit > 0 {
-                        format!("the BEGIN on line {} is still open", ctx.tx.begin_line.unwrap_or(0))
+                        format!(
+                            "the BEGIN on line {} is still open",
+                            ctx.tx.begin_line.unwrap_or(0)
+                        )
                     } else {
                         "the file already runs in one transaction".to_string()
                     };
-                    out.push(ctx.finding(&Self::META, format!("BEGIN inside a transaction: {why}"), "remove it, or opt the file out with `-- migrate:no-transaction`"));
+                    out.push(ctx.finding(
+                        &Self::META,
+                        format!("BEGIN inside a transaction: {why}"),
+                        "remove it, or opt the file out with `-- migrate:no-transaction`",
+                    ));
                 }
-                Operation::Transaction(TxControl::Commit | TxControl::Rollback) if ctx.tx.implicit && ctx.tx.explicit == 0 => {
+                Operation::Transaction(TxControl::Commit | TxControl::Rollback)
+                    if ctx.tx.implicit && ctx.tx.explicit == 0 =>
+                {
                     out.push(ctx.finding(
                         &Self::META,
                         "this ends the runner's transaction early: later statements run outside any transaction",
@@ -62,12 +71,24 @@ mod tests {
 
     #[test]
     fn fires_on_begin_in_transactional_file() {
-        fires("transaction-nesting", &[USERS], "BEGIN;\nALTER TABLE users ADD COLUMN a int;\nCOMMIT;");
-        fires("transaction-nesting", &[USERS], "-- migrate:no-transaction\nBEGIN;\nBEGIN;\nCOMMIT;");
+        fires(
+            "transaction-nesting",
+            &[USERS],
+            "BEGIN;\nALTER TABLE users ADD COLUMN a int;\nCOMMIT;",
+        );
+        fires(
+            "transaction-nesting",
+            &[USERS],
+            "-- migrate:no-transaction\nBEGIN;\nBEGIN;\nCOMMIT;",
+        );
     }
 
     #[test]
     fn silent_when_file_controls_its_transactions() {
-        silent("transaction-nesting", &[USERS], "-- migrate:no-transaction\nBEGIN;\nALTER TABLE users ADD COLUMN a int;\nCOMMIT;");
+        silent(
+            "transaction-nesting",
+            &[USERS],
+            "-- migrate:no-transaction\nBEGIN;\nALTER TABLE users ADD COLUMN a int;\nCOMMIT;",
+        );
     }
 }

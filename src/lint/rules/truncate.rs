@@ -30,14 +30,22 @@ impl Rule for Truncate {
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
             if let Operation::Truncate { tables, cascade } = op {
-                let live: Vec<String> = tables.iter().filter(|t| ctx.is_live_table(t)).map(|t| t.sql()).collect();
+                let live: Vec<String> = tables
+                    .iter()
+                    .filter(|t| ctx.is_live_table(t))
+                    .map(|t| t.sql())
+                    .collect();
                 if !live.is_empty() {
                     out.push(ctx.finding(
                         &Self::META,
                         format!(
                             "TRUNCATE {} takes ACCESS EXCLUSIVE and deletes every row{}",
                             live.join(", "),
-                            if *cascade { "; CASCADE empties every referencing table too" } else { "" }
+                            if *cascade {
+                                "; CASCADE empties every referencing table too"
+                            } else {
+                                ""
+                            }
                         ),
                         "delete in batches instead, or swap in a new table",
                     ));

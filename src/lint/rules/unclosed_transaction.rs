@@ -31,7 +31,10 @@ impl Rule for UnclosedTransaction {
         if ctx.end_tx.explicit > 0 {
             out.push(ctx.finding_at_end(
                 &Self::META,
-                format!("the BEGIN on line {} is never committed", ctx.end_tx.begin_line.unwrap_or(0)),
+                format!(
+                    "the BEGIN on line {} is never committed",
+                    ctx.end_tx.begin_line.unwrap_or(0)
+                ),
                 "end the file with COMMIT, or remove the BEGIN",
             ));
         }
@@ -44,11 +47,19 @@ mod tests {
 
     #[test]
     fn fires_without_commit() {
-        fires("unclosed-transaction", &[], "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);");
+        fires(
+            "unclosed-transaction",
+            &[],
+            "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);",
+        );
     }
 
     #[test]
     fn silent_with_commit() {
-        silent("unclosed-transaction", &[], "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);\nCOMMIT;");
+        silent(
+            "unclosed-transaction",
+            &[],
+            "-- migrate:no-transaction\nBEGIN;\nCREATE TABLE t (a int);\nCOMMIT;",
+        );
     }
 }

@@ -32,22 +32,45 @@ impl Rule for UniqueConstraintWithoutIndex {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AddConstraint { table, constraint, .. } = op else { continue };
+            let Operation::AddConstraint {
+                table, constraint, ..
+            } = op
+            else {
+                continue;
+            };
             if !ctx.is_live_table(table) {
                 continue;
             }
             match &constraint.kind {
-                ConstraintKind::Unique { using_index: None, .. } | ConstraintKind::PrimaryKey { using_index: None, .. } => {
+                ConstraintKind::Unique {
+                    using_index: None, ..
+                }
+                | ConstraintKind::PrimaryKey {
+                    using_index: None, ..
+                } => {
                     out.push(ctx.finding(
                         &Self::META,
                         format!("the constraint's index on {table} is built under ACCESS EXCLUSIVE: no reads or writes until it is done"),
                         "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … USING INDEX (the plan does)",
                     ));
                 }
-                ConstraintKind::PrimaryKey { using_index: Some(ix), .. } => {
+                ConstraintKind::PrimaryKey {
+                    using_index: Some(ix),
+                    ..
+                } => {
                     let t = ctx.catalog.table(table);
-                    let cols = ctx.catalog.index(&crate::model::QualifiedName::new(table.schema.as_deref(), ix)).map(|i| i.columns.clone()).unwrap_or_default();
-                    let nullable: Vec<&String> = cols.iter().filter(|c| !t.and_then(|t| t.column(c)).is_some_and(|c| c.not_null)).collect();
+                    let cols = ctx
+                        .catalog
+                        .index(&crate::model::QualifiedName::new(
+                            table.schema.as_deref(),
+                            ix,
+                        ))
+                        .map(|i| i.columns.clone())
+                        .unwrap_or_default();
+                    let nullable: Vec<&String> = cols
+                        .iter()
+                        .filter(|c| !t.and_then(|t| t.column(c)).is_some_and(|c| c.not_null))
+                        .collect();
                     if !nullable.is_empty() {
                         out.push(ctx.finding(
                             &Self::META,
@@ -68,13 +91,35 @@ mod tests {
 
     #[test]
     fn fires_without_using_index() {
-        fires("unique-constraint-without-index", &[USERS], "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);");
-        fires("unique-constraint-without-index", &["CREATE TABLE t (a int);", "CREATE UNIQUE INDEX CONCURRENTLY t_a ON t (a);"], "ALTER TABLE t ADD CONSTRAINT t_pk PRIMARY KEY USING INDEX t_a;");
+        fires(
+            "unique-constraint-without-index",
+            &[USERS],
+            "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
+        );
+        fires(
+            "unique-constraint-without-index",
+            &[
+                "CREATE TABLE t (a int);",
+                "CREATE UNIQUE INDEX CONCURRENTLY t_a ON t (a);",
+            ],
+            "ALTER TABLE t ADD CONSTRAINT t_pk PRIMARY KEY USING INDEX t_a;",
+        );
     }
 
     #[test]
     fn silent_with_using_index_or_new_table() {
-        silent("unique-constraint-without-index", &[USERS, "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);"], "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;");
-        silent("unique-constraint-without-index", &[], "CREATE TABLE t (a int);\nALTER TABLE t ADD CONSTRAINT u UNIQUE (a);");
+        silent(
+            "unique-constraint-without-index",
+            &[
+                USERS,
+                "CREATE UNIQUE INDEX CONCURRENTLY users_email_key ON users (email);",
+            ],
+            "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE USING INDEX users_email_key;",
+        );
+        silent(
+            "unique-constraint-without-index",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t ADD CONSTRAINT u UNIQUE (a);",
+        );
     }
 }

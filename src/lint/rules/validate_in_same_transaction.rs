@@ -31,8 +31,14 @@ impl Rule for ValidateInSameTransaction {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::ValidateConstraint { table, name } = op else { continue };
-            let same = ctx.tx.added_constraints.iter().any(|(t, n)| t.key() == table.key() && n == name);
+            let Operation::ValidateConstraint { table, name } = op else {
+                continue;
+            };
+            let same = ctx
+                .tx
+                .added_constraints
+                .iter()
+                .any(|(t, n)| t.key() == table.key() && n == name);
             if same && ctx.is_live_table(table) {
                 out.push(ctx.finding(
                     &Self::META,
@@ -56,6 +62,13 @@ mod tests {
     #[test]
     fn silent_across_transactions() {
         silent("validate-in-same-transaction", &[USERS], "-- migrate:no-transaction\nALTER TABLE users ADD CONSTRAINT c CHECK (age > 0) NOT VALID;\nALTER TABLE users VALIDATE CONSTRAINT c;");
-        silent("validate-in-same-transaction", &[USERS, "ALTER TABLE users ADD CONSTRAINT c CHECK (age > 0) NOT VALID;"], "ALTER TABLE users VALIDATE CONSTRAINT c;");
+        silent(
+            "validate-in-same-transaction",
+            &[
+                USERS,
+                "ALTER TABLE users ADD CONSTRAINT c CHECK (age > 0) NOT VALID;",
+            ],
+            "ALTER TABLE users VALIDATE CONSTRAINT c;",
+        );
     }
 }

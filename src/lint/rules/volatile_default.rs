@@ -32,7 +32,9 @@ impl Rule for VolatileDefault {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
-            let Operation::AddColumn { table, column, .. } = op else { continue };
+            let Operation::AddColumn { table, column, .. } = op else {
+                continue;
+            };
             let Some(d) = &column.default else { continue };
             if !ctx.is_live_table(table) || d.sql.eq_ignore_ascii_case("null") {
                 continue;
@@ -61,15 +63,40 @@ mod tests {
 
     #[test]
     fn fires_on_volatile_or_old_versions() {
-        fires("adding-field-with-volatile-default", &[USERS], "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();");
-        fires("adding-field-with-volatile-default", &[USERS], "ALTER TABLE users ADD COLUMN n int DEFAULT my_func();");
-        fires_on("10", "adding-field-with-volatile-default", &[USERS], "ALTER TABLE users ADD COLUMN n int DEFAULT 0;");
+        fires(
+            "adding-field-with-volatile-default",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();",
+        );
+        fires(
+            "adding-field-with-volatile-default",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN n int DEFAULT my_func();",
+        );
+        fires_on(
+            "10",
+            "adding-field-with-volatile-default",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN n int DEFAULT 0;",
+        );
     }
 
     #[test]
     fn silent_on_constant_and_stable_defaults_from_11() {
-        silent("adding-field-with-volatile-default", &[USERS], "ALTER TABLE users ADD COLUMN n int DEFAULT 0;");
-        silent("adding-field-with-volatile-default", &[USERS], "ALTER TABLE users ADD COLUMN at timestamptz DEFAULT now();");
-        silent("adding-field-with-volatile-default", &[], "CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid();");
+        silent(
+            "adding-field-with-volatile-default",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN n int DEFAULT 0;",
+        );
+        silent(
+            "adding-field-with-volatile-default",
+            &[USERS],
+            "ALTER TABLE users ADD COLUMN at timestamptz DEFAULT now();",
+        );
+        silent(
+            "adding-field-with-volatile-default",
+            &[],
+            "CREATE TABLE t (a int);\nALTER TABLE t ADD COLUMN u uuid DEFAULT gen_random_uuid();",
+        );
     }
 }

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: installs libclang and PostgreSQL if missing, starts PostgreSQL if stopped,
+# then runs every test against it (each test creates and drops its own database).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(scripts/setup.sh --postgres)"
+cargo test --locked "$@"

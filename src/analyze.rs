@@ -23,9 +23,104 @@ use std::path::PathBuf;
 pub struct FileReport {
     pub path: PathBuf,
     pub name: String,
-    pub source: SqlSource,
+    /// The file's text and line index, for showing source lines (the parse trees are dropped).
+    pub text: String,
+    pub lines: crate::sql::LineIndex,
     pub findings: Vec<Finding>,
     pub plan: MigrationPlan,
+}
+
+/// A migration read, parsed and turned into operations: the work that needs no catalog.
+pub struct Prepared {
+    pub file: MigrationFile,
+    /// Each statement's operations (none for a statement that did not parse)…
+    pub ops: Vec<Vec<Operation>>,
+    /// …and the SQL that performs each alone.
+    pub sqls: Vec<Vec<String>>,
+}
+
+impl Prepared {
+    /// Converts every statement and drops its parse tree: the trees are large, and freeing them
+    /// on the thread that built them is cheap where freeing them on another is not.
+    pub fn new(mut file: MigrationFile) -> Prepared {
+        let (ops, sqls) = file
+            .source
+            .statements
+            .iter_mut()
+            .map(|stmt| match stmt.tree.take() {
+                Some(tree) => convert::operations(&tree, &stmt.text).into_iter().unzip(),
+                None => (Vec::new(), Vec::new()),
+            })
+            .unzip();
+        Prepared { file, ops, sqls }
+    }
+}
+
+/// Runs `f` over `items` on every core and hands the results to `consume` in order. Parsing
+/// (the costly, catalog-free part) runs ahead on worker threads; the calling thread lints in
+/// order, and parses too whenever the next file in order is not ready yet, so no core idles.
+/// libpg_query keeps its parser state per thread.
+fn pipeline<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync, mut consume: impl FnMut(R)) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (cores - 1).min(items.len().saturating_sub(1));
+    if workers == 0 {
+        items.iter().map(f).for_each(consume);
+        return;
+    }
+    type Panic = Box<dyn std::any::Any + Send>;
+    let next = AtomicUsize::new(0);
+    // Finished results by index; a worker's panic is passed on, not waited for.
+    let ready: Mutex<std::collections::BTreeMap<usize, Result<R, Panic>>> =
+        Mutex::new(Default::default());
+    let arrived = Condvar::new();
+    let unwrap = |r: Result<R, Panic>| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let take = |want: usize| {
+        ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&want)
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)));
+                ready.lock().unwrap_or_else(|p| p.into_inner()).insert(i, r);
+                arrived.notify_one();
+            });
+        }
+        let mut want = 0;
+        while want < items.len() {
+            if let Some(r) = take(want) {
+                consume(unwrap(r));
+                want += 1;
+                continue;
+            }
+            // The next result is not there: parse one more ourselves rather than wait.
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if let Some(item) = items.get(i) {
+                let r = f(item);
+                if i == want {
+                    consume(r);
+                    want += 1;
+                } else {
+                    ready
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(i, Ok(r));
+                }
+                continue;
+            }
+            // Everything is handed out: wait for the worker that has `want`.
+            let mut guard = ready.lock().unwrap_or_else(|p| p.into_inner());
+            while !guard.contains_key(&want) {
+                guard = arrived.wait(guard).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    });
 }
 
 /// Lints and plans every target. `base` is the catalog to start from (empty, or read from a
@@ -36,30 +131,39 @@ pub fn analyze_targets(
     base: &Catalog,
 ) -> Result<Vec<FileReport>, Error> {
     let mut reports = Vec::new();
+    let load =
+        |entry: &files::MigrationEntry| files::load(entry, settings.transaction).map(Prepared::new);
     for target in targets {
         let mut catalog = base.clone();
-        for entry in &target.context {
-            // An unreadable earlier migration only weakens the context; it is not this run's subject.
-            if let Ok(file) = files::load(entry, settings.transaction) {
-                replay(&file, &mut catalog);
+        // An unreadable earlier migration only weakens the context; it is not this run's subject.
+        pipeline(&target.context, load, |prepared| {
+            if let Ok(p) = prepared {
+                replay(&p, &mut catalog);
             }
-        }
-        for entry in &target.entries {
-            let file = files::load(entry, settings.transaction)?;
-            reports.push(analyze_file(&file, &mut catalog, settings));
-            catalog.settle();
+        });
+        let mut failed = None;
+        pipeline(&target.entries, load, |prepared| match prepared {
+            Ok(p) if failed.is_none() => {
+                reports.push(analyze_file(p, &mut catalog, settings));
+                catalog.settle();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
     }
     Ok(reports)
 }
 
 /// Applies a migration's operations to the catalog without reporting on it.
-pub fn replay(file: &MigrationFile, catalog: &mut Catalog) {
-    for stmt in live_statements(file) {
-        if let Ok(tree) = &stmt.tree {
-            for (op, _) in convert::operations(tree, &stmt.text) {
-                catalog.apply(&op, Origin::Existing);
-            }
+pub fn replay(prepared: &Prepared, catalog: &mut Catalog) {
+    for (_, ops) in live_statements(&prepared.file).zip(&prepared.ops) {
+        for op in ops {
+            catalog.apply(op, Origin::Existing);
         }
     }
     catalog.settle();
@@ -97,11 +201,26 @@ fn markers(file: &MigrationFile) -> Vec<(usize, Phase)> {
 }
 
 /// Lints and plans one file, advancing `catalog` past it.
-pub fn analyze_file(
-    file: &MigrationFile,
+pub fn analyze_file(prepared: Prepared, catalog: &mut Catalog, settings: &Settings) -> FileReport {
+    let (findings, plan) = lint_and_plan(&prepared, catalog, settings);
+    let file = prepared.file;
+    FileReport {
+        path: file.path,
+        name: file.name,
+        // Moved, not copied; the parse trees are freed here rather than kept to the end.
+        text: file.source.text,
+        lines: file.source.lines,
+        findings,
+        plan,
+    }
+}
+
+fn lint_and_plan(
+    prepared: &Prepared,
     catalog: &mut Catalog,
     settings: &Settings,
-) -> FileReport {
+) -> (Vec<Finding>, MigrationPlan) {
+    let file = &prepared.file;
     let enabled: Vec<&dyn Rule> = rules::RULES
         .iter()
         .copied()
@@ -115,28 +234,24 @@ pub fn analyze_file(
     let mut findings = Vec::new();
     let mut rewrites = Vec::new();
     let mut summaries = Vec::new();
-    let mut earlier: Vec<Operation> = Vec::new();
+    let mut earlier: Vec<&Operation> = Vec::new();
     let mut prev_section = None;
 
-    for (index, stmt) in live_statements(file).enumerate() {
-        let tree = match &stmt.tree {
-            Ok(tree) => tree,
-            Err(e) => {
-                let at = stmt.start + e.offset;
-                findings.push(make_finding(
-                    file,
-                    &SyntaxErrorRule::META,
-                    at,
-                    at,
-                    Some(index),
-                    format!("syntax error: {}", e.message),
-                    "fix the statement; the rest of the file was still checked",
-                ));
-                continue;
-            }
-        };
-        let pairs = convert::operations(tree, &stmt.text);
-        let (ops, sqls): (Vec<Operation>, Vec<String>) = pairs.into_iter().unzip();
+    let statements = live_statements(file).zip(prepared.ops.iter().zip(&prepared.sqls));
+    for (index, (stmt, (ops, sqls))) in statements.enumerate() {
+        if let Some(e) = &stmt.error {
+            let at = stmt.start + e.offset;
+            findings.push(make_finding(
+                file,
+                &SyntaxErrorRule::META,
+                at,
+                at,
+                Some(index),
+                format!("syntax error: {}", e.message),
+                "fix the statement; the rest of the file was still checked",
+            ));
+            continue;
+        }
         let section = markers
             .iter()
             .rev()
@@ -157,7 +272,7 @@ pub fn analyze_file(
             file,
             index,
             stmt,
-            ops: &ops,
+            ops,
             catalog,
             tx: &tx,
             settings,
@@ -166,7 +281,7 @@ pub fn analyze_file(
         for rule in &enabled {
             rule.check(&ctx, &mut findings);
         }
-        rewrites.extend(plan_statement(&ctx, &sqls, &earlier));
+        rewrites.extend(plan_statement(&ctx, sqls, &earlier));
         let (line, _) = file.source.position(stmt.start);
         summaries.push(StmtSummary {
             index,
@@ -181,10 +296,10 @@ pub fn analyze_file(
                 .filter(|t| catalog.is_new_table(t))
                 .cloned()
                 .collect(),
-            ops: ops.clone(),
+            ops,
         });
-        advance(&mut tx, &ops, index, line, catalog);
-        for op in &ops {
+        advance(&mut tx, ops, index, line, catalog);
+        for op in ops {
             catalog.apply(op, Origin::New);
         }
         earlier.extend(ops);
@@ -210,18 +325,13 @@ pub fn analyze_file(
     findings.retain(|f| settings.rule_levels.get(f.rule).is_none_or(Option::is_some));
     findings.sort_by_key(|f| (f.start, std::cmp::Reverse(f.level), f.rule));
 
-    FileReport {
-        path: file.path.clone(),
-        name: file.name.clone(),
-        source: file.source.clone(),
-        findings,
-        plan: MigrationPlan {
-            migration: file.name.clone(),
-            transaction: file.transaction,
-            explicit_phases: !markers.is_empty(),
-            rewrites,
-        },
-    }
+    let plan = MigrationPlan {
+        migration: file.name.clone(),
+        transaction: file.transaction,
+        explicit_phases: !markers.is_empty(),
+        rewrites,
+    };
+    (findings, plan)
 }
 
 /// Moves the transaction state past a statement.
@@ -345,7 +455,7 @@ pub fn analyze_sources(context: &[&str], sql: &str, settings: &Settings) -> Vec<
         source: SqlSource::parse(text.to_string()),
     };
     for (i, c) in context.iter().enumerate() {
-        replay(&make(i + 1, c), &mut catalog);
+        replay(&Prepared::new(make(i + 1, c)), &mut catalog);
     }
     let mut file = make(context.len() + 1, sql);
     if sql
@@ -355,5 +465,5 @@ pub fn analyze_sources(context: &[&str], sql: &str, settings: &Settings) -> Vec<
     {
         file.transaction = TransactionMode::None;
     }
-    vec![analyze_file(&file, &mut catalog, settings)]
+    vec![analyze_file(Prepared::new(file), &mut catalog, settings)]
 }

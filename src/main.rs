@@ -4,6 +4,9 @@ use clap::Parser;
 use migrate::cli::{self, EXIT_USAGE};
 use std::process::ExitCode;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     match cli::run(cli) {

@@ -75,6 +75,19 @@ fn json_findings_have_the_documented_fields() {
         assert!(f["line"].as_u64().unwrap() >= 1 && f["column"].as_u64().unwrap() >= 1);
     }
     assert_eq!(v["summary"]["files"], 18);
+    assert_eq!(v["files"].as_array().unwrap().len(), 18);
+    assert!(v.get("plans").is_none(), "full plans only with --explain");
+    let rename = &v["files"][5];
+    assert_eq!(
+        (
+            rename["migration"].as_str(),
+            rename["expand"].as_u64(),
+            rename["backfill"].as_u64(),
+            rename["contract"].as_u64()
+        ),
+        (Some("0006_rename_column"), Some(2), Some(1), Some(2))
+    );
+    let (_, v) = json(&["--explain", "migrations-example/"]);
     assert_eq!(v["plans"].as_array().unwrap().len(), 18);
 }
 
@@ -160,7 +173,7 @@ fn a_syntax_error_is_a_finding_and_the_rest_is_still_checked() {
 #[test]
 fn flyway_layout_orders_numerically_and_skips_undo_files() {
     let (_, v) = json(&["tests/fixtures/layouts/flyway/"]);
-    let names: Vec<_> = v["plans"]
+    let names: Vec<_> = v["files"]
         .as_array()
         .unwrap()
         .iter()
@@ -179,9 +192,9 @@ fn flyway_layout_orders_numerically_and_skips_undo_files() {
 fn diesel_layout_honours_run_in_transaction_false() {
     let (code, v) = json(&["tests/fixtures/layouts/diesel/"]);
     assert_eq!(code, 0, "{v}");
-    let plans = v["plans"].as_array().unwrap();
-    assert_eq!(plans[0]["migration"], "2024-01-01-000000_create");
-    assert_eq!(plans[1]["transaction"], "none");
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files[0]["migration"], "2024-01-01-000000_create");
+    assert_eq!(files[1]["transaction"], "none");
     assert!(!rules_of(&v).contains(&"concurrently-in-transaction".to_string()));
 }
 
@@ -190,7 +203,7 @@ fn up_files_are_read_down_files_skipped_and_sqlx_opt_out_honoured() {
     let (code, v) = json(&["tests/fixtures/layouts/updown/"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["summary"]["files"], 2);
-    assert_eq!(v["plans"][1]["transaction"], "none");
+    assert_eq!(v["files"][1]["transaction"], "none");
     // The file's own opt-out wins over --transaction.
     let (code, _) = json(&[
         "--transaction",

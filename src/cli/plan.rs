@@ -16,7 +16,7 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "human")]
     pub format: Format,
-    /// Print the SQL of every step of the plan.
+    /// Print the SQL of every step of the plan (with --format json: include the full plans).
     #[arg(long)]
     pub explain: bool,
     /// Target PostgreSQL version (e.g. 15 or 14.3); version-specific rules follow it.

@@ -61,8 +61,7 @@ pub fn reference_markdown() -> String {
 }
 
 pub fn run(args: RulesArgs) -> Result<u8, Error> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
     if let Some(id) = args.id {
         let rule = find(&id).ok_or_else(|| {
@@ -72,10 +71,12 @@ pub fn run(args: RulesArgs) -> Result<u8, Error> {
         })?;
         let m = rule.meta();
         writeln!(out, "{} ({})\n\n{}", m.id, m.level, m.doc_markdown()).map_err(io)?;
+        out.flush().map_err(io)?;
         return Ok(EXIT_OK);
     }
     if args.format == RulesFormat::Markdown {
         write!(out, "{}", reference_markdown()).map_err(io)?;
+        out.flush().map_err(io)?;
         return Ok(EXIT_OK);
     }
     let mut table = Table::new();

@@ -156,7 +156,7 @@ impl TxState {
     pub fn held_on(&self, table: &QualifiedName) -> Option<&HeldLock> {
         self.held
             .iter()
-            .filter(|h| h.table.key() == table.key())
+            .filter(|h| h.table.same(table))
             .max_by_key(|h| h.level)
     }
 }
@@ -206,13 +206,13 @@ impl StmtCtx<'_> {
 }
 
 /// One statement as the file-level checks see it.
-pub struct StmtSummary {
+pub struct StmtSummary<'a> {
     pub index: usize,
     pub section: Option<Phase>,
     pub start: usize,
     pub end: usize,
     pub line: usize,
-    pub ops: Vec<Operation>,
+    pub ops: &'a [Operation],
     pub in_transaction: bool,
     /// Tables that were new when the statement ran.
     pub new_tables: Vec<QualifiedName>,
@@ -221,7 +221,7 @@ pub struct StmtSummary {
 /// Everything a rule may look at for a whole file.
 pub struct FileCtx<'a> {
     pub file: &'a MigrationFile,
-    pub statements: &'a [StmtSummary],
+    pub statements: &'a [StmtSummary<'a>],
     /// The transaction state after the last statement.
     pub end_tx: &'a TxState,
     /// The schema after the last statement.

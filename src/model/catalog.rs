@@ -7,7 +7,61 @@
 use super::{ColumnSpec, ConstraintKind, ConstraintSpec, Operation, QualifiedName, SqlType};
 use std::collections::BTreeMap;
 
-type Key = (String, String);
+/// Objects by schema, then name: looked up with borrowed names, no allocation per lookup.
+#[derive(Debug, Clone)]
+struct NameMap<T>(BTreeMap<String, BTreeMap<String, T>>);
+
+impl<T> Default for NameMap<T> {
+    fn default() -> Self {
+        NameMap(BTreeMap::new())
+    }
+}
+
+impl<T> NameMap<T> {
+    fn get(&self, n: &QualifiedName) -> Option<&T> {
+        self.0.get(n.schema_name())?.get(&n.name)
+    }
+
+    fn get_mut(&mut self, n: &QualifiedName) -> Option<&mut T> {
+        self.0.get_mut(n.schema_name())?.get_mut(&n.name)
+    }
+
+    fn insert(&mut self, n: &QualifiedName, value: T) {
+        match self.0.get_mut(n.schema_name()) {
+            Some(m) => {
+                m.insert(n.name.clone(), value);
+            }
+            None => {
+                self.0.insert(
+                    n.schema_name().to_string(),
+                    BTreeMap::from([(n.name.clone(), value)]),
+                );
+            }
+        }
+    }
+
+    fn remove(&mut self, n: &QualifiedName) -> Option<T> {
+        self.0.get_mut(n.schema_name())?.remove(&n.name)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.0.values().flat_map(BTreeMap::values)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.0.values_mut().flat_map(BTreeMap::values_mut)
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        for m in self.0.values_mut() {
+            m.retain(|_, v| keep(v));
+        }
+    }
+
+    fn remove_schema(&mut self, schema: &str) {
+        self.0.remove(schema);
+    }
+}
 
 /// Where the catalog learned of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,33 +126,35 @@ pub struct Index {
 /// The schema as far as the tool knows it.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    tables: BTreeMap<Key, Table>,
-    indexes: BTreeMap<Key, Index>,
-    enums: BTreeMap<Key, Vec<String>>,
-    domains: BTreeMap<Key, bool>,
+    tables: NameMap<Table>,
+    indexes: NameMap<Index>,
+    enums: NameMap<Vec<String>>,
+    domains: NameMap<bool>,
+    /// Tables and indexes created by the migration being checked, to settle after it.
+    fresh_tables: Vec<QualifiedName>,
+    fresh_indexes: Vec<QualifiedName>,
     /// Whether the catalog came from a live database (then an unknown table is really unknown).
     pub live: bool,
 }
 
 impl Catalog {
     pub fn table(&self, name: &QualifiedName) -> Option<&Table> {
-        self.tables.get(&name.key())
+        self.tables.get(name)
     }
 
     pub fn index(&self, name: &QualifiedName) -> Option<&Index> {
-        self.indexes.get(&name.key())
+        self.indexes.get(name)
     }
 
     pub fn indexes_of<'a>(
         &'a self,
         table: &'a QualifiedName,
     ) -> impl Iterator<Item = &'a Index> + 'a {
-        let key = table.key();
-        self.indexes.values().filter(move |i| i.table.key() == key)
+        self.indexes.values().filter(move |i| i.table.same(table))
     }
 
     pub fn enum_values(&self, name: &QualifiedName) -> Option<&[String]> {
-        self.enums.get(&name.key()).map(Vec::as_slice)
+        self.enums.get(name).map(Vec::as_slice)
     }
 
     pub fn tables(&self) -> impl Iterator<Item = &Table> {
@@ -113,24 +169,36 @@ impl Catalog {
     /// Marks every table and index as existing: called between migrations, since a table
     /// created by an earlier migration may have rows by the time a later one runs.
     pub fn settle(&mut self) {
-        for t in self.tables.values_mut() {
-            t.origin = Origin::Existing;
+        for name in std::mem::take(&mut self.fresh_tables) {
+            if let Some(t) = self.tables.get_mut(&name) {
+                t.origin = Origin::Existing;
+            }
         }
-        for i in self.indexes.values_mut() {
-            i.origin = Origin::Existing;
+        for name in std::mem::take(&mut self.fresh_indexes) {
+            if let Some(i) = self.indexes.get_mut(&name) {
+                i.origin = Origin::Existing;
+            }
         }
     }
 
     pub fn insert_table(&mut self, table: Table) {
-        self.tables.insert(table.name.key(), table);
+        if table.origin == Origin::New {
+            self.fresh_tables.push(table.name.clone());
+        }
+        let name = table.name.clone();
+        self.tables.insert(&name, table);
     }
 
     pub fn insert_index(&mut self, index: Index) {
-        self.indexes.insert(index.name.key(), index);
+        if index.origin == Origin::New {
+            self.fresh_indexes.push(index.name.clone());
+        }
+        let name = index.name.clone();
+        self.indexes.insert(&name, index);
     }
 
     pub fn insert_enum(&mut self, name: QualifiedName, values: Vec<String>) {
-        self.enums.insert(name.key(), values);
+        self.enums.insert(&name, values);
     }
 
     /// Whether some index of `table` starts with `columns` (in any order for the prefix).
@@ -185,22 +253,19 @@ impl Catalog {
                         }
                     }
                 }
-                self.tables.insert(table.key(), t);
+                self.insert_table(t);
             }
             O::CreateTableAs { table, .. } => {
-                self.tables.insert(
-                    table.key(),
-                    Table {
-                        name: table.clone(),
-                        columns: Vec::new(),
-                        constraints: Vec::new(),
-                        origin,
-                        rows: None,
-                    },
-                );
+                self.insert_table(Table {
+                    name: table.clone(),
+                    columns: Vec::new(),
+                    constraints: Vec::new(),
+                    origin,
+                    rows: None,
+                });
             }
             O::AddColumn { table, column, .. } => {
-                if let Some(t) = self.tables.get_mut(&table.key()) {
+                if let Some(t) = self.tables.get_mut(table) {
                     t.columns.retain(|c| c.name != column.name);
                     t.columns.push(column_of(column));
                     for k in &column.constraints {
@@ -209,11 +274,11 @@ impl Catalog {
                 }
             }
             O::DropColumn { table, column, .. } => {
-                if let Some(t) = self.tables.get_mut(&table.key()) {
+                if let Some(t) = self.tables.get_mut(table) {
                     t.columns.retain(|c| &c.name != column);
                 }
                 self.indexes
-                    .retain(|_, i| !(i.table == *table && i.columns.contains(column)));
+                    .retain(|i| !(i.table.same(table) && i.columns.contains(column)));
             }
             O::AlterColumnType {
                 table, column, ty, ..
@@ -244,19 +309,19 @@ impl Catalog {
             O::AddConstraint {
                 table, constraint, ..
             } => {
-                if let Some(t) = self.tables.get_mut(&table.key()) {
+                if let Some(t) = self.tables.get_mut(table) {
                     add_constraint(t, constraint);
                 }
             }
             O::ValidateConstraint { table, name } => {
-                if let Some(t) = self.tables.get_mut(&table.key()) {
+                if let Some(t) = self.tables.get_mut(table) {
                     for c in t.constraints.iter_mut().filter(|c| &c.name == name) {
                         c.validated = true;
                     }
                 }
             }
             O::DropConstraint { table, name, .. } => {
-                if let Some(t) = self.tables.get_mut(&table.key()) {
+                if let Some(t) = self.tables.get_mut(table) {
                     t.constraints.retain(|c| &c.name != name);
                 }
             }
@@ -264,18 +329,18 @@ impl Catalog {
                 if let Some(c) = self.column_mut(table, from) {
                     c.name = to.clone();
                 }
-                for i in self.indexes.values_mut().filter(|i| i.table == *table) {
+                for i in self.indexes.values_mut().filter(|i| i.table.same(table)) {
                     for c in i.columns.iter_mut().filter(|c| *c == from) {
                         c.clone_from(to);
                     }
                 }
             }
             O::RenameTable { table, to, .. } => {
-                if let Some(mut t) = self.tables.remove(&table.key()) {
+                if let Some(mut t) = self.tables.remove(table) {
                     t.name = QualifiedName::new(table.schema.as_deref(), to);
                     let new_name = t.name.clone();
-                    self.tables.insert(new_name.key(), t);
-                    for i in self.indexes.values_mut().filter(|i| i.table == *table) {
+                    self.insert_table(t);
+                    for i in self.indexes.values_mut().filter(|i| i.table.same(table)) {
                         i.table = new_name.clone();
                     }
                 }
@@ -292,24 +357,21 @@ impl Catalog {
                 } else {
                     origin
                 };
-                self.indexes.insert(
-                    name.key(),
-                    Index {
-                        name,
-                        table: ix.table.clone(),
-                        columns: if ix.partial {
-                            Vec::new()
-                        } else {
-                            ix.columns.clone()
-                        },
-                        unique: ix.unique,
-                        origin,
+                self.insert_index(Index {
+                    name,
+                    table: ix.table.clone(),
+                    columns: if ix.partial {
+                        Vec::new()
+                    } else {
+                        ix.columns.clone()
                     },
-                );
+                    unique: ix.unique,
+                    origin,
+                });
             }
             O::DropIndex { names, .. } => {
                 for n in names {
-                    self.indexes.remove(&n.key());
+                    self.indexes.remove(n);
                 }
             }
             O::Drop { kind, names, .. } => {
@@ -317,39 +379,39 @@ impl Catalog {
                 for n in names {
                     match kind {
                         K::Table | K::View | K::MaterializedView => {
-                            self.tables.remove(&n.key());
-                            self.indexes.retain(|_, i| i.table.key() != n.key());
+                            self.tables.remove(n);
+                            self.indexes.retain(|i| !i.table.same(n));
                         }
                         K::Type => {
-                            self.enums.remove(&n.key());
+                            self.enums.remove(n);
                         }
                         K::Domain => {
-                            self.domains.remove(&n.key());
+                            self.domains.remove(n);
                         }
                         K::Schema => {
-                            let schema = n.name.clone();
-                            self.tables.retain(|k, _| k.0 != schema);
-                            self.indexes.retain(|k, _| k.0 != schema);
+                            self.tables.remove_schema(&n.name);
+                            self.indexes.remove_schema(&n.name);
                         }
                         _ => {}
                     }
                 }
             }
             O::CreateEnum { ty, values } => {
-                self.enums.insert(ty.key(), values.clone());
+                self.enums.insert(ty, values.clone());
             }
-            O::AddEnumValue { ty, value } => {
-                self.enums.entry(ty.key()).or_default().push(value.clone());
-            }
+            O::AddEnumValue { ty, value } => match self.enums.get_mut(ty) {
+                Some(v) => v.push(value.clone()),
+                None => self.enums.insert(ty, vec![value.clone()]),
+            },
             O::RenameEnumValue { ty, from, to } => {
-                if let Some(v) = self.enums.get_mut(&ty.key()) {
+                if let Some(v) = self.enums.get_mut(ty) {
                     for x in v.iter_mut().filter(|x| *x == from) {
                         x.clone_from(to);
                     }
                 }
             }
             O::CreateDomain { ty, has_check } => {
-                self.domains.insert(ty.key(), *has_check);
+                self.domains.insert(ty, *has_check);
             }
             _ => {}
         }
@@ -357,7 +419,7 @@ impl Catalog {
 
     fn column_mut(&mut self, table: &QualifiedName, column: &str) -> Option<&mut Column> {
         self.tables
-            .get_mut(&table.key())?
+            .get_mut(table)?
             .columns
             .iter_mut()
             .find(|c| c.name == column)

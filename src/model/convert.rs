@@ -192,6 +192,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
         N::CreateTrigStmt(s) => match &s.relation {
             Some(r) => vec![Operation::CreateTrigger {
                 table: range_var(r),
+                replace: s.replace,
             }],
             None => vec![other("CREATE TRIGGER")],
         },
@@ -234,6 +235,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
         N::CommentStmt(_) => vec![other("COMMENT")],
         N::GrantStmt(_) => vec![other("GRANT")],
         N::CopyStmt(_) => vec![other("COPY")],
+        N::MergeStmt(_) => vec![other("MERGE")],
         _ => vec![other(&statement_tag(tree))],
     }
 }
@@ -400,10 +402,53 @@ fn walk_json(v: &serde_json::Value, f: &mut dyn FnMut(&str, &serde_json::Value))
 }
 
 /// A column type as SQL and in canonical form.
+/// Writes a type name as SQL without the deparser, for the common cases; None for the rest
+/// (interval fields, `%TYPE`, `SETOF`, non-integer modifiers).
+fn format_type(parts: &[String], mods: &[i64], tn: &protobuf::TypeName) -> Option<String> {
+    if tn.pct_type || tn.setof || mods.len() != tn.typmods.len() {
+        return None;
+    }
+    let name = match parts {
+        [schema, name] if schema == "pg_catalog" => match name.as_str() {
+            "int4" => "integer".to_string(),
+            "int8" => "bigint".to_string(),
+            "int2" => "smallint".to_string(),
+            "bool" => "boolean".to_string(),
+            "float8" => "double precision".to_string(),
+            "float4" => "real".to_string(),
+            "bpchar" => "char".to_string(),
+            "interval" => return None,
+            "varchar" | "numeric" | "timestamptz" | "timestamp" | "time" | "timetz" | "bit"
+            | "varbit" | "text" | "date" => name.clone(),
+            _ => return None,
+        },
+        _ => parts
+            .iter()
+            .map(|p| quote_ident(p))
+            .collect::<Vec<_>>()
+            .join("."),
+    };
+    let mods = if mods.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "({})",
+            mods.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    Some(format!(
+        "{name}{mods}{}",
+        "[]".repeat(tn.array_bounds.len())
+    ))
+}
+
 pub fn sql_type(tn: &protobuf::TypeName) -> SqlType {
     let parts = strings(&tn.names);
     let base_raw = parts.last().cloned().unwrap_or_default();
-    let mods = tn
+    let mods: Vec<i64> = tn
         .typmods
         .iter()
         .filter_map(|m| match &m.node {
@@ -414,6 +459,14 @@ pub fn sql_type(tn: &protobuf::TypeName) -> SqlType {
             _ => None,
         })
         .collect();
+    if let Some(sql) = format_type(&parts, &mods, tn) {
+        return SqlType {
+            sql,
+            base: canonical(&base_raw),
+            mods,
+            array: !tn.array_bounds.is_empty(),
+        };
+    }
     let cast = protobuf::TypeCast {
         arg: Some(Box::new(Node {
             node: Some(NodeEnum::AConst(protobuf::AConst {
@@ -629,6 +682,7 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
         return vec![(other(what), text.to_string())];
     }
     let mut ops = Vec::new();
+    let single = s.cmds.len() == 1;
     for cmd in &s.cmds {
         let Some(NodeEnum::AlterTableCmd(c)) = &cmd.node else {
             continue;
@@ -689,8 +743,27 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                                 },
                             )
                         };
-                        let sql = as_sql(constraint.not_valid);
-                        let not_valid_sql = as_sql(true);
+                        let sql = if single {
+                            text.to_string()
+                        } else {
+                            as_sql(constraint.not_valid)
+                        };
+                        let not_valid_sql = {
+                            let mut k2 = named.clone();
+                            k2.skip_validation = true;
+                            k2.initially_valid = false;
+                            let mut c2 = (**c).clone();
+                            c2.def = Some(Box::new(Node {
+                                node: Some(NodeEnum::Constraint(Box::new(k2))),
+                            }));
+                            let one = protobuf::AlterTableStmt {
+                                cmds: vec![Node {
+                                    node: Some(NodeEnum::AlterTableCmd(Box::new(c2))),
+                                }],
+                                ..s.clone()
+                            };
+                            super::LazySql(Box::new(NodeEnum::AlterTableStmt(one)))
+                        };
                         ops.push((
                             Operation::AddConstraint {
                                 table: t,
@@ -769,7 +842,13 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 what: format!("{other:?}").trim_start_matches("At").to_string(),
             },
         };
-        ops.push((op, alter_sql(s, cmd)));
+        // A one-action statement is its own SQL; only a multi-action one is taken apart.
+        let sql = if single {
+            text.to_string()
+        } else {
+            alter_sql(s, cmd)
+        };
+        ops.push((op, sql));
     }
     ops
 }
@@ -930,7 +1009,8 @@ mod tests {
         );
         match &v[1].0 {
             Operation::AddConstraint { not_valid_sql, .. } => {
-                assert!(not_valid_sql.ends_with("NOT VALID"), "{not_valid_sql}")
+                let sql = not_valid_sql.sql();
+                assert!(sql.ends_with("NOT VALID"), "{sql}")
             }
             other => panic!("{other:?}"),
         }

@@ -204,7 +204,7 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
         }
         O::RewriteTable { table, .. } => vec![lock(table, AccessExclusive, Rewrite)],
         O::AlterTableOther { table, .. } => vec![lock(table, AccessExclusive, Brief)],
-        O::CreateTrigger { table } => vec![lock(table, ShareRowExclusive, Brief)],
+        O::CreateTrigger { table, .. } => vec![lock(table, ShareRowExclusive, Brief)],
         O::Drop {
             kind:
                 ObjectKind::Table

@@ -13,6 +13,32 @@ pub mod types;
 use serde::Serialize;
 use std::fmt;
 
+/// SQL deparsed from a statement tree only when asked for: most statements never need it, and
+/// deparsing costs a round trip through the C library.
+#[derive(Clone)]
+pub struct LazySql(pub Box<pg_query::NodeEnum>);
+
+impl LazySql {
+    pub fn sql(&self) -> String {
+        convert::deparse_stmt((*self.0).clone()).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for LazySql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LazySql")
+    }
+}
+
+/// Compared by what it would produce; operations compare equal regardless of it.
+impl PartialEq for LazySql {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LazySql {}
+
 /// A schema-qualified name as the parser gives it (unquoted names already folded to lower case).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct QualifiedName {
@@ -36,12 +62,14 @@ impl QualifiedName {
         }
     }
 
-    /// The key under which the catalog stores it (the default schema is `public`).
-    pub fn key(&self) -> (String, String) {
-        (
-            self.schema.clone().unwrap_or_else(|| "public".to_string()),
-            self.name.clone(),
-        )
+    /// The schema, `public` when unqualified.
+    pub fn schema_name(&self) -> &str {
+        self.schema.as_deref().unwrap_or("public")
+    }
+
+    /// Whether both name the same object (an unqualified name is in `public`).
+    pub fn same(&self, other: &QualifiedName) -> bool {
+        self.name == other.name && self.schema_name() == other.schema_name()
     }
 }
 
@@ -71,7 +99,8 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 fn is_keyword(name: &str) -> bool {
-    // Reserved and type-function-name keywords that cannot stand as a bare column or table name.
+    // Reserved keywords, and type names whose bare spelling means something else (`char` is
+    // character(1), not the "char" type): quoting them is always safe. Kept sorted.
     const KEYWORDS: &[&str] = &[
         "all",
         "analyse",
@@ -84,10 +113,15 @@ fn is_keyword(name: &str) -> bool {
         "asymmetric",
         "authorization",
         "between",
+        "bigint",
         "binary",
+        "bit",
+        "boolean",
         "both",
         "case",
         "cast",
+        "char",
+        "character",
         "check",
         "collate",
         "collation",
@@ -103,16 +137,20 @@ fn is_keyword(name: &str) -> bool {
         "current_time",
         "current_timestamp",
         "current_user",
+        "dec",
+        "decimal",
         "default",
         "deferrable",
         "desc",
         "distinct",
         "do",
+        "double",
         "else",
         "end",
         "except",
         "false",
         "fetch",
+        "float",
         "for",
         "foreign",
         "freeze",
@@ -125,7 +163,10 @@ fn is_keyword(name: &str) -> bool {
         "in",
         "initially",
         "inner",
+        "int",
+        "integer",
         "intersect",
+        "interval",
         "into",
         "is",
         "isnull",
@@ -137,10 +178,13 @@ fn is_keyword(name: &str) -> bool {
         "limit",
         "localtime",
         "localtimestamp",
+        "national",
         "natural",
+        "nchar",
         "not",
         "notnull",
         "null",
+        "numeric",
         "offset",
         "on",
         "only",
@@ -149,19 +193,25 @@ fn is_keyword(name: &str) -> bool {
         "outer",
         "overlaps",
         "placing",
+        "precision",
         "primary",
+        "real",
         "references",
         "returning",
         "right",
         "select",
         "session_user",
+        "setof",
         "similar",
+        "smallint",
         "some",
         "symmetric",
         "system_user",
         "table",
         "tablesample",
         "then",
+        "time",
+        "timestamp",
         "to",
         "trailing",
         "true",
@@ -169,7 +219,9 @@ fn is_keyword(name: &str) -> bool {
         "unique",
         "user",
         "using",
+        "varchar",
         "variadic",
+        "varying",
         "verbose",
         "when",
         "where",
@@ -381,9 +433,9 @@ pub enum Operation {
     AddConstraint {
         table: QualifiedName,
         constraint: ConstraintSpec,
-        /// The same action written with `NOT VALID`.
+        /// The same action written with `NOT VALID`, deparsed when a plan needs it.
         #[serde(skip)]
-        not_valid_sql: String,
+        not_valid_sql: LazySql,
     },
     ValidateConstraint {
         table: QualifiedName,
@@ -495,6 +547,8 @@ pub enum Operation {
     },
     CreateTrigger {
         table: QualifiedName,
+        /// `CREATE OR REPLACE TRIGGER`.
+        replace: bool,
     },
     CreateView {
         view: QualifiedName,
@@ -559,7 +613,7 @@ impl Operation {
             | DetachPartition { table, .. }
             | RewriteTable { table, .. }
             | AlterTableOther { table, .. }
-            | CreateTrigger { table }
+            | CreateTrigger { table, .. }
             | Update { table, .. }
             | Delete { table, .. }
             | Insert { table, .. } => Some(table),

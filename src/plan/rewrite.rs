@@ -11,7 +11,7 @@ use crate::model::types::{type_change, TypeChange};
 use crate::model::{quote_ident, ConstraintKind, Operation, QualifiedName, TxControl, Volatility};
 
 /// Plans one statement: a rewrite for each of its operations that produces steps.
-pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[Operation]) -> Vec<Rewrite> {
+pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[&Operation]) -> Vec<Rewrite> {
     let (line, _) = ctx.file.source.position(ctx.stmt.start);
     ctx.ops
         .iter()
@@ -282,7 +282,7 @@ fn explicit(ctx: &StmtCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Re
 }
 
 /// Plain SQL: each intent becomes its safe phased form.
-fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[Operation]) -> Option<Rewrite> {
+fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> Option<Rewrite> {
     use Operation as O;
     let what = describe(op);
     let live = |t: &QualifiedName| ctx.is_live_table(t);
@@ -341,7 +341,7 @@ fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[Operation]) -> Op
                     let mut r = new_rewrite(&what);
                     let mut locks = locks_of(op, false);
                     locks.iter_mut().for_each(|l| l.hold = LockHold::Brief);
-                    r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", not_valid_sql.clone(), StepKind::Ddl, locks.clone()));
+                    r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", not_valid_sql.sql(), StepKind::Ddl, locks.clone()));
                     let validate = format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident(&name));
                     r.steps.push(step(Phase::Contract, "validate existing rows without blocking writes", validate, StepKind::Ddl, scan(table, LockLevel::ShareUpdateExclusive)));
                     r.abort.push(step(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
@@ -600,7 +600,7 @@ fn set_not_null(
     ctx: &StmtCtx,
     table: &QualifiedName,
     column: &str,
-    earlier: &[Operation],
+    earlier: &[&Operation],
     what: &str,
 ) -> Rewrite {
     let mut r = new_rewrite(what);
@@ -611,7 +611,7 @@ fn set_not_null(
             sets,
             has_from: false,
             ..
-        } if t.key() == table.key() => sets
+        } if t.same(table) => sets
             .iter()
             .find(|(c, _)| c == column)
             .map(|(_, e)| e.clone()),

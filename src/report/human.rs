@@ -94,7 +94,7 @@ fn write_finding(
     let gutter = f.line.to_string().len();
     let pad = " ".repeat(gutter);
     writeln!(out, "{pad}{} {path}:{}:{}", p.blue("-->"), f.line, f.column)?;
-    let text = r.source.lines.line_text(&r.source.text, f.line);
+    let text = r.lines.line_text(&r.text, f.line);
     if !text.is_empty() {
         writeln!(out, "{pad} {}", p.blue("|"))?;
         writeln!(

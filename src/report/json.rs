@@ -1,34 +1,83 @@
-//! `--format json`: an object with a `findings` array (positions from 1), the plans, and totals.
+//! `--format json`: one compact object with a `findings` array (positions from 1), each file's
+//! step counts, totals, and with `--explain` the full plans (every step's SQL and locks).
 
 use super::{display_path, Totals};
 use crate::analyze::FileReport;
-use serde_json::json;
+use crate::lint::Level;
+use crate::plan::{MigrationPlan, Phase};
+use serde::Serialize;
 use std::io::{self, Write};
 
-pub fn write(reports: &[FileReport], out: &mut dyn Write) -> io::Result<()> {
-    let findings: Vec<_> = reports
+#[derive(Serialize)]
+struct JsonFinding<'a> {
+    file: String,
+    line: usize,
+    column: usize,
+    end_line: usize,
+    end_column: usize,
+    rule: &'a str,
+    level: Level,
+    message: &'a str,
+    help: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonFile<'a> {
+    migration: &'a str,
+    file: String,
+    transaction: crate::files::TransactionMode,
+    explicit_phases: bool,
+    expand: usize,
+    backfill: usize,
+    contract: usize,
+    rejected: usize,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    findings: Vec<JsonFinding<'a>>,
+    files: Vec<JsonFile<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plans: Option<Vec<&'a MigrationPlan>>,
+    summary: Totals,
+}
+
+pub fn write(reports: &[FileReport], explain: bool, out: &mut dyn Write) -> io::Result<()> {
+    let findings = reports
         .iter()
         .flat_map(|r| &r.findings)
-        .map(|f| {
-            json!({
-                "file": display_path(&f.file),
-                "line": f.line,
-                "column": f.column,
-                "end_line": f.end_line,
-                "end_column": f.end_column,
-                "rule": f.rule,
-                "level": f.level,
-                "message": f.message,
-                "help": f.help,
-            })
+        .map(|f| JsonFinding {
+            file: display_path(&f.file),
+            line: f.line,
+            column: f.column,
+            end_line: f.end_line,
+            end_column: f.end_column,
+            rule: f.rule,
+            level: f.level,
+            message: &f.message,
+            help: &f.help,
         })
         .collect();
-    let plans: Vec<_> = reports.iter().map(|r| &r.plan).collect();
-    let doc = json!({
-        "findings": findings,
-        "plans": plans,
-        "summary": Totals::of(reports),
-    });
-    serde_json::to_writer_pretty(&mut *out, &doc).map_err(io::Error::other)?;
+    let files = reports
+        .iter()
+        .map(|r| JsonFile {
+            migration: &r.name,
+            file: display_path(&r.path),
+            transaction: r.plan.transaction,
+            explicit_phases: r.plan.explicit_phases,
+            expand: r.plan.steps_in(Phase::Expand).count(),
+            backfill: r.plan.steps_in(Phase::Backfill).count(),
+            contract: r.plan.steps_in(Phase::Contract).count(),
+            rejected: r.plan.rejected().count(),
+        })
+        .collect();
+    let doc = Document {
+        findings,
+        files,
+        plans: explain.then(|| reports.iter().map(|r| &r.plan).collect()),
+        summary: Totals::of(reports),
+    };
+    // Compact: a machine format, and several times cheaper to write than pretty JSON.
+    serde_json::to_writer(&mut *out, &doc).map_err(io::Error::other)?;
     writeln!(out)
 }

@@ -19,11 +19,12 @@ pub enum Format {
     Sarif,
 }
 
-/// How the human reporter renders.
+/// How reports render.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HumanOptions {
+    /// Colour (human format only).
     pub color: bool,
-    /// Print every step's SQL.
+    /// Every step's SQL: printed by the human format, the full plans in json.
     pub explain: bool,
 }
 
@@ -62,7 +63,7 @@ pub fn write(
 ) -> io::Result<()> {
     match format {
         Format::Human => human::write(reports, human, out),
-        Format::Json => json::write(reports, out),
+        Format::Json => json::write(reports, human.explain, out),
         Format::Github => github::write(reports, out),
         Format::Sarif => sarif::write(reports, out),
     }

@@ -15,8 +15,10 @@ pub struct Statement {
     pub start: usize,
     pub end: usize,
     pub text: String,
-    /// The parse tree, or the syntax error that stopped it.
-    pub tree: Result<NodeEnum, SyntaxError>,
+    /// The parse tree, until the pipeline turns it into operations and drops it.
+    pub tree: Option<NodeEnum>,
+    /// The syntax error that stopped the parser, if one did.
+    pub error: Option<SyntaxError>,
 }
 
 /// A file's source, split and parsed.
@@ -31,21 +33,32 @@ pub struct SqlSource {
 impl SqlSource {
     pub fn parse(text: String) -> SqlSource {
         let split = split::split(&text);
+        if let Some(statements) = Self::parse_whole(&text, &split.statements) {
+            return SqlSource {
+                lines: LineIndex::new(&text),
+                text,
+                statements,
+                comments: split.comments,
+            };
+        }
+        // A syntax error somewhere: parse statement by statement, so each error is reported at
+        // its own position and every other statement is still checked.
         let statements = split
             .statements
             .iter()
             .filter_map(|span| {
                 let stmt_text = &text[span.start..span.end];
-                let tree = match parse::parse_statement(stmt_text) {
-                    Ok(Some(tree)) => Ok(tree),
+                let (tree, error) = match parse::parse_statement(stmt_text) {
+                    Ok(Some(tree)) => (Some(tree), None),
                     Ok(None) => return None,
-                    Err(e) => Err(e),
+                    Err(e) => (None, Some(e)),
                 };
                 Some(Statement {
                     start: span.start,
                     end: span.end,
                     text: stmt_text.to_string(),
                     tree,
+                    error,
                 })
             })
             .collect();
@@ -57,8 +70,61 @@ impl SqlSource {
         }
     }
 
+    /// The fast path: the whole file in one parser call, its statements matched to the
+    /// splitter's spans. None when the file does not parse, or the two disagree.
+    fn parse_whole(text: &str, spans: &[split::StatementSpan]) -> Option<Vec<Statement>> {
+        let trees = parse::parse_file(text).ok()?;
+        let trees: Vec<_> = trees.into_iter().filter(|(_, t)| t.is_some()).collect();
+        if trees.len() != spans.len() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(spans.len());
+        for (span, (location, tree)) in spans.iter().zip(trees) {
+            // PostgreSQL's statement starts after the previous `;`, before any comment; the
+            // splitter's at the first token. They must bound the same statement.
+            if location > span.start || span.start >= span.end {
+                return None;
+            }
+            out.push(Statement {
+                start: span.start,
+                end: span.end,
+                text: text[span.start..span.end].to_string(),
+                tree: Some(tree?),
+                error: None,
+            });
+        }
+        Some(out)
+    }
+
     /// 1-based line and column of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
         self.lines.position(&self.text, offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes(src: &SqlSource) -> Vec<(usize, usize, bool, bool)> {
+        src.statements
+            .iter()
+            .map(|s| (s.start, s.end, s.tree.is_some(), s.error.is_some()))
+            .collect()
+    }
+
+    #[test]
+    fn whole_file_and_per_statement_parsing_agree() {
+        let text = "-- lead\nCREATE TABLE t (a int);\n/* x */ ALTER TABLE t ADD b text;\nDO $$ BEGIN END $$;\n";
+        let whole = SqlSource::parse(text.to_string());
+        assert_eq!(whole.statements.len(), 3);
+        // The same file with a broken statement appended takes the per-statement path.
+        let broken = SqlSource::parse(format!("{text}SELECT FROM WHERE;\n"));
+        assert_eq!(shapes(&broken)[..3], shapes(&whole)[..]);
+        assert!(broken.statements[3].error.is_some() && broken.statements[3].tree.is_none());
+        for s in &whole.statements {
+            assert_eq!(&text[s.start..s.end], s.text);
+            assert!(s.tree.is_some() && s.error.is_none());
+        }
     }
 }

@@ -1,10 +1,8 @@
-//! The parser wrapper: PostgreSQL's own grammar through `pg_query`, one statement at a time.
-//!
-//! `pg_query::parse` reports only the message of a syntax error; the position comes from the
-//! same C library's `PgQueryError.cursorpos`, read through a small FFI call made only when a
-//! statement has already failed to parse.
+//! The parser wrapper: PostgreSQL's own grammar (libpg_query, linked by the `pg_query` crate),
+//! one statement at a time, with the exact position of a syntax error.
 
-use pg_query::NodeEnum;
+use pg_query::{protobuf, NodeEnum};
+use prost::Message;
 use std::ffi::{c_char, c_int, CStr, CString};
 
 /// A syntax error: its byte offset within the statement text, and PostgreSQL's message.
@@ -14,24 +12,72 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// Parses a whole file in one call: each statement's tree with its byte offset, or the first
+/// syntax error. One call per file spares the parser's per-call setup, which dominates for
+/// short statements.
+pub fn parse_file(text: &str) -> Result<Vec<(usize, Option<NodeEnum>)>, SyntaxError> {
+    parse_raw(text).map(|tree| {
+        tree.stmts
+            .into_iter()
+            .map(|raw| {
+                (
+                    raw.stmt_location.max(0) as usize,
+                    raw.stmt.and_then(|n| n.node),
+                )
+            })
+            .collect()
+    })
+}
+
 /// Parses one statement's text into its parse tree (None for an empty statement).
 pub fn parse_statement(text: &str) -> Result<Option<NodeEnum>, SyntaxError> {
-    if text.contains('\0') {
+    parse_raw(text).map(|tree| {
+        tree.stmts
+            .into_iter()
+            .next()
+            .and_then(|raw| raw.stmt)
+            .and_then(|node| node.node)
+    })
+}
+
+fn parse_raw(text: &str) -> Result<protobuf::ParseResult, SyntaxError> {
+    let Ok(input) = CString::new(text) else {
         return Err(SyntaxError {
             offset: text.find('\0').unwrap_or(0),
             message: "a NUL byte cannot appear in SQL".into(),
         });
-    }
-    match pg_query::parse(text, 0) {
-        Ok(result) => Ok(result
-            .protobuf
-            .stmts
-            .into_iter()
-            .next()
-            .and_then(|raw| raw.stmt)
-            .and_then(|node| node.node)),
-        Err(err) => {
-            let (offset, message) = error_position(text).unwrap_or((0, err.to_string()));
+    };
+    // SAFETY: `input` is a valid NUL-terminated string that outlives the call; the result is
+    // read only while it is alive and freed exactly once with the library's own function.
+    let outcome = unsafe {
+        let result = pg_query_parse_protobuf(input.as_ptr());
+        let outcome = if result.error.is_null() {
+            let bytes = std::slice::from_raw_parts(
+                result.parse_tree.data as *const u8,
+                result.parse_tree.len,
+            );
+            Ok(protobuf::ParseResult::decode(bytes))
+        } else {
+            let err = &*result.error;
+            let message = CStr::from_ptr(err.message).to_string_lossy().into_owned();
+            Err((err.cursorpos, message))
+        };
+        pg_query_free_protobuf_parse_result(result);
+        outcome
+    };
+    match outcome {
+        Ok(Ok(tree)) => Ok(tree),
+        Ok(Err(e)) => Err(SyntaxError {
+            offset: 0,
+            message: format!("the parse tree could not be decoded: {e}"),
+        }),
+        Err((cursorpos, message)) => {
+            // cursorpos counts characters from 1; 0 means "no position".
+            let chars = (cursorpos.max(1) - 1) as usize;
+            let offset = text
+                .char_indices()
+                .nth(chars)
+                .map_or(text.len(), |(i, _)| i);
             Err(SyntaxError { offset, message })
         }
     }
@@ -48,41 +94,24 @@ struct PgQueryError {
 }
 
 #[repr(C)]
-struct PgQueryParseResult {
-    parse_tree: *mut c_char,
+struct PgQueryProtobuf {
+    len: usize,
+    data: *mut c_char,
+}
+
+#[repr(C)]
+struct PgQueryProtobufParseResult {
+    parse_tree: PgQueryProtobuf,
     stderr_buffer: *mut c_char,
     error: *mut PgQueryError,
 }
 
 extern "C" {
-    // Provided by the libpg_query static library that the pg_query crate links.
-    fn pg_query_parse(input: *const c_char) -> PgQueryParseResult;
-    fn pg_query_free_parse_result(result: PgQueryParseResult);
-}
-
-/// Byte offset (0-based, within `text`) and message of the error PostgreSQL's parser reports.
-fn error_position(text: &str) -> Option<(usize, String)> {
-    let input = CString::new(text).ok()?;
-    // SAFETY: `input` is a valid NUL-terminated string that outlives the call; the result is
-    // read only while it is alive and freed exactly once with the library's own function.
-    unsafe {
-        let result = pg_query_parse(input.as_ptr());
-        let out = if result.error.is_null() {
-            None
-        } else {
-            let err = &*result.error;
-            let message = CStr::from_ptr(err.message).to_string_lossy().into_owned();
-            // cursorpos counts characters from 1; 0 means "no position".
-            let chars = (err.cursorpos.max(1) - 1) as usize;
-            let offset = text
-                .char_indices()
-                .nth(chars)
-                .map_or(text.len(), |(i, _)| i);
-            Some((offset, message))
-        };
-        pg_query_free_parse_result(result);
-        out
-    }
+    // Provided by the libpg_query static library that the pg_query crate links. Calling it
+    // directly skips pg_query::parse's walk over the tree for table and function names,
+    // which the linter does not use, and gives a syntax error's position in the same call.
+    fn pg_query_parse_protobuf(input: *const c_char) -> PgQueryProtobufParseResult;
+    fn pg_query_free_protobuf_parse_result(result: PgQueryProtobufParseResult);
 }
 
 #[cfg(test)]

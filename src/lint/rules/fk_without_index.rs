@@ -30,7 +30,7 @@ impl Rule for FkWithoutIndex {
 
     fn check_file(&self, ctx: &FileCtx, out: &mut Vec<Finding>) {
         for s in ctx.statements {
-            for op in &s.ops {
+            for op in s.ops {
                 let (table, fks): (_, Vec<&Vec<String>>) = match op {
                     Operation::CreateTable {
                         table,

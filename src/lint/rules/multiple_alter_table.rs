@@ -31,7 +31,7 @@ impl Rule for MultipleAlterTable {
     }
 
     fn check_file(&self, ctx: &FileCtx, out: &mut Vec<Finding>) {
-        let mut first: HashMap<(Option<crate::plan::Phase>, (String, String)), usize> =
+        let mut first: HashMap<(Option<crate::plan::Phase>, String, String), usize> =
             HashMap::new();
         for s in ctx.statements {
             // Only actions that gain from sharing one lock and one rewrite; constraint recipes
@@ -50,10 +50,14 @@ impl Rule for MultipleAlterTable {
             let Some(table) = s.ops.first().and_then(Operation::table) else {
                 continue;
             };
-            if !combinable || s.new_tables.iter().any(|t| t.key() == table.key()) {
+            if !combinable || s.new_tables.iter().any(|t| t.same(table)) {
                 continue;
             }
-            let key = (s.section, table.key());
+            let key = (
+                s.section,
+                table.schema_name().to_string(),
+                table.name.clone(),
+            );
             match first.get(&key) {
                 Some(line) => out.push(ctx.finding_at(
                     &Self::META,

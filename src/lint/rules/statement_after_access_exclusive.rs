@@ -58,7 +58,7 @@ impl Rule for StatementAfterAccessExclusive {
                 matches!(l.hold, LockHold::Scan | LockHold::Rewrite) && ctx.is_live_table(&l.table)
             });
             let other = locks.iter().find(|l| {
-                l.table.key() != held.table.key()
+                !l.table.same(&held.table)
                     && ctx.is_live_table(&l.table)
                     && ctx.tx.held_on(&l.table).is_none_or(|h| h.level < l.level)
             });

@@ -1,6 +1,5 @@
 use crate::lint::{Finding, Rule, StmtCtx};
 use crate::model::{ConstraintKind, Operation};
-use pg_query::NodeEnum;
 
 crate::declare_rule! {
     /// Syntax or behaviour the target PostgreSQL version does not have.
@@ -93,12 +92,14 @@ impl Rule for SyntaxNewerThanTarget {
                 _ => {}
             }
         }
-        match &ctx.stmt.tree {
-            Ok(NodeEnum::MergeStmt(_)) => needs.push((15, "MERGE")),
-            Ok(NodeEnum::CreateTrigStmt(t)) if t.replace => {
-                needs.push((14, "CREATE OR REPLACE TRIGGER"))
+        for op in ctx.ops {
+            match op {
+                Operation::Other { what } if what == "MERGE" => needs.push((15, "MERGE")),
+                Operation::CreateTrigger { replace: true, .. } => {
+                    needs.push((14, "CREATE OR REPLACE TRIGGER"))
+                }
+                _ => {}
             }
-            _ => {}
         }
         let target = ctx.pg();
         for (major, what) in needs {

@@ -38,7 +38,7 @@ impl Rule for ValidateInSameTransaction {
                 .tx
                 .added_constraints
                 .iter()
-                .any(|(t, n)| t.key() == table.key() && n == name);
+                .any(|(t, n)| t.same(table) && n == name);
             if same && ctx.is_live_table(table) {
                 out.push(ctx.finding(
                     &Self::META,

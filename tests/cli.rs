@@ -1,19 +1,13 @@
 //! `migrate plan` and `migrate rules` as a user runs them: the built binary, real files.
 
+mod common;
+
+use common::migrate;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn migrate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migrate"))
-        .args(args)
-        .current_dir(root())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run migrate")
 }
 
 fn stdout(o: &Output) -> String {

@@ -2,17 +2,9 @@
 
 mod common;
 
-use common::TestDb;
+use common::{migrate, TestDb};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn migrate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_migrate"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
-}
+use std::process::Output;
 
 fn rules(o: &Output) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)

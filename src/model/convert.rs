@@ -728,42 +728,28 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                         constraint.name = Some(name.clone());
                         let mut named = (**k).clone();
                         named.conname = name;
-                        let as_sql = |skip: bool| {
+                        // This action alone, validated as written or NOT VALID.
+                        let alone = |not_valid: bool| {
                             let mut k2 = named.clone();
-                            k2.skip_validation = skip;
-                            k2.initially_valid = !skip;
+                            k2.skip_validation = not_valid;
+                            k2.initially_valid = !not_valid;
                             let mut c2 = (**c).clone();
                             c2.def = Some(Box::new(Node {
                                 node: Some(NodeEnum::Constraint(Box::new(k2))),
                             }));
-                            alter_sql(
-                                s,
-                                &Node {
-                                    node: Some(NodeEnum::AlterTableCmd(Box::new(c2))),
-                                },
-                            )
-                        };
-                        let sql = if single {
-                            text.to_string()
-                        } else {
-                            as_sql(constraint.not_valid)
-                        };
-                        let not_valid_sql = {
-                            let mut k2 = named.clone();
-                            k2.skip_validation = true;
-                            k2.initially_valid = false;
-                            let mut c2 = (**c).clone();
-                            c2.def = Some(Box::new(Node {
-                                node: Some(NodeEnum::Constraint(Box::new(k2))),
-                            }));
-                            let one = protobuf::AlterTableStmt {
+                            NodeEnum::AlterTableStmt(protobuf::AlterTableStmt {
                                 cmds: vec![Node {
                                     node: Some(NodeEnum::AlterTableCmd(Box::new(c2))),
                                 }],
                                 ..s.clone()
-                            };
-                            super::LazySql(Box::new(NodeEnum::AlterTableStmt(one)))
+                            })
                         };
+                        let sql = if single {
+                            text.to_string()
+                        } else {
+                            deparse_stmt(alone(constraint.not_valid)).unwrap_or_default()
+                        };
+                        let not_valid_sql = super::LazySql(Box::new(alone(true)));
                         ops.push((
                             Operation::AddConstraint {
                                 table: t,

@@ -57,6 +57,50 @@ fn step(
     }
 }
 
+/// A DDL step under a brief ACCESS EXCLUSIVE lock (a catalog change).
+fn exclusive(
+    phase: Phase,
+    action: impl Into<String>,
+    sql: impl Into<String>,
+    table: &QualifiedName,
+) -> Step {
+    step(
+        phase,
+        action,
+        sql,
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    )
+}
+
+/// Row locks on the rows a batch changes, for as long as the batch's transaction.
+fn row_locks(table: &QualifiedName) -> Vec<TableLock> {
+    vec![TableLock {
+        table: table.clone(),
+        level: LockLevel::RowExclusive,
+        hold: LockHold::Rows,
+    }]
+}
+
+/// The abort of a shadow-column rewrite: drop its triggers, then the column it added.
+fn abort_shadow(r: &mut Rewrite, table: &QualifiedName, drop_triggers: String, column: &str) {
+    r.abort.push(exclusive(
+        Phase::Expand,
+        "drop the sync triggers",
+        drop_triggers,
+        table,
+    ));
+    r.abort.push(exclusive(
+        Phase::Expand,
+        "drop the new column",
+        format!(
+            "ALTER TABLE {table} DROP COLUMN IF EXISTS {}",
+            quote_ident(column)
+        ),
+        table,
+    ));
+}
+
 fn brief(table: &QualifiedName, level: LockLevel) -> Vec<TableLock> {
     vec![TableLock {
         table: table.clone(),
@@ -344,7 +388,7 @@ fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
                     r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", not_valid_sql.sql(), StepKind::Ddl, locks.clone()));
                     let validate = format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident(&name));
                     r.steps.push(step(Phase::Contract, "validate existing rows without blocking writes", validate, StepKind::Ddl, scan(table, LockLevel::ShareUpdateExclusive)));
-                    r.abort.push(step(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+                    r.abort.push(exclusive(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), table));
                     r
                 }
                 ConstraintKind::Unique { columns, using_index: None } | ConstraintKind::PrimaryKey { columns, using_index: None } => {
@@ -531,11 +575,7 @@ fn batched_update(op: &Operation, sql: &str) -> Rewrite {
             set: sets.clone(),
             filter: filter.clone(),
         },
-        vec![TableLock {
-            table: table.clone(),
-            level: LockLevel::RowExclusive,
-            hold: LockHold::Rows,
-        }],
+        row_locks(table),
     ));
     r
 }
@@ -545,12 +585,11 @@ fn tighten_not_null(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, colum
     let check = generated_name(&table.name, &[column, "not_null"]);
     let c = quote_ident(column);
     let ck = quote_ident(&check);
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Contract,
         "add a NOT NULL check that skips existing rows",
         format!("ALTER TABLE {table} ADD CONSTRAINT {ck} CHECK ({c} IS NOT NULL) NOT VALID"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     r.steps.push(step(
         Phase::Contract,
@@ -560,19 +599,17 @@ fn tighten_not_null(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, colum
         scan(table, LockLevel::ShareUpdateExclusive),
     ));
     if ctx.pg().at_least(12) {
-        r.steps.push(step(
+        r.steps.push(exclusive(
             Phase::Contract,
             "set NOT NULL: the validated check proves it, no scan",
             format!("ALTER TABLE {table} ALTER COLUMN {c} SET NOT NULL"),
-            StepKind::Ddl,
-            brief(table, LockLevel::AccessExclusive),
+            table,
         ));
-        r.steps.push(step(
+        r.steps.push(exclusive(
             Phase::Contract,
             "drop the now redundant check",
             format!("ALTER TABLE {table} DROP CONSTRAINT {ck}"),
-            StepKind::Ddl,
-            brief(table, LockLevel::AccessExclusive),
+            table,
         ));
     } else {
         r.notes.push(format!(
@@ -628,19 +665,17 @@ fn set_not_null(
                 brief(table, LockLevel::ShareRowExclusive),
             ));
             tighten_not_null(ctx, &mut r, table, column);
-            r.steps.push(step(
+            r.steps.push(exclusive(
                 Phase::Contract,
                 "drop the fill trigger",
                 drop.clone(),
-                StepKind::Ddl,
-                brief(table, LockLevel::AccessExclusive),
+                table,
             ));
-            r.abort.push(step(
+            r.abort.push(exclusive(
                 Phase::Expand,
                 "drop the fill trigger",
                 drop,
-                StepKind::Ddl,
-                brief(table, LockLevel::AccessExclusive),
+                table,
             ));
         }
         None => {
@@ -663,22 +698,20 @@ fn volatile_default(
 ) -> Rewrite {
     let mut r = new_rewrite(describe(op));
     let c = quote_ident(&column.name);
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Expand,
         "add the column without a default: metadata only",
         format!("ALTER TABLE {table} ADD COLUMN {c} {}", column.ty.sql),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Expand,
         "new rows get the default",
         format!(
             "ALTER TABLE {table} ALTER COLUMN {c} SET DEFAULT {}",
             default.sql
         ),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     r.steps.push(step(
         Phase::Backfill,
@@ -689,21 +722,16 @@ fn volatile_default(
             set: vec![(column.name.clone(), default.sql.clone())],
             filter: Some(format!("{c} IS NULL")),
         },
-        vec![TableLock {
-            table: table.clone(),
-            level: LockLevel::RowExclusive,
-            hold: LockHold::Rows,
-        }],
+        row_locks(table),
     ));
     if column.not_null {
         tighten_not_null(ctx, &mut r, table, &column.name);
     }
-    r.abort.push(step(
+    r.abort.push(exclusive(
         Phase::Expand,
         "drop the column",
         format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {c}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     r
 }
@@ -836,12 +864,11 @@ fn rename_column(
     if let Some(d) = col.and_then(|c| c.default.as_ref()) {
         add.push_str(&format!(" DEFAULT {d}"));
     }
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Expand,
         "add the new column (same type and default)",
         add,
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     let (create, drop) = sync_trigger(
         table,
@@ -859,15 +886,14 @@ fn rename_column(
     ));
     copy_indexes(ctx, &mut r, table, from, to);
     if col.is_some_and(|c| c.not_null) {
-        r.steps.push(step(
+        r.steps.push(exclusive(
             Phase::Expand,
             "NOT NULL on the new column, for new writes",
             format!(
                 "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({qt} IS NOT NULL) NOT VALID",
                 quote_ident(&generated_name(&table.name, &[to, "not_null"]))
             ),
-            StepKind::Ddl,
-            brief(table, LockLevel::AccessExclusive),
+            table,
         ));
     }
     r.steps.push(step(
@@ -879,11 +905,7 @@ fn rename_column(
             set: vec![(to.to_string(), qf.clone())],
             filter: Some(format!("{qt} IS DISTINCT FROM {qf}")),
         },
-        vec![TableLock {
-            table: table.clone(),
-            level: LockLevel::RowExclusive,
-            hold: LockHold::Rows,
-        }],
+        row_locks(table),
     ));
     if col.is_some_and(|c| c.not_null) {
         let ck = quote_ident(&generated_name(&table.name, &[to, "not_null"]));
@@ -894,36 +916,21 @@ fn rename_column(
             StepKind::Ddl,
             scan(table, LockLevel::ShareUpdateExclusive),
         ));
-        r.steps.push(step(Phase::Contract, "set NOT NULL (no scan)", format!("ALTER TABLE {table} ALTER COLUMN {qt} SET NOT NULL;\nALTER TABLE {table} DROP CONSTRAINT {ck}"), StepKind::Ddl, brief(table, LockLevel::AccessExclusive)));
+        r.steps.push(exclusive(Phase::Contract, "set NOT NULL (no scan)", format!("ALTER TABLE {table} ALTER COLUMN {qt} SET NOT NULL;\nALTER TABLE {table} DROP CONSTRAINT {ck}"), table));
     }
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Contract,
         "drop the sync triggers",
         drop.clone(),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Contract,
         "drop the old column",
         format!("ALTER TABLE {table} DROP COLUMN {qf}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
-    r.abort.push(step(
-        Phase::Expand,
-        "drop the sync triggers",
-        drop,
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
-    ));
-    r.abort.push(step(
-        Phase::Expand,
-        "drop the new column",
-        format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {qt}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
-    ));
+    abort_shadow(&mut r, table, drop, to);
     r.notes.push("prepared statements that SELECT * see the new column: no running version's result shape changes until contract drops the old one".into());
     r
 }
@@ -953,12 +960,11 @@ fn change_type(
         || format!("NEW.{qs}::text /* cast to the column's current type */"),
         |t| format!("NEW.{qs}::{t}"),
     ));
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Expand,
         "add the column of the new type",
         format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     let (create, drop) = sync_trigger(table, column, &shadow, to_new, to_old);
     r.steps.push(step(
@@ -979,33 +985,10 @@ fn change_type(
             set: vec![(shadow.clone(), expr.clone())],
             filter: None,
         },
-        vec![TableLock {
-            table: table.clone(),
-            level: LockLevel::RowExclusive,
-            hold: LockHold::Rows,
-        }],
+        row_locks(table),
     ));
-    r.steps.push(step(
-        Phase::Contract,
-        "swap the columns in one short transaction",
-        format!("{drop};\nALTER TABLE {table} RENAME COLUMN {qc} TO {qo};\nALTER TABLE {table} RENAME COLUMN {qs} TO {qc};\nALTER TABLE {table} DROP COLUMN {qo}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
-    ));
-    r.abort.push(step(
-        Phase::Expand,
-        "drop the sync triggers",
-        drop,
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
-    ));
-    r.abort.push(step(
-        Phase::Expand,
-        "drop the new column",
-        format!("ALTER TABLE {table} DROP COLUMN IF EXISTS {qs}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
-    ));
+    r.steps.push(exclusive(Phase::Contract, "swap the columns in one short transaction", format!("{drop};\nALTER TABLE {table} RENAME COLUMN {qc} TO {qo};\nALTER TABLE {table} RENAME COLUMN {qs} TO {qc};\nALTER TABLE {table} DROP COLUMN {qo}"), table));
+    abort_shadow(&mut r, table, drop, &shadow);
     r.notes.push(format!(
         "the swap changes the type a prepared `SELECT {qc}` returns (\"cached plan must not change result type\"): run it once no version prepares statements on the old type, or read through per-version views"
     ));
@@ -1046,7 +1029,7 @@ fn unique_via_index(
             }
         }
     }
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Contract,
         "attach the index as the constraint: metadata only",
         format!(
@@ -1055,8 +1038,7 @@ fn unique_via_index(
             if primary { "PRIMARY KEY" } else { "UNIQUE" },
             quote_ident(name)
         ),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     r.abort.push(step(
         Phase::Expand,
@@ -1073,22 +1055,20 @@ fn unique_via_index(
 fn rename_table(table: &QualifiedName, to: &str, what: &str) -> Rewrite {
     let mut r = new_rewrite(what);
     let new_name = QualifiedName::new(table.schema.as_deref(), to);
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Expand,
         "rename, and keep the old name as an updatable view (one transaction)",
         format!(
             "ALTER TABLE {table} RENAME TO {};\nCREATE VIEW {table} AS SELECT * FROM {new_name}",
             quote_ident(to)
         ),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
-    r.steps.push(step(
+    r.steps.push(exclusive(
         Phase::Contract,
         "drop the view under the old name",
         format!("DROP VIEW IF EXISTS {table}"),
-        StepKind::Ddl,
-        brief(table, LockLevel::AccessExclusive),
+        table,
     ));
     r.abort.push(step(
         Phase::Expand,

@@ -5,6 +5,17 @@
 #![allow(dead_code)]
 
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use std::process::{Command, Output};
+
+/// Runs the built `migrate` binary from the repository root, without colour.
+pub fn migrate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run migrate")
+}
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub fn admin_url() -> String {

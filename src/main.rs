@@ -12,8 +12,10 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            // The library's errors already name their cause; anyhow adds the context chain
+            // only where the binary attaches some.
             let e = anyhow::Error::from(e);
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::from(EXIT_USAGE)
         }
     }

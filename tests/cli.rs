@@ -283,7 +283,30 @@ fn migrate_toml_sets_levels_and_turns_rules_off() {
 fn a_missing_path_is_a_usage_error_naming_it() {
     let o = migrate(&["plan", "no/such/dir"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("no/such/dir"), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no/such/dir"), "{err}");
+    assert_eq!(
+        err.matches("No such file").count(),
+        1,
+        "the cause once: {err}"
+    );
+}
+
+#[test]
+fn no_path_and_no_migrations_directory_says_what_to_do() {
+    let dir = tempdir("nodir");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .arg("plan")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no migrations directory `migrations`") && err.contains("migrate.toml"),
+        "{err}"
+    );
+    assert_eq!(err.matches("os error").count(), 0, "{err}");
 }
 
 #[test]

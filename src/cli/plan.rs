@@ -71,7 +71,14 @@ fn live_catalog(url: &str) -> Result<Catalog, Error> {
 pub fn run(args: PlanArgs) -> Result<u8, Error> {
     let settings = settings(&args)?;
     let paths = if args.paths.is_empty() {
-        vec![settings.migrations_dir.clone()]
+        let dir = settings.migrations_dir.clone();
+        if !dir.exists() {
+            return Err(Error::Usage(format!(
+                "no migrations directory `{}` here: pass files or directories (`migrate plan DIR`), or set `migrations` in migrate.toml",
+                dir.display()
+            )));
+        }
+        vec![dir]
     } else {
         args.paths.clone()
     };

@@ -75,6 +75,8 @@ pub struct RawConfig {
     pub migrations: Option<PathBuf>,
     pub pg_version: Option<toml::Value>,
     pub transaction: Option<TransactionMode>,
+    /// The schema holding migrate's own state.
+    pub metadata_schema: Option<String>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleSetting>,
 }
@@ -85,6 +87,7 @@ pub struct Settings {
     pub migrations_dir: PathBuf,
     pub pg_version: PgVersion,
     pub transaction: TransactionMode,
+    pub metadata_schema: String,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<&'static str, Option<Level>>,
 }
@@ -95,6 +98,7 @@ impl Default for Settings {
             migrations_dir: PathBuf::from("migrations"),
             pg_version: PgVersion::DEFAULT,
             transaction: TransactionMode::PerFile,
+            metadata_schema: "migrate".to_string(),
             rule_levels: BTreeMap::new(),
         }
     }
@@ -136,6 +140,14 @@ impl Settings {
         }
         if let Some(t) = raw.transaction {
             s.transaction = t;
+        }
+        if let Some(m) = &raw.metadata_schema {
+            if m.is_empty() || m.len() > 63 {
+                return Err(format!(
+                    "metadata_schema: `{m}` is not a schema name (1 to 63 bytes)"
+                ));
+            }
+            s.metadata_schema = m.clone();
         }
         for (id, setting) in &raw.rules {
             let Some(rule) = crate::lint::rules::find(id) else {

@@ -18,6 +18,9 @@ pub enum Error {
     Usage(String),
     #[error("database: {0}")]
     Database(String),
+    /// Another runner holds the lock; the message names it.
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {

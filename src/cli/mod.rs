@@ -1,8 +1,11 @@
 //! Command-line types (one file per command) and dispatch. `main.rs` only maps the outcome to
 //! an exit code.
 
+pub mod baseline;
+pub mod db;
 pub mod plan;
 pub mod rules;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +32,10 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// List the rules, or print one rule's documentation.
     Rules(rules::RulesArgs),
+    /// Show each migration's phase, backfill progress and timestamps.
+    Status(status::StatusArgs),
+    /// Record existing migration files as applied, without running them.
+    Baseline(baseline::BaselineArgs),
 }
 
 /// When to colour output.
@@ -58,5 +65,7 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Rules(args) => rules::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Baseline(args) => baseline::run(args),
     }
 }

@@ -58,11 +58,7 @@ fn settings(args: &PlanArgs) -> Result<Settings, Error> {
 }
 
 fn live_catalog(url: &str) -> Result<Catalog, Error> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(async {
+    super::db::block_on(async {
         let mut conn = crate::engine::connect(url).await?;
         crate::engine::introspect::read_catalog(&mut conn).await
     })

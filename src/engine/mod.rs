@@ -1,7 +1,10 @@
-//! Talking to PostgreSQL: connecting (passwords never printed), and reading the live catalog.
-//! Later: running plan steps with short lock timeouts, retries and checkpoints.
+//! Talking to PostgreSQL: connecting (passwords never printed), reading the live catalog, the
+//! metadata schema and the runner lock. Next: running plan steps with short lock timeouts,
+//! retries and checkpoints.
 
 pub mod introspect;
+pub mod lock;
+pub mod state;
 
 use crate::error::Error;
 use sqlx::postgres::{PgConnectOptions, PgConnection};

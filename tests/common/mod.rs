@@ -37,7 +37,7 @@ fn with_db(url: &str, db: &str) -> String {
 pub struct TestDb {
     pub name: String,
     pub url: String,
-    rt: tokio::runtime::Runtime,
+    pub rt: tokio::runtime::Runtime,
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

@@ -1,0 +1,58 @@
+//! `migrate baseline [NAME]`: record existing migration files as already applied, without
+//! running them (for a database whose schema predates migrate).
+
+use super::db::{block_on, DbArgs};
+use super::EXIT_OK;
+use crate::engine::state::{checksum, Metadata};
+use crate::engine::{connect, lock};
+use crate::error::Error;
+use crate::files;
+
+#[derive(Debug, clap::Args)]
+pub struct BaselineArgs {
+    /// Record migrations up to and including this one (default: all of them).
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Records the migrations; returns (newly recorded, already recorded).
+pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
+    let settings = args.db.settings()?;
+    let mut entries = files::list_dir(&settings.migrations_dir)?;
+    if let Some(last) = &args.name {
+        let Some(i) = entries.iter().position(|e| &e.name == last) else {
+            return Err(Error::Usage(format!(
+                "no migration `{last}` in {}; `migrate status` lists them",
+                settings.migrations_dir.display()
+            )));
+        };
+        entries.truncate(i + 1);
+    }
+    // Read every file first: an unreadable one stops the run before anything is recorded.
+    let sums = entries
+        .iter()
+        .map(|e| {
+            std::fs::read(&e.path)
+                .map(|b| (e.name.clone(), checksum(&b)))
+                .map_err(|err| Error::io(&e.path, err))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut conn = connect(args.db.url()?).await?;
+    lock::acquire(&mut conn, &settings.metadata_schema).await?;
+    let meta = Metadata::new(&settings.metadata_schema);
+    meta.ensure(&mut conn).await?;
+    let mut added = 0;
+    for (name, sum) in &sums {
+        if meta.baseline(&mut conn, name, sum).await? {
+            added += 1;
+        }
+    }
+    Ok((added, sums.len() - added))
+}
+
+pub fn run(args: BaselineArgs) -> Result<u8, Error> {
+    let (added, existing) = block_on(baseline(&args))?;
+    println!("recorded {added} migration(s) as applied; {existing} already recorded");
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,44 @@
+//! Options shared by the commands that connect, and the runtime they run on.
+
+use crate::config::Settings;
+use crate::error::Error;
+use std::path::PathBuf;
+
+/// Connection and project options, flattened into each command that connects.
+#[derive(Debug, clap::Args)]
+pub struct DbArgs {
+    /// PostgreSQL connection string (the password is never printed).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Settings file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Migrations directory (default: `migrations` from migrate.toml, else ./migrations).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DbArgs {
+    pub fn settings(&self) -> Result<Settings, Error> {
+        let (mut s, _) = Settings::load(self.config.as_deref())?;
+        if let Some(d) = &self.dir {
+            s.migrations_dir = d.clone();
+        }
+        Ok(s)
+    }
+
+    pub fn url(&self) -> Result<&str, Error> {
+        self.database_url.as_deref().ok_or_else(|| {
+            Error::Usage("no database: pass --database-url or set DATABASE_URL".into())
+        })
+    }
+}
+
+/// Runs a future on a single-threaded runtime: the commands do one thing at a time.
+pub fn block_on<T>(f: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?
+        .block_on(f)
+}

@@ -21,6 +21,9 @@ pub enum Error {
     /// Another runner holds the lock; the message names it.
     #[error("{0}")]
     Locked(String),
+    /// A step could not get its lock within its tries; the message names the blockers.
+    #[error("lock timeout: {0}")]
+    LockTimeout(String),
 }
 
 impl Error {

@@ -1,0 +1,268 @@
+//! Running one plan step against a live database without stalling it.
+//!
+//! Every statement runs with a short `lock_timeout` set on that very connection: a DDL that
+//! waits for its lock makes every query queued behind it wait too, so it gives up quickly and
+//! tries again later, with growing backoff and jitter, a bounded number of times — never a last
+//! try without a timeout. Transactional steps run in one transaction each. `CONCURRENTLY`
+//! steps run alone, outside any transaction, with `statement_timeout` lifted; an INVALID index
+//! left by a failed concurrent build is dropped and built again.
+
+use crate::error::Error;
+use crate::model::QualifiedName;
+use crate::plan::{Step, StepKind};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use std::time::{Duration, Instant};
+
+/// How steps are run.
+#[derive(Debug, Clone)]
+pub struct ExecSettings {
+    /// The longest any statement waits for a lock, per try.
+    pub lock_timeout: Duration,
+    /// Tries after the first when a lock is not granted in time.
+    pub retries: u32,
+    /// The first pause between tries; it doubles up to `max_backoff`, with jitter.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// The limit for transactional steps (concurrent builds have none).
+    pub statement_timeout: Option<Duration>,
+}
+
+impl Default for ExecSettings {
+    fn default() -> Self {
+        ExecSettings {
+            lock_timeout: Duration::from_secs(2),
+            retries: 5,
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            statement_timeout: None,
+        }
+    }
+}
+
+/// What running a step took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    /// Tries that timed out waiting for a lock before the one that succeeded.
+    pub lock_timeouts: u32,
+    /// An INVALID index from an earlier failed build was dropped first.
+    pub rebuilt_invalid_index: bool,
+    /// The step's index already existed and was valid: nothing to do.
+    pub already_done: bool,
+}
+
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+fn pg_duration(d: Duration) -> String {
+    format!("{}ms", d.as_millis().max(1))
+}
+
+/// A pause before try `n` (from 1): exponential, capped, with up to 50% jitter so that several
+/// runners (or retries after a shared blocker ends) do not stampede together.
+fn backoff(settings: &ExecSettings, n: u32) -> Duration {
+    let base = settings
+        .backoff
+        .saturating_mul(1u32 << n.min(16).saturating_sub(1));
+    let capped = base.min(settings.max_backoff);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    let jitter = capped.as_nanos() as u64 / 2 * (nanos % 1000) / 1000;
+    capped + Duration::from_nanos(jitter)
+}
+
+/// Runs one step, retrying lock timeouts; on giving up, fails naming the sessions that hold
+/// locks on the step's table. A failed step leaves the database as it was (transactional
+/// steps roll back; a failed concurrent build's leftover is handled by the next try or run).
+pub async fn run_step(
+    conn: &mut PgConnection,
+    step: &Step,
+    settings: &ExecSettings,
+) -> Result<StepReport, Error> {
+    let mut report = StepReport {
+        lock_timeouts: 0,
+        rebuilt_invalid_index: false,
+        already_done: false,
+    };
+    let started = Instant::now();
+    loop {
+        let outcome = match &step.kind {
+            StepKind::Concurrent { index } => {
+                run_concurrent(conn, step, index.as_ref(), settings, &mut report).await
+            }
+            _ => run_transactional(conn, step, settings).await,
+        };
+        match outcome {
+            Ok(()) => return Ok(report),
+            Err(e) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+                report.lock_timeouts += 1;
+                if report.lock_timeouts > settings.retries {
+                    let blockers = blockers(conn, step).await;
+                    return Err(Error::LockTimeout(format!(
+                        "{}: no lock after {} tries of {} each ({:.1} s in all){blockers}; the step was not applied — run again when the blocker is gone",
+                        step.action,
+                        report.lock_timeouts,
+                        pg_duration(settings.lock_timeout),
+                        started.elapsed().as_secs_f64()
+                    )));
+                }
+                tokio::time::sleep(backoff(settings, report.lock_timeouts)).await;
+            }
+            Err(e) => {
+                return Err(Error::Database(format!(
+                    "{}: {e}\n{}",
+                    step.action, step.sql
+                )))
+            }
+        }
+    }
+}
+
+async fn run_transactional(
+    conn: &mut PgConnection,
+    step: &Step,
+    settings: &ExecSettings,
+) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    // SET LOCAL: the timeouts end with the transaction, on this very connection.
+    let lock = format!(
+        "SET LOCAL lock_timeout = '{}'",
+        pg_duration(settings.lock_timeout)
+    );
+    sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await?;
+    if let Some(st) = settings.statement_timeout {
+        let st = format!("SET LOCAL statement_timeout = '{}'", pg_duration(st));
+        sqlx::raw_sql(AssertSqlSafe(st)).execute(&mut *tx).await?;
+    }
+    sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Whether an index exists, and if so whether it is valid.
+async fn index_state(
+    conn: &mut PgConnection,
+    index: &QualifiedName,
+) -> Result<Option<bool>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)")
+            .bind(index.sql())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|r| r.get::<bool, _>(0)))
+}
+
+async fn run_concurrent(
+    conn: &mut PgConnection,
+    step: &Step,
+    index: Option<&QualifiedName>,
+    settings: &ExecSettings,
+    report: &mut StepReport,
+) -> Result<(), sqlx::Error> {
+    let set = format!(
+        "SET lock_timeout = '{}'; SET statement_timeout = 0",
+        pg_duration(settings.lock_timeout)
+    );
+    sqlx::raw_sql(AssertSqlSafe(set))
+        .execute(&mut *conn)
+        .await?;
+    let result = async {
+        if let Some(index) = index {
+            match index_state(conn, index).await? {
+                Some(true) => {
+                    report.already_done = true;
+                    return Ok(());
+                }
+                Some(false) => {
+                    let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index.sql());
+                    sqlx::raw_sql(AssertSqlSafe(drop))
+                        .execute(&mut *conn)
+                        .await?;
+                    report.rebuilt_invalid_index = true;
+                }
+                None => {}
+            }
+        }
+        sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
+            .execute(&mut *conn)
+            .await
+            .map(|_| ())
+    }
+    .await;
+    // Back to the session defaults whatever happened; the step's own error wins.
+    let reset = sqlx::raw_sql("RESET lock_timeout; RESET statement_timeout")
+        .execute(&mut *conn)
+        .await;
+    result.and(reset.map(|_| ()))
+}
+
+/// The sessions holding locks on the step's tables, for the error message.
+async fn blockers(conn: &mut PgConnection, step: &Step) -> String {
+    let tables: Vec<String> = step.locks.iter().map(|l| l.table.sql()).collect();
+    if tables.is_empty() {
+        return String::new();
+    }
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (l.pid) l.pid, l.mode, l.relation::regclass::text,
+                coalesce(nullif(a.application_name, ''), '?'), coalesce(a.usename::text, '?'),
+                coalesce(a.state, '?'), extract(epoch FROM now() - a.xact_start)::int,
+                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 120)
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.granted AND l.pid <> pg_backend_pid()
+           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
+         ORDER BY l.pid",
+    )
+    .bind(&tables)
+    .fetch_all(&mut *conn)
+    .await;
+    match rows {
+        Ok(rows) if !rows.is_empty() => {
+            let list: Vec<String> = rows
+                .iter()
+                .map(|r| {
+                    format!(
+                        "pid {} ({} on {}, {}, user {}, {} for {} s: {})",
+                        r.get::<i32, _>(0),
+                        r.get::<String, _>(1),
+                        r.get::<String, _>(2),
+                        r.get::<String, _>(3),
+                        r.get::<String, _>(4),
+                        r.get::<String, _>(5),
+                        r.get::<Option<i32>, _>(6).unwrap_or(0),
+                        r.get::<String, _>(7)
+                    )
+                })
+                .collect();
+            format!("; blocked by {}", list.join("; "))
+        }
+        _ => "; the blocking session has ended since".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_within_half() {
+        let s = ExecSettings {
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+            ..ExecSettings::default()
+        };
+        for n in 1..10 {
+            let b = backoff(&s, n);
+            let base = Duration::from_millis(100 * (1 << (n - 1))).min(Duration::from_millis(1000));
+            assert!(
+                b >= base && b <= base + base / 2,
+                "try {n}: {b:?} vs {base:?}"
+            );
+        }
+    }
+}

@@ -21,6 +21,10 @@ pub enum Error {
     /// Another runner holds the lock; the message names it.
     #[error("{0}")]
     Locked(String),
+    /// The command will not run, and says why (unsafe findings, a changed file, a phase out
+    /// of order); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
     /// A step could not get its lock within its tries; the message names the blockers.
     #[error("lock timeout: {0}")]
     LockTimeout(String),

@@ -4,6 +4,7 @@
 //! and plan (`plan`) → reports (`report`). A rule never talks to the database.
 
 pub mod analyze;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod engine;

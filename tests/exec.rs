@@ -75,6 +75,7 @@ fn a_held_lock_bounds_each_wait_then_fails_naming_the_blocker_and_changes_nothin
             &mut conn,
             &ddl("ALTER TABLE accounts ADD COLUMN email text", "accounts"),
             &settings,
+            None,
         )
         .await
         .unwrap_err();
@@ -129,6 +130,7 @@ fn a_step_goes_through_once_the_blocker_ends() {
             &mut conn,
             &ddl("ALTER TABLE accounts ADD COLUMN email text", "accounts"),
             &settings,
+            None,
         )
         .await
         .unwrap();
@@ -155,7 +157,7 @@ fn an_invalid_index_from_a_failed_concurrent_build_is_dropped_and_rebuilt() {
             locks: Vec::new(),
         };
         // Duplicates make the build fail and leave an INVALID index behind.
-        assert!(run_step(&mut conn, &step, &fast()).await.is_err());
+        assert!(run_step(&mut conn, &step, &fast(), None).await.is_err());
         let valid: bool = sqlx::query(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'accounts_email_key'::regclass",
         )
@@ -168,7 +170,7 @@ fn an_invalid_index_from_a_failed_concurrent_build_is_dropped_and_rebuilt() {
             .execute(&mut conn)
             .await
             .unwrap();
-        let report = run_step(&mut conn, &step, &fast()).await.unwrap();
+        let report = run_step(&mut conn, &step, &fast(), None).await.unwrap();
         assert!(report.rebuilt_invalid_index, "{report:?}");
         let valid: bool = sqlx::query(
             "SELECT indisvalid FROM pg_index WHERE indexrelid = 'accounts_email_key'::regclass",
@@ -180,7 +182,7 @@ fn an_invalid_index_from_a_failed_concurrent_build_is_dropped_and_rebuilt() {
         assert!(valid);
         // Idempotent: a valid index is left alone.
         assert!(
-            run_step(&mut conn, &step, &fast())
+            run_step(&mut conn, &step, &fast(), None)
                 .await
                 .unwrap()
                 .already_done
@@ -206,7 +208,7 @@ fn every_example_plan_runs_end_to_end_on_a_real_server() {
 
             for phase in Phase::ALL {
                 for step in r.plan.steps_in(phase) {
-                    run_step(&mut conn, step, &settings)
+                    run_step(&mut conn, step, &settings, None)
                         .await
                         .unwrap_or_else(|e| panic!("{} {phase} `{}`: {e}", r.name, step.action));
                 }

@@ -1,8 +1,11 @@
 //! Command-line types (one file per command) and dispatch. `main.rs` only maps the outcome to
 //! an exit code.
 
+pub mod abort;
 pub mod baseline;
+pub mod contract;
 pub mod db;
+pub mod expand;
 pub mod plan;
 pub mod rules;
 pub mod status;
@@ -32,6 +35,12 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// List the rules, or print one rule's documentation.
     Rules(rules::RulesArgs),
+    /// Apply the expand phase of pending migrations, then run their backfills.
+    Expand(expand::ExpandArgs),
+    /// Apply the contract phase of backfilled migrations (after the old version is gone).
+    Contract(contract::ContractArgs),
+    /// Undo an expanded, not yet contracted migration.
+    Abort(abort::AbortArgs),
     /// Show each migration's phase, backfill progress and timestamps.
     Status(status::StatusArgs),
     /// Record existing migration files as applied, without running them.
@@ -65,6 +74,9 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Rules(args) => rules::run(args),
+        Command::Expand(args) => expand::run(args),
+        Command::Contract(args) => contract::run(args),
+        Command::Abort(args) => abort::run(args),
         Command::Status(args) => status::run(args),
         Command::Baseline(args) => baseline::run(args),
     }

@@ -7,6 +7,7 @@
 //! steps run alone, outside any transaction, with `statement_timeout` lifted; an INVALID index
 //! left by a failed concurrent build is dropped and built again.
 
+use super::state::{Metadata, MigrationPhase};
 use crate::error::Error;
 use crate::model::QualifiedName;
 use crate::plan::{Step, StepKind};
@@ -50,6 +51,28 @@ pub struct StepReport {
     pub already_done: bool,
 }
 
+/// The metadata update that records a step as done: committed in the step's own transaction
+/// (or, for a concurrent step, right after it; those steps are idempotent).
+pub struct Checkpoint<'a> {
+    pub meta: &'a Metadata,
+    pub migration: &'a str,
+    pub phase: MigrationPhase,
+    /// Steps of the phase done once this one is.
+    pub step: i32,
+}
+
+/// Why one try of a step failed.
+enum TryError {
+    Sql(sqlx::Error),
+    Other(Error),
+}
+
+impl From<sqlx::Error> for TryError {
+    fn from(e: sqlx::Error) -> Self {
+        TryError::Sql(e)
+    }
+}
+
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
 fn sqlstate(e: &sqlx::Error) -> Option<String> {
@@ -83,6 +106,7 @@ pub async fn run_step(
     conn: &mut PgConnection,
     step: &Step,
     settings: &ExecSettings,
+    checkpoint: Option<&Checkpoint<'_>>,
 ) -> Result<StepReport, Error> {
     let mut report = StepReport {
         lock_timeouts: 0,
@@ -93,13 +117,24 @@ pub async fn run_step(
     loop {
         let outcome = match &step.kind {
             StepKind::Concurrent { index } => {
-                run_concurrent(conn, step, index.as_ref(), settings, &mut report).await
+                match run_concurrent(conn, step, index.as_ref(), settings, &mut report).await {
+                    Ok(()) => match checkpoint {
+                        Some(cp) => cp
+                            .meta
+                            .checkpoint(&mut *conn, cp.migration, cp.phase, cp.step)
+                            .await
+                            .map_err(TryError::Other),
+                        None => Ok(()),
+                    },
+                    Err(e) => Err(TryError::Sql(e)),
+                }
             }
-            _ => run_transactional(conn, step, settings).await,
+            _ => run_transactional(conn, step, settings, checkpoint).await,
         };
         match outcome {
             Ok(()) => return Ok(report),
-            Err(e) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
+            Err(TryError::Other(e)) => return Err(e),
+            Err(TryError::Sql(e)) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
                 report.lock_timeouts += 1;
                 if report.lock_timeouts > settings.retries {
                     let blockers = blockers(conn, step).await;
@@ -113,7 +148,7 @@ pub async fn run_step(
                 }
                 tokio::time::sleep(backoff(settings, report.lock_timeouts)).await;
             }
-            Err(e) => {
+            Err(TryError::Sql(e)) => {
                 return Err(Error::Database(format!(
                     "{}: {e}\n{}",
                     step.action, step.sql
@@ -127,7 +162,8 @@ async fn run_transactional(
     conn: &mut PgConnection,
     step: &Step,
     settings: &ExecSettings,
-) -> Result<(), sqlx::Error> {
+    checkpoint: Option<&Checkpoint<'_>>,
+) -> Result<(), TryError> {
     let mut tx = conn.begin().await?;
     // SET LOCAL: the timeouts end with the transaction, on this very connection.
     let lock = format!(
@@ -142,7 +178,14 @@ async fn run_transactional(
     sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
         .execute(&mut *tx)
         .await?;
-    tx.commit().await
+    if let Some(cp) = checkpoint {
+        // In the same transaction: the step and its record commit together or not at all.
+        cp.meta
+            .checkpoint(&mut *tx, cp.migration, cp.phase, cp.step)
+            .await
+            .map_err(TryError::Other)?;
+    }
+    tx.commit().await.map_err(TryError::Sql)
 }
 
 /// Whether an index exists, and if so whether it is valid.

@@ -249,6 +249,163 @@ impl Metadata {
             .collect()
     }
 
+    /// The stored plan of a recorded migration (the plan it was expanded with: a resume never
+    /// re-plans).
+    pub async fn plan(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+    ) -> Result<Option<crate::plan::MigrationPlan>, Error> {
+        let sql = format!(
+            "SELECT plan::text FROM {}.migrations WHERE name = $1",
+            self.q()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the stored plan"))?;
+        let Some(json) = row.and_then(|r| r.get::<Option<String>, _>(0)) else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| Error::Database(format!("the stored plan of {name} cannot be read: {e}")))
+    }
+
+    /// Records the start of a migration's expand, with the plan it will follow.
+    pub async fn start(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        checksum: &str,
+        plan: &crate::plan::MigrationPlan,
+    ) -> Result<(), Error> {
+        let json = serde_json::to_string(plan)
+            .map_err(|e| Error::Database(format!("storing the plan: {e}")))?;
+        let sql = format!(
+            "INSERT INTO {}.migrations (name, checksum, phase, step, plan, tool_version)
+             VALUES ($1, $2, 'expanding', 0, $3::jsonb, $4)",
+            self.q()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(checksum)
+            .bind(json)
+            .bind(env!("CARGO_PKG_VERSION"))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("recording the migration"))?;
+        Ok(())
+    }
+
+    /// Moves a migration to `phase` with `step` steps of it done. Runs on any executor, so a
+    /// transactional step and its checkpoint commit together.
+    pub async fn checkpoint<'e>(
+        &self,
+        conn: impl sqlx::PgExecutor<'e>,
+        name: &str,
+        phase: MigrationPhase,
+        step: i32,
+    ) -> Result<(), Error> {
+        let stamp = match phase {
+            MigrationPhase::Expanded => ", expanded_at = now()",
+            MigrationPhase::Complete => ", completed_at = now()",
+            MigrationPhase::Aborted => ", aborted_at = now()",
+            _ => "",
+        };
+        let sql = format!(
+            "UPDATE {}.migrations SET phase = $2, step = $3, last_error = NULL, updated_at = now(){stamp} WHERE name = $1",
+            self.q()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(phase.name())
+            .bind(step)
+            .execute(conn)
+            .await
+            .map_err(db("checkpointing"))?;
+        Ok(())
+    }
+
+    /// Notes why the last run of a migration stopped (shown by `status`).
+    pub async fn note_error(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        error: &str,
+    ) -> Result<(), Error> {
+        let sql = format!(
+            "UPDATE {}.migrations SET last_error = $2, updated_at = now() WHERE name = $1",
+            self.q()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(error)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("recording the error"))?;
+        Ok(())
+    }
+
+    /// A backfill's saved cursor (the last key done and the upper bound fixed at its start) and
+    /// rows done, if it has started.
+    pub async fn backfill_cursor(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        ordinal: i32,
+    ) -> Result<Option<(i64, i64, i64)>, Error> {
+        let sql = format!(
+            "SELECT (cursor ->> 'last')::bigint, (cursor ->> 'upper')::bigint, rows_done FROM {}.backfills WHERE migration = $1 AND ordinal = $2",
+            self.q()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(ordinal)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db("reading the backfill cursor"))?;
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+    }
+
+    /// Saves a backfill's cursor; called in each batch's own transaction, so a batch and its
+    /// cursor commit together.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save_backfill<'e>(
+        &self,
+        conn: impl sqlx::PgExecutor<'e>,
+        name: &str,
+        ordinal: i32,
+        table: &str,
+        (last, upper): (i64, i64),
+        rows_done: i64,
+        estimate: Option<i64>,
+        finished: bool,
+    ) -> Result<(), Error> {
+        let sql = format!(
+            "INSERT INTO {s}.backfills AS b (migration, ordinal, table_name, cursor, rows_done, rows_estimate, started_at, updated_at, finished_at)
+             VALUES ($1, $2, $3, jsonb_build_object('last', $4::bigint, 'upper', $8::bigint), $5, $6, now(), now(), CASE WHEN $7 THEN now() END)
+             ON CONFLICT (migration, ordinal) DO UPDATE SET cursor = excluded.cursor, rows_done = excluded.rows_done,
+                 rows_estimate = coalesce(excluded.rows_estimate, b.rows_estimate), updated_at = now(),
+                 finished_at = CASE WHEN $7 THEN now() END",
+            s = self.q()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(ordinal)
+            .bind(table)
+            .bind(last)
+            .bind(rows_done)
+            .bind(estimate)
+            .bind(finished)
+            .bind(upper)
+            .execute(conn)
+            .await
+            .map_err(db("saving the backfill cursor"))?;
+        Ok(())
+    }
+
     /// Records a migration as already applied, without running it. Returns false when it was
     /// already recorded.
     pub async fn baseline(

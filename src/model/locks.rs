@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::fmt;
 
 /// PostgreSQL's table lock levels, weakest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LockLevel {
     AccessShare,
@@ -63,7 +63,7 @@ impl fmt::Display for LockLevel {
 }
 
 /// How long a lock is held, relative to the size of the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LockHold {
     /// A catalog change only: milliseconds, once the lock is granted.
@@ -88,7 +88,7 @@ impl LockHold {
 }
 
 /// One lock an operation takes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct TableLock {
     pub table: QualifiedName,
     pub level: LockLevel,

@@ -40,7 +40,7 @@ impl PartialEq for LazySql {
 impl Eq for LazySql {}
 
 /// A schema-qualified name as the parser gives it (unquoted names already folded to lower case).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct QualifiedName {
     pub schema: Option<String>,
     pub name: String,

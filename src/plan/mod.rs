@@ -10,7 +10,9 @@ use serde::Serialize;
 use std::fmt;
 
 /// The three phases of a zero-downtime change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Additive, backward-compatible: before the code deploy.
@@ -40,7 +42,7 @@ impl fmt::Display for Phase {
 }
 
 /// What a step does, in a form the engine can act on without parsing SQL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StepKind {
     /// Transactional DDL, run with a short lock_timeout and retried.
@@ -59,7 +61,7 @@ pub enum StepKind {
 }
 
 /// One step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Step {
     pub phase: Phase,
     /// What the step is for, in a few words.
@@ -70,7 +72,7 @@ pub struct Step {
 }
 
 /// The safe form of one statement's intent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rewrite {
     /// Index of the statement in its file.
     pub statement: usize,
@@ -95,7 +97,7 @@ impl Rewrite {
 }
 
 /// The plan of one migration file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct MigrationPlan {
     pub migration: String,
     pub transaction: TransactionMode,

@@ -167,7 +167,50 @@ fn as_written(op: &Operation, sql: &str, phase: Phase, intent: &str) -> Rewrite 
     r.rewritten = false;
     r.steps
         .push(step(phase, "as written", sql, kind, locks_of(op, rewrites)));
+    if phase == Phase::Expand {
+        r.abort.extend(undo(op));
+    }
     r
+}
+
+/// The undo of an additive operation run as written, for `migrate abort`.
+fn undo(op: &Operation) -> Option<Step> {
+    let (action, sql, table) = match op {
+        Operation::AddColumn { table, column, .. } => (
+            "drop the added column",
+            format!(
+                "ALTER TABLE {table} DROP COLUMN IF EXISTS {}",
+                quote_ident(&column.name)
+            ),
+            table,
+        ),
+        Operation::CreateTable { table, .. }
+        | Operation::CreateTableAs {
+            table,
+            materialized_view: false,
+        } => (
+            "drop the created table",
+            format!("DROP TABLE IF EXISTS {table}"),
+            table,
+        ),
+        Operation::CreateView { view } => (
+            "drop the created view",
+            format!("DROP VIEW IF EXISTS {view}"),
+            view,
+        ),
+        Operation::CreateIndex(ix) => {
+            let name = QualifiedName::new(ix.table.schema.as_deref(), ix.name.as_deref()?);
+            return Some(step(
+                Phase::Expand,
+                "drop the created index",
+                format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"),
+                StepKind::Concurrent { index: None },
+                Vec::new(),
+            ));
+        }
+        _ => return None,
+    };
+    Some(exclusive(Phase::Expand, action, sql, table))
 }
 
 fn reject(intent: &str, why: impl Into<String>) -> Rewrite {

@@ -1,0 +1,26 @@
+//! `migrate abort NAME`: undo an expanded, not yet contracted migration.
+
+use super::db::{block_on, DbArgs};
+use super::EXIT_OK;
+use crate::engine::exec::ExecSettings;
+use crate::engine::run::Runner;
+use crate::error::Error;
+
+#[derive(Debug, clap::Args)]
+pub struct AbortArgs {
+    /// The migration to undo.
+    pub name: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+pub fn run(args: AbortArgs) -> Result<u8, Error> {
+    let settings = args.db.settings()?;
+    let url = args.db.url()?.to_string();
+    block_on(async {
+        let mut runner = Runner::open(&url, settings, ExecSettings::default()).await?;
+        runner.abort(&args.name, &mut std::io::stdout()).await
+    })?;
+    println!("aborted {}: the old version's schema is back", args.name);
+    Ok(EXIT_OK)
+}

@@ -1,0 +1,28 @@
+//! `migrate contract [NAME]`: the contract phase of every backfilled migration, in order.
+
+use super::db::{block_on, DbArgs};
+use super::EXIT_OK;
+use crate::engine::exec::ExecSettings;
+use crate::engine::run::Runner;
+use crate::error::Error;
+
+#[derive(Debug, clap::Args)]
+pub struct ContractArgs {
+    /// Contract migrations up to and including this one (default: all that are ready).
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+pub fn run(args: ContractArgs) -> Result<u8, Error> {
+    let settings = args.db.settings()?;
+    let url = args.db.url()?.to_string();
+    let n = block_on(async {
+        let mut runner = Runner::open(&url, settings, ExecSettings::default()).await?;
+        runner
+            .contract(args.name.as_deref(), &mut std::io::stdout())
+            .await
+    })?;
+    println!("contracted {n} migration(s)");
+    Ok(EXIT_OK)
+}

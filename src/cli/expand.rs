@@ -1,0 +1,29 @@
+//! `migrate expand [NAME]`: the expand phase of every pending migration, in order, then their
+//! backfills; resumes a killed run.
+
+use super::db::{block_on, DbArgs};
+use super::EXIT_OK;
+use crate::engine::exec::ExecSettings;
+use crate::engine::run::Runner;
+use crate::error::Error;
+
+#[derive(Debug, clap::Args)]
+pub struct ExpandArgs {
+    /// Expand migrations up to and including this one (default: all pending).
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+pub fn run(args: ExpandArgs) -> Result<u8, Error> {
+    let settings = args.db.settings()?;
+    let url = args.db.url()?.to_string();
+    let n = block_on(async {
+        let mut runner = Runner::open(&url, settings, ExecSettings::default()).await?;
+        runner
+            .expand(args.name.as_deref(), &mut std::io::stdout())
+            .await
+    })?;
+    println!("expanded {n} migration(s); deploy the new version, then run `migrate contract`");
+    Ok(EXIT_OK)
+}

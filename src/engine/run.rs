@@ -1,0 +1,416 @@
+//! Running migrations: expand (then backfill), contract, abort — one step at a time, each
+//! checkpointed in the metadata before the next begins, so a killed run continues at the
+//! right step. The plan is stored when a migration starts and followed from the store
+//! thereafter: a resume never re-plans.
+
+use super::exec::{run_step, Checkpoint, ExecSettings};
+use super::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
+use super::{connect, introspect, lock};
+use crate::analyze::analyze_targets;
+use crate::backfill::{self, Backfill};
+use crate::config::Settings;
+use crate::error::Error;
+use crate::files::{self, LintTarget, MigrationEntry};
+use crate::lint::Level;
+use crate::plan::{MigrationPlan, Phase, Step, StepKind};
+use sqlx::PgConnection;
+use std::io::Write;
+use std::time::Instant;
+
+/// A connection holding the runner lock, with the metadata schema ready.
+pub struct Runner {
+    conn: PgConnection,
+    meta: Metadata,
+    settings: Settings,
+    exec: ExecSettings,
+}
+
+/// A migration file with its checksum.
+struct Migration {
+    entry: MigrationEntry,
+    checksum: String,
+}
+
+/// Tests stop the process right after a chosen checkpoint (`MIGRATE_FAILPOINT=expand:2`), the
+/// way a `kill -9` would, to prove a rerun finishes the job.
+fn failpoint(phase: &str, step: usize) {
+    if let Ok(fp) = std::env::var("MIGRATE_FAILPOINT") {
+        if fp == format!("{phase}:{step}") {
+            eprintln!("failpoint {fp}: stopping");
+            std::process::exit(86);
+        }
+    }
+}
+
+impl Runner {
+    pub async fn open(url: &str, settings: Settings, exec: ExecSettings) -> Result<Runner, Error> {
+        let mut conn = connect(url).await?;
+        lock::acquire(&mut conn, &settings.metadata_schema).await?;
+        let meta = Metadata::new(&settings.metadata_schema);
+        meta.ensure(&mut conn).await?;
+        Ok(Runner {
+            conn,
+            meta,
+            settings,
+            exec,
+        })
+    }
+
+    /// The migration files in order, up to and including `upto`.
+    fn migrations(&self, upto: Option<&str>) -> Result<Vec<Migration>, Error> {
+        let mut entries = files::list_dir(&self.settings.migrations_dir)?;
+        if let Some(last) = upto {
+            let Some(i) = entries.iter().position(|e| e.name == last) else {
+                return Err(Error::Usage(format!(
+                    "no migration `{last}` in {}; `migrate status` lists them",
+                    self.settings.migrations_dir.display()
+                )));
+            };
+            entries.truncate(i + 1);
+        }
+        entries
+            .into_iter()
+            .map(|entry| {
+                let bytes = std::fs::read(&entry.path).map_err(|e| Error::io(&entry.path, e))?;
+                Ok(Migration {
+                    checksum: checksum(&bytes),
+                    entry,
+                })
+            })
+            .collect()
+    }
+
+    async fn records(&mut self) -> Result<Vec<MigrationRecord>, Error> {
+        self.meta.records(&mut self.conn).await
+    }
+
+    /// Refuses a migration whose file changed since it was recorded.
+    fn unchanged(m: &Migration, r: &MigrationRecord) -> Result<(), Error> {
+        if r.checksum != m.checksum && r.phase != MigrationPhase::Aborted {
+            return Err(Error::Refused(format!(
+                "{} changed after it was {}: recorded checksum {}, the file's is now {}; restore the file, or write a new migration",
+                m.entry.name, r.phase, r.checksum, m.checksum
+            )));
+        }
+        Ok(())
+    }
+
+    /// Plans one migration against the live catalog; refuses findings at error level.
+    async fn plan(&mut self, m: &Migration) -> Result<MigrationPlan, Error> {
+        let catalog = introspect::read_catalog(&mut self.conn).await?;
+        let target = LintTarget {
+            context: Vec::new(),
+            entries: vec![m.entry.clone()],
+        };
+        let mut reports = analyze_targets(&[target], &self.settings, &catalog)?;
+        let report = reports
+            .pop()
+            .ok_or_else(|| Error::Usage("nothing to plan".into()))?;
+        let errors: Vec<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.level == Level::Error)
+            .map(|f| {
+                format!(
+                    "  {}:{}:{} [{}] {}",
+                    crate::report::display_path(&f.file),
+                    f.line,
+                    f.column,
+                    f.rule,
+                    f.message
+                )
+            })
+            .chain(report.plan.rejected().map(|r| {
+                format!(
+                    "  line {}: {}: {}",
+                    r.line,
+                    r.intent,
+                    r.rejected.clone().unwrap_or_default()
+                )
+            }))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::Refused(format!(
+                "{} cannot run safely; nothing was changed:\n{}\n(`migrate plan` explains each)",
+                m.entry.name,
+                errors.join("\n")
+            )));
+        }
+        Ok(report.plan)
+    }
+
+    /// Runs the steps of `steps` from `from`, checkpointing each as step `i + 1` of `phase`.
+    async fn run_steps(
+        &mut self,
+        name: &str,
+        phase: MigrationPhase,
+        label: &str,
+        steps: &[&Step],
+        from: usize,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        for (i, step) in steps.iter().enumerate().skip(from) {
+            let started = Instant::now();
+            let cp = Checkpoint {
+                meta: &self.meta,
+                migration: name,
+                phase,
+                step: (i + 1) as i32,
+            };
+            let result = match &step.kind {
+                StepKind::Backfill { table, set, filter } => {
+                    let b = Backfill {
+                        migration: name,
+                        ordinal: i as i32,
+                        table,
+                        set,
+                        filter: filter.as_deref(),
+                    };
+                    match backfill::run(&mut self.conn, &self.meta, &b, &self.exec).await {
+                        Ok(r) => {
+                            let _ = writeln!(
+                                out,
+                                "{name}  {label} {}/{}  {} rows in {} batches",
+                                i + 1,
+                                steps.len(),
+                                r.rows,
+                                r.batches
+                            );
+                            self.meta
+                                .checkpoint(&mut self.conn, name, phase, cp.step)
+                                .await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => run_step(&mut self.conn, step, &self.exec, Some(&cp))
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = result {
+                let _ = self
+                    .meta
+                    .note_error(&mut self.conn, name, &e.to_string())
+                    .await;
+                return Err(e);
+            }
+            let _ = writeln!(
+                out,
+                "{name}  {label} {}/{}  {}  ({} ms)",
+                i + 1,
+                steps.len(),
+                step.action,
+                started.elapsed().as_millis()
+            );
+            failpoint(label, i + 1);
+        }
+        Ok(())
+    }
+
+    async fn stored_plan(&mut self, name: &str) -> Result<MigrationPlan, Error> {
+        self.meta
+            .plan(&mut self.conn, name)
+            .await?
+            .ok_or_else(|| Error::Database(format!("{name} has no stored plan")))
+    }
+
+    /// Expands every pending migration in order (up to `upto`), then runs its backfills;
+    /// resumes any that a killed run left half done.
+    pub async fn expand(
+        &mut self,
+        upto: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<usize, Error> {
+        let migrations = self.migrations(upto)?;
+        let mut done = 0;
+        for m in &migrations {
+            let name = m.entry.name.clone();
+            let record = self.records().await?.into_iter().find(|r| r.name == name);
+            if let Some(r) = &record {
+                Self::unchanged(m, r)?;
+            }
+            let (plan, phase, step) = match record.as_ref().map(|r| (r.phase, r.step)) {
+                None => {
+                    let plan = self.plan(m).await?;
+                    self.meta
+                        .start(&mut self.conn, &name, &m.checksum, &plan)
+                        .await?;
+                    (plan, MigrationPhase::Expanding, 0)
+                }
+                Some((MigrationPhase::Aborting, _)) => {
+                    return Err(Error::Refused(format!(
+                        "the abort of {name} is unfinished: run `migrate abort {name}`"
+                    )))
+                }
+                Some((
+                    p @ (MigrationPhase::Expanding
+                    | MigrationPhase::Expanded
+                    | MigrationPhase::Backfilling),
+                    s,
+                )) => (self.stored_plan(&name).await?, p, s as usize),
+                Some(_) => continue,
+            };
+            if phase == MigrationPhase::Expanding {
+                let steps: Vec<&Step> = plan.steps_in(Phase::Expand).collect();
+                self.run_steps(
+                    &name,
+                    MigrationPhase::Expanding,
+                    "expand",
+                    &steps,
+                    step,
+                    out,
+                )
+                .await?;
+                self.meta
+                    .checkpoint(&mut self.conn, &name, MigrationPhase::Expanded, 0)
+                    .await?;
+            }
+            let from = if phase == MigrationPhase::Backfilling {
+                step
+            } else {
+                0
+            };
+            let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
+            self.meta
+                .checkpoint(
+                    &mut self.conn,
+                    &name,
+                    MigrationPhase::Backfilling,
+                    from as i32,
+                )
+                .await?;
+            self.run_steps(
+                &name,
+                MigrationPhase::Backfilling,
+                "backfill",
+                &steps,
+                from,
+                out,
+            )
+            .await?;
+            self.meta
+                .checkpoint(&mut self.conn, &name, MigrationPhase::Backfilled, 0)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Contracts every backfilled migration in order (up to `upto`); stops at the first that
+    /// is not ready, saying why.
+    pub async fn contract(
+        &mut self,
+        upto: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<usize, Error> {
+        let migrations = self.migrations(upto)?;
+        let mut done = 0;
+        for m in &migrations {
+            let name = m.entry.name.clone();
+            let Some(r) = self.records().await?.into_iter().find(|r| r.name == name) else {
+                return Err(Error::Refused(format!(
+                    "{name} is pending: run `migrate expand` first"
+                )));
+            };
+            Self::unchanged(m, &r)?;
+            let from = match r.phase {
+                MigrationPhase::Complete | MigrationPhase::Aborted => continue,
+                MigrationPhase::Backfilled => 0,
+                MigrationPhase::Contracting => r.step as usize,
+                other => {
+                    return Err(Error::Refused(format!(
+                        "{name} is {other}: its expand or backfill is unfinished, and contracting now would break the running version; run `migrate expand` first"
+                    )))
+                }
+            };
+            let plan = self.stored_plan(&name).await?;
+            self.meta
+                .checkpoint(
+                    &mut self.conn,
+                    &name,
+                    MigrationPhase::Contracting,
+                    from as i32,
+                )
+                .await?;
+            let steps: Vec<&Step> = plan.steps_in(Phase::Contract).collect();
+            self.run_steps(
+                &name,
+                MigrationPhase::Contracting,
+                "contract",
+                &steps,
+                from,
+                out,
+            )
+            .await?;
+            self.meta
+                .checkpoint(&mut self.conn, &name, MigrationPhase::Complete, 0)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Undoes an expanded, not yet contracted migration: the old version keeps working.
+    pub async fn abort(&mut self, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+        let records = self.records().await?;
+        let Some(r) = records.iter().find(|r| r.name == name) else {
+            return Err(Error::Refused(format!(
+                "{name} was never expanded: nothing to abort"
+            )));
+        };
+        let from = match r.phase {
+            MigrationPhase::Aborted => return Ok(()),
+            MigrationPhase::Complete | MigrationPhase::Contracting => {
+                return Err(Error::Refused(format!(
+                    "{name} is {}: its contract phase has dropped what the old version needs; write a new migration instead",
+                    r.phase
+                )))
+            }
+            MigrationPhase::Pending => return Err(Error::Refused(format!("{name} is pending: nothing to abort"))),
+            MigrationPhase::Aborting => r.step as usize,
+            _ => 0,
+        };
+        let later: Vec<&str> = records
+            .iter()
+            .filter(|o| {
+                files::natural_cmp(&o.name, name).is_gt()
+                    && !matches!(o.phase, MigrationPhase::Aborted | MigrationPhase::Pending)
+            })
+            .map(|o| o.name.as_str())
+            .collect();
+        if !later.is_empty() {
+            return Err(Error::Refused(format!(
+                "later migrations build on {name}: abort {} first",
+                later.join(", ")
+            )));
+        }
+        let plan = self.stored_plan(name).await?;
+        let cannot: Vec<&str> = plan
+            .rewrites
+            .iter()
+            .filter(|rw| rw.steps_in(Phase::Expand).next().is_some() && rw.abort.is_empty())
+            .map(|rw| rw.intent.as_str())
+            .collect();
+        if !cannot.is_empty() {
+            return Err(Error::Refused(format!(
+                "{name} cannot be aborted automatically: no undo for {}; undo it by hand",
+                cannot.join(", ")
+            )));
+        }
+        // Undo in reverse order of the rewrites.
+        let steps: Vec<&Step> = plan
+            .rewrites
+            .iter()
+            .rev()
+            .flat_map(|rw| rw.abort.iter())
+            .collect();
+        self.meta
+            .checkpoint(&mut self.conn, name, MigrationPhase::Aborting, from as i32)
+            .await?;
+        self.run_steps(name, MigrationPhase::Aborting, "abort", &steps, from, out)
+            .await?;
+        self.meta
+            .checkpoint(&mut self.conn, name, MigrationPhase::Aborted, 0)
+            .await
+    }
+}

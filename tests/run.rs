@@ -1,0 +1,284 @@
+//! `migrate expand`, `contract` and `abort` through the binary, against a real PostgreSQL:
+//! both app shapes between expand and contract, refusals that change nothing, abort, and a
+//! failure injected at every checkpoint in turn giving the same end state as a clean run.
+
+mod common;
+
+use common::TestDb;
+use sqlx::{Connection, PgConnection, Row};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("migrate-run-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, sql) in files {
+        std::fs::write(dir.join(name), sql).unwrap();
+    }
+    dir
+}
+
+fn example_project(tag: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations-example");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(src)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    // Rows to move: a seed migration right after the tables are created.
+    files.insert(
+        1,
+        (
+            "0001_seed.sql".into(),
+            "INSERT INTO users (name, email, age) SELECT 'user ' || g, 'u' || g || '@x', g FROM generate_series(1, 25000) g;\n\
+             INSERT INTO users (name, age) VALUES ('no email', 1);\n\
+             INSERT INTO orders (user_id, total) SELECT g, g FROM generate_series(1, 100) g;\n\
+             INSERT INTO events (id) SELECT g FROM generate_series(1, 10) g;\n"
+                .into(),
+        ),
+    );
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    project(tag, &refs)
+}
+
+fn run(db: &TestDb, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--database-url", &db.url, "--dir", dir.to_str().unwrap()]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
+    cmd.args(&all).env("NO_COLOR", "1");
+    match failpoint {
+        Some(fp) => cmd.env("MIGRATE_FAILPOINT", fp),
+        None => cmd.env_remove("MIGRATE_FAILPOINT"),
+    };
+    cmd.output().unwrap()
+}
+
+fn ok(o: &Output) {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn phases(db: &TestDb, dir: &Path) -> Vec<(String, String)> {
+    let o = run(db, dir, &["status", "--format", "json"], None);
+    ok(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["phase"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Everything about the public schema that a migration can change.
+fn schema_signature(db: &TestDb) -> String {
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT 'col ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || coalesce(column_default, '')
+               FROM information_schema.columns WHERE table_schema = 'public'
+             UNION ALL SELECT 'con ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) || ' ' || convalidated
+               FROM pg_constraint WHERE connamespace = 'public'::regnamespace
+             UNION ALL SELECT 'idx ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+             UNION ALL SELECT 'trg ' || tgname FROM pg_trigger WHERE NOT tgisinternal
+             UNION ALL SELECT 'view ' || viewname FROM pg_views WHERE schemaname = 'public'
+             UNION ALL SELECT 'rows ' || count(*) FROM users
+             UNION ALL SELECT 'filled ' || count(*) FROM users WHERE full_name IS NOT NULL AND public_id IS NOT NULL
+             ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
+    })
+}
+
+#[test]
+fn expand_keeps_both_shapes_working_and_contract_finishes() {
+    let db = TestDb::new();
+    let dir = project(
+        "rename",
+        &[
+            ("0001_users.sql", "CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text);\n"),
+            ("0002_seed.sql", "INSERT INTO users (name) SELECT 'user ' || g FROM generate_series(1, 30000) g;\n"),
+            ("0003_rename.sql", "ALTER TABLE users RENAME COLUMN name TO full_name;\n"),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand"], None));
+    assert!(phases(&db, &dir).iter().all(|(_, p)| p == "backfilled"));
+    db.exec("INSERT INTO users (name) VALUES ('old app'); INSERT INTO users (full_name) VALUES ('new app');");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let differ: i64 =
+            sqlx::query("SELECT count(*) FROM users WHERE name IS DISTINCT FROM full_name")
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                .get(0);
+        assert_eq!(differ, 0, "every row, old and new, has both columns equal");
+    });
+    ok(&run(&db, &dir, &["contract"], None));
+    assert!(phases(&db, &dir).iter().all(|(_, p)| p == "complete"));
+    db.exec("INSERT INTO users (full_name) VALUES ('after contract')");
+    let sig = schema_signature_of(&db, "users");
+    assert!(
+        sig.contains("full_name") && !sig.contains(".name "),
+        "{sig}"
+    );
+}
+
+fn schema_signature_of(db: &TestDb, table: &str) -> String {
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query("SELECT table_name || '.' || column_name || ' ' FROM information_schema.columns WHERE table_name = $1")
+            .bind(table)
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get::<String, _>(0)).collect()
+    })
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let db = TestDb::new();
+    let dir = project(
+        "refuse",
+        &[
+            (
+                "0001_users.sql",
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text);\n",
+            ),
+            ("0002_bad.sql", "VACUUM FULL users;\n"),
+        ],
+    );
+    let o = run(&db, &dir, &["expand"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("0002_bad cannot run safely") && err.contains("vacuum-full"),
+        "{err}"
+    );
+    let p = phases(&db, &dir);
+    assert_eq!(p[1].1, "pending", "{p:?}");
+
+    // Contract before the migration is expanded is refused, naming it.
+    std::fs::write(
+        dir.join("0002_bad.sql"),
+        "ALTER TABLE users RENAME COLUMN name TO full_name;\n",
+    )
+    .unwrap();
+    let o = run(&db, &dir, &["contract"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("0002_bad is pending"));
+
+    // A file changed after expand is refused with both checksums.
+    ok(&run(&db, &dir, &["expand"], None));
+    std::fs::write(
+        dir.join("0002_bad.sql"),
+        "ALTER TABLE users RENAME COLUMN name TO display_name;\n",
+    )
+    .unwrap();
+    let o = run(&db, &dir, &["contract"], None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("changed after it was backfilled") && err.contains("recorded checksum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn abort_brings_the_old_shape_back_and_leaves_nothing_of_the_expand() {
+    let db = TestDb::new();
+    let dir = project(
+        "abort",
+        &[
+            ("0001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, name text, age int);\n"),
+            ("0002_change.sql", "ALTER TABLE users RENAME COLUMN name TO full_name;\nALTER TABLE users ALTER COLUMN age TYPE bigint;\nALTER TABLE users ADD COLUMN note text;\nCREATE INDEX users_age_idx ON users (age);\n"),
+        ],
+    );
+    db.exec("CREATE TABLE IF NOT EXISTS dummy (a int)");
+    ok(&run(&db, &dir, &["expand"], None));
+    let before_abort = schema_signature_of(&db, "users");
+    assert!(
+        before_abort.contains("full_name") && before_abort.contains("age_new"),
+        "{before_abort}"
+    );
+    ok(&run(&db, &dir, &["abort", "0002_change"], None));
+    let after = schema_signature_of(&db, "users");
+    assert!(
+        !after.contains("full_name") && !after.contains("age_new") && !after.contains("note"),
+        "{after}"
+    );
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let leftovers: i64 = sqlx::query("SELECT (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal) + (SELECT count(*) FROM pg_indexes WHERE indexname = 'users_age_idx')")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(leftovers, 0);
+    });
+    db.exec("INSERT INTO users (id, name, age) VALUES (1, 'old app', 3)");
+    assert_eq!(phases(&db, &dir)[1].1, "aborted");
+}
+
+/// Stops the process after every checkpoint in turn (expand, backfill, contract steps of
+/// every example migration), reruns, and compares the end state with an uninterrupted run.
+#[test]
+fn a_run_killed_after_any_checkpoint_resumes_to_the_same_end_state() {
+    let clean = TestDb::new();
+    let dir = example_project("kill");
+    ok(&run(&clean, &dir, &["expand"], None));
+    ok(&run(&clean, &dir, &["contract"], None));
+    let expected = schema_signature(&clean);
+    assert!(expected.contains("filled 25"), "{expected}");
+
+    let db = TestDb::new();
+    let mut injected = 0;
+    for (command, label) in [
+        ("expand", "expand"),
+        ("expand", "backfill"),
+        ("contract", "contract"),
+    ] {
+        for step in 1..=8 {
+            // Each run stops at the next migration that reaches this step; rerun until none does.
+            loop {
+                let o = run(&db, &dir, &[command], Some(&format!("{label}:{step}")));
+                match o.status.code() {
+                    Some(86) => injected += 1,
+                    Some(0) => break,
+                    _ => panic!(
+                        "{command} {label}:{step}: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    ),
+                }
+            }
+        }
+    }
+    ok(&run(&db, &dir, &["expand"], None));
+    ok(&run(&db, &dir, &["contract"], None));
+    assert!(injected >= 20, "only {injected} failures were injected");
+    assert_eq!(schema_signature(&db), expected);
+    eprintln!("{injected} injected failures, end state identical");
+}

@@ -77,6 +77,10 @@ pub struct RawConfig {
     pub transaction: Option<TransactionMode>,
     /// The schema holding migrate's own state.
     pub metadata_schema: Option<String>,
+    /// The longest a statement waits for a lock per try (`"2s"`, `"500ms"`).
+    pub lock_timeout: Option<String>,
+    /// Tries after the first when a lock is not granted in time.
+    pub lock_retries: Option<u32>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleSetting>,
 }
@@ -88,6 +92,8 @@ pub struct Settings {
     pub pg_version: PgVersion,
     pub transaction: TransactionMode,
     pub metadata_schema: String,
+    pub lock_timeout: std::time::Duration,
+    pub lock_retries: u32,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<&'static str, Option<Level>>,
 }
@@ -99,6 +105,8 @@ impl Default for Settings {
             pg_version: PgVersion::DEFAULT,
             transaction: TransactionMode::PerFile,
             metadata_schema: "migrate".to_string(),
+            lock_timeout: std::time::Duration::from_secs(2),
+            lock_retries: 5,
             rule_levels: BTreeMap::new(),
         }
     }
@@ -149,6 +157,12 @@ impl Settings {
             }
             s.metadata_schema = m.clone();
         }
+        if let Some(t) = &raw.lock_timeout {
+            s.lock_timeout = parse_duration(t).map_err(|e| format!("lock_timeout: {e}"))?;
+        }
+        if let Some(r) = raw.lock_retries {
+            s.lock_retries = r;
+        }
         for (id, setting) in &raw.rules {
             let Some(rule) = crate::lint::rules::find(id) else {
                 return Err(format!(
@@ -167,9 +181,37 @@ impl Settings {
     }
 }
 
+/// `500ms`, `2s`, `1.5s`, `1m`: a duration between 1 ms and 1 hour.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let value: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; write it as 500ms or 2s"))?;
+    let ms = match unit {
+        "ms" => value,
+        "s" | "" => value * 1000.0,
+        "m" | "min" => value * 60_000.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s or m")),
+    };
+    if !(1.0..=3_600_000.0).contains(&ms) {
+        return Err(format!("`{s}` is out of range (1ms to 1h)"));
+    }
+    Ok(std::time::Duration::from_millis(ms as u64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("1.5s").unwrap().as_millis(), 1500);
+        assert!(parse_duration("0ms").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
 
     #[test]
     fn versions() {

@@ -1,8 +1,8 @@
 //! `migrate abort NAME`: undo an expanded, not yet contracted migration.
 
+use super::db::exec_settings;
 use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
-use crate::engine::exec::ExecSettings;
 use crate::engine::run::Runner;
 use crate::error::Error;
 
@@ -18,7 +18,7 @@ pub fn run(args: AbortArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     block_on(async {
-        let mut runner = Runner::open(&url, settings, ExecSettings::default()).await?;
+        let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
         runner.abort(&args.name, &mut std::io::stdout()).await
     })?;
     println!("aborted {}: the old version's schema is back", args.name);

@@ -1,8 +1,8 @@
 //! `migrate contract [NAME]`: the contract phase of every backfilled migration, in order.
 
+use super::db::exec_settings;
 use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
-use crate::engine::exec::ExecSettings;
 use crate::engine::run::Runner;
 use crate::error::Error;
 
@@ -18,7 +18,7 @@ pub fn run(args: ContractArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {
-        let mut runner = Runner::open(&url, settings, ExecSettings::default()).await?;
+        let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
         runner
             .contract(args.name.as_deref(), &mut std::io::stdout())
             .await

@@ -34,6 +34,15 @@ impl DbArgs {
     }
 }
 
+/// How steps run, from the settings.
+pub fn exec_settings(settings: &Settings) -> crate::engine::exec::ExecSettings {
+    crate::engine::exec::ExecSettings {
+        lock_timeout: settings.lock_timeout,
+        retries: settings.lock_retries,
+        ..Default::default()
+    }
+}
+
 /// Runs a future on a single-threaded runtime: the commands do one thing at a time.
 pub fn block_on<T>(f: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
     tokio::runtime::Builder::new_current_thread()

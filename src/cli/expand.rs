@@ -1,9 +1,9 @@
 //! `migrate expand [NAME]`: the expand phase of every pending migration, in order, then their
 //! backfills; resumes a killed run.
 
+use super::db::exec_settings;
 use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
-use crate::engine::exec::ExecSettings;
 use crate::engine::run::Runner;
 use crate::error::Error;
 
@@ -19,7 +19,7 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {
-        let mut runner = Runner::open(&url, settings, ExecSettings::default()).await?;
+        let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
         runner
             .expand(args.name.as_deref(), &mut std::io::stdout())
             .await

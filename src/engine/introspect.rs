@@ -42,7 +42,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     let tables = sqlx::query(concat!(
         "SELECT n.nspname::text, c.relname::text, c.reltuples::float8
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE c.relkind IN ('r', 'p', 'm', 'f') AND ",
+         WHERE c.relkind IN ('r', 'p', 'm', 'f', 'v') AND ",
         user_schemas!(),
         ""
     ))
@@ -80,7 +80,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
          JOIN pg_namespace n ON n.oid = c.relnamespace
          JOIN pg_type t ON t.oid = a.atttypid
          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f') AND ", user_schemas!(), "
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'm', 'f', 'v') AND ", user_schemas!(), "
          ORDER BY a.attrelid, a.attnum"
     ))
     .fetch_all(&mut *conn)

@@ -43,7 +43,7 @@ fn failpoint(phase: &str, step: usize) {
 }
 
 impl Runner {
-    pub async fn open(url: &str, settings: Settings, exec: ExecSettings) -> Result<Runner, Error> {
+    pub async fn open(url: &str, exec: ExecSettings, settings: Settings) -> Result<Runner, Error> {
         let mut conn = connect(url).await?;
         lock::acquire(&mut conn, &settings.metadata_schema).await?;
         let meta = Metadata::new(&settings.metadata_schema);

@@ -328,6 +328,21 @@ impl Metadata {
         Ok(())
     }
 
+    /// Forgets a migration whose expand failed before any step was applied: the metadata goes
+    /// back to exactly what it was before the attempt.
+    pub async fn forget(&self, conn: &mut PgConnection, name: &str) -> Result<(), Error> {
+        let sql = format!(
+            "DELETE FROM {}.migrations WHERE name = $1 AND phase = 'expanding' AND step = 0",
+            self.q()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("forgetting the failed start"))?;
+        Ok(())
+    }
+
     /// Notes why the last run of a migration stopped (shown by `status`).
     pub async fn note_error(
         &self,

@@ -52,6 +52,7 @@ pub mod transaction_nesting;
 pub mod truncate;
 pub mod unclosed_transaction;
 pub mod unique_constraint_without_index;
+pub mod unknown_table_or_column;
 pub mod vacuum_full;
 pub mod validate_in_same_transaction;
 pub mod volatile_default;
@@ -59,6 +60,7 @@ pub mod volatile_default;
 /// Every rule, once.
 pub static RULES: &[&dyn Rule] = &[
     &syntax_error::SyntaxErrorRule,
+    &unknown_table_or_column::UnknownTableOrColumn,
     &allow_directive::AllowDirective,
     &phase_mismatch::PhaseMismatch,
     &require_concurrent_index_creation::RequireConcurrentIndexCreation,

@@ -840,7 +840,17 @@ CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTI
 }
 
 /// Copies of the indexes on `from`, built concurrently on `to`.
-fn copy_indexes(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, from: &str, to: &str) {
+/// Copies of the indexes on `from`, built concurrently on `to`. Returns the statements that
+/// give the copies their originals' names, for contract, once dropping `from` has dropped the
+/// originals.
+fn copy_indexes(
+    ctx: &StmtCtx,
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    from: &str,
+    to: &str,
+) -> Vec<String> {
+    let mut renames = Vec::new();
     let indexes: Vec<_> = ctx
         .catalog
         .indexes_of(table)
@@ -880,6 +890,10 @@ fn copy_indexes(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, from: &st
             StepKind::Concurrent { index: None },
             Vec::new(),
         ));
+        renames.push(format!(
+            "ALTER INDEX {qn} RENAME TO {}",
+            quote_ident(&ix.name.name)
+        ));
     }
     if !ctx.catalog.live && ctx.catalog.table(table).is_none() {
         r.notes.push(format!(
@@ -887,6 +901,7 @@ fn copy_indexes(ctx: &StmtCtx, r: &mut Rewrite, table: &QualifiedName, from: &st
             quote_ident(from)
         ));
     }
+    renames
 }
 
 fn rename_column(
@@ -927,7 +942,7 @@ fn rename_column(
         StepKind::Ddl,
         brief(table, LockLevel::ShareRowExclusive),
     ));
-    copy_indexes(ctx, &mut r, table, from, to);
+    let renames = copy_indexes(ctx, &mut r, table, from, to);
     if col.is_some_and(|c| c.not_null) {
         r.steps.push(exclusive(
             Phase::Expand,
@@ -970,7 +985,11 @@ fn rename_column(
     r.steps.push(exclusive(
         Phase::Contract,
         "drop the old column",
-        format!("ALTER TABLE {table} DROP COLUMN {qf}"),
+        // Dropping it drops its indexes; the copies take their names.
+        std::iter::once(format!("ALTER TABLE {table} DROP COLUMN {qf}"))
+            .chain(renames)
+            .collect::<Vec<_>>()
+            .join(";\n"),
         table,
     ));
     abort_shadow(&mut r, table, drop, to);
@@ -1017,7 +1036,7 @@ fn change_type(
         StepKind::Ddl,
         brief(table, LockLevel::ShareRowExclusive),
     ));
-    copy_indexes(ctx, &mut r, table, column, &shadow);
+    let renames = copy_indexes(ctx, &mut r, table, column, &shadow);
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);
     r.steps.push(step(
         Phase::Backfill,
@@ -1030,7 +1049,18 @@ fn change_type(
         },
         row_locks(table),
     ));
-    r.steps.push(exclusive(Phase::Contract, "swap the columns in one short transaction", format!("{drop};\nALTER TABLE {table} RENAME COLUMN {qc} TO {qo};\nALTER TABLE {table} RENAME COLUMN {qs} TO {qc};\nALTER TABLE {table} DROP COLUMN {qo}"), table));
+    let swap = format!("{drop};\nALTER TABLE {table} RENAME COLUMN {qc} TO {qo};\nALTER TABLE {table} RENAME COLUMN {qs} TO {qc};\nALTER TABLE {table} DROP COLUMN {qo}");
+    // Dropping the old column drops its indexes; the copies take their names.
+    let swap = std::iter::once(swap)
+        .chain(renames)
+        .collect::<Vec<_>>()
+        .join(";\n");
+    r.steps.push(exclusive(
+        Phase::Contract,
+        "swap the columns in one short transaction",
+        swap,
+        table,
+    ));
     abort_shadow(&mut r, table, drop, &shadow);
     r.notes.push(format!(
         "the swap changes the type a prepared `SELECT {qc}` returns (\"cached plan must not change result type\"): run it once no version prepares statements on the old type, or read through per-version views"

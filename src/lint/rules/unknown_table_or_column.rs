@@ -63,11 +63,10 @@ impl Rule for UnknownTableOrColumn {
                 )),
                 Some(t) => {
                     if let Some(c) = column.filter(|c| t.column(c).is_none()) {
-                        out.push(
-                            ctx.finding(
-                                &Self::META,
-                                format!("column {table}.{c} does not exist in the database"),
-                                format!(
+                        out.push(ctx.finding(
+                            &Self::META,
+                            format!("column {table}.{c} does not exist in the database"),
+                            format!(
                                     "{table} has: {}",
                                     t.columns
                                         .iter()
@@ -75,8 +74,7 @@ impl Rule for UnknownTableOrColumn {
                                         .collect::<Vec<_>>()
                                         .join(", ")
                                 ),
-                            ),
-                        );
+                        ));
                     }
                 }
             }

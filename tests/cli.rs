@@ -79,7 +79,7 @@ fn json_findings_have_the_documented_fields() {
             rename["backfill"].as_u64(),
             rename["contract"].as_u64()
         ),
-        (Some("0006_rename_column"), Some(2), Some(1), Some(2))
+        (Some("0006_rename_column"), Some(1), Some(1), Some(2))
     );
     let (_, v) = json(&["--explain", "migrations-example/"]);
     assert_eq!(v["plans"].as_array().unwrap().len(), 18);

@@ -922,12 +922,6 @@ fn rename_column(
     if let Some(d) = col.and_then(|c| c.default.as_ref()) {
         add.push_str(&format!(" DEFAULT {d}"));
     }
-    r.steps.push(exclusive(
-        Phase::Expand,
-        "add the new column (same type and default)",
-        add,
-        table,
-    ));
     let (create, drop) = sync_trigger(
         table,
         from,
@@ -935,12 +929,12 @@ fn rename_column(
         Conversion::Direct(format!("NEW.{qf}")),
         Conversion::Direct(format!("NEW.{qt}")),
     );
-    r.steps.push(step(
+    // The column and the triggers that fill it belong together: one transaction.
+    r.steps.push(exclusive(
         Phase::Expand,
-        "keep both columns equal, whichever version writes",
-        create,
-        StepKind::Ddl,
-        brief(table, LockLevel::ShareRowExclusive),
+        "add the new column (same type and default), kept equal to the old one by triggers whichever version writes",
+        format!("{add};\n{create}"),
+        table,
     ));
     let renames = copy_indexes(ctx, &mut r, table, from, to);
     if col.is_some_and(|c| c.not_null) {
@@ -1022,19 +1016,13 @@ fn change_type(
         || format!("NEW.{qs}::text /* cast to the column's current type */"),
         |t| format!("NEW.{qs}::{t}"),
     ));
+    let (create, drop) = sync_trigger(table, column, &shadow, to_new, to_old);
+    // The column and the triggers that fill it belong together: one transaction.
     r.steps.push(exclusive(
         Phase::Expand,
-        "add the column of the new type",
-        format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}"),
+        "add the column of the new type, with triggers converting every write into it and back",
+        format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type};\n{create}"),
         table,
-    ));
-    let (create, drop) = sync_trigger(table, column, &shadow, to_new, to_old);
-    r.steps.push(step(
-        Phase::Expand,
-        "convert every write into the new column, and back",
-        create,
-        StepKind::Ddl,
-        brief(table, LockLevel::ShareRowExclusive),
     ));
     let renames = copy_indexes(ctx, &mut r, table, column, &shadow);
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);

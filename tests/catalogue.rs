@@ -133,6 +133,22 @@ const ENTRIES: &[Entry] = &[
         contract_checks: &[r#"to_regclass('"Order Items"') IS NULL"#],
     },
     Entry {
+        name: "drop_column",
+        migration: r#"ALTER TABLE "Order Items" DROP COLUMN "Qty""x";"#,
+        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($n)"#, r#"SELECT "Qty""x" FROM "Order Items" WHERE "ID" = $n"#],
+        new_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('new $n')"#],
+        after_contract: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('after')"#],
+        contract_checks: &[r#"NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'Order Items' AND column_name = 'Qty"x')"#],
+    },
+    Entry {
+        name: "drop_table",
+        migration: r#"DROP TABLE "Events";"#,
+        old_client: &[r#"INSERT INTO "Events" ("Event ID") VALUES ($n)"#],
+        new_client: &[r#"SELECT count(*) FROM "Order Items""#],
+        after_contract: &[],
+        contract_checks: &[r#"to_regclass('"Events"') IS NULL"#],
+    },
+    Entry {
         name: "add_column",
         migration: r#"ALTER TABLE "Order Items" ADD COLUMN "Note" text, ADD COLUMN "Flag" boolean NOT NULL DEFAULT false;"#,
         old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old $n')"#],

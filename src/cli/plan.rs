@@ -88,10 +88,11 @@ pub fn run(args: PlanArgs) -> Result<u8, Error> {
         color: args.color.enabled(),
         explain: args.explain,
     };
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    report::write(args.format, &reports, human, &mut out)
-        .map_err(|e| Error::io(std::path::Path::new("<stdout>"), e))?;
+    // Buffered: stdout alone is line-buffered, a write per line.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
+    report::write(args.format, &reports, human, &mut out).map_err(io)?;
+    std::io::Write::flush(&mut out).map_err(io)?;
     Ok(if Totals::of(&reports).errors > 0 {
         EXIT_FINDINGS
     } else {

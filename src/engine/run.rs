@@ -252,15 +252,21 @@ impl Runner {
             };
             if phase == MigrationPhase::Expanding {
                 let steps: Vec<&Step> = plan.steps_in(Phase::Expand).collect();
-                self.run_steps(
-                    &name,
-                    MigrationPhase::Expanding,
-                    "expand",
-                    &steps,
-                    step,
-                    out,
-                )
-                .await?;
+                let run = self
+                    .run_steps(
+                        &name,
+                        MigrationPhase::Expanding,
+                        "expand",
+                        &steps,
+                        step,
+                        out,
+                    )
+                    .await;
+                if let Err(e) = run {
+                    // Nothing applied yet (step 0): leave no trace of the attempt.
+                    self.meta.forget(&mut self.conn, &name).await?;
+                    return Err(e);
+                }
                 self.meta
                     .checkpoint(&mut self.conn, &name, MigrationPhase::Expanded, 0)
                     .await?;

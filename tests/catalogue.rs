@@ -25,6 +25,8 @@ INSERT INTO "Order Items" ("User Name", "select", "Qty""x", email)
     SELECT 'user ' || g, 1 + g % 10, g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'u' || g || '@x' END
     FROM generate_series(1, 2000) g;
 CREATE INDEX "Items By Select" ON "Order Items" ("select");
+ALTER TABLE "Order Items" ADD CONSTRAINT "Select In Range" CHECK ("select" BETWEEN 1 AND 10);
+ALTER TABLE "Order Items" ADD CONSTRAINT "Select Account" FOREIGN KEY ("select") REFERENCES "Accounts" ("ID") ON DELETE SET NULL;
 CREATE TABLE "Events" ("Event ID" bigint NOT NULL, payload text);
 INSERT INTO "Events" SELECT g, 'e' FROM generate_series(1, 100) g;
 "#;
@@ -53,12 +55,29 @@ const ENTRIES: &[Entry] = &[
         contract_checks: &[r#"NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'Order Items' AND column_name = 'User Name')"#, r#"NOT EXISTS (SELECT 1 FROM "Order Items" WHERE "Full Name" IS NULL AND "ID" <= 2000)"#],
     },
     Entry {
+        name: "rename_column_with_constraints",
+        migration: r#"ALTER TABLE "Order Items" RENAME COLUMN "select" TO "Chosen";"#,
+        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#],
+        new_client: &[r#"INSERT INTO "Order Items" ("Chosen") VALUES (1 + $n % 10)"#],
+        after_contract: &[r#"INSERT INTO "Order Items" ("Chosen") VALUES (4)"#],
+        contract_checks: &[
+            r#"(SELECT convalidated AND pg_get_constraintdef(oid) LIKE '%"Chosen"%' FROM pg_constraint WHERE conname = 'Select In Range')"#,
+            r#"(SELECT convalidated AND pg_get_constraintdef(oid) LIKE '%"Chosen"%ON DELETE SET NULL%' FROM pg_constraint WHERE conname = 'Select Account')"#,
+            r#"(SELECT indexdef LIKE '%("Chosen")' FROM pg_indexes WHERE indexname = 'Items By Select')"#,
+        ],
+    },
+    Entry {
         name: "change_type",
         migration: r#"ALTER TABLE "Order Items" ALTER COLUMN "select" TYPE bigint;"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES ($n)"#, r#"UPDATE "Order Items" SET "select" = $n WHERE "ID" = $n"#],
-        new_client: &[r#"INSERT INTO "Order Items" (select_new) VALUES ($n + 1)"#, r#"SELECT select_new FROM "Order Items" WHERE "ID" = $n"#],
-        after_contract: &[r#"INSERT INTO "Order Items" ("select") VALUES (5000000000)"#],
-        contract_checks: &[r#"(SELECT format_type(atttypid, atttypmod) = 'bigint' FROM pg_attribute WHERE attrelid = '"Order Items"'::regclass AND attname = 'select')"#, r#"(SELECT indexdef LIKE '%("select")' FROM pg_indexes WHERE indexname = 'Items By Select')"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#, r#"UPDATE "Order Items" SET "select" = 1 + $n % 10 WHERE "ID" = $n"#],
+        new_client: &[r#"INSERT INTO "Order Items" (select_new) VALUES (1 + $n % 10)"#, r#"SELECT select_new FROM "Order Items" WHERE "ID" = $n"#],
+        after_contract: &[r#"INSERT INTO "Order Items" ("select") VALUES (3)"#],
+        contract_checks: &[
+            r#"(SELECT format_type(atttypid, atttypmod) = 'bigint' FROM pg_attribute WHERE attrelid = '"Order Items"'::regclass AND attname = 'select')"#,
+            r#"(SELECT indexdef LIKE '%("select")' FROM pg_indexes WHERE indexname = 'Items By Select')"#,
+            r#"(SELECT convalidated AND pg_get_constraintdef(oid) LIKE '%"select"%' FROM pg_constraint WHERE conname = 'Select In Range')"#,
+            r#"(SELECT convalidated AND pg_get_constraintdef(oid) LIKE '%ON DELETE SET NULL%' FROM pg_constraint WHERE conname = 'Select Account')"#,
+        ],
     },
     Entry {
         name: "volatile_default",
@@ -74,7 +93,7 @@ const ENTRIES: &[Entry] = &[
         old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old without email $n')"#],
         new_client: &[r#"INSERT INTO "Order Items" ("User Name", email) VALUES ('new $n', 'n$n@x')"#],
         after_contract: &[r#"INSERT INTO "Order Items" (email) VALUES ('after@x')"#],
-        contract_checks: &[r#"(SELECT attnotnull FROM pg_attribute WHERE attrelid = '"Order Items"'::regclass AND attname = 'email')"#, r#"NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '"Order Items"'::regclass AND contype = 'c')"#],
+        contract_checks: &[r#"(SELECT attnotnull FROM pg_attribute WHERE attrelid = '"Order Items"'::regclass AND attname = 'email')"#, r#"NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '"Order Items"'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%email%')"#],
     },
     Entry {
         name: "create_index",
@@ -88,7 +107,7 @@ const ENTRIES: &[Entry] = &[
         name: "drop_index",
         migration: r#"DROP INDEX "Items By Select";"#,
         old_client: &[r#"SELECT * FROM "Order Items" WHERE "select" = $n"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES ($n)"#],
+        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#],
         after_contract: &[],
         contract_checks: &[r#"to_regclass('"Items By Select"') IS NULL"#],
     },

@@ -140,6 +140,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
                 name: conname,
                 kind: constraint.kind,
                 validated: row.get(3),
+                definition: Some(def),
             });
         }
     }

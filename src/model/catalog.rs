@@ -85,6 +85,8 @@ pub struct Constraint {
     pub name: String,
     pub kind: ConstraintKind,
     pub validated: bool,
+    /// The definition as the database prints it (`pg_get_constraintdef`), when read live.
+    pub definition: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -445,6 +447,7 @@ fn add_constraint(t: &mut Table, k: &ConstraintSpec) {
         name,
         kind: k.kind.clone(),
         validated: !k.not_valid,
+        definition: None,
     });
 }
 

@@ -904,6 +904,79 @@ fn copy_indexes(
     renames
 }
 
+/// Copies of the CHECK and FOREIGN KEY constraints on `from`, added NOT VALID on `to` in
+/// expand and validated in contract. Needs their definitions from a live catalog. Returns the
+/// contract's validations and the renames that give the copies their originals' names once
+/// dropping `from` has dropped the originals.
+fn copy_constraints(
+    ctx: &StmtCtx,
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    from: &str,
+    to: &str,
+) -> (Vec<Step>, Vec<String>) {
+    let (mut validate, mut renames) = (Vec::new(), Vec::new());
+    let Some(t) = ctx.catalog.table(table) else {
+        return (validate, renames);
+    };
+    for c in &t.constraints {
+        let Some(def) = &c.definition else { continue };
+        let def = def.strip_suffix(" NOT VALID").unwrap_or(def);
+        let copied = match &c.kind {
+            // A NOT NULL check is copied by the rename itself.
+            ConstraintKind::Check {
+                not_null_of: Some(_),
+                ..
+            } => continue,
+            ConstraintKind::Check { .. } => crate::sql::rename_identifier(def, from, to),
+            // Only the referencing side is this table's: the referenced columns keep their names.
+            ConstraintKind::ForeignKey { columns, .. } if columns.iter().any(|c| c == from) => {
+                let split = def.find(" REFERENCES ").unwrap_or(def.len());
+                crate::sql::rename_identifier(&def[..split], from, to)
+                    .map(|left| format!("{left}{}", &def[split..]))
+            }
+            _ => continue,
+        };
+        let Some(copied) = copied else { continue };
+        let name = generated_name(&c.name, &[to]);
+        let q = quote_ident(&name);
+        let mut locks = brief(table, LockLevel::AccessExclusive);
+        if let ConstraintKind::ForeignKey { references, .. } = &c.kind {
+            locks = brief(table, LockLevel::ShareRowExclusive);
+            locks.extend(brief(references, LockLevel::ShareRowExclusive));
+        }
+        r.steps.push(step(
+            Phase::Expand,
+            format!(
+                "copy constraint {} onto {} (NOT VALID: new writes only)",
+                quote_ident(&c.name),
+                quote_ident(to)
+            ),
+            format!("ALTER TABLE {table} ADD CONSTRAINT {q} {copied} NOT VALID"),
+            StepKind::Ddl,
+            locks,
+        ));
+        r.abort.push(exclusive(
+            Phase::Expand,
+            "drop the copied constraint",
+            format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {q}"),
+            table,
+        ));
+        validate.push(step(
+            Phase::Contract,
+            format!("validate the copy of {}", quote_ident(&c.name)),
+            format!("ALTER TABLE {table} VALIDATE CONSTRAINT {q}"),
+            StepKind::Ddl,
+            scan(table, LockLevel::ShareUpdateExclusive),
+        ));
+        renames.push(format!(
+            "ALTER TABLE {table} RENAME CONSTRAINT {q} TO {}",
+            quote_ident(&c.name)
+        ));
+    }
+    (validate, renames)
+}
+
 fn rename_column(
     ctx: &StmtCtx,
     table: &QualifiedName,
@@ -936,7 +1009,9 @@ fn rename_column(
         format!("{add};\n{create}"),
         table,
     ));
-    let renames = copy_indexes(ctx, &mut r, table, from, to);
+    let mut renames = copy_indexes(ctx, &mut r, table, from, to);
+    let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, from, to);
+    renames.extend(constraint_renames);
     if col.is_some_and(|c| c.not_null) {
         r.steps.push(exclusive(
             Phase::Expand,
@@ -976,6 +1051,7 @@ fn rename_column(
         drop.clone(),
         table,
     ));
+    r.steps.extend(validations);
     r.steps.push(exclusive(
         Phase::Contract,
         "drop the old column",
@@ -1024,7 +1100,9 @@ fn change_type(
         format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type};\n{create}"),
         table,
     ));
-    let renames = copy_indexes(ctx, &mut r, table, column, &shadow);
+    let mut renames = copy_indexes(ctx, &mut r, table, column, &shadow);
+    let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, column, &shadow);
+    renames.extend(constraint_renames);
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);
     r.steps.push(step(
         Phase::Backfill,
@@ -1037,6 +1115,7 @@ fn change_type(
         },
         row_locks(table),
     ));
+    r.steps.extend(validations);
     let swap = format!("{drop};\nALTER TABLE {table} RENAME COLUMN {qc} TO {qo};\nALTER TABLE {table} RENAME COLUMN {qs} TO {qc};\nALTER TABLE {table} DROP COLUMN {qo}");
     // Dropping the old column drops its indexes; the copies take their names.
     let swap = std::iter::once(swap)

@@ -128,3 +128,65 @@ mod tests {
         }
     }
 }
+
+/// Replaces every identifier token equal to `from` (after unquoting and case folding) in a
+/// fragment of SQL with `to`, quoted as needed. None when `from` does not occur. Works on the
+/// scanner's tokens, so strings, comments and longer names are left alone.
+pub fn rename_identifier(sql: &str, from: &str, to: &str) -> Option<String> {
+    let scan = pg_query::scan(sql).ok()?;
+    let mut out = String::with_capacity(sql.len() + to.len());
+    let mut at = 0;
+    let mut found = false;
+    for t in &scan.tokens {
+        let (start, end) = (t.start as usize, t.end as usize);
+        let Some(raw) = sql.get(start..end) else {
+            continue;
+        };
+        let ident = if let Some(q) = raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+            q.replace("\"\"", "\"")
+        } else if raw
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        {
+            raw.to_lowercase()
+        } else {
+            continue;
+        };
+        if ident == from {
+            out.push_str(&sql[at..start]);
+            out.push_str(&crate::model::quote_ident(to));
+            at = end;
+            found = true;
+        }
+    }
+    out.push_str(&sql[at..]);
+    found.then_some(out)
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::rename_identifier;
+
+    #[test]
+    fn renames_identifier_tokens_only() {
+        assert_eq!(
+            rename_identifier(
+                "CHECK ((\"select\" > 0) AND (name <> 'select'))",
+                "select",
+                "Chosen"
+            )
+            .as_deref(),
+            Some("CHECK ((\"Chosen\" > 0) AND (name <> 'select'))")
+        );
+        assert_eq!(
+            rename_identifier(
+                "FOREIGN KEY (name) REFERENCES other(name)",
+                "name",
+                "full_name"
+            )
+            .as_deref(),
+            Some("FOREIGN KEY (full_name) REFERENCES other(full_name)")
+        );
+        assert_eq!(rename_identifier("CHECK ((age > 0))", "name", "x"), None);
+    }
+}

@@ -287,3 +287,43 @@ fn bad_input_is_a_clear_error_that_records_nothing() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("pass --database-url or set DATABASE_URL"));
 }
+
+#[test]
+fn a_lock_whose_session_is_ending_is_waited_out_not_reported() {
+    // The race a killed run leaves: its session still holds the lock for a moment.
+    let db = TestDb::new();
+    let dir = example_copy("ending");
+    let key = migrate::engine::lock::lock_key("migrate");
+    let url = db.url.clone();
+    let holder = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = PgConnection::connect(&url).await.unwrap();
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(key)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            c.close().await.unwrap();
+        });
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let o = migrate(&[
+        "baseline",
+        "--database-url",
+        &db.url,
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    holder.join().unwrap();
+}

@@ -19,7 +19,9 @@ pub fn run(args: AbortArgs) -> Result<u8, Error> {
     let url = args.db.url()?.to_string();
     block_on(async {
         let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
-        runner.abort(&args.name, &mut std::io::stdout()).await
+        let result = runner.abort(&args.name, &mut std::io::stdout()).await;
+        runner.close().await;
+        result
     })?;
     println!("aborted {}: the old version's schema is back", args.name);
     Ok(EXIT_OK)

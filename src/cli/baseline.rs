@@ -44,10 +44,18 @@ pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
     meta.ensure(&mut conn).await?;
     let mut added = 0;
     for (name, sum) in &sums {
-        if meta.baseline(&mut conn, name, sum).await? {
-            added += 1;
+        match meta.baseline(&mut conn, name, sum).await {
+            Ok(true) => added += 1,
+            Ok(false) => {}
+            Err(e) => {
+                lock::release(&mut conn, &settings.metadata_schema).await;
+                return Err(e);
+            }
         }
     }
+    // Released synchronously, so the next run can take the lock at once.
+    lock::release(&mut conn, &settings.metadata_schema).await;
+    let _ = sqlx::Connection::close(conn).await;
     Ok((added, sums.len() - added))
 }
 

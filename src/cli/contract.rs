@@ -19,9 +19,11 @@ pub fn run(args: ContractArgs) -> Result<u8, Error> {
     let url = args.db.url()?.to_string();
     let n = block_on(async {
         let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
-        runner
+        let result = runner
             .contract(args.name.as_deref(), &mut std::io::stdout())
-            .await
+            .await;
+        runner.close().await;
+        result
     })?;
     println!("contracted {n} migration(s)");
     Ok(EXIT_OK)

@@ -20,9 +20,11 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
     let url = args.db.url()?.to_string();
     let n = block_on(async {
         let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
-        runner
+        let result = runner
             .expand(args.name.as_deref(), &mut std::io::stdout())
-            .await
+            .await;
+        runner.close().await;
+        result
     })?;
     println!("expanded {n} migration(s); deploy the new version, then run `migrate contract`");
     Ok(EXIT_OK)

@@ -56,6 +56,13 @@ impl Runner {
         })
     }
 
+    /// Releases the runner lock and closes the connection cleanly, so the next run can start
+    /// at once.
+    pub async fn close(mut self) {
+        lock::release(&mut self.conn, &self.settings.metadata_schema).await;
+        let _ = sqlx::Connection::close(self.conn).await;
+    }
+
     /// The migration files in order, up to and including `upto`.
     fn migrations(&self, upto: Option<&str>) -> Result<Vec<Migration>, Error> {
         let mut entries = files::list_dir(&self.settings.migrations_dir)?;

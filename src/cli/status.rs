@@ -2,7 +2,7 @@
 
 use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
-use crate::engine::state::{checksum, Metadata, MigrationPhase};
+use crate::engine::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
 use crate::error::Error;
 use crate::files;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
@@ -41,6 +41,29 @@ pub struct StatusLine {
     pub note: Option<String>,
 }
 
+impl StatusLine {
+    fn recorded(
+        r: &MigrationRecord,
+        changed: bool,
+        file_missing: bool,
+        note: Option<String>,
+    ) -> StatusLine {
+        StatusLine {
+            name: r.name.clone(),
+            phase: r.phase,
+            step: r.step,
+            rows_done: r.rows_done,
+            rows_estimate: r.rows_estimate,
+            updated_at: Some(r.updated_at.clone()),
+            completed_at: r.completed_at.clone(),
+            baselined: r.baselined,
+            changed,
+            file_missing,
+            note,
+        }
+    }
+}
+
 /// Joins the migration files with the recorded state.
 pub async fn lines(args: &DbArgs) -> Result<Vec<StatusLine>, Error> {
     let settings = args.settings()?;
@@ -57,27 +80,16 @@ pub async fn lines(args: &DbArgs) -> Result<Vec<StatusLine>, Error> {
         let line = match records.iter().find(|r| r.name == e.name) {
             Some(r) => {
                 let changed = r.checksum != sum;
-                StatusLine {
-                    name: r.name.clone(),
-                    phase: r.phase,
-                    step: r.step,
-                    rows_done: r.rows_done,
-                    rows_estimate: r.rows_estimate,
-                    updated_at: Some(r.updated_at.clone()),
-                    completed_at: r.completed_at.clone(),
-                    baselined: r.baselined,
-                    changed,
-                    file_missing: false,
-                    note: if changed {
-                        Some(format!(
-                            "file changed since it was applied: recorded {} now {}",
-                            &r.checksum[..12],
-                            &sum[..12]
-                        ))
-                    } else {
-                        r.last_error.clone()
-                    },
-                }
+                let note = if changed {
+                    Some(format!(
+                        "file changed since it was applied: recorded {} now {}",
+                        &r.checksum[..12],
+                        &sum[..12]
+                    ))
+                } else {
+                    r.last_error.clone()
+                };
+                StatusLine::recorded(r, changed, false, note)
             }
             None => StatusLine {
                 name: e.name.clone(),
@@ -99,22 +111,8 @@ pub async fn lines(args: &DbArgs) -> Result<Vec<StatusLine>, Error> {
         .iter()
         .filter(|r| !entries.iter().any(|e| e.name == r.name))
     {
-        out.push(StatusLine {
-            name: r.name.clone(),
-            phase: r.phase,
-            step: r.step,
-            rows_done: r.rows_done,
-            rows_estimate: r.rows_estimate,
-            updated_at: Some(r.updated_at.clone()),
-            completed_at: r.completed_at.clone(),
-            baselined: r.baselined,
-            changed: false,
-            file_missing: true,
-            note: Some(format!(
-                "no file for it in {}",
-                settings.migrations_dir.display()
-            )),
-        });
+        let note = format!("no file for it in {}", settings.migrations_dir.display());
+        out.push(StatusLine::recorded(r, false, true, Some(note)));
     }
     out.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
     Ok(out)

@@ -214,6 +214,24 @@ impl Runner {
         Ok(())
     }
 
+    /// Enters the `running` phase at step `from`, runs the remaining steps, and records `done`.
+    async fn run_phase(
+        &mut self,
+        name: &str,
+        (running, done): (MigrationPhase, MigrationPhase),
+        label: &str,
+        steps: &[&Step],
+        from: usize,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        self.meta
+            .checkpoint(&mut self.conn, name, running, from as i32)
+            .await?;
+        self.run_steps(name, running, label, steps, from, out)
+            .await?;
+        self.meta.checkpoint(&mut self.conn, name, done, 0).await
+    }
+
     async fn stored_plan(&mut self, name: &str) -> Result<MigrationPlan, Error> {
         self.meta
             .plan(&mut self.conn, name)
@@ -284,25 +302,8 @@ impl Runner {
                 0
             };
             let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
-            self.meta
-                .checkpoint(
-                    &mut self.conn,
-                    &name,
-                    MigrationPhase::Backfilling,
-                    from as i32,
-                )
-                .await?;
-            self.run_steps(
-                &name,
-                MigrationPhase::Backfilling,
-                "backfill",
-                &steps,
-                from,
-                out,
-            )
-            .await?;
-            self.meta
-                .checkpoint(&mut self.conn, &name, MigrationPhase::Backfilled, 0)
+            let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
+            self.run_phase(&name, phases, "backfill", &steps, from, out)
                 .await?;
             done += 1;
         }
@@ -337,26 +338,9 @@ impl Runner {
                 }
             };
             let plan = self.stored_plan(&name).await?;
-            self.meta
-                .checkpoint(
-                    &mut self.conn,
-                    &name,
-                    MigrationPhase::Contracting,
-                    from as i32,
-                )
-                .await?;
             let steps: Vec<&Step> = plan.steps_in(Phase::Contract).collect();
-            self.run_steps(
-                &name,
-                MigrationPhase::Contracting,
-                "contract",
-                &steps,
-                from,
-                out,
-            )
-            .await?;
-            self.meta
-                .checkpoint(&mut self.conn, &name, MigrationPhase::Complete, 0)
+            let phases = (MigrationPhase::Contracting, MigrationPhase::Complete);
+            self.run_phase(&name, phases, "contract", &steps, from, out)
                 .await?;
             done += 1;
         }
@@ -417,13 +401,8 @@ impl Runner {
             .rev()
             .flat_map(|rw| rw.abort.iter())
             .collect();
-        self.meta
-            .checkpoint(&mut self.conn, name, MigrationPhase::Aborting, from as i32)
-            .await?;
-        self.run_steps(name, MigrationPhase::Aborting, "abort", &steps, from, out)
-            .await?;
-        self.meta
-            .checkpoint(&mut self.conn, name, MigrationPhase::Aborted, 0)
+        let phases = (MigrationPhase::Aborting, MigrationPhase::Aborted);
+        self.run_phase(name, phases, "abort", &steps, from, out)
             .await
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::migrate;
+use common::{migrate, rules_of};
 use std::path::PathBuf;
 use std::process::Output;
 
@@ -25,15 +25,6 @@ fn json(args: &[&str]) -> (i32, serde_json::Value) {
     let v = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("json: {e}\n{}\n{}", stdout(&o), stderr(&o)));
     (o.status.code().unwrap_or(-1), v)
-}
-
-fn rules_of(v: &serde_json::Value) -> Vec<String> {
-    v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["rule"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -2,19 +2,14 @@
 
 mod common;
 
-use common::{migrate, TestDb};
+use common::{migrate, rules_of, TestDb};
 use std::path::PathBuf;
 use std::process::Output;
 
 fn rules(o: &Output) -> Vec<String> {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
-    v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["rule"].as_str().unwrap().to_string())
-        .collect()
+    rules_of(&v)
 }
 
 fn migration(name: &str, sql: &str) -> PathBuf {

@@ -250,7 +250,7 @@ impl Runner {
         let mut done = 0;
         for m in &migrations {
             let name = m.entry.name.clone();
-            let record = self.records().await?.into_iter().find(|r| r.name == name);
+            let record = self.meta.record(&mut self.conn, &name).await?;
             if let Some(r) = &record {
                 Self::unchanged(m, r)?;
             }
@@ -321,7 +321,7 @@ impl Runner {
         let mut done = 0;
         for m in &migrations {
             let name = m.entry.name.clone();
-            let Some(r) = self.records().await?.into_iter().find(|r| r.name == name) else {
+            let Some(r) = self.meta.record(&mut self.conn, &name).await? else {
                 return Err(Error::Refused(format!(
                     "{name} is pending: run `migrate expand` first"
                 )));

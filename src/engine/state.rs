@@ -211,6 +211,23 @@ impl Metadata {
 
     /// Every recorded migration, by name, with its backfill progress.
     pub async fn records(&self, conn: &mut PgConnection) -> Result<Vec<MigrationRecord>, Error> {
+        self.select(conn, None).await
+    }
+
+    /// One recorded migration.
+    pub async fn record(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+    ) -> Result<Option<MigrationRecord>, Error> {
+        Ok(self.select(conn, Some(name)).await?.pop())
+    }
+
+    async fn select(
+        &self,
+        conn: &mut PgConnection,
+        name: Option<&str>,
+    ) -> Result<Vec<MigrationRecord>, Error> {
         if !self.exists(conn).await? {
             return Ok(Vec::new());
         }
@@ -222,9 +239,10 @@ impl Metadata {
                     m.last_error,
                     coalesce((SELECT sum(b.rows_done) FROM {s}.backfills b WHERE b.migration = m.name), 0)::bigint,
                     (SELECT sum(b.rows_estimate) FROM {s}.backfills b WHERE b.migration = m.name)::bigint
-             FROM {s}.migrations m ORDER BY m.name"
+             FROM {s}.migrations m WHERE $1::text IS NULL OR m.name = $1 ORDER BY m.name"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
             .fetch_all(&mut *conn)
             .await
             .map_err(db("reading the metadata"))?;

@@ -7,6 +7,16 @@
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use std::process::{Command, Output};
 
+/// The rule ids of a `migrate plan --format json` report, in order.
+pub fn rules_of(report: &serde_json::Value) -> Vec<String> {
+    report["findings"]
+        .as_array()
+        .expect("a findings array")
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// Runs the built `migrate` binary from the repository root, without colour.
 pub fn migrate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_migrate"))

@@ -33,7 +33,7 @@ struct Migration {
 
 /// Tests stop the process right after a chosen checkpoint (`MIGRATE_FAILPOINT=expand:2`), the
 /// way a `kill -9` would, to prove a rerun finishes the job.
-fn failpoint(phase: &str, step: usize) {
+pub(crate) fn failpoint(phase: &str, step: usize) {
     if let Ok(fp) = std::env::var("MIGRATE_FAILPOINT") {
         if fp == format!("{phase}:{step}") {
             eprintln!("failpoint {fp}: stopping");

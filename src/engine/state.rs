@@ -76,6 +76,14 @@ pub fn checksum(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Where a backfill stands: the last primary key done, and the last key that existed when it
+/// started (the bound that makes it end), each as the key columns' values in text form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct BackfillCursor {
+    pub last: Option<Vec<String>>,
+    pub upper: Option<Vec<String>>,
+}
+
 /// One recorded migration.
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationRecord {
@@ -381,16 +389,15 @@ impl Metadata {
         Ok(())
     }
 
-    /// A backfill's saved cursor (the last key done and the upper bound fixed at its start) and
-    /// rows done, if it has started.
+    /// A backfill's saved cursor and rows done, if it has started.
     pub async fn backfill_cursor(
         &self,
         conn: &mut PgConnection,
         name: &str,
         ordinal: i32,
-    ) -> Result<Option<(i64, i64, i64)>, Error> {
+    ) -> Result<Option<(BackfillCursor, i64)>, Error> {
         let sql = format!(
-            "SELECT (cursor ->> 'last')::bigint, (cursor ->> 'upper')::bigint, rows_done FROM {}.backfills WHERE migration = $1 AND ordinal = $2",
+            "SELECT cursor::text, rows_done FROM {}.backfills WHERE migration = $1 AND ordinal = $2",
             self.q()
         );
         let row = sqlx::query(AssertSqlSafe(sql))
@@ -399,7 +406,12 @@ impl Metadata {
             .fetch_optional(&mut *conn)
             .await
             .map_err(db("reading the backfill cursor"))?;
-        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+        let Some(row) = row else { return Ok(None) };
+        let json: Option<String> = row.get(0);
+        let cursor = serde_json::from_str(json.as_deref().unwrap_or("{}")).map_err(|e| {
+            Error::Database(format!("the backfill cursor of {name} cannot be read: {e}"))
+        })?;
+        Ok(Some((cursor, row.get(1))))
     }
 
     /// Saves a backfill's cursor; called in each batch's own transaction, so a batch and its
@@ -411,14 +423,16 @@ impl Metadata {
         name: &str,
         ordinal: i32,
         table: &str,
-        (last, upper): (i64, i64),
+        cursor: &BackfillCursor,
         rows_done: i64,
         estimate: Option<i64>,
         finished: bool,
     ) -> Result<(), Error> {
+        let json = serde_json::to_string(cursor)
+            .map_err(|e| Error::Database(format!("saving the backfill cursor: {e}")))?;
         let sql = format!(
             "INSERT INTO {s}.backfills AS b (migration, ordinal, table_name, cursor, rows_done, rows_estimate, started_at, updated_at, finished_at)
-             VALUES ($1, $2, $3, jsonb_build_object('last', $4::bigint, 'upper', $8::bigint), $5, $6, now(), now(), CASE WHEN $7 THEN now() END)
+             VALUES ($1, $2, $3, $4::jsonb, $5, $6, now(), now(), CASE WHEN $7 THEN now() END)
              ON CONFLICT (migration, ordinal) DO UPDATE SET cursor = excluded.cursor, rows_done = excluded.rows_done,
                  rows_estimate = coalesce(excluded.rows_estimate, b.rows_estimate), updated_at = now(),
                  finished_at = CASE WHEN $7 THEN now() END",
@@ -428,11 +442,10 @@ impl Metadata {
             .bind(name)
             .bind(ordinal)
             .bind(table)
-            .bind(last)
+            .bind(json)
             .bind(rows_done)
             .bind(estimate)
             .bind(finished)
-            .bind(upper)
             .execute(conn)
             .await
             .map_err(db("saving the backfill cursor"))?;

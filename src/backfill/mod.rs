@@ -150,137 +150,124 @@ pub async fn run(
         rows: 0,
         batches: 0,
     };
-    let Some(upper) = cursor.upper.clone() else {
-        // An empty table when the backfill started: nothing to do.
-        meta.save_backfill(
-            &mut *conn,
-            b.migration,
-            b.ordinal,
-            &b.table.name,
-            &cursor,
-            rows,
-            None,
-            true,
-        )
-        .await?;
-        return Ok(report);
-    };
+    // A table empty when the backfill started has no bound: nothing to walk.
+    if let Some(upper) = cursor.upper.clone() {
+        // One statement per batch: take the next keys in order from the cursor, update those rows,
+        // and return how many changed and the last key taken.
+        let sets: Vec<String> = b
+            .set
+            .iter()
+            .map(|(c, e)| format!("{} = {e}", quote_ident(c)))
+            .collect();
+        let filter = b.filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
+        let aliased: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{} AS __migrate_k{i}", quote_ident(&k.name)))
+            .collect();
+        let batch_keys: Vec<String> = (0..n).map(|i| format!("batch.__migrate_k{i}")).collect();
+        let batch_text: Vec<String> = (0..n).map(|i| format!("__migrate_k{i}::text")).collect();
+        let batch_desc: Vec<String> = (0..n).map(|i| format!("__migrate_k{i} DESC")).collect();
+        let table_keys = key_list(&keys, &format!("{table}."));
+        let batch_sql = |after: bool| {
+            let lower = if after {
+                format!("{plain} > {} AND ", key_params(&keys, 1))
+            } else {
+                String::new()
+            };
+            let upper_at = if after { n + 1 } else { 1 };
+            format!(
+                "WITH batch AS (
+                     SELECT {} FROM {table} WHERE {lower}{plain} <= {} ORDER BY {plain} LIMIT {BATCH_ROWS}
+                 ), changed AS (
+                     UPDATE {table} SET {} FROM batch WHERE {table_keys} = ({}){filter} RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM changed), (SELECT ARRAY[{}] FROM batch ORDER BY {} LIMIT 1)",
+                aliased.join(", "),
+                key_params(&keys, upper_at),
+                sets.join(", "),
+                batch_keys.join(", "),
+                batch_text.join(", "),
+                batch_desc.join(", ")
+            )
+        };
+        let (first_sql, next_sql) = (batch_sql(false), batch_sql(true));
+        let lock = crate::engine::exec::set_local_lock_timeout(exec);
+        let mut timeouts = 0;
+        loop {
+            let mut tx = conn.begin().await.map_err(db("starting a batch"))?;
 
-    // One statement per batch: take the next keys in order from the cursor, update those rows,
-    // and return how many changed and the last key taken.
-    let sets: Vec<String> = b
-        .set
-        .iter()
-        .map(|(c, e)| format!("{} = {e}", quote_ident(c)))
-        .collect();
-    let filter = b.filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
-    let aliased: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| format!("{} AS __migrate_k{i}", quote_ident(&k.name)))
-        .collect();
-    let batch_keys: Vec<String> = (0..n).map(|i| format!("batch.__migrate_k{i}")).collect();
-    let batch_text: Vec<String> = (0..n).map(|i| format!("__migrate_k{i}::text")).collect();
-    let batch_desc: Vec<String> = (0..n).map(|i| format!("__migrate_k{i} DESC")).collect();
-    let table_keys = key_list(&keys, &format!("{table}."));
-    let batch_sql = |after: bool| {
-        let lower = if after {
-            format!("{plain} > {} AND ", key_params(&keys, 1))
-        } else {
-            String::new()
-        };
-        let upper_at = if after { n + 1 } else { 1 };
-        format!(
-            "WITH batch AS (
-                 SELECT {} FROM {table} WHERE {lower}{plain} <= {} ORDER BY {plain} LIMIT {BATCH_ROWS}
-             ), changed AS (
-                 UPDATE {table} SET {} FROM batch WHERE {table_keys} = ({}){filter} RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM changed), (SELECT ARRAY[{}] FROM batch ORDER BY {} LIMIT 1)",
-            aliased.join(", "),
-            key_params(&keys, upper_at),
-            sets.join(", "),
-            batch_keys.join(", "),
-            batch_text.join(", "),
-            batch_desc.join(", ")
-        )
-    };
-    let (first_sql, next_sql) = (batch_sql(false), batch_sql(true));
-    let mut timeouts = 0;
-    loop {
-        let mut tx = conn.begin().await.map_err(db("starting a batch"))?;
-        let lock = format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            exec.lock_timeout.as_millis().max(1)
-        );
-        sqlx::raw_sql(AssertSqlSafe(lock))
-            .execute(&mut *tx)
-            .await
-            .map_err(db("setting lock_timeout"))?;
-        let mut q = match &cursor.last {
-            Some(_) => sqlx::query(AssertSqlSafe(next_sql.clone())),
-            None => sqlx::query(AssertSqlSafe(first_sql.clone())),
-        };
-        for v in cursor.last.iter().flatten().chain(upper.iter()) {
-            q = q.bind(v.clone());
-        }
-        match q.fetch_one(&mut *tx).await {
-            Ok(r) => {
-                let changed: i64 = r.get(0);
-                let Some(last) = r.get::<Option<Vec<String>>, _>(1) else {
-                    drop(tx);
-                    break;
-                };
-                rows += changed;
-                cursor.last = Some(last);
-                meta.save_backfill(
-                    &mut *tx,
-                    b.migration,
-                    b.ordinal,
-                    &b.table.name,
-                    &cursor,
-                    rows,
-                    None,
-                    false,
-                )
-                .await?;
-                tx.commit().await.map_err(db("committing a batch"))?;
-                report.rows += changed;
-                report.batches += 1;
-                timeouts = 0;
-                crate::engine::run::failpoint("batch", report.batches as usize);
+            sqlx::raw_sql(AssertSqlSafe(lock.clone()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("setting lock_timeout"))?;
+            let mut q = match &cursor.last {
+                Some(_) => sqlx::query(AssertSqlSafe(next_sql.clone())),
+                None => sqlx::query(AssertSqlSafe(first_sql.clone())),
+            };
+            for v in cursor.last.iter().flatten().chain(upper.iter()) {
+                q = q.bind(v.clone());
             }
-            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") => {
-                drop(tx);
-                timeouts += 1;
-                if timeouts > exec.retries {
-                    return Err(Error::LockTimeout(format!(
-                        "backfilling {table}: the next batch stayed locked through {timeouts} tries; run again to resume from the saved cursor"
-                    )));
+            match q.fetch_one(&mut *tx).await {
+                Ok(r) => {
+                    let changed: i64 = r.get(0);
+                    let Some(last) = r.get::<Option<Vec<String>>, _>(1) else {
+                        drop(tx);
+                        break;
+                    };
+                    rows += changed;
+                    cursor.last = Some(last);
+                    meta.save_backfill(
+                        &mut *tx,
+                        b.migration,
+                        b.ordinal,
+                        &b.table.name,
+                        &cursor,
+                        rows,
+                        None,
+                        false,
+                    )
+                    .await?;
+                    tx.commit().await.map_err(db("committing a batch"))?;
+                    report.rows += changed;
+                    report.batches += 1;
+                    timeouts = 0;
+                    crate::engine::run::failpoint("batch", report.batches as usize);
                 }
-                tokio::time::sleep(exec.backoff.saturating_mul(timeouts)).await;
+                Err(e)
+                    if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") =>
+                {
+                    drop(tx);
+                    timeouts += 1;
+                    if timeouts > exec.retries {
+                        return Err(Error::LockTimeout(format!(
+                            "backfilling {table}: the next batch stayed locked through {timeouts} tries; run again to resume from the saved cursor"
+                        )));
+                    }
+                    tokio::time::sleep(exec.backoff.saturating_mul(timeouts)).await;
+                }
+                Err(e) => return Err(db("a batch failed")(e)),
             }
-            Err(e) => return Err(db("a batch failed")(e)),
         }
-    }
-    // No row left behind up to the bound (rows after it are the triggers' job).
-    if let Some(f) = b.filter {
-        let mut q = sqlx::query(AssertSqlSafe(format!(
-            "SELECT EXISTS (SELECT 1 FROM {table} WHERE {plain} <= {} AND ({f}))",
-            key_params(&keys, 1)
-        )));
-        for v in &upper {
-            q = q.bind(v.clone());
-        }
-        let left: bool = q
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(db("checking for rows left behind"))?
-            .get(0);
-        if left {
-            return Err(Error::Database(format!(
-                "backfilling {table}: rows matching `{f}` remain after the last batch; run again to fill them"
+        // No row left behind up to the bound (rows after it are the triggers' job).
+        if let Some(f) = b.filter {
+            let mut q = sqlx::query(AssertSqlSafe(format!(
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE {plain} <= {} AND ({f}))",
+                key_params(&keys, 1)
             )));
+            for v in &upper {
+                q = q.bind(v.clone());
+            }
+            let left: bool = q
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db("checking for rows left behind"))?
+                .get(0);
+            if left {
+                return Err(Error::Database(format!(
+                    "backfilling {table}: rows matching `{f}` remain after the last batch; run again to fill them"
+                )));
+            }
         }
     }
     meta.save_backfill(

@@ -81,6 +81,14 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
+/// `SET LOCAL lock_timeout = '…'`: the statement every transactional step and batch starts with.
+pub(crate) fn set_local_lock_timeout(settings: &ExecSettings) -> String {
+    format!(
+        "SET LOCAL lock_timeout = '{}'",
+        pg_duration(settings.lock_timeout)
+    )
+}
+
 fn pg_duration(d: Duration) -> String {
     format!("{}ms", d.as_millis().max(1))
 }
@@ -166,10 +174,7 @@ async fn run_transactional(
 ) -> Result<(), TryError> {
     let mut tx = conn.begin().await?;
     // SET LOCAL: the timeouts end with the transaction, on this very connection.
-    let lock = format!(
-        "SET LOCAL lock_timeout = '{}'",
-        pg_duration(settings.lock_timeout)
-    );
+    let lock = set_local_lock_timeout(settings);
     sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await?;
     if let Some(st) = settings.statement_timeout {
         let st = format!("SET LOCAL statement_timeout = '{}'", pg_duration(st));

@@ -21,7 +21,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   say "cargo is not installed: install a Rust toolchain (rustup) first"; exit 2
 fi
 
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
+# libclang itself, not libclang-cpp (which comes with other LLVM packages and is no use here).
+if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 \
+   && ! ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
   say "installing libclang-dev"
   apt_install libclang-dev
 fi

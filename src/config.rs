@@ -83,6 +83,137 @@ pub struct RawConfig {
     pub lock_retries: Option<u32>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleSetting>,
+    #[serde(default)]
+    pub backfill: RawBackfill,
+}
+
+/// `[backfill]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackfill {
+    /// The duration a batch aims at (`"50ms"`).
+    pub target: Option<String>,
+    pub min_rows: Option<i64>,
+    pub max_rows: Option<i64>,
+    pub initial_rows: Option<i64>,
+    /// A fixed batch size instead of an adaptive one.
+    pub batch_rows: Option<i64>,
+    /// A pause after each batch: a time (`"20ms"`) or a share of the batch's time (`"50%"`).
+    pub pause: Option<String>,
+    /// The longest a batch waits for a row lock per try.
+    pub lock_timeout: Option<String>,
+    /// Wait while a replica's replay lag is over this (`"10s"`), or `"off"`.
+    pub max_replica_lag: Option<String>,
+}
+
+/// A pause between batches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pause {
+    Fixed(std::time::Duration),
+    /// A share of the batch's own time (0.5 = half as long again).
+    Share(f64),
+}
+
+impl Pause {
+    pub fn after(&self, batch: std::time::Duration) -> std::time::Duration {
+        match *self {
+            Pause::Fixed(d) => d,
+            Pause::Share(f) => batch.mul_f64(f),
+        }
+    }
+}
+
+/// How backfills batch and throttle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackfillSettings {
+    /// The duration each batch aims at. A batch holds its rows' locks for as long as it runs,
+    /// so this bounds how long an application write can wait on it.
+    pub target: std::time::Duration,
+    pub min_rows: i64,
+    pub max_rows: i64,
+    pub initial_rows: i64,
+    pub pause: Pause,
+    pub lock_timeout: std::time::Duration,
+    pub max_replica_lag: Option<std::time::Duration>,
+}
+
+impl Default for BackfillSettings {
+    fn default() -> Self {
+        BackfillSettings {
+            target: std::time::Duration::from_millis(50),
+            min_rows: 100,
+            max_rows: 50_000,
+            initial_rows: 1_000,
+            pause: Pause::Fixed(std::time::Duration::ZERO),
+            lock_timeout: std::time::Duration::from_millis(100),
+            max_replica_lag: Some(std::time::Duration::from_secs(10)),
+        }
+    }
+}
+
+impl BackfillSettings {
+    fn from_raw(raw: &RawBackfill) -> Result<BackfillSettings, String> {
+        let mut b = BackfillSettings::default();
+        let rows = |key: &str, v: i64| {
+            if (1..=10_000_000).contains(&v) {
+                Ok(v)
+            } else {
+                Err(format!(
+                    "[backfill] {key}: {v} is out of range (1 to 10000000 rows)"
+                ))
+            }
+        };
+        if let Some(t) = &raw.target {
+            b.target = parse_duration(t).map_err(|e| format!("[backfill] target: {e}"))?;
+        }
+        if let Some(v) = raw.min_rows {
+            b.min_rows = rows("min_rows", v)?;
+        }
+        if let Some(v) = raw.max_rows {
+            b.max_rows = rows("max_rows", v)?;
+        }
+        if let Some(v) = raw.initial_rows {
+            b.initial_rows = rows("initial_rows", v)?;
+        }
+        if b.min_rows > b.max_rows {
+            return Err(format!(
+                "[backfill] min_rows ({}) is above max_rows ({})",
+                b.min_rows, b.max_rows
+            ));
+        }
+        if let Some(v) = raw.batch_rows {
+            let v = rows("batch_rows", v)?;
+            (b.min_rows, b.max_rows, b.initial_rows) = (v, v, v);
+        }
+        b.initial_rows = b.initial_rows.clamp(b.min_rows, b.max_rows);
+        if let Some(p) = &raw.pause {
+            b.pause = match p.trim().strip_suffix('%') {
+                Some(share) => {
+                    let v: f64 = share.trim().parse().ok().filter(|v| (0.0..=1000.0).contains(v)).ok_or_else(|| {
+                        format!("[backfill] pause: `{p}` is not a share; write it as 50% (0 to 1000)")
+                    })?;
+                    Pause::Share(v / 100.0)
+                }
+                None if p.trim() == "0" => Pause::Fixed(std::time::Duration::ZERO),
+                None => {
+                    Pause::Fixed(parse_duration(p).map_err(|e| format!("[backfill] pause: {e}"))?)
+                }
+            };
+        }
+        if let Some(t) = &raw.lock_timeout {
+            b.lock_timeout =
+                parse_duration(t).map_err(|e| format!("[backfill] lock_timeout: {e}"))?;
+        }
+        if let Some(t) = &raw.max_replica_lag {
+            b.max_replica_lag = match t.trim() {
+                "off" => None,
+                t => Some(
+                    parse_duration(t).map_err(|e| format!("[backfill] max_replica_lag: {e}"))?,
+                ),
+            };
+        }
+        Ok(b)
+    }
 }
 
 /// Validated settings for linting and planning.
@@ -94,6 +225,7 @@ pub struct Settings {
     pub metadata_schema: String,
     pub lock_timeout: std::time::Duration,
     pub lock_retries: u32,
+    pub backfill: BackfillSettings,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<&'static str, Option<Level>>,
 }
@@ -107,6 +239,7 @@ impl Default for Settings {
             metadata_schema: "migrate".to_string(),
             lock_timeout: std::time::Duration::from_secs(2),
             lock_retries: 5,
+            backfill: BackfillSettings::default(),
             rule_levels: BTreeMap::new(),
         }
     }
@@ -163,6 +296,7 @@ impl Settings {
         if let Some(r) = raw.lock_retries {
             s.lock_retries = r;
         }
+        s.backfill = BackfillSettings::from_raw(&raw.backfill)?;
         for (id, setting) in &raw.rules {
             let Some(rule) = crate::lint::rules::find(id) else {
                 return Err(format!(
@@ -231,6 +365,31 @@ mod tests {
         );
         assert!("sixteen".parse::<PgVersion>().is_err());
         assert!("1.2.3".parse::<PgVersion>().is_err());
+    }
+
+    #[test]
+    fn backfill_settings() {
+        let raw: RawConfig = toml::from_str(
+            "[backfill]\ntarget = \"200ms\"\npause = \"50%\"\nmax_replica_lag = \"off\"\nmin_rows = 10",
+        )
+        .unwrap();
+        let b = Settings::from_raw(&raw).unwrap().backfill;
+        assert_eq!(b.target.as_millis(), 200);
+        assert_eq!(b.pause, Pause::Share(0.5));
+        assert_eq!(b.max_replica_lag, None);
+        assert_eq!(b.min_rows, 10);
+        let raw: RawConfig = toml::from_str("[backfill]\nbatch_rows = 5000").unwrap();
+        let b = Settings::from_raw(&raw).unwrap().backfill;
+        assert_eq!((b.min_rows, b.initial_rows, b.max_rows), (5000, 5000, 5000));
+        for bad in [
+            "min_rows = 500\nmax_rows = 100",
+            "pause = \"lots\"",
+            "batch_rows = 0",
+        ] {
+            let raw: RawConfig = toml::from_str(&format!("[backfill]\n{bad}")).unwrap();
+            let err = Settings::from_raw(&raw).unwrap_err();
+            assert!(err.starts_with("[backfill]"), "{err}");
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn fast() -> ExecSettings {
         backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(100),
         statement_timeout: None,
+        backfill: Default::default(),
     }
 }
 

@@ -54,6 +54,11 @@ fn example_project(tag: &str) -> PathBuf {
 fn run(db: &TestDb, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--database-url", &db.url, "--dir", dir.to_str().unwrap()]);
+    let config = dir.join("migrate.toml");
+    let config = config.to_str().unwrap();
+    if Path::new(config).exists() && !args.contains(&"--config") {
+        all.extend(["--config", config]);
+    }
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
     cmd.args(&all).env("NO_COLOR", "1");
     match failpoint {
@@ -306,6 +311,7 @@ fn backfills_walk_any_key_and_resume_after_a_kill_mid_backfill() {
                  ALTER TABLE docs RENAME COLUMN title TO heading;
                  ALTER TABLE tags RENAME COLUMN label TO caption;\n",
             ),
+            ("migrate.toml", "[backfill]\nbatch_rows = 10000\n"),
         ],
     );
     // 25,000 rows are three batches per table: stop after every second batch until done.

@@ -5,17 +5,17 @@
 //! ends. Each batch walks the key index from the cursor, so its cost stays flat from the first
 //! batch to the last. A `kill -9` loses at most the batch in flight.
 //!
-//! Still to come with the backfill engine (issue 4): adaptive batch sizes, throttles, a
-//! progress bar.
+//! The batch size moves toward a target duration ([`Sizer`]); batches pause when asked to,
+//! when a commit stalls, and while a replica lags; progress is a bar on a terminal and a log
+//! line every few seconds elsewhere.
 
+use crate::config::BackfillSettings;
 use crate::engine::exec::ExecSettings;
 use crate::engine::state::{BackfillCursor, Metadata};
 use crate::error::Error;
 use crate::model::{quote_ident, QualifiedName};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
-
-/// Rows per batch.
-pub const BATCH_ROWS: i64 = 10_000;
+use std::time::{Duration, Instant};
 
 /// One backfill of a migration's plan.
 pub struct Backfill<'a> {
@@ -25,12 +25,177 @@ pub struct Backfill<'a> {
     pub table: &'a QualifiedName,
     pub set: &'a [(String, String)],
     pub filter: Option<&'a str>,
+    /// True of a row still wrong: checked over the whole range at the end.
+    pub verify: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BackfillReport {
+    /// Rows changed.
     pub rows: i64,
+    /// Rows walked (changed or already right).
+    pub walked: i64,
     pub batches: i64,
+    /// Batches that met a row lock held longer than the batch lock_timeout, and were retried
+    /// smaller.
+    pub lock_timeouts: i64,
+    pub smallest: i64,
+    pub largest: i64,
+    /// Time spent waiting for replicas to catch up.
+    pub replica_wait: Duration,
+    /// Whether the end check ran (see `verify` of the step).
+    pub verified: bool,
+}
+
+/// Moves the batch size toward the target duration: grows at most a fifth per batch, and only
+/// after a full batch that was quicker than the target; shrinks at once to the size that would
+/// have met the target (at most to a quarter per batch) after a slow one, and to a quarter
+/// after a lock timeout. Always within the bounds.
+#[derive(Debug, Clone)]
+pub struct Sizer {
+    rows: f64,
+    min: f64,
+    max: f64,
+    target: Duration,
+}
+
+impl Sizer {
+    pub fn new(s: &BackfillSettings, resume_at: Option<i64>) -> Sizer {
+        let mut sizer = Sizer {
+            rows: resume_at.unwrap_or(s.initial_rows) as f64,
+            min: s.min_rows as f64,
+            max: s.max_rows as f64,
+            target: s.target,
+        };
+        sizer.clamp();
+        sizer
+    }
+
+    pub fn rows(&self) -> i64 {
+        self.rows.round() as i64
+    }
+
+    fn clamp(&mut self) {
+        self.rows = self.rows.clamp(self.min, self.max);
+    }
+
+    /// After a batch that took `took` for `walked` rows.
+    pub fn observe(&mut self, walked: i64, took: Duration) {
+        let ratio = self.target.as_secs_f64() / took.as_secs_f64().max(1e-6);
+        if ratio < 1.0 {
+            let fitting = walked.max(1) as f64 * ratio;
+            self.rows = fitting.clamp(self.rows / 4.0, self.rows);
+        } else if walked >= self.rows() {
+            self.rows *= ratio.min(1.2);
+        }
+        self.clamp();
+    }
+
+    /// After a batch that gave up waiting for a row lock.
+    pub fn lock_timeout(&mut self) {
+        self.rows /= 4.0;
+        self.clamp();
+    }
+
+    pub fn at_min(&self) -> bool {
+        self.rows <= self.min
+    }
+}
+
+/// The largest replay lag of any replica, when there is one.
+async fn replica_lag(conn: &mut PgConnection) -> Result<Option<Duration>, Error> {
+    let lag: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(coalesce(replay_lag, flush_lag, write_lag)))::float8 FROM pg_stat_replication",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::Database(format!("reading replica lag from pg_stat_replication: {e}")))?;
+    Ok(lag.map(Duration::from_secs_f64))
+}
+
+/// Rows done, rows/s and time left: a bar on a terminal, a line every few seconds elsewhere.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    label: String,
+    started: Instant,
+    last_line: Instant,
+    start_walked: i64,
+    total: i64,
+}
+
+/// How often the progress line is written when the output is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Progress {
+    fn new(label: String, done: i64, total: i64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total.max(done) as u64),
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {human_pos}/~{human_len} rows  {per_sec}  ETA {eta}  {msg}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.clone());
+            bar.set_position(done as u64);
+            bar.reset_eta();
+            bar
+        });
+        Progress {
+            bar,
+            label,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            start_walked: done,
+            total,
+        }
+    }
+
+    fn update(&mut self, walked: i64, size: i64) {
+        if walked > self.total {
+            self.total = walked;
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(self.total as u64);
+                bar.set_position(walked as u64);
+                bar.set_message(format!("batch {size}"));
+            }
+            None if self.last_line.elapsed() >= LOG_EVERY => {
+                self.last_line = Instant::now();
+                let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+                let rate = (walked - self.start_walked) as f64 / secs;
+                let left = (self.total - walked).max(0) as f64;
+                eprintln!(
+                    "{}: {walked} / ~{} rows ({:.0}%), {:.0} rows/s, ~{:.0} s left, batch {size} rows",
+                    self.label,
+                    self.total,
+                    100.0 * walked as f64 / self.total.max(1) as f64,
+                    rate,
+                    if rate > 0.0 { left / rate } else { 0.0 }
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn say(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(message.to_string()),
+            None => eprintln!("{}: {message}", self.label),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 /// A primary-key column: its name and type.
@@ -96,6 +261,7 @@ pub async fn run(
     b: &Backfill<'_>,
     exec: &ExecSettings,
 ) -> Result<BackfillReport, Error> {
+    let settings = &exec.backfill;
     let keys = primary_key(conn, b.table).await?;
     let table = b.table.sql();
     let name = table.clone();
@@ -114,46 +280,52 @@ pub async fn run(
         .map(|k| format!("{} DESC", quote_ident(&k.name)))
         .collect();
 
-    let (mut cursor, mut rows) = match meta.backfill_cursor(conn, b.migration, b.ordinal).await? {
-        Some(saved) => saved,
-        None => {
-            // The bound: the last key that exists now.
-            let r = sqlx::query(AssertSqlSafe(format!(
-                "SELECT ARRAY[{}], (SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass($1)) FROM {table} ORDER BY {} LIMIT 1",
-                as_text.join(", "),
-                desc.join(", ")
-            )))
-            .bind(b.table.sql())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db("reading the last key"))?;
-            let (upper, estimate) = match r {
-                Some(r) => (Some(r.get::<Vec<String>, _>(0)), r.get::<i64, _>(1)),
-                None => (None, 0),
-            };
-            let cursor = BackfillCursor { last: None, upper };
-            meta.save_backfill(
-                &mut *conn,
-                b.migration,
-                b.ordinal,
-                &b.table.name,
-                &cursor,
-                0,
-                (estimate >= 0).then_some(estimate),
-                false,
-            )
-            .await?;
-            (cursor, 0)
-        }
-    };
+    let (mut cursor, mut walked, estimate) =
+        match meta.backfill_cursor(conn, b.migration, b.ordinal).await? {
+            Some((saved, done)) => {
+                let estimate = table_estimate(conn, b.table).await?;
+                (saved, done, estimate)
+            }
+            None => {
+                // The bound: the last key that exists now.
+                let r = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT ARRAY[{}] FROM {table} ORDER BY {} LIMIT 1",
+                    as_text.join(", "),
+                    desc.join(", ")
+                )))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db("reading the last key"))?;
+                let upper = r.map(|r| r.get::<Vec<String>, _>(0));
+                let estimate = table_estimate(conn, b.table).await?;
+                let cursor = BackfillCursor {
+                    last: None,
+                    upper,
+                    size: None,
+                };
+                meta.save_backfill(
+                    &mut *conn,
+                    b.migration,
+                    b.ordinal,
+                    &b.table.name,
+                    &cursor,
+                    0,
+                    Some(estimate),
+                    false,
+                )
+                .await?;
+                (cursor, 0, estimate)
+            }
+        };
+    let mut sizer = Sizer::new(settings, cursor.size);
     let mut report = BackfillReport {
-        rows: 0,
-        batches: 0,
+        smallest: i64::MAX,
+        ..Default::default()
     };
     // A table empty when the backfill started has no bound: nothing to walk.
     if let Some(upper) = cursor.upper.clone() {
         // One statement per batch: take the next keys in order from the cursor, update those rows,
-        // and return how many changed and the last key taken.
+        // and return how many were taken and changed, and the last key taken.
         let sets: Vec<String> = b
             .set
             .iter()
@@ -169,7 +341,9 @@ pub async fn run(
         let batch_text: Vec<String> = (0..n).map(|i| format!("__migrate_k{i}::text")).collect();
         let batch_desc: Vec<String> = (0..n).map(|i| format!("__migrate_k{i} DESC")).collect();
         let table_keys = key_list(&keys, &format!("{table}."));
-        let batch_sql = |after: bool| {
+        // The size is a number we chose, written into the statement; statements are not kept
+        // prepared, so every batch is planned with its real bounds (an index range scan).
+        let batch_sql = |after: bool, size: i64| {
             let lower = if after {
                 format!("{plain} > {} AND ", key_params(&keys, 1))
             } else {
@@ -178,11 +352,12 @@ pub async fn run(
             let upper_at = if after { n + 1 } else { 1 };
             format!(
                 "WITH batch AS (
-                     SELECT {} FROM {table} WHERE {lower}{plain} <= {} ORDER BY {plain} LIMIT {BATCH_ROWS}
+                     SELECT {} FROM {table} WHERE {lower}{plain} <= {} ORDER BY {plain} LIMIT {size}
                  ), changed AS (
                      UPDATE {table} SET {} FROM batch WHERE {table_keys} = ({}){filter} RETURNING 1
                  )
-                 SELECT (SELECT count(*) FROM changed), (SELECT ARRAY[{}] FROM batch ORDER BY {} LIMIT 1)",
+                 SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM changed),
+                        (SELECT ARRAY[{}] FROM batch ORDER BY {} LIMIT 1)",
                 aliased.join(", "),
                 key_params(&keys, upper_at),
                 sets.join(", "),
@@ -191,68 +366,124 @@ pub async fn run(
                 batch_desc.join(", ")
             )
         };
-        let (first_sql, next_sql) = (batch_sql(false), batch_sql(true));
-        let lock = crate::engine::exec::set_local_lock_timeout(exec);
-        let mut timeouts = 0;
+        let lock = format!(
+            "SET LOCAL lock_timeout = '{}ms'",
+            settings.lock_timeout.as_millis().max(1)
+        );
+        let mut progress = Progress::new(format!("backfill {table}"), walked, estimate);
+        let mut timeouts = 0u32;
+        let mut lag_checked: Option<Instant> = None;
         loop {
+            // Replicas first: a batch adds WAL they must replay.
+            if let Some(bound) = settings.max_replica_lag {
+                if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    lag_checked = Some(Instant::now());
+                    while let Some(lag) = replica_lag(conn).await?.filter(|l| *l > bound) {
+                        progress.say(&format!(
+                            "waiting: a replica is {:.1} s behind (max_replica_lag {:.1} s)",
+                            lag.as_secs_f64(),
+                            bound.as_secs_f64()
+                        ));
+                        let wait = Instant::now();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        report.replica_wait += wait.elapsed();
+                    }
+                }
+            }
+            let size = sizer.rows();
+            let batch_started = Instant::now();
             let mut tx = conn.begin().await.map_err(db("starting a batch"))?;
-
             sqlx::raw_sql(AssertSqlSafe(lock.clone()))
                 .execute(&mut *tx)
                 .await
                 .map_err(db("setting lock_timeout"))?;
-            let mut q = match &cursor.last {
-                Some(_) => sqlx::query(AssertSqlSafe(next_sql.clone())),
-                None => sqlx::query(AssertSqlSafe(first_sql.clone())),
-            };
+            let sql = batch_sql(cursor.last.is_some(), size);
+            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
             for v in cursor.last.iter().flatten().chain(upper.iter()) {
                 q = q.bind(v.clone());
             }
             match q.fetch_one(&mut *tx).await {
                 Ok(r) => {
-                    let changed: i64 = r.get(0);
-                    let Some(last) = r.get::<Option<Vec<String>>, _>(1) else {
+                    let taken: i64 = r.get(0);
+                    let changed: i64 = r.get(1);
+                    let Some(last) = r.get::<Option<Vec<String>>, _>(2) else {
                         drop(tx);
                         break;
                     };
-                    rows += changed;
+                    walked += taken;
                     cursor.last = Some(last);
+                    cursor.size = Some(size);
                     meta.save_backfill(
                         &mut *tx,
                         b.migration,
                         b.ordinal,
                         &b.table.name,
                         &cursor,
-                        rows,
+                        walked,
                         None,
                         false,
                     )
                     .await?;
+                    let committing = Instant::now();
                     tx.commit().await.map_err(db("committing a batch"))?;
+                    let commit = committing.elapsed();
+                    let took = batch_started.elapsed();
                     report.rows += changed;
+                    report.walked += taken;
                     report.batches += 1;
+                    report.smallest = report.smallest.min(taken.max(1));
+                    report.largest = report.largest.max(taken);
                     timeouts = 0;
                     crate::engine::run::failpoint("batch", report.batches as usize);
+                    sizer.observe(taken, took);
+                    progress.update(walked, sizer.rows());
+                    // A commit slower than a whole batch should be is the disk falling behind:
+                    // give it that long again to catch up before adding more writes.
+                    let mut pause = settings.pause.after(took);
+                    if commit > settings.target {
+                        pause += commit.min(Duration::from_secs(2));
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 Err(e)
                     if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") =>
                 {
                     drop(tx);
-                    timeouts += 1;
+                    report.lock_timeouts += 1;
+                    // Smaller batches first; only once at the smallest do tries count down.
+                    if sizer.at_min() {
+                        timeouts += 1;
+                    }
+                    sizer.lock_timeout();
                     if timeouts > exec.retries {
+                        progress.finish();
                         return Err(Error::LockTimeout(format!(
-                            "backfilling {table}: the next batch stayed locked through {timeouts} tries; run again to resume from the saved cursor"
+                            "backfilling {table}: the next {} rows stayed locked by another session through {} tries of {} ms{}; run again to resume from the saved cursor",
+                            sizer.rows(),
+                            timeouts,
+                            settings.lock_timeout.as_millis(),
+                            row_lock_holders(conn, b.table).await
                         )));
                     }
-                    tokio::time::sleep(exec.backoff.saturating_mul(timeouts)).await;
+                    progress.say(&format!(
+                        "a row lock held elsewhere; retrying with {} rows",
+                        sizer.rows()
+                    ));
+                    tokio::time::sleep(crate::engine::exec::backoff(exec, timeouts.max(1))).await;
                 }
-                Err(e) => return Err(db("a batch failed")(e)),
+                Err(e) => {
+                    progress.finish();
+                    return Err(db("a batch failed")(e));
+                }
             }
         }
-        // No row left behind up to the bound (rows after it are the triggers' job).
-        if let Some(f) = b.filter {
+        progress.finish();
+        // No row left wrong up to the bound (rows after it are the triggers' job).
+        if let Some(wrong) = b.verify {
             let mut q = sqlx::query(AssertSqlSafe(format!(
-                "SELECT EXISTS (SELECT 1 FROM {table} WHERE {plain} <= {} AND ({f}))",
+                "SELECT EXISTS (SELECT 1 FROM {table} WHERE {plain} <= {} AND ({wrong}))",
                 key_params(&keys, 1)
             )));
             for v in &upper {
@@ -265,10 +496,16 @@ pub async fn run(
                 .get(0);
             if left {
                 return Err(Error::Database(format!(
-                    "backfilling {table}: rows matching `{f}` remain after the last batch; run again to fill them"
+                    "backfilling {table}: rows matching `{wrong}` remain after the last batch; run again to fill them"
                 )));
             }
+            report.verified = true;
         }
+    } else {
+        report.verified = b.verify.is_some();
+    }
+    if report.smallest == i64::MAX {
+        report.smallest = 0;
     }
     meta.save_backfill(
         &mut *conn,
@@ -276,10 +513,109 @@ pub async fn run(
         b.ordinal,
         &b.table.name,
         &cursor,
-        rows,
+        walked,
         None,
         true,
     )
     .await?;
     Ok(report)
+}
+
+/// The planner's row estimate for a table (0 when it has never been analyzed).
+async fn table_estimate(conn: &mut PgConnection, table: &QualifiedName) -> Result<i64, Error> {
+    let n: Option<i64> = sqlx::query_scalar(
+        "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = to_regclass($1)",
+    )
+    .bind(table.sql())
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| Error::Database(format!("estimating the rows of {table}: {e}")))?;
+    Ok(n.unwrap_or(0))
+}
+
+/// pid, application, state, seconds in the transaction, query.
+type Holder = (i32, String, String, i32, String);
+
+/// The sessions holding row locks on the table right now, for an error message.
+async fn row_lock_holders(conn: &mut PgConnection, table: &QualifiedName) -> String {
+    let rows: Result<Vec<Holder>, _> = sqlx::query_as(
+        "SELECT DISTINCT ON (a.pid) a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),
+                coalesce(extract(epoch FROM now() - a.xact_start)::int, 0),
+                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 120)
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid()
+           AND l.mode IN ('RowExclusiveLock', 'RowShareLock', 'ExclusiveLock', 'ShareRowExclusiveLock')
+         ORDER BY a.pid",
+    )
+    .bind(table.sql())
+    .fetch_all(&mut *conn)
+    .await;
+    match rows {
+        Ok(rows) if !rows.is_empty() => {
+            let list: Vec<String> = rows
+                .iter()
+                .map(|(pid, app, state, secs, q)| {
+                    format!("pid {pid} ({app}, {state} for {secs} s: {q})")
+                })
+                .collect();
+            format!(" (sessions writing to it: {})", list.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BackfillSettings {
+        BackfillSettings {
+            target: Duration::from_millis(100),
+            min_rows: 100,
+            max_rows: 50_000,
+            initial_rows: 1_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn grows_slowly_toward_the_target() {
+        let mut s = Sizer::new(&settings(), None);
+        // 10 ms for 1,000 rows: ten times faster than the target, but it grows by a fifth.
+        s.observe(1_000, Duration::from_millis(10));
+        assert_eq!(s.rows(), 1_200);
+        for _ in 0..100 {
+            let rows = s.rows();
+            s.observe(rows, Duration::from_micros(rows as u64 * 10));
+        }
+        // 10 µs a row: 10,000 rows meet 100 ms.
+        assert!((9_000..=11_000).contains(&s.rows()), "{}", s.rows());
+    }
+
+    #[test]
+    fn a_partial_batch_does_not_grow_it() {
+        let mut s = Sizer::new(&settings(), None);
+        s.observe(10, Duration::from_millis(1));
+        assert_eq!(s.rows(), 1_000);
+    }
+
+    #[test]
+    fn shrinks_fast_and_stays_in_bounds() {
+        let mut s = Sizer::new(&settings(), Some(40_000));
+        // Twice the target: straight to half.
+        s.observe(40_000, Duration::from_millis(200));
+        assert_eq!(s.rows(), 20_000);
+        // A stall of 10 s: at most a quarter per batch.
+        s.observe(20_000, Duration::from_secs(10));
+        assert_eq!(s.rows(), 5_000);
+        for _ in 0..10 {
+            s.lock_timeout();
+        }
+        assert_eq!(s.rows(), 100);
+        assert!(s.at_min());
+        let mut s = Sizer::new(&settings(), Some(1_000_000));
+        assert_eq!(s.rows(), 50_000, "a resumed size is bounded too");
+        s.observe(50_000, Duration::from_millis(1));
+        assert_eq!(s.rows(), 50_000);
+    }
 }

@@ -39,6 +39,7 @@ pub fn exec_settings(settings: &Settings) -> crate::engine::exec::ExecSettings {
     crate::engine::exec::ExecSettings {
         lock_timeout: settings.lock_timeout,
         retries: settings.lock_retries,
+        backfill: settings.backfill.clone(),
         ..Default::default()
     }
 }

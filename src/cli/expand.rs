@@ -11,6 +11,9 @@ use crate::error::Error;
 pub struct ExpandArgs {
     /// Expand migrations up to and including this one (default: all pending).
     pub name: Option<String>,
+    /// Stop after the expand steps; run the backfills later with `migrate backfill`.
+    #[arg(long)]
+    pub skip_backfill: bool,
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -21,11 +24,19 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
     let n = block_on(async {
         let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
         let result = runner
-            .expand(args.name.as_deref(), &mut std::io::stdout())
+            .expand(
+                args.name.as_deref(),
+                !args.skip_backfill,
+                &mut std::io::stdout(),
+            )
             .await;
         runner.close().await;
         result
     })?;
-    println!("expanded {n} migration(s); deploy the new version, then run `migrate contract`");
+    if args.skip_backfill {
+        println!("expanded {n} migration(s); run `migrate backfill` next");
+    } else {
+        println!("expanded {n} migration(s); deploy the new version, then run `migrate contract`");
+    }
     Ok(EXIT_OK)
 }

@@ -2,6 +2,7 @@
 //! an exit code.
 
 pub mod abort;
+pub mod backfill;
 pub mod baseline;
 pub mod contract;
 pub mod db;
@@ -37,6 +38,8 @@ pub enum Command {
     Rules(rules::RulesArgs),
     /// Apply the expand phase of pending migrations, then run their backfills.
     Expand(expand::ExpandArgs),
+    /// Run (or resume) the backfills of expanded migrations.
+    Backfill(backfill::BackfillArgs),
     /// Apply the contract phase of backfilled migrations (after the old version is gone).
     Contract(contract::ContractArgs),
     /// Undo an expanded, not yet contracted migration.
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
         Command::Plan(args) => plan::run(args),
         Command::Rules(args) => rules::run(args),
         Command::Expand(args) => expand::run(args),
+        Command::Backfill(args) => backfill::run(args),
         Command::Contract(args) => contract::run(args),
         Command::Abort(args) => abort::run(args),
         Command::Status(args) => status::run(args),

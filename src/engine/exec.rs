@@ -26,6 +26,7 @@ pub struct ExecSettings {
     pub max_backoff: Duration,
     /// The limit for transactional steps (concurrent builds have none).
     pub statement_timeout: Option<Duration>,
+    pub backfill: crate::config::BackfillSettings,
 }
 
 impl Default for ExecSettings {
@@ -36,6 +37,7 @@ impl Default for ExecSettings {
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
             statement_timeout: None,
+            backfill: Default::default(),
         }
     }
 }
@@ -95,7 +97,7 @@ fn pg_duration(d: Duration) -> String {
 
 /// A pause before try `n` (from 1): exponential, capped, with up to 50% jitter so that several
 /// runners (or retries after a shared blocker ends) do not stampede together.
-fn backoff(settings: &ExecSettings, n: u32) -> Duration {
+pub(crate) fn backoff(settings: &ExecSettings, n: u32) -> Duration {
     let base = settings
         .backoff
         .saturating_mul(1u32 << n.min(16).saturating_sub(1));

@@ -165,23 +165,45 @@ impl Runner {
                 step: (i + 1) as i32,
             };
             let result = match &step.kind {
-                StepKind::Backfill { table, set, filter } => {
+                StepKind::Backfill {
+                    table,
+                    set,
+                    filter,
+                    verify,
+                } => {
                     let b = Backfill {
                         migration: name,
                         ordinal: i as i32,
                         table,
                         set,
                         filter: filter.as_deref(),
+                        verify: verify.as_deref(),
                     };
                     match backfill::run(&mut self.conn, &self.meta, &b, &self.exec).await {
                         Ok(r) => {
+                            let secs = started.elapsed().as_secs_f64().max(1e-3);
                             let _ = writeln!(
                                 out,
-                                "{name}  {label} {}/{}  {} rows in {} batches",
+                                "{name}  {label} {}/{}  {} of {} rows changed in {} batches of {}–{} rows, {:.0} rows/s{}{}{}",
                                 i + 1,
                                 steps.len(),
                                 r.rows,
-                                r.batches
+                                r.walked,
+                                r.batches,
+                                r.smallest,
+                                r.largest,
+                                r.walked as f64 / secs,
+                                if r.lock_timeouts > 0 {
+                                    format!(", {} lock timeouts retried smaller", r.lock_timeouts)
+                                } else {
+                                    String::new()
+                                },
+                                if r.replica_wait.is_zero() {
+                                    String::new()
+                                } else {
+                                    format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64())
+                                },
+                                if r.verified { ", verified" } else { ", not verifiable (volatile values)" }
                             );
                             self.meta
                                 .checkpoint(&mut self.conn, name, phase, cp.step)
@@ -244,6 +266,7 @@ impl Runner {
     pub async fn expand(
         &mut self,
         upto: Option<&str>,
+        backfill: bool,
         out: &mut dyn Write,
     ) -> Result<usize, Error> {
         let migrations = self.migrations(upto)?;
@@ -296,11 +319,50 @@ impl Runner {
                     .checkpoint(&mut self.conn, &name, MigrationPhase::Expanded, 0)
                     .await?;
             }
+            if !backfill {
+                done += 1;
+                continue;
+            }
             let from = if phase == MigrationPhase::Backfilling {
                 step
             } else {
                 0
             };
+            let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
+            let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
+            self.run_phase(&name, phases, "backfill", &steps, from, out)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// Runs or resumes the backfills of every expanded migration in order (up to `upto`);
+    /// pending ones are left for `expand`.
+    pub async fn backfill(
+        &mut self,
+        upto: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<usize, Error> {
+        let migrations = self.migrations(upto)?;
+        let mut done = 0;
+        for m in &migrations {
+            let name = m.entry.name.clone();
+            let Some(record) = self.meta.record(&mut self.conn, &name).await? else {
+                continue;
+            };
+            Self::unchanged(m, &record)?;
+            let from = match record.phase {
+                MigrationPhase::Expanded => 0,
+                MigrationPhase::Backfilling => record.step as usize,
+                MigrationPhase::Expanding => {
+                    return Err(Error::Refused(format!(
+                        "the expand of {name} is unfinished: run `migrate expand` first"
+                    )))
+                }
+                _ => continue,
+            };
+            let plan = self.stored_plan(&name).await?;
             let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
             let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
             self.run_phase(&name, phases, "backfill", &steps, from, out)

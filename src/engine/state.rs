@@ -82,6 +82,9 @@ pub fn checksum(bytes: &[u8]) -> String {
 pub struct BackfillCursor {
     pub last: Option<Vec<String>>,
     pub upper: Option<Vec<String>>,
+    /// The batch size reached, so that a resumed backfill starts where the last one had got to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
 }
 
 /// One recorded migration.

@@ -145,20 +145,35 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
                 .as_ref()
                 .map(range_var)
                 .unwrap_or_else(|| QualifiedName::new(None, "?"));
-            let sets = s
+            let targets: Vec<&protobuf::ResTarget> = s
                 .target_list
                 .iter()
                 .filter_map(|t| match &t.node {
-                    Some(N::ResTarget(r)) => Some((
-                        r.name.clone(),
-                        r.val.as_deref().map(expr_sql).unwrap_or_default(),
-                    )),
+                    Some(N::ResTarget(r)) => Some(&**r),
                     _ => None,
                 })
                 .collect();
+            let sets: Vec<(String, String)> = targets
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.val.as_deref().map(expr_sql).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let repeatable = targets.iter().all(|r| {
+                r.val.as_deref().is_some_and(|v| {
+                    expr(v).volatility != Volatility::Volatile
+                        && !column_refs(v)
+                            .iter()
+                            .any(|c| sets.iter().any(|(t, _)| t == c))
+                })
+            });
             vec![Operation::Update {
                 table,
                 sets,
+                repeatable,
                 filter: s.where_clause.as_deref().map(expr_sql),
                 has_from: !s.from_clause.is_empty() || s.with_clause.is_some(),
             }]
@@ -336,6 +351,26 @@ pub fn expr_sql(node: &Node) -> String {
         Ok(s) => s.strip_prefix("SELECT ").unwrap_or(&s).to_string(),
         Err(_) => "<expression>".to_string(),
     }
+}
+
+/// The last name of every column an expression reads.
+fn column_refs(node: &Node) -> Vec<String> {
+    let value = serde_json::to_value(node).unwrap_or_default();
+    let mut names = Vec::new();
+    walk_json(&value, &mut |key, v| {
+        if key == "ColumnRef" {
+            if let Some(name) = v
+                .get("fields")
+                .and_then(|f| f.as_array())
+                .and_then(|a| a.last())
+                .and_then(|n| n.pointer("/node/String/sval"))
+                .and_then(|s| s.as_str())
+            {
+                names.push(name.to_string());
+            }
+        }
+    });
+    names
 }
 
 /// An expression with its volatility, found by walking its tree for function calls.

@@ -564,6 +564,10 @@ pub enum Operation {
         filter: Option<String>,
         /// `UPDATE … FROM`: the batching engine cannot take it apart.
         has_from: bool,
+        /// Whether running the assignments again would change nothing: no volatile function,
+        /// no subquery, no assigned column read. Only then can the engine check afterwards
+        /// that every row got its values.
+        repeatable: bool,
     },
     Delete {
         table: QualifiedName,

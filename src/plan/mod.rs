@@ -55,6 +55,10 @@ pub enum StepKind {
         table: QualifiedName,
         set: Vec<(String, String)>,
         filter: Option<String>,
+        /// A condition true of a row the backfill has not got right, checked over the whole
+        /// range at the end; None when no such check is sound (volatile values).
+        #[serde(default)]
+        verify: Option<String>,
     },
     /// Run as written, once (DML the engine cannot batch, opaque statements).
     AsWritten,

@@ -597,6 +597,7 @@ fn batched_update(op: &Operation, sql: &str) -> Rewrite {
         sets,
         filter,
         has_from,
+        repeatable,
     } = op
     else {
         unreachable!("batched_update takes Update")
@@ -617,6 +618,16 @@ fn batched_update(op: &Operation, sql: &str) -> Rewrite {
             table: table.clone(),
             set: sets.clone(),
             filter: filter.clone(),
+            verify: repeatable.then(|| {
+                let wrong: Vec<String> = sets
+                    .iter()
+                    .map(|(c, e)| format!("{} IS DISTINCT FROM ({e})", quote_ident(c)))
+                    .collect();
+                match filter {
+                    Some(f) => format!("({f}) AND ({})", wrong.join(" OR ")),
+                    None => wrong.join(" OR "),
+                }
+            }),
         },
         row_locks(table),
     ));
@@ -666,7 +677,7 @@ fn fill_trigger(table: &QualifiedName, column: &str, expr: &str) -> (String, Str
     let fq = QualifiedName::new(table.schema.as_deref(), &func);
     let c = quote_ident(column);
     let create = format!(
-        "CREATE FUNCTION {fq}() RETURNS trigger LANGUAGE plpgsql AS $migrate$\nBEGIN\n  IF NEW.{c} IS NULL THEN\n    SELECT {expr} INTO NEW.{c} FROM (SELECT NEW.*) AS t;\n  END IF;\n  RETURN NEW;\nEND\n$migrate$;\nCREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {fq}()",
+        "CREATE FUNCTION {fq}() RETURNS trigger LANGUAGE plpgsql AS $migrate$\nBEGIN\n  IF NEW.{c} IS NULL THEN\n    SELECT {expr} INTO NEW.{c} FROM (SELECT NEW.*) AS t;\n  END IF;\n  RETURN NEW;\nEND\n$migrate$;\nCREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW WHEN (NEW.{c} IS NULL) EXECUTE FUNCTION {fq}()",
         quote_ident(&func)
     );
     let drop = format!(
@@ -764,6 +775,7 @@ fn volatile_default(
             table: table.clone(),
             set: vec![(column.name.clone(), default.sql.clone())],
             filter: Some(format!("{c} IS NULL")),
+            verify: Some(format!("{c} IS NULL")),
         },
         row_locks(table),
     ));
@@ -812,6 +824,13 @@ fn sync_trigger(
     let fq = QualifiedName::new(table.schema.as_deref(), &func);
     let (qa, qb) = (quote_ident(a), quote_ident(b));
     let (set_b, set_a) = (to_b.assign(&qb), to_a.assign(&qa));
+    // A row whose two columns already agree needs nothing: the WHEN clause is evaluated without
+    // calling the function, which keeps the backfill (it writes both columns equal) and writes
+    // that touch neither column almost as fast as without the trigger.
+    let when = match &to_b {
+        Conversion::Direct(e) => format!(" WHEN (NEW.{qb} IS DISTINCT FROM {e})"),
+        Conversion::OverRow(_) => String::new(),
+    };
     let create = format!(
         "CREATE FUNCTION {fq}() RETURNS trigger LANGUAGE plpgsql AS $migrate$
 BEGIN
@@ -829,7 +848,7 @@ BEGIN
   RETURN NEW;
 END
 $migrate$;
-CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION {fq}()",
+CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW{when} EXECUTE FUNCTION {fq}()",
         quote_ident(&func)
     );
     let drop = format!(
@@ -1031,6 +1050,7 @@ fn rename_column(
             table: table.clone(),
             set: vec![(to.to_string(), qf.clone())],
             filter: Some(format!("{qt} IS DISTINCT FROM {qf}")),
+            verify: Some(format!("{qt} IS DISTINCT FROM {qf}")),
         },
         row_locks(table),
     ));
@@ -1112,6 +1132,10 @@ fn change_type(
             table: table.clone(),
             set: vec![(shadow.clone(), expr.clone())],
             filter: None,
+            // A USING expression may be anything; a plain cast gives the same value again.
+            verify: using
+                .is_none()
+                .then(|| format!("{qs} IS DISTINCT FROM ({expr})")),
         },
         row_locks(table),
     ));

@@ -324,46 +324,46 @@ pub async fn run(
     };
     // A table empty when the backfill started has no bound: nothing to walk.
     if let Some(upper) = cursor.upper.clone() {
-        // One statement per batch: take the next keys in order from the cursor, update those rows,
-        // and return how many were taken and changed, and the last key taken.
+        // Two statements per batch, both index range scans over the key: find the key `size`
+        // rows on from the cursor (the batch's end; the bound when fewer are left), then update
+        // the rows between. The size is a number we chose, written into the statement, and
+        // statements are not kept prepared, so every batch is planned with its real bounds.
         let sets: Vec<String> = b
             .set
             .iter()
             .map(|(c, e)| format!("{} = {e}", quote_ident(c)))
             .collect();
+        let sets = sets.join(", ");
         let filter = b.filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
-        let aliased: Vec<String> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{} AS __migrate_k{i}", quote_ident(&k.name)))
-            .collect();
-        let batch_keys: Vec<String> = (0..n).map(|i| format!("batch.__migrate_k{i}")).collect();
-        let batch_text: Vec<String> = (0..n).map(|i| format!("__migrate_k{i}::text")).collect();
-        let batch_desc: Vec<String> = (0..n).map(|i| format!("__migrate_k{i} DESC")).collect();
-        let table_keys = key_list(&keys, &format!("{table}."));
-        // The size is a number we chose, written into the statement; statements are not kept
-        // prepared, so every batch is planned with its real bounds (an index range scan).
-        let batch_sql = |after: bool, size: i64| {
-            let lower = if after {
+        let lower = |after: bool| {
+            if after {
                 format!("{plain} > {} AND ", key_params(&keys, 1))
             } else {
                 String::new()
-            };
-            let upper_at = if after { n + 1 } else { 1 };
+            }
+        };
+        let at = |after: bool| if after { n + 1 } else { 1 };
+        let end_sql = |after: bool, size: i64| {
             format!(
-                "WITH batch AS (
-                     SELECT {} FROM {table} WHERE {lower}{plain} <= {} ORDER BY {plain} LIMIT {size}
-                 ), changed AS (
-                     UPDATE {table} SET {} FROM batch WHERE {table_keys} = ({}){filter} RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM changed),
-                        (SELECT ARRAY[{}] FROM batch ORDER BY {} LIMIT 1)",
-                aliased.join(", "),
-                key_params(&keys, upper_at),
-                sets.join(", "),
-                batch_keys.join(", "),
-                batch_text.join(", "),
-                batch_desc.join(", ")
+                "SELECT ARRAY[{}] FROM {table} WHERE {}{plain} <= {} ORDER BY {plain} OFFSET {} LIMIT 1",
+                as_text.join(", "),
+                lower(after),
+                key_params(&keys, at(after)),
+                size - 1
+            )
+        };
+        let update_sql = |after: bool| {
+            format!(
+                "UPDATE {table} SET {sets} WHERE {}{plain} <= {}{filter}",
+                lower(after),
+                key_params(&keys, at(after))
+            )
+        };
+        let count_sql = |after: bool| {
+            format!(
+                "SELECT count(*) FROM {table} WHERE {}{plain} <= {}",
+                lower(after),
+                key_params(&keys, at(after))
             )
         };
         let lock = format!(
@@ -397,19 +397,34 @@ pub async fn run(
                 .execute(&mut *tx)
                 .await
                 .map_err(db("setting lock_timeout"))?;
-            let sql = batch_sql(cursor.last.is_some(), size);
-            let mut q = sqlx::query(AssertSqlSafe(sql)).persistent(false);
-            for v in cursor.last.iter().flatten().chain(upper.iter()) {
-                q = q.bind(v.clone());
+            let after = cursor.last.is_some();
+            let batch = async {
+                let mut q = sqlx::query(AssertSqlSafe(end_sql(after, size))).persistent(false);
+                for v in cursor.last.iter().flatten().chain(upper.iter()) {
+                    q = q.bind(v.clone());
+                }
+                let end: Option<Vec<String>> = q.fetch_optional(&mut *tx).await?.map(|r| r.get(0));
+                let last_batch = end.is_none();
+                let end = end.unwrap_or_else(|| upper.clone());
+                let mut u = sqlx::query(AssertSqlSafe(update_sql(after))).persistent(false);
+                for v in cursor.last.iter().flatten().chain(end.iter()) {
+                    u = u.bind(v.clone());
+                }
+                let changed = u.execute(&mut *tx).await?.rows_affected() as i64;
+                let taken = if last_batch {
+                    let mut c = sqlx::query_scalar(AssertSqlSafe(count_sql(after))).persistent(false);
+                    for v in cursor.last.iter().flatten().chain(end.iter()) {
+                        c = c.bind(v.clone());
+                    }
+                    c.fetch_one(&mut *tx).await?
+                } else {
+                    size
+                };
+                Ok::<_, sqlx::Error>((taken, changed, end, last_batch))
             }
-            match q.fetch_one(&mut *tx).await {
-                Ok(r) => {
-                    let taken: i64 = r.get(0);
-                    let changed: i64 = r.get(1);
-                    let Some(last) = r.get::<Option<Vec<String>>, _>(2) else {
-                        drop(tx);
-                        break;
-                    };
+            .await;
+            match batch {
+                Ok((taken, changed, last, last_batch)) => {
                     walked += taken;
                     cursor.last = Some(last);
                     cursor.size = Some(size);
@@ -442,6 +457,9 @@ pub async fn run(
                     let mut pause = settings.pause.after(took);
                     if commit > settings.target {
                         pause += commit.min(Duration::from_secs(2));
+                    }
+                    if last_batch {
+                        break;
                     }
                     if !pause.is_zero() {
                         tokio::time::sleep(pause).await;

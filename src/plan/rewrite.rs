@@ -831,6 +831,12 @@ fn sync_trigger(
         Conversion::Direct(e) => format!(" WHEN (NEW.{qb} IS DISTINCT FROM {e})"),
         Conversion::OverRow(_) => String::new(),
     };
+    // A write that changes neither column, to a row the backfill has not reached yet, fills it
+    // there and then: the new column's constraints (NOT NULL) hold for every new row version.
+    let not_reached = match &to_b {
+        Conversion::Direct(_) => "ELSE".to_string(),
+        Conversion::OverRow(_) => format!("ELSIF NEW.{qb} IS NULL THEN"),
+    };
     let create = format!(
         "CREATE FUNCTION {fq}() RETURNS trigger LANGUAGE plpgsql AS $migrate$
 BEGIN
@@ -844,6 +850,8 @@ BEGIN
     {set_b}
   ELSIF NEW.{qb} IS DISTINCT FROM OLD.{qb} THEN
     {set_a}
+  {not_reached}
+    {set_b}
   END IF;
   RETURN NEW;
 END

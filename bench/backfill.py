@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Driver of bench/backfill.sh: runs each variant on a fresh copy of one template database and
+prints a table. Talks to PostgreSQL through psql and pgbench only (stdlib Python)."""
+import glob
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+N = int(os.environ["N"])
+PORT = os.environ["PORT"]
+ROUNDS = int(os.environ["ROUNDS"])
+RATE = int(os.environ["RATE"])
+OUT = os.environ["OUT"]
+PGBIN = os.environ["PGBIN"]
+MIGRATE = os.environ["MIGRATE_BIN"]
+SERVER_LOG = os.environ["SERVER_LOG"]
+HOST = "127.0.0.1"
+CLIENTS, THREADS = 4, 2
+URL = "postgres://postgres@%s:%s/run" % (HOST, PORT)
+RESULTS = {"N": N, "rate": RATE, "runs": []}
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+def psql(sql, db="run"):
+    out = subprocess.run(
+        [os.path.join(PGBIN, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", HOST, "-p", PORT,
+         "-U", "postgres", "-d", db, "-c", sql],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError("psql failed: %s\n%s" % (sql, out.stderr))
+    return out.stdout.strip()
+
+
+def template():
+    log("loading %d rows into the template" % N)
+    psql("DROP DATABASE IF EXISTS tpl", "postgres")
+    psql("CREATE DATABASE tpl", "postgres")
+    psql("""CREATE TABLE users (id bigserial PRIMARY KEY, name text NOT NULL, email text,
+            created_at timestamptz DEFAULT now(), payload text)""", "tpl")
+    psql("""INSERT INTO users (id, name, email, created_at, payload)
+            SELECT g, 'User Name ' || g, 'user' || g || '@example.com', now() - g * interval '1 second',
+                   substr(repeat(md5(g::text), 4), 1, 100)
+            FROM generate_series(1, %d) g""" % N, "tpl")
+    psql("SELECT setval('users_id_seq', %d)" % N, "tpl")
+    psql("VACUUM (FREEZE, ANALYZE) users", "tpl")
+    psql("CHECKPOINT", "postgres")
+
+
+def fresh():
+    psql("DROP DATABASE IF EXISTS run WITH (FORCE)", "postgres")
+    psql("CREATE DATABASE run TEMPLATE tpl STRATEGY FILE_COPY", "postgres")
+
+
+def settle():
+    psql("ANALYZE users")
+    psql("CHECKPOINT")
+
+
+def project(sql):
+    d = tempfile.mkdtemp(prefix="migrate-bench-")
+    with open(os.path.join(d, "0001_change.sql"), "w") as f:
+        f.write(sql)
+    with open(os.path.join(d, "migrate.toml"), "w") as f:
+        f.write("[backfill]\nmax_replica_lag = \"off\"\n")
+    return d
+
+
+def migrate(d, *args):
+    t = time.time()
+    out = subprocess.run([MIGRATE, *args, "--database-url", URL, "--dir", d, "--config",
+                          os.path.join(d, "migrate.toml")], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError("migrate %s failed:\n%s\n%s" % (args, out.stdout, out.stderr))
+    return time.time() - t, out.stdout
+
+
+PLAIN = ("ALTER TABLE users ADD COLUMN full_name text;\n"
+         "-- migrate:backfill\nUPDATE users SET full_name = name;\n")
+RENAME = "ALTER TABLE users RENAME COLUMN name TO full_name;\n"
+
+
+def run_single():
+    psql("ALTER TABLE users ADD COLUMN full_name text")
+    settle()
+    t = time.time()
+    psql("UPDATE users SET full_name = name")
+    return time.time() - t, ""
+
+
+def timed_update():
+    t = time.time()
+    psql("UPDATE users SET full_name = name")
+    return time.time() - t, ""
+
+
+def prepare_migrate(sql):
+    d = project(sql)
+    migrate(d, "expand", "--skip-backfill")
+    settle()
+    return d
+
+
+def run_migrate(d):
+    return migrate(d, "backfill")
+
+
+SCRIPTS = {
+    "update": "\\set id random(1, %d)\nUPDATE users SET email = 'u' || :id || '@example.org' WHERE id = :id;\n" % N,
+    "select": "\\set id random(1, %d)\nSELECT id, email FROM users WHERE id = :id;\n" % N,
+    # Old-version writes during a rename: its name column, another column, new rows.
+    "old_name": "\\set id random(1, %d)\nUPDATE users SET name = 'Renamed ' || :id WHERE id = :id;\n" % N,
+    "old_insert": "INSERT INTO users (name, email, payload) VALUES ('New User', 'new@example.com', repeat('x', 100));\n",
+}
+
+
+class Pgbench:
+    def __init__(self, tag, scripts, rate=0, seconds=3600):
+        self.dir = os.path.join(OUT, "pgbench", tag)
+        os.makedirs(self.dir, exist_ok=True)
+        files = []
+        for s in scripts:
+            p = os.path.join(self.dir, s + ".sql")
+            with open(p, "w") as f:
+                f.write(SCRIPTS[s])
+            files += ["-f", p + "@1"]
+        cmd = [os.path.join(PGBIN, "pgbench"), "-n", "-h", HOST, "-p", PORT, "-U", "postgres",
+               "-c", str(CLIENTS), "-j", str(THREADS), "-M", "prepared", "-T", str(seconds),
+               "--log", "--log-prefix=" + os.path.join(self.dir, "tx")] + files + ["run"]
+        if rate:
+            cmd[1:1] = ["-R", str(rate)]
+        self.out = open(os.path.join(self.dir, "out.txt"), "w")
+        self.p = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
+                                  env=dict(os.environ, PGAPPNAME="pgbench"))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.out.close()
+
+    def wait(self):
+        self.p.wait()
+        self.out.close()
+
+    def tps(self):
+        with open(os.path.join(self.dir, "out.txt")) as f:
+            m = re.search(r"tps = ([0-9.]+)", f.read())
+        return float(m.group(1)) if m else None
+
+    def latencies(self, t0, t1):
+        """Latencies (ms, from the scheduled start) of transactions scheduled in [t0, t1],
+        and the number that failed."""
+        lat, failed = [], 0
+        for fn in glob.glob(os.path.join(self.dir, "tx*")):
+            with open(fn) as f:
+                for line in f:
+                    p = line.split()
+                    if len(p) < 6:
+                        continue
+                    end = int(p[4]) + int(p[5]) / 1e6
+                    if not p[2].isdigit():
+                        failed += 1
+                        continue
+                    ms = int(p[2]) / 1000.0
+                    if t0 <= end - ms / 1000.0 <= t1:
+                        lat.append(ms)
+        lat.sort()
+        return lat, failed
+
+
+def pct(v, p):
+    return v[max(0, min(len(v) - 1, int(math.ceil(p / 100.0 * len(v))) - 1))] if v else float("nan")
+
+
+def lock_waits(since_bytes):
+    """Longest lock wait the server logged (waits of 100 ms and more), in ms, since an offset."""
+    with open(SERVER_LOG, errors="replace") as f:
+        f.seek(since_bytes)
+        text = f.read()
+    waits = [float(m) for m in re.findall(r"acquired \w+ on .*? after ([0-9.]+) ms", text)]
+    still = len(re.findall(r"still waiting for", text))
+    return (max(waits) if waits else 0.0), len(waits), still
+
+
+def log_size():
+    return os.path.getsize(SERVER_LOG)
+
+
+def under_load(tag, backfill=None, seconds=30):
+    """pgbench at RATE tps (half point updates, half point reads) for `seconds`, or around a
+    backfill; the workload's latency in that window and the longest lock wait logged."""
+    pos = log_size()
+    bench = Pgbench(tag, ["update", "select"], rate=RATE)
+    time.sleep(5)
+    t0 = time.time()
+    took = None
+    if backfill:
+        took, _ = backfill()
+    else:
+        time.sleep(seconds)
+    t1 = time.time()
+    time.sleep(2)
+    bench.stop()
+    lat, failed = bench.latencies(t0, t1)
+    longest, n_waits, _ = lock_waits(pos)
+    row = {"variant": tag, "window_s": round(t1 - t0, 1), "tx": len(lat), "failed": failed,
+           "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
+           "max_ms": round(lat[-1], 1) if lat else None,
+           "lock_waits_over_100ms": n_waits, "longest_lock_wait_ms": longest}
+    if took:
+        row["rows_per_s"] = round(N / took)
+    return row
+
+
+def main():
+    template()
+    alone = {"single": [], "migrate": []}
+    for r in range(ROUNDS):
+        order = ["single", "migrate"] if r % 2 == 0 else ["migrate", "single"]
+        for v in order:
+            fresh()
+            if v == "single":
+                took, _ = run_single()
+            else:
+                d = prepare_migrate(PLAIN)
+                took, out = run_migrate(d)
+                log("  " + out.strip().splitlines()[0])
+            alone[v].append(N / took)
+            log("alone, round %d: %s %.0f rows/s" % (r + 1, v, N / took))
+    RESULTS["alone"] = alone
+
+    loaded = []
+    fresh()
+    settle()
+    loaded.append(under_load("no backfill"))
+    log(loaded[-1])
+    fresh()
+    psql("ALTER TABLE users ADD COLUMN full_name text")
+    settle()
+    loaded.append(under_load("single UPDATE", timed_update))
+    log(loaded[-1])
+    fresh()
+    d = prepare_migrate(PLAIN)
+    loaded.append(under_load("migrate backfill", lambda: run_migrate(d)))
+    log(loaded[-1])
+    RESULTS["loaded"] = loaded
+
+    # The expand triggers: old-version writes with and without them, then the rename's
+    # backfill through them.
+    trig = {"without": [], "with": []}
+    for r in range(ROUNDS):
+        order = ["without", "with"] if r % 2 == 0 else ["with", "without"]
+        for v in order:
+            fresh()
+            if v == "with":
+                d = prepare_migrate(RENAME)
+            else:
+                settle()
+            b = Pgbench("old-writes-%s-%d" % (v, r), ["update", "old_name", "old_insert"], seconds=15)
+            b.wait()
+            trig[v].append(b.tps())
+            log("old-version writes %s triggers: %.0f tps" % (v, b.tps()))
+            if v == "with" and r == 0:
+                settle()
+                took, out = run_migrate(d)
+                trig["rename_backfill_rows_per_s"] = N / took
+                log("  rename backfill through the triggers: %.0f rows/s" % (N / took))
+    RESULTS["triggers"] = trig
+    report()
+
+
+def mean(v):
+    return sum(v) / len(v)
+
+
+def report():
+    a = RESULTS["alone"]
+    single, ours = mean(a["single"]), mean(a["migrate"])
+    L = ["# Backfill benchmark: %d rows, PostgreSQL %s" % (N, psql("SHOW server_version", "postgres")), ""]
+    L.append("## Alone (no other load), mean of %d interleaved rounds" % ROUNDS)
+    L.append("| backfill | rows/s | each round | × single UPDATE |")
+    L.append("|---|---|---|---|")
+    L.append("| single `UPDATE` | %.0f | %s | 1.00 |" % (single, ", ".join("%.0f" % x for x in a["single"])))
+    L.append("| migrate backfill | %.0f | %s | %.2f |" % (ours, ", ".join("%.0f" % x for x in a["migrate"]), ours / single))
+    L.append("")
+    L.append("## Under load: pgbench -R %d, %d clients, point updates + point reads" % (RATE, CLIENTS))
+    L.append("| run | backfill rows/s | × unloaded | workload tx | failed | p50 ms | p99 ms | max ms | lock waits ≥100 ms | longest lock wait ms |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in RESULTS["loaded"]:
+        base = single if r["variant"].startswith("single") else ours
+        rate = r.get("rows_per_s")
+        L.append("| %s | %s | %s | %d | %d | %.2f | %.2f | %s | %d | %s |" % (
+            r["variant"], rate or "—", "%.2f" % (rate / base) if rate else "—", r["tx"], r["failed"],
+            r["p50_ms"], r["p99_ms"], r["max_ms"], r["lock_waits_over_100ms"],
+            ("%.0f" % r["longest_lock_wait_ms"]) if r["lock_waits_over_100ms"] else "< 100 (none logged)"))
+    t = RESULTS["triggers"]
+    w, wo = mean(t["with"]), mean(t["without"])
+    L.append("")
+    L.append("## Expand triggers (a rename): old-version writes, unthrottled pgbench, 15 s, %d rounds" % ROUNDS)
+    L.append("| | tps | each round |")
+    L.append("|---|---|---|")
+    L.append("| without triggers | %.0f | %s |" % (wo, ", ".join("%.0f" % x for x in t["without"])))
+    L.append("| with the rename's sync trigger | %.0f (%.1f%% less) | %s |" % (w, 100 * (1 - w / wo), ", ".join("%.0f" % x for x in t["with"])))
+    L.append("")
+    L.append("Rename backfill through the triggers: %.0f rows/s = %.2f× the plain migrate backfill (%.0f rows/s)." % (
+        t["rename_backfill_rows_per_s"], t["rename_backfill_rows_per_s"] / ours, ours))
+    text = "\n".join(L) + "\n"
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(OUT, "results.json"), "w") as f:
+        json.dump(RESULTS, f, indent=1)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

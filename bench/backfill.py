@@ -64,12 +64,16 @@ def settle():
     psql("CHECKPOINT")
 
 
-def project(sql):
+# A throttled configuration, measured beside the default one.
+THROTTLE = os.environ.get("THROTTLE", "pause = \"100%\"")
+
+
+def project(sql, extra=""):
     d = tempfile.mkdtemp(prefix="migrate-bench-")
     with open(os.path.join(d, "0001_change.sql"), "w") as f:
         f.write(sql)
     with open(os.path.join(d, "migrate.toml"), "w") as f:
-        f.write("[backfill]\nmax_replica_lag = \"off\"\n")
+        f.write("[backfill]\nmax_replica_lag = \"off\"\n" + extra + "\n")
     return d
 
 
@@ -101,8 +105,8 @@ def timed_update():
     return time.time() - t, ""
 
 
-def prepare_migrate(sql):
-    d = project(sql)
+def prepare_migrate(sql, extra=""):
+    d = project(sql, extra)
     migrate(d, "expand", "--skip-backfill")
     settle()
     return d
@@ -156,8 +160,10 @@ class Pgbench:
 
     def tps(self):
         with open(os.path.join(self.dir, "out.txt")) as f:
-            m = re.search(r"tps = ([0-9.]+)", f.read())
-        return float(m.group(1)) if m else None
+            text = f.read()
+        if "aborted" in text or "error" in text:
+            raise RuntimeError("the workload failed (%s):\n%s" % (self.dir, text[-2000:]))
+        return float(re.search(r"tps = ([0-9.]+)", text).group(1))
 
     def latencies(self, t0, t1):
         """Latencies (ms, from the scheduled start) of transactions scheduled in [t0, t1],
@@ -226,15 +232,15 @@ def under_load(tag, backfill=None, seconds=30):
 
 def main():
     template()
-    alone = {"single": [], "migrate": []}
+    alone = {"single": [], "migrate": [], "throttled": []}
     for r in range(ROUNDS):
-        order = ["single", "migrate"] if r % 2 == 0 else ["migrate", "single"]
+        order = ["single", "migrate", "throttled"] if r % 2 == 0 else ["throttled", "migrate", "single"]
         for v in order:
             fresh()
             if v == "single":
                 took, _ = run_single()
             else:
-                d = prepare_migrate(PLAIN)
+                d = prepare_migrate(PLAIN, THROTTLE if v == "throttled" else "")
                 took, out = run_migrate(d)
                 log("  " + out.strip().splitlines()[0])
             alone[v].append(N / took)
@@ -255,28 +261,32 @@ def main():
     d = prepare_migrate(PLAIN)
     loaded.append(under_load("migrate backfill", lambda: run_migrate(d)))
     log(loaded[-1])
+    fresh()
+    d = prepare_migrate(PLAIN, THROTTLE)
+    loaded.append(under_load("migrate backfill, throttled", lambda: run_migrate(d)))
+    log(loaded[-1])
     RESULTS["loaded"] = loaded
 
-    # The expand triggers: old-version writes with and without them, then the rename's
-    # backfill through them.
-    trig = {"without": [], "with": []}
+    # The expand triggers: old-version writes with and without them, on the same table state
+    # (a filled copy of name in full_name); the rename's backfill runs through them.
+    trig = {"without": [], "with": [], "rename_backfill": []}
     for r in range(ROUNDS):
         order = ["without", "with"] if r % 2 == 0 else ["with", "without"]
         for v in order:
             fresh()
             if v == "with":
                 d = prepare_migrate(RENAME)
+                took, out = run_migrate(d)
+                trig["rename_backfill"].append(N / took)
+                log("  rename backfill through the triggers: %.0f rows/s" % (N / took))
             else:
-                settle()
+                psql("ALTER TABLE users ADD COLUMN full_name text")
+                psql("UPDATE users SET full_name = name")
+            settle()
             b = Pgbench("old-writes-%s-%d" % (v, r), ["update", "old_name", "old_insert"], seconds=15)
             b.wait()
             trig[v].append(b.tps())
             log("old-version writes %s triggers: %.0f tps" % (v, b.tps()))
-            if v == "with" and r == 0:
-                settle()
-                took, out = run_migrate(d)
-                trig["rename_backfill_rows_per_s"] = N / took
-                log("  rename backfill through the triggers: %.0f rows/s" % (N / took))
     RESULTS["triggers"] = trig
     report()
 
@@ -287,19 +297,20 @@ def mean(v):
 
 def report():
     a = RESULTS["alone"]
-    single, ours = mean(a["single"]), mean(a["migrate"])
+    single, ours, throttled = mean(a["single"]), mean(a["migrate"]), mean(a["throttled"])
     L = ["# Backfill benchmark: %d rows, PostgreSQL %s" % (N, psql("SHOW server_version", "postgres")), ""]
     L.append("## Alone (no other load), mean of %d interleaved rounds" % ROUNDS)
     L.append("| backfill | rows/s | each round | × single UPDATE |")
     L.append("|---|---|---|---|")
     L.append("| single `UPDATE` | %.0f | %s | 1.00 |" % (single, ", ".join("%.0f" % x for x in a["single"])))
     L.append("| migrate backfill | %.0f | %s | %.2f |" % (ours, ", ".join("%.0f" % x for x in a["migrate"]), ours / single))
+    L.append("| migrate backfill, throttled (`%s`) | %.0f | %s | %.2f |" % (THROTTLE, throttled, ", ".join("%.0f" % x for x in a["throttled"]), throttled / single))
     L.append("")
     L.append("## Under load: pgbench -R %d, %d clients, point updates + point reads" % (RATE, CLIENTS))
     L.append("| run | backfill rows/s | × unloaded | workload tx | failed | p50 ms | p99 ms | max ms | lock waits ≥100 ms | longest lock wait ms |")
     L.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in RESULTS["loaded"]:
-        base = single if r["variant"].startswith("single") else ours
+        base = single if r["variant"].startswith("single") else throttled if "throttled" in r["variant"] else ours
         rate = r.get("rows_per_s")
         L.append("| %s | %s | %s | %d | %d | %.2f | %.2f | %s | %d | %s |" % (
             r["variant"], rate or "—", "%.2f" % (rate / base) if rate else "—", r["tx"], r["failed"],
@@ -314,8 +325,9 @@ def report():
     L.append("| without triggers | %.0f | %s |" % (wo, ", ".join("%.0f" % x for x in t["without"])))
     L.append("| with the rename's sync trigger | %.0f (%.1f%% less) | %s |" % (w, 100 * (1 - w / wo), ", ".join("%.0f" % x for x in t["with"])))
     L.append("")
-    L.append("Rename backfill through the triggers: %.0f rows/s = %.2f× the plain migrate backfill (%.0f rows/s)." % (
-        t["rename_backfill_rows_per_s"], t["rename_backfill_rows_per_s"] / ours, ours))
+    rb = mean(t["rename_backfill"])
+    L.append("Rename backfill through the triggers: %.0f rows/s (%s) = %.2f× the plain migrate backfill (%.0f rows/s)." % (
+        rb, ", ".join("%.0f" % x for x in t["rename_backfill"]), rb / ours, ours))
     text = "\n".join(L) + "\n"
     with open(os.path.join(OUT, "results.md"), "w") as f:
         f.write(text)

@@ -4,7 +4,11 @@
 -- runs outside a transaction so VALIDATE does not hold the ADD's lock.
 
 -- migrate:expand
-ALTER TABLE orders ADD COLUMN IF NOT EXISTS currency text;
+-- Rows the old version writes from now on get the default; the backfill fills the rest (a
+-- default given in ADD COLUMN would do both at once, but this shows the phases).
+ALTER TABLE orders
+    ADD COLUMN IF NOT EXISTS currency text,
+    ALTER COLUMN currency SET DEFAULT 'EUR';
 
 -- migrate:backfill
 UPDATE orders SET currency = 'EUR' WHERE currency IS NULL;

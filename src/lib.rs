@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod files;

@@ -412,7 +412,8 @@ pub async fn run(
                 }
                 let changed = u.execute(&mut *tx).await?.rows_affected() as i64;
                 let taken = if last_batch {
-                    let mut c = sqlx::query_scalar(AssertSqlSafe(count_sql(after))).persistent(false);
+                    let mut c =
+                        sqlx::query_scalar(AssertSqlSafe(count_sql(after))).persistent(false);
                     for v in cursor.last.iter().flatten().chain(end.iter()) {
                         c = c.bind(v.clone());
                     }

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod baseline;
 pub mod contract;
 pub mod db;
+pub mod demo;
 pub mod expand;
 pub mod plan;
 pub mod rules;
@@ -32,6 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Prove it: expand → backfill → contract on a throwaway database under live traffic.
+    Demo(demo::DemoArgs),
     /// Lint migration files and print the phased plan (no database needed).
     Plan(plan::PlanArgs),
     /// List the rules, or print one rule's documentation.
@@ -75,6 +78,7 @@ impl ColorChoice {
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Rules(args) => rules::run(args),
         Command::Expand(args) => expand::run(args),

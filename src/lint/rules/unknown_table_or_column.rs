@@ -32,8 +32,15 @@ impl Rule for UnknownTableOrColumn {
         if !ctx.catalog.live {
             return;
         }
+        // Columns an earlier action of the same statement adds (`ADD COLUMN c, ALTER COLUMN c …`).
+        let mut added: Vec<(&crate::model::QualifiedName, &str)> = Vec::new();
         for op in ctx.ops {
             use Operation as O;
+            match op {
+                O::AddColumn { table, column, .. } => added.push((table, &column.name)),
+                O::RenameColumn { table, to, .. } => added.push((table, to)),
+                _ => {}
+            }
             let (table, column) = match op {
                 O::DropColumn { table, column, .. }
                 | O::AlterColumnType { table, column, .. }
@@ -62,7 +69,8 @@ impl Rule for UnknownTableOrColumn {
                     "fix the name, or check which migrations the database has (`migrate status`)",
                 )),
                 Some(t) => {
-                    if let Some(c) = column.filter(|c| t.column(c).is_none()) {
+                    let new = |c: &str| added.iter().any(|(t, a)| t.same(table) && *a == c);
+                    if let Some(c) = column.filter(|c| t.column(c).is_none() && !new(c)) {
                         out.push(ctx.finding(
                             &Self::META,
                             format!("column {table}.{c} does not exist in the database"),
@@ -112,6 +120,17 @@ mod tests {
             .iter()
             .map(|f| f.rule)
             .collect()
+    }
+
+    #[test]
+    fn a_column_added_earlier_in_the_same_statement_is_known() {
+        let ctx = "CREATE TABLE orders (id bigint PRIMARY KEY);";
+        let sql =
+            "ALTER TABLE orders ADD COLUMN currency text, ALTER COLUMN currency SET DEFAULT 'EUR';";
+        assert!(!live_rules(ctx, sql).contains(&"unknown-table-or-column"));
+        let sql =
+            "ALTER TABLE orders ALTER COLUMN currency SET DEFAULT 'EUR', ADD COLUMN currency text;";
+        assert!(live_rules(ctx, sql).contains(&"unknown-table-or-column"));
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! `migrate demo`: expand → backfill → contract on a throwaway database under two app
+//! versions' traffic, then a table of what the traffic saw and a check of every row.
+
+use super::db::{block_on, exec_settings};
+use super::{EXIT_FINDINGS, EXIT_OK};
+use crate::config::Settings;
+use crate::demo::{DemoOptions, DemoReport};
+use crate::error::Error;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Users to load (orders: a quarter of that).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1000..))]
+    pub rows: i64,
+    /// Requests per second of each app version.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub rate: u32,
+    /// Seconds of traffic before the expand, during the deploy and after the contract.
+    #[arg(long, default_value_t = 3)]
+    pub phase_seconds: u64,
+    /// A server to create the throwaway database on (default: a temporary cluster of our own).
+    #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// The migrations to run.
+    #[arg(long, value_name = "DIR", default_value = "migrations-example")]
+    pub dir: PathBuf,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: DemoArgs) -> Result<u8, Error> {
+    let settings = Settings::default();
+    let opts = DemoOptions {
+        rows: args.rows,
+        rate: args.rate,
+        phase_time: Duration::from_secs(args.phase_seconds),
+        database_url: args.database_url.clone(),
+        migrations: args.dir.clone(),
+        exec: exec_settings(&settings),
+    };
+    let mut progress: Box<dyn Write> = if args.json {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
+    let report = block_on(crate::demo::run(&opts, &mut progress))?;
+    drop(progress);
+    let mut out = std::io::stdout().lock();
+    let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &report)
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        writeln!(out).map_err(io)?;
+    } else {
+        print_table(&mut out, &report).map_err(io)?;
+    }
+    Ok(if report.ok() { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "phase",
+        "version",
+        "requests",
+        "failed",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "longest lock wait ms",
+    ]);
+    for p in &r.phases {
+        t.add_row([
+            p.phase.to_string(),
+            p.version.to_string(),
+            p.requests.to_string(),
+            p.failed.to_string(),
+            format!("{:.1}", p.p50_ms),
+            format!("{:.1}", p.p99_ms),
+            format!("{:.1}", p.max_ms),
+            format!("{:.0}", p.longest_lock_wait_ms),
+        ]);
+    }
+    for i in 1..8 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    writeln!(out, "{t}")?;
+    let secs = r.backfill_time.as_secs_f64().max(1e-3);
+    writeln!(
+        out,
+        "backfill: {} rows in {:.1} s ({:.0} rows/s)",
+        r.backfill_rows,
+        secs,
+        r.backfill_rows as f64 / secs
+    )?;
+    writeln!(
+        out,
+        "requests failed: {}   rows checked: {}   rows wrong: {}",
+        r.failed_requests, r.rows_checked, r.rows_wrong
+    )?;
+    for e in &r.errors {
+        writeln!(out, "  failure: {e}")?;
+    }
+    for p in &r.problems {
+        writeln!(out, "  wrong: {p}")?;
+    }
+    if r.ok() {
+        writeln!(
+            out,
+            "zero downtime: no request failed and every row is right"
+        )?;
+    } else {
+        writeln!(out, "NOT zero downtime: see the failures above")?;
+    }
+    Ok(())
+}

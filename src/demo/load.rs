@@ -1,0 +1,455 @@
+//! The demo's two app versions: steady request streams on connections of their own, on a
+//! thread of their own, each request timed from when it was due (a stalled database shows as
+//! latency of every request queued behind it, not as fewer requests).
+
+use crate::error::Error;
+use serde::Serialize;
+use sqlx::{Connection, PgConnection};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Before,
+    Expand,
+    Backfill,
+    Deploy,
+    Contract,
+    After,
+}
+
+const PHASES: [&str; 6] = [
+    "before", "expand", "backfill", "deploy", "contract", "after",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Old,
+    New,
+}
+
+const VERSIONS: [&str; 2] = ["old", "new"];
+/// Connections (workers) per version.
+const WORKERS: usize = 2;
+
+#[derive(Default)]
+struct Cell {
+    latencies_ms: Vec<f64>,
+    failed: u64,
+}
+
+#[derive(Default)]
+struct Shared {
+    phase: AtomicUsize,
+    running: [AtomicBool; 2],
+    stopped: [AtomicBool; 2],
+    stop_all: AtomicBool,
+    cells: Mutex<HashMap<(usize, usize), Cell>>,
+    /// Users written by a worker: id → (name, age). Each worker updates only ids of its own
+    /// residue mod 4, so every id has one writer and its last write is known.
+    expected: Mutex<HashMap<i64, (String, i64)>>,
+    inserted_users: AtomicUsize,
+    errors: Mutex<Vec<String>>,
+    lock_wait_ms: Mutex<[f64; 6]>,
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRow {
+    pub phase: &'static str,
+    pub version: &'static str,
+    pub requests: usize,
+    pub failed: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// The longest a request of either version was seen waiting for a lock in this phase.
+    pub longest_lock_wait_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DemoReport {
+    pub phases: Vec<PhaseRow>,
+    pub failed_requests: u64,
+    /// The first failures, as the database reported them.
+    pub errors: Vec<String>,
+    pub backfill_rows: i64,
+    #[serde(serialize_with = "secs")]
+    pub backfill_time: Duration,
+    pub rows_checked: i64,
+    pub rows_wrong: i64,
+    /// What the final check found wrong.
+    pub problems: Vec<String>,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl DemoReport {
+    pub fn ok(&self) -> bool {
+        self.failed_requests == 0 && self.rows_wrong == 0 && self.problems.is_empty()
+    }
+}
+
+pub struct Workload {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A small xorshift generator for the request mix.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+impl Workload {
+    /// Connects both versions' workers (idle until `run_version`) and a lock-wait sampler.
+    pub async fn start(url: &str, rows: i64, rate: u32) -> Result<Workload, Error> {
+        let shared = Arc::new(Shared::default());
+        let mut conns = Vec::new();
+        for (v, version) in VERSIONS.iter().enumerate() {
+            for w in 0..WORKERS {
+                let mut c = PgConnection::connect(url).await.map_err(|e| {
+                    Error::Database(format!("connecting the demo's app versions: {e}"))
+                })?;
+                sqlx::query("SELECT set_config('application_name', $1, false)")
+                    .bind(format!("migrate-demo-{version}-{w}"))
+                    .execute(&mut c)
+                    .await
+                    .map_err(|e| Error::Database(format!("naming the demo's sessions: {e}")))?;
+                conns.push((v, w, c));
+            }
+        }
+        let sampler = PgConnection::connect(url)
+            .await
+            .map_err(|e| Error::Database(format!("connecting the lock-wait sampler: {e}")))?;
+        let s = shared.clone();
+        let interval = Duration::from_secs_f64(WORKERS as f64 / f64::from(rate.max(1)));
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the demo's load");
+            rt.block_on(async move {
+                let mut tasks = Vec::new();
+                for (v, w, c) in conns {
+                    tasks.push(tokio::spawn(worker(s.clone(), c, v, w, rows, interval)));
+                }
+                let sample = sample_locks(s.clone(), sampler);
+                let all = async {
+                    for t in tasks {
+                        let _ = t.await;
+                    }
+                };
+                tokio::join!(all, sample);
+            });
+        });
+        Ok(Workload {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.shared.phase.store(phase as usize, Ordering::SeqCst);
+    }
+
+    pub fn run_version(&self, v: Version) {
+        self.shared.running[v as usize].store(true, Ordering::SeqCst);
+    }
+
+    /// Stops a version and waits until its requests in flight are done.
+    pub async fn stop_version(&self, v: Version) {
+        self.shared.running[v as usize].store(false, Ordering::SeqCst);
+        while !self.shared.stopped[v as usize].load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops everything; the report's request rows, and what the workers wrote (users by id,
+    /// and how many they added).
+    pub async fn stop(mut self) -> (DemoReport, HashMap<i64, (String, i64)>, usize) {
+        self.shared.running[0].store(false, Ordering::SeqCst);
+        self.shared.running[1].store(false, Ordering::SeqCst);
+        self.shared.stop_all.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        let cells = self.shared.cells.lock().unwrap();
+        let waits = *self.shared.lock_wait_ms.lock().unwrap();
+        let mut report = DemoReport::default();
+        for (p, phase) in PHASES.iter().enumerate() {
+            for (v, version) in VERSIONS.iter().enumerate() {
+                let Some(cell) = cells.get(&(v, p)) else {
+                    continue;
+                };
+                let mut l = cell.latencies_ms.clone();
+                l.sort_by(|a, b| a.total_cmp(b));
+                let pct = |q: f64| {
+                    if l.is_empty() {
+                        0.0
+                    } else {
+                        l[((q * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1]
+                    }
+                };
+                report.failed_requests += cell.failed;
+                report.phases.push(PhaseRow {
+                    phase,
+                    version,
+                    requests: l.len() + cell.failed as usize,
+                    failed: cell.failed,
+                    p50_ms: pct(0.5),
+                    p99_ms: pct(0.99),
+                    max_ms: l.last().copied().unwrap_or(0.0),
+                    longest_lock_wait_ms: waits[p],
+                });
+            }
+        }
+        report.errors = self.shared.errors.lock().unwrap().clone();
+        let expected = self.shared.expected.lock().unwrap().clone();
+        let inserted = self.shared.inserted_users.load(Ordering::SeqCst);
+        (report, expected, inserted)
+    }
+}
+
+async fn worker(
+    s: Arc<Shared>,
+    mut c: PgConnection,
+    v: usize,
+    w: usize,
+    rows: i64,
+    interval: Duration,
+) {
+    let slot = (v * WORKERS + w) as i64;
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((slot as u64 + 1) * 0x85EB_CA6B));
+    let mut due: Option<Instant> = None;
+    let mut n: u64 = 0;
+    loop {
+        if s.stop_all.load(Ordering::SeqCst) {
+            break;
+        }
+        if !s.running[v].load(Ordering::SeqCst) {
+            if due.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        }
+        let at = due.map_or_else(Instant::now, |d| d + interval);
+        due = Some(at);
+        tokio::time::sleep_until(at.into()).await;
+        let phase = s.phase.load(Ordering::SeqCst);
+        n += 1;
+        let result = request(&mut c, &s, v, slot, rows, n, &mut rng).await;
+        let ms = at.elapsed().as_secs_f64() * 1000.0;
+        let mut cells = s.cells.lock().unwrap();
+        let cell = cells.entry((v, phase)).or_default();
+        match result {
+            Ok(()) => cell.latencies_ms.push(ms),
+            Err(e) => {
+                cell.failed += 1;
+                let mut errors = s.errors.lock().unwrap();
+                if errors.len() < 10 {
+                    errors.push(format!("{} version, {}: {e}", VERSIONS[v], PHASES[phase]));
+                }
+            }
+        }
+    }
+    s.stopped[v].store(true, Ordering::SeqCst);
+    let _ = c.close().await;
+}
+
+/// id, name, email, age.
+type UserRow = (i64, Option<String>, Option<String>, Option<i64>);
+
+/// One request of the version's mix: reads, updates of its own users, new users, new orders.
+async fn request(
+    c: &mut PgConnection,
+    s: &Shared,
+    v: usize,
+    slot: i64,
+    rows: i64,
+    n: u64,
+    rng: &mut Rng,
+) -> Result<(), sqlx::Error> {
+    let old = v == 0;
+    let any_user = 1 + rng.below(rows as u64) as i64;
+    match rng.below(100) {
+        0..=49 => {
+            let sql = if old {
+                "SELECT id, name, email, age::bigint FROM users WHERE id = $1"
+            } else {
+                "SELECT id, full_name, email, age::bigint FROM users WHERE id = $1"
+            };
+            let _: Option<UserRow> = sqlx::query_as(sql).bind(any_user).fetch_optional(c).await?;
+        }
+        50..=74 => {
+            // Only ids of this worker's residue: one writer per row.
+            let id = 4 * rng.below((rows / 4).max(1) as u64) as i64 + slot + 1;
+            if id > rows {
+                return Ok(());
+            }
+            let name = format!("{} {slot} {n}", VERSIONS[v]);
+            let age = (n % 1000) as i64;
+            let sql = if old {
+                "UPDATE users SET name = $2, age = $3::int WHERE id = $1"
+            } else {
+                "UPDATE users SET full_name = $2, age = $3::bigint WHERE id = $1"
+            };
+            let done = sqlx::query(sql)
+                .bind(id)
+                .bind(&name)
+                .bind(age)
+                .execute(c)
+                .await?;
+            if done.rows_affected() == 1 {
+                s.expected.lock().unwrap().insert(id, (name, age));
+            }
+        }
+        75..=89 => {
+            let name = format!("{} {slot} {n} new", VERSIONS[v]);
+            let email = format!("{}-{slot}-{n}@demo.example", VERSIONS[v]);
+            let age = (n % 90) as i64;
+            let sql = if old {
+                "INSERT INTO users (name, email, age) VALUES ($1, $2, $3::int) RETURNING id"
+            } else {
+                "INSERT INTO users (full_name, email, age) VALUES ($1, $2, $3::bigint) RETURNING id"
+            };
+            let id: i64 = sqlx::query_scalar(sql)
+                .bind(&name)
+                .bind(&email)
+                .bind(age)
+                .fetch_one(c)
+                .await?;
+            s.expected.lock().unwrap().insert(id, (name, age));
+            s.inserted_users.fetch_add(1, Ordering::SeqCst);
+        }
+        _ => {
+            let sql = if old {
+                "INSERT INTO orders (user_id, total) VALUES ($1, $2::int)"
+            } else {
+                "INSERT INTO orders (user_id, total, currency) VALUES ($1, $2::int, 'EUR')"
+            };
+            sqlx::query(sql)
+                .bind(any_user)
+                .bind((n % 500) as i32 + 1)
+                .execute(c)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Samples, every 100 ms, how long the app's requests have been waiting for a lock.
+async fn sample_locks(s: Arc<Shared>, mut c: PgConnection) {
+    while !s.stop_all.load(Ordering::SeqCst) {
+        let wait: Result<f64, _> = sqlx::query_scalar(
+            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8 * 1000
+             FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND application_name LIKE 'migrate-demo-%'",
+        )
+        .fetch_one(&mut c)
+        .await;
+        if let Ok(ms) = wait {
+            let p = s.phase.load(Ordering::SeqCst);
+            let mut waits = s.lock_wait_ms.lock().unwrap();
+            waits[p] = waits[p].max(ms);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = c.close().await;
+}
+
+/// Every row after the run: users the workers wrote hold their last write; every other
+/// loaded user holds what was loaded (in the new shape); nothing is NULL that the migrations
+/// made NOT NULL; every order has a user and a currency.
+pub async fn check(
+    conn: &mut PgConnection,
+    rows: i64,
+    workload_expected: HashMap<i64, (String, i64)>,
+    inserted: usize,
+    report: &mut DemoReport,
+) -> Result<(), Error> {
+    let db = |e: sqlx::Error| Error::Database(format!("checking the rows: {e}"));
+    let ids: Vec<i64> = workload_expected.keys().copied().collect();
+    let actual: Vec<(i64, Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT id, full_name, age FROM users WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+    let actual: HashMap<i64, (Option<String>, Option<i64>)> =
+        actual.into_iter().map(|(id, n, a)| (id, (n, a))).collect();
+    let mut wrong = 0i64;
+    for (id, (name, age)) in &workload_expected {
+        match actual.get(id) {
+            Some((Some(n), Some(a))) if n == name && a == age => {}
+            other => {
+                wrong += 1;
+                if report.problems.len() < 10 {
+                    report.problems.push(format!(
+                        "user {id}: expected ({name:?}, {age}), found {other:?}"
+                    ));
+                }
+            }
+        }
+    }
+    let checks: [(&str, String); 5] = [
+        (
+            "loaded users changed by no one differ from what was loaded",
+            format!(
+                "SELECT count(*) FROM users WHERE id <= {rows} AND NOT (id = ANY($1)) AND (
+                   full_name IS DISTINCT FROM 'user ' || id OR age IS DISTINCT FROM (id % 100)::bigint
+                   OR email IS DISTINCT FROM CASE WHEN id = 1 THEN 'unknown@example.com' ELSE 'u' || id || '@example.com' END)"
+            ),
+        ),
+        (
+            "users with a NULL full_name, email or public_id",
+            "SELECT count(*) FROM users WHERE full_name IS NULL OR email IS NULL OR public_id IS NULL OR $1::bigint[] IS NULL".into(),
+        ),
+        (
+            "orders without a user or a currency",
+            "SELECT count(*) FROM orders o WHERE o.currency IS NULL OR NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id) OR $1::bigint[] IS NULL".into(),
+        ),
+        (
+            "users in all, against those loaded and inserted",
+            format!(
+                "SELECT abs(count(*) - {}) FROM users WHERE $1::bigint[] IS NOT NULL",
+                rows + inserted as i64
+            ),
+        ),
+        (
+            "age not bigint, or the old columns still there",
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users'
+               AND ((column_name = 'age' AND data_type <> 'bigint') OR column_name IN ('name', 'nickname'))
+               AND $1::bigint[] IS NOT NULL".into(),
+        ),
+    ];
+    for (what, sql) in checks {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&ids)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+        if n != 0 {
+            wrong += n;
+            report.problems.push(format!("{what}: {n}"));
+        }
+    }
+    let checked: i64 =
+        sqlx::query_scalar("SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM orders)")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db)?;
+    report.rows_checked = checked;
+    report.rows_wrong = wrong;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! `migrate demo`, smaller: the example migrations through expand → backfill → contract under
+//! two app versions' traffic, with no failed request and every row right, and nothing left
+//! behind.
+
+mod common;
+
+use sqlx::{Connection, PgConnection};
+use std::process::{Command, Stdio};
+
+fn demo(args: &[&str], url: Option<&str>) -> (u32, std::process::Output) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrate"));
+    cmd.arg("demo")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match url {
+        Some(u) => cmd.env("DATABASE_URL", u),
+        None => cmd.env_remove("DATABASE_URL"),
+    };
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    (pid, child.wait_with_output().unwrap())
+}
+
+fn report(out: &std::process::Output) -> serde_json::Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn assert_zero_downtime(r: &serde_json::Value, rows: i64) {
+    assert_eq!(r["failed_requests"], 0, "{r:#}");
+    assert_eq!(r["rows_wrong"], 0, "{r:#}");
+    assert!(r["problems"].as_array().unwrap().is_empty(), "{r:#}");
+    // Users loaded plus a quarter as many orders, plus what the versions added.
+    assert!(
+        r["rows_checked"].as_i64().unwrap() >= rows + rows / 4,
+        "{r:#}"
+    );
+    // Three backfills walk every user (volatile default, rename, type change).
+    assert!(r["backfill_rows"].as_i64().unwrap() >= 3 * rows, "{r:#}");
+    let phases = r["phases"].as_array().unwrap();
+    let served = |phase: &str, version: &str| {
+        phases
+            .iter()
+            .find(|p| p["phase"] == phase && p["version"] == version)
+            .map_or(0, |p| p["requests"].as_u64().unwrap())
+    };
+    for (phase, version) in [
+        ("before", "old"),
+        ("expand", "old"),
+        ("backfill", "old"),
+        ("deploy", "old"),
+        ("deploy", "new"),
+        ("after", "new"),
+    ] {
+        assert!(
+            served(phase, version) > 0,
+            "no {version} requests during {phase}: {r:#}"
+        );
+    }
+    assert_eq!(
+        served("contract", "old"),
+        0,
+        "the old version stopped: {r:#}"
+    );
+}
+
+#[test]
+fn the_demo_on_a_given_server_has_no_failed_request_and_leaves_nothing() {
+    let admin = common::admin_url();
+    let rows = 20_000;
+    let (pid, out) = demo(
+        &[
+            "--rows",
+            &rows.to_string(),
+            "--rate",
+            "100",
+            "--phase-seconds",
+            "1",
+            "--json",
+        ],
+        Some(&admin),
+    );
+    let r = report(&out);
+    assert_zero_downtime(&r, rows);
+    let left: i64 = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = PgConnection::connect(&admin).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+                .bind(format!("migrate_demo_{pid}"))
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        });
+    assert_eq!(left, 0, "the demo database was dropped");
+}
+
+#[test]
+fn the_demo_makes_and_removes_a_cluster_of_its_own() {
+    let rows = 5_000;
+    let (pid, out) = demo(
+        &[
+            "--rows",
+            &rows.to_string(),
+            "--rate",
+            "50",
+            "--phase-seconds",
+            "1",
+            "--json",
+        ],
+        None,
+    );
+    let r = report(&out);
+    assert_zero_downtime(&r, rows);
+    let dir = std::env::temp_dir().join(format!("migrate-demo-{pid}"));
+    assert!(!dir.exists(), "{} was removed", dir.display());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("temporary PostgreSQL cluster"), "{said}");
+}

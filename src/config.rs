@@ -104,6 +104,8 @@ pub struct RawBackfill {
     pub lock_timeout: Option<String>,
     /// Wait while a replica's replay lag is over this (`"10s"`), or `"off"`.
     pub max_replica_lag: Option<String>,
+    /// The backfill session's `backend_flush_after` (`"256kB"`), or `"off"`.
+    pub flush_after: Option<String>,
 }
 
 /// A pause between batches.
@@ -135,6 +137,10 @@ pub struct BackfillSettings {
     pub pause: Pause,
     pub lock_timeout: std::time::Duration,
     pub max_replica_lag: Option<std::time::Duration>,
+    /// `backend_flush_after` for the backfill's session: the pages it writes go to disk as it
+    /// goes instead of piling up in the page cache until the kernel writes a gigabyte at once
+    /// and every commit on the server waits behind it.
+    pub flush_after: Option<String>,
 }
 
 impl Default for BackfillSettings {
@@ -147,6 +153,7 @@ impl Default for BackfillSettings {
             pause: Pause::Fixed(std::time::Duration::ZERO),
             lock_timeout: std::time::Duration::from_millis(100),
             max_replica_lag: Some(std::time::Duration::from_secs(10)),
+            flush_after: Some("256kB".to_string()),
         }
     }
 }
@@ -210,6 +217,30 @@ impl BackfillSettings {
                 t => Some(
                     parse_duration(t).map_err(|e| format!("[backfill] max_replica_lag: {e}"))?,
                 ),
+            };
+        }
+        if let Some(f) = &raw.flush_after {
+            let f = f.trim();
+            b.flush_after = match f {
+                "off" | "0" => None,
+                _ => {
+                    let digits = f.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+                    let unit = &f[digits.len()..];
+                    let n: u32 = digits.trim().parse().map_err(|_| {
+                        format!("[backfill] flush_after: `{f}` is not a size; write it as 256kB (up to 2MB) or off")
+                    })?;
+                    let kb = match unit {
+                        "kB" | "" => n,
+                        "MB" => n.saturating_mul(1024),
+                        _ => return Err(format!("[backfill] flush_after: `{f}`: use kB or MB")),
+                    };
+                    if !(8..=2048).contains(&kb) {
+                        return Err(format!(
+                            "[backfill] flush_after: `{f}` is out of range (8kB to 2MB)"
+                        ));
+                    }
+                    Some(format!("{kb}kB"))
+                }
             };
         }
         Ok(b)

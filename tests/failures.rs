@@ -88,9 +88,43 @@ fn a_held_lock_makes_expand_wait_bounded_then_give_up_naming_the_blocker_changin
             .execute(&mut holder)
             .await
             .unwrap();
+        // A reader arriving while expand waits for its lock queues behind that request: it must
+        // wait no longer than one lock_timeout, not as long as the holder holds.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (stop, url) = (stop.clone(), db.url.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut c = PgConnection::connect(&url).await.unwrap();
+                    let (mut longest, mut reads) = (Duration::ZERO, 0);
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let t = Instant::now();
+                        sqlx::query("SELECT count(*) FROM users")
+                            .execute(&mut c)
+                            .await
+                            .unwrap();
+                        longest = longest.max(t.elapsed());
+                        reads += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    (longest, reads)
+                })
+            })
+        };
         let started = Instant::now();
         let o = run(&db.url, &dir, &args);
         let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (longest, reads) = reader.join().unwrap();
+        assert!(reads > 20, "{reads} reads");
+        assert!(
+            longest < Duration::from_millis(300 + 200),
+            "a reader waited {longest:?} behind the migration's lock request"
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(
@@ -192,122 +226,9 @@ fn an_unreachable_database_is_a_clear_error() {
     assert!(!err.contains("s3cret-pw"), "{err}");
 }
 
-/// A throwaway cluster that requires passwords (the shared test server trusts everyone).
-struct PasswordCluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl PasswordCluster {
-    fn cmd(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(path);
-            c
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn start() -> PasswordCluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.path().join("bin"))
-                    .filter(|p| p.join("initdb").exists())
-                    .max()
-            })
-            .expect("PostgreSQL server binaries (initdb) are not installed: run scripts/test.sh");
-        let as_postgres = unsafe_is_root();
-        let dir = std::env::temp_dir().join(format!("migrate-pwcluster-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("pw"), "right-password\n").unwrap();
-        if as_postgres {
-            assert!(Command::new("chown")
-                .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
-                .status()
-                .unwrap()
-                .success());
-        }
-        let port = 20000 + (std::process::id() % 20000) as u16;
-        let c = PasswordCluster {
-            dir,
-            bin,
-            port,
-            as_postgres,
-        };
-        let data = c.dir.join("data");
-        let out = c
-            .cmd("initdb")
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-            ])
-            .arg(format!("--pwfile={}", c.dir.join("pw").display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = c
-            .cmd("pg_ctl")
-            .args([
-                "-D",
-                data.to_str().unwrap(),
-                "-w",
-                "-l",
-                c.dir.join("log").to_str().unwrap(),
-                "start",
-                "-o",
-            ])
-            .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1",
-                c.port,
-                c.dir.display()
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c
-    }
-}
-
-impl Drop for PasswordCluster {
-    fn drop(&mut self) {
-        let data = self.dir.join("data");
-        let _ = self
-            .cmd("pg_ctl")
-            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn unsafe_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 #[test]
 fn a_wrong_password_is_refused_clearly_and_never_printed() {
-    let cluster = PasswordCluster::start();
+    let cluster = common::cluster::Cluster::start(Some("right-password"));
     let dir = project(
         "password",
         &[("0001_t.sql", "CREATE TABLE t (id bigint PRIMARY KEY);\n")],

@@ -370,6 +370,14 @@ pub async fn run(
             "SET LOCAL lock_timeout = '{}ms'",
             settings.lock_timeout.as_millis().max(1)
         );
+        // Pages this session writes go to disk as it goes (see `BackfillSettings::flush_after`);
+        // a server that refuses the setting only loses that.
+        if let Some(f) = &settings.flush_after {
+            let _ = sqlx::query("SELECT set_config('backend_flush_after', $1, false)")
+                .bind(f)
+                .execute(&mut *conn)
+                .await;
+        }
         let mut progress = Progress::new(format!("backfill {table}"), walked, estimate);
         let mut timeouts = 0u32;
         let mut lag_checked: Option<Instant> = None;
@@ -499,6 +507,11 @@ pub async fn run(
             }
         }
         progress.finish();
+        if settings.flush_after.is_some() {
+            let _ = sqlx::query("RESET backend_flush_after")
+                .execute(&mut *conn)
+                .await;
+        }
         // No row left wrong up to the bound (rows after it are the triggers' job).
         if let Some(wrong) = b.verify {
             let mut q = sqlx::query(AssertSqlSafe(format!(

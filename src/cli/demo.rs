@@ -24,9 +24,9 @@ pub struct DemoArgs {
     /// A server to create the throwaway database on (default: a temporary cluster of our own).
     #[arg(long, env = "DATABASE_URL", value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// The migrations to run.
-    #[arg(long, value_name = "DIR", default_value = "migrations-example")]
-    pub dir: PathBuf,
+    /// The migrations to run (default: migrations-example, here or in migrate's source tree).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -39,7 +39,15 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
         rate: args.rate,
         phase_time: Duration::from_secs(args.phase_seconds),
         database_url: args.database_url.clone(),
-        migrations: args.dir.clone(),
+        migrations: args.dir.clone().unwrap_or_else(|| {
+            let here = PathBuf::from("migrations-example");
+            let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations-example"));
+            if !here.is_dir() && source.is_dir() {
+                source
+            } else {
+                here
+            }
+        }),
         exec: exec_settings(&settings),
     };
     let mut progress: Box<dyn Write> = if args.json {

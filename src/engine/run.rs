@@ -43,8 +43,23 @@ pub(crate) fn failpoint(phase: &str, step: usize) {
 }
 
 impl Runner {
-    pub async fn open(url: &str, exec: ExecSettings, settings: Settings) -> Result<Runner, Error> {
+    pub async fn open(
+        url: &str,
+        exec: ExecSettings,
+        mut settings: Settings,
+    ) -> Result<Runner, Error> {
         let mut conn = connect(url).await?;
+        // Plans are made for the server they run on, whatever migrate.toml says for `plan`.
+        let num: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| Error::Database(format!("reading the server version: {e}")))?;
+        if let Ok(n) = num.parse::<u32>() {
+            settings.pg_version = crate::config::PgVersion {
+                major: n / 10_000,
+                minor: n % 10_000,
+            };
+        }
         lock::acquire(&mut conn, &settings.metadata_schema).await?;
         let meta = Metadata::new(&settings.metadata_schema);
         meta.ensure(&mut conn).await?;
@@ -270,6 +285,7 @@ impl Runner {
         out: &mut dyn Write,
     ) -> Result<usize, Error> {
         let migrations = self.migrations(upto)?;
+        let recorded = self.meta.records(&mut self.conn).await?;
         let mut done = 0;
         for m in &migrations {
             let name = m.entry.name.clone();
@@ -279,6 +295,17 @@ impl Runner {
             }
             let (plan, phase, step) = match record.as_ref().map(|r| (r.phase, r.step)) {
                 None => {
+                    // A new file that sorts before one already applied: running it now would
+                    // apply migrations in a different order here than on a fresh database.
+                    if let Some(later) = recorded.iter().find(|r| {
+                        !matches!(r.phase, MigrationPhase::Aborted | MigrationPhase::Pending)
+                            && crate::files::natural_cmp(&r.name, &name).is_gt()
+                    }) {
+                        return Err(Error::Refused(format!(
+                            "{name} is new but sorts before {}, which is already {}: migrations run in the order of their names, so a fresh database would run {name} first; rename it to sort after the last applied migration",
+                            later.name, later.phase
+                        )));
+                    }
                     let plan = self.plan(m).await?;
                     self.meta
                         .start(&mut self.conn, &name, &m.checksum, &plan)

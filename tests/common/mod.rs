@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use std::process::{Command, Output};
 

@@ -235,8 +235,42 @@ def under_load(tag, backfill=None, seconds=30):
     return row
 
 
+def sweep(configs):
+    """Only the workload's view: no backfill, then migrate under load with each configuration
+    and alone with it (the rate it would have without the workload)."""
+    rows = []
+    fresh()
+    settle()
+    rows.append(dict(under_load("no backfill"), extra="", alone=None))
+    for extra in configs:
+        fresh()
+        d = prepare_migrate(PLAIN, extra)
+        took, _ = run_migrate(d)
+        alone = N / took
+        fresh()
+        d = prepare_migrate(PLAIN, extra)
+        r = under_load("migrate backfill, `%s`" % extra, lambda: run_migrate(d))
+        rows.append(dict(r, extra=extra, alone=alone))
+        log(rows[-1])
+    L = ["| [backfill] | rows/s alone | rows/s under load (× alone) | p50 ms | p99 ms | max ms | lock waits ≥100 ms |",
+         "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append("| %s | %s | %s | %.2f | %.2f | %.1f | %d |" % (
+            ("`%s`" % r["extra"]) if r["extra"] else "(no backfill)" if r["alone"] is None else "default",
+            "%.0f" % r["alone"] if r["alone"] else "—",
+            "%d (%.2f)" % (r["rows_per_s"], r["rows_per_s"] / r["alone"]) if r["alone"] else "—",
+            r["p50_ms"], r["p99_ms"], r["max_ms"], r["lock_waits_over_100ms"]))
+    text = "\n".join(L) + "\n"
+    with open(os.path.join(OUT, "sweep.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
 def main():
     template()
+    if os.environ.get("SWEEP"):
+        sweep([c.strip() for c in os.environ["SWEEP"].split(";")])
+        return
     alone = {"single": [], "migrate": [], "throttled": []}
     for r in range(ROUNDS):
         order = ["single", "migrate", "throttled"] if r % 2 == 0 else ["throttled", "migrate", "single"]

@@ -106,6 +106,10 @@ pub struct RawBackfill {
     pub max_replica_lag: Option<String>,
     /// The backfill session's `backend_flush_after` (`"256kB"`), or `"off"`.
     pub flush_after: Option<String>,
+    /// The pause while other sessions are busy: a time or a share of the batch's time.
+    pub busy_pause: Option<String>,
+    /// Commits per second by other sessions from which the database counts as busy.
+    pub busy_tps: Option<u32>,
 }
 
 /// A pause between batches.
@@ -141,6 +145,11 @@ pub struct BackfillSettings {
     /// goes instead of piling up in the page cache until the kernel writes a gigabyte at once
     /// and every commit on the server waits behind it.
     pub flush_after: Option<String>,
+    /// The pause used instead of `pause` while other sessions of the database commit more than
+    /// `busy_tps` transactions a second: full speed when the database is quiet, manners when
+    /// an application is using it.
+    pub busy_pause: Pause,
+    pub busy_tps: u32,
 }
 
 impl Default for BackfillSettings {
@@ -154,6 +163,11 @@ impl Default for BackfillSettings {
             lock_timeout: std::time::Duration::from_millis(100),
             max_replica_lag: Some(std::time::Duration::from_secs(10)),
             flush_after: Some("256kB".to_string()),
+            // Off: on the machine measured (bench/backfill.sh, SWEEP), every pause made the
+            // workload's p99 worse, not better — a slower backfill lives through more of the
+            // disk's writeback stalls.
+            busy_pause: Pause::Fixed(std::time::Duration::ZERO),
+            busy_tps: 20,
         }
     }
 }
@@ -194,18 +208,13 @@ impl BackfillSettings {
         }
         b.initial_rows = b.initial_rows.clamp(b.min_rows, b.max_rows);
         if let Some(p) = &raw.pause {
-            b.pause = match p.trim().strip_suffix('%') {
-                Some(share) => {
-                    let v: f64 = share.trim().parse().ok().filter(|v| (0.0..=1000.0).contains(v)).ok_or_else(|| {
-                        format!("[backfill] pause: `{p}` is not a share; write it as 50% (0 to 1000)")
-                    })?;
-                    Pause::Share(v / 100.0)
-                }
-                None if p.trim() == "0" => Pause::Fixed(std::time::Duration::ZERO),
-                None => {
-                    Pause::Fixed(parse_duration(p).map_err(|e| format!("[backfill] pause: {e}"))?)
-                }
-            };
+            b.pause = parse_pause(p).map_err(|e| format!("[backfill] pause: {e}"))?;
+        }
+        if let Some(p) = &raw.busy_pause {
+            b.busy_pause = parse_pause(p).map_err(|e| format!("[backfill] busy_pause: {e}"))?;
+        }
+        if let Some(t) = raw.busy_tps {
+            b.busy_tps = t;
         }
         if let Some(t) = &raw.lock_timeout {
             b.lock_timeout =
@@ -343,6 +352,23 @@ impl Settings {
             s.rule_levels.insert(rule.id(), level);
         }
         Ok(s)
+    }
+}
+
+/// `20ms` or `50%` (of the batch's own time); `0` for none.
+fn parse_pause(p: &str) -> Result<Pause, String> {
+    match p.trim().strip_suffix('%') {
+        Some(share) => {
+            let v: f64 = share
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v| (0.0..=1000.0).contains(v))
+                .ok_or_else(|| format!("`{p}` is not a share; write it as 50% (0 to 1000)"))?;
+            Ok(Pause::Share(v / 100.0))
+        }
+        None if p.trim() == "0" => Ok(Pause::Fixed(std::time::Duration::ZERO)),
+        None => Ok(Pause::Fixed(parse_duration(p)?)),
     }
 }
 

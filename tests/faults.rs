@@ -121,3 +121,79 @@ fn the_server_restarting_mid_backfill_loses_nothing() {
     );
     eprintln!("{restarts} restarts mid-backfill, every row right");
 }
+
+/// A replica that stops replaying: the backfill waits while its replay lag is over
+/// `max_replica_lag`, saying so, and goes on once the replica catches up.
+#[test]
+fn the_backfill_waits_for_a_lagging_replica() {
+    let primary = Cluster::start(None);
+    let replica = primary.replica();
+    let url = primary.url(None);
+    let dir = project(
+        "replica",
+        &[
+            (
+                "0001_users.sql",
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);
+                 INSERT INTO users SELECT g, 'user ' || g FROM generate_series(1, 200000) g;\n",
+            ),
+            (
+                "0002_rename.sql",
+                "ALTER TABLE users RENAME COLUMN name TO full_name;\n",
+            ),
+            (
+                "migrate.toml",
+                "[backfill]\nbatch_rows = 500\npause = \"20ms\"\nmax_replica_lag = \"1s\"\n",
+            ),
+        ],
+    );
+    let ok = |o: &Output| assert_eq!(o.status.code(), Some(0), "{}", text(o));
+    ok(&command(&url, &dir, &["expand", "0001_users"])
+        .output()
+        .unwrap());
+    ok(&command(&url, &dir, &["expand", "--skip-backfill"])
+        .output()
+        .unwrap());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let on_replica = |sql: &'static str| {
+        rt.block_on(async {
+            let mut c = PgConnection::connect(&replica.url(None)).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        })
+    };
+    on_replica("SELECT pg_wal_replay_pause()");
+    let child = command(&url, &dir, &["backfill"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the lag passes 1 s the batches stop: rows done holds still.
+    std::thread::sleep(Duration::from_millis(2500));
+    let a = scalar(
+        &url,
+        "SELECT count(*) FROM users WHERE full_name IS NOT NULL",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = scalar(
+        &url,
+        "SELECT count(*) FROM users WHERE full_name IS NOT NULL",
+    );
+    assert_eq!(a, b, "batches went on while the replica lagged");
+    assert!(a < 200_000, "the backfill ended before the replica lagged");
+    on_replica("SELECT pg_wal_replay_resume()");
+    let out = child.wait_with_output().unwrap();
+    ok(&out);
+    let said = text(&out);
+    assert!(said.contains("a replica is"), "{said}");
+    assert!(said.contains("s waiting for replicas"), "{said}");
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT count(*) FROM users WHERE full_name IS DISTINCT FROM name"
+        ),
+        0
+    );
+}

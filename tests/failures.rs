@@ -10,13 +10,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("migrate-failures-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, sql) in files {
-        std::fs::write(dir.join(name), sql).unwrap();
-    }
-    dir
+    common::project("migrate-failures", tag, files)
 }
 
 fn run(url: &str, dir: &Path, args: &[&str]) -> Output {

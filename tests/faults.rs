@@ -10,13 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("migrate-faults-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    dir
+    common::project("migrate-faults", tag, files)
 }
 
 fn command(url: &str, dir: &Path, args: &[&str]) -> Command {

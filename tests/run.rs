@@ -10,13 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("migrate-run-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, sql) in files {
-        std::fs::write(dir.join(name), sql).unwrap();
-    }
-    dir
+    common::project("migrate-run", tag, files)
 }
 
 fn example_project(tag: &str) -> PathBuf {

@@ -355,13 +355,24 @@ impl Runner {
             } else {
                 0
             };
-            let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
-            let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
-            self.run_phase(&name, phases, "backfill", &steps, from, out)
-                .await?;
+            self.run_backfills(&name, &plan, from, out).await?;
             done += 1;
         }
         Ok(done)
+    }
+
+    /// Runs the backfill steps of a plan from step `from`, then marks the migration backfilled.
+    async fn run_backfills(
+        &mut self,
+        name: &str,
+        plan: &MigrationPlan,
+        from: usize,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
+        let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
+        self.run_phase(name, phases, "backfill", &steps, from, out)
+            .await
     }
 
     /// Runs or resumes the backfills of every expanded migration in order (up to `upto`);
@@ -390,10 +401,7 @@ impl Runner {
                 _ => continue,
             };
             let plan = self.stored_plan(&name).await?;
-            let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
-            let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
-            self.run_phase(&name, phases, "backfill", &steps, from, out)
-                .await?;
+            self.run_backfills(&name, &plan, from, out).await?;
             done += 1;
         }
         Ok(done)

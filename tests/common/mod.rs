@@ -19,6 +19,17 @@ pub fn rules_of(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A migrations folder of a test's own under the temp dir, holding `files` (name, text).
+pub fn project(prefix: &str, tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
 /// Runs the built `migrate` binary from the repository root, without colour.
 pub fn migrate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_migrate"))

@@ -20,6 +20,30 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+fn chown(path: &std::path::Path) {
+    assert!(Command::new("chown")
+        .args(["-R", "postgres:postgres", path.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// An empty folder for a cluster, owned by the server's user, and a free port.
+fn fresh_dir(as_postgres: bool) -> (PathBuf, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("migrate-cluster-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if as_postgres {
+        chown(&dir);
+    }
+    (dir, port)
+}
+
 impl Cluster {
     fn cmd(&self, program: &str) -> Command {
         let path = self.bin.join(program);
@@ -44,24 +68,13 @@ impl Cluster {
             })
             .expect("PostgreSQL server binaries (initdb) are not installed: run scripts/test.sh");
         let as_postgres = is_root();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("migrate-cluster-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let (dir, port) = fresh_dir(as_postgres);
         if let Some(pw) = password {
-            std::fs::write(dir.join("pw"), format!("{pw}\n")).unwrap();
-        }
-        if as_postgres {
-            assert!(Command::new("chown")
-                .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
-                .status()
-                .unwrap()
-                .success());
+            let file = dir.join("pw");
+            std::fs::write(&file, format!("{pw}\n")).unwrap();
+            if as_postgres {
+                chown(&file);
+            }
         }
         let c = Cluster {
             dir,
@@ -91,22 +104,7 @@ impl Cluster {
     /// A streaming replica of this (trust) cluster, made with pg_basebackup, on a port of its
     /// own.
     pub fn replica(&self) -> Cluster {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("migrate-cluster-{}-{port}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if self.as_postgres {
-            assert!(Command::new("chown")
-                .args(["-R", "postgres:postgres", dir.to_str().unwrap()])
-                .status()
-                .unwrap()
-                .success());
-        }
+        let (dir, port) = fresh_dir(self.as_postgres);
         let replica = Cluster {
             dir,
             bin: self.bin.clone(),

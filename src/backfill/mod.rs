@@ -572,7 +572,7 @@ pub async fn run(
                             sizer.rows(),
                             timeouts,
                             settings.lock_timeout.as_millis(),
-                            row_lock_holders(conn, b.table).await
+                            crate::engine::exec::blockers(conn, &[b.table.sql()]).await
                         )));
                     }
                     progress.say(&format!(
@@ -644,37 +644,6 @@ async fn table_estimate(conn: &mut PgConnection, table: &QualifiedName) -> Resul
     .await
     .map_err(|e| Error::Database(format!("estimating the rows of {table}: {e}")))?;
     Ok(n.unwrap_or(0))
-}
-
-/// pid, application, state, seconds in the transaction, query.
-type Holder = (i32, String, String, i32, String);
-
-/// The sessions holding row locks on the table right now, for an error message.
-async fn row_lock_holders(conn: &mut PgConnection, table: &QualifiedName) -> String {
-    let rows: Result<Vec<Holder>, _> = sqlx::query_as(
-        "SELECT DISTINCT ON (a.pid) a.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.state, '?'),
-                coalesce(extract(epoch FROM now() - a.xact_start)::int, 0),
-                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 120)
-         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.relation = to_regclass($1) AND l.granted AND l.pid <> pg_backend_pid()
-           AND l.mode IN ('RowExclusiveLock', 'RowShareLock', 'ExclusiveLock', 'ShareRowExclusiveLock')
-         ORDER BY a.pid",
-    )
-    .bind(table.sql())
-    .fetch_all(&mut *conn)
-    .await;
-    match rows {
-        Ok(rows) if !rows.is_empty() => {
-            let list: Vec<String> = rows
-                .iter()
-                .map(|(pid, app, state, secs, q)| {
-                    format!("pid {pid} ({app}, {state} for {secs} s: {q})")
-                })
-                .collect();
-            format!(" (sessions writing to it: {})", list.join("; "))
-        }
-        _ => String::new(),
-    }
 }
 
 #[cfg(test)]

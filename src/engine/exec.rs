@@ -147,7 +147,8 @@ pub async fn run_step(
             Err(TryError::Sql(e)) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
                 report.lock_timeouts += 1;
                 if report.lock_timeouts > settings.retries {
-                    let blockers = blockers(conn, step).await;
+                    let tables: Vec<String> = step.locks.iter().map(|l| l.table.sql()).collect();
+                    let blockers = blockers(conn, &tables).await;
                     return Err(Error::LockTimeout(format!(
                         "{}: no lock after {} tries of {} each ({:.1} s in all){blockers}; the step was not applied — run again when the blocker is gone",
                         step.action,
@@ -252,9 +253,8 @@ async fn run_concurrent(
     result.and(reset.map(|_| ()))
 }
 
-/// The sessions holding locks on the step's tables, for the error message.
-async fn blockers(conn: &mut PgConnection, step: &Step) -> String {
-    let tables: Vec<String> = step.locks.iter().map(|l| l.table.sql()).collect();
+/// The sessions holding locks on these tables, for an error message: `; blocked by …`.
+pub(crate) async fn blockers(conn: &mut PgConnection, tables: &[String]) -> String {
     if tables.is_empty() {
         return String::new();
     }
@@ -268,7 +268,7 @@ async fn blockers(conn: &mut PgConnection, step: &Step) -> String {
            AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
          ORDER BY l.pid",
     )
-    .bind(&tables)
+    .bind(tables)
     .fetch_all(&mut *conn)
     .await;
     match rows {

@@ -289,11 +289,12 @@ impl Runner {
         let mut done = 0;
         for m in &migrations {
             let name = m.entry.name.clone();
-            let record = self.meta.record(&mut self.conn, &name).await?;
-            if let Some(r) = &record {
+            // Read once above: a record only changes when its own migration is run, below.
+            let record = recorded.iter().find(|r| r.name == name);
+            if let Some(r) = record {
                 Self::unchanged(m, r)?;
             }
-            let (plan, phase, step) = match record.as_ref().map(|r| (r.phase, r.step)) {
+            let (plan, phase, step) = match record.map(|r| (r.phase, r.step)) {
                 None => {
                     // A new file that sorts before one already applied: running it now would
                     // apply migrations in a different order here than on a fresh database.

@@ -148,7 +148,8 @@ pub struct BackfillSettings {
     /// The pause used instead of `pause` while other sessions of the database commit more than
     /// `busy_tps` transactions a second: full speed when the database is quiet, manners when
     /// an application is using it.
-    pub busy_pause: Pause,
+    /// `None`: `pause` applies whether the database is busy or not.
+    pub busy_pause: Option<Pause>,
     pub busy_tps: u32,
 }
 
@@ -163,10 +164,10 @@ impl Default for BackfillSettings {
             lock_timeout: std::time::Duration::from_millis(100),
             max_replica_lag: Some(std::time::Duration::from_secs(10)),
             flush_after: Some("256kB".to_string()),
-            // Off: on the machine measured (bench/backfill.sh, SWEEP), every pause made the
-            // workload's p99 worse, not better — a slower backfill lives through more of the
-            // disk's writeback stalls.
-            busy_pause: Pause::Fixed(std::time::Duration::ZERO),
+            // Off: on the machine measured (bench/backfill.sh), pausing bought little p99 for
+            // the rate it cost, and a slower backfill lives through more of the disk's
+            // writeback stalls.
+            busy_pause: None,
             busy_tps: 20,
         }
     }
@@ -211,7 +212,10 @@ impl BackfillSettings {
             b.pause = parse_pause(p).map_err(|e| format!("[backfill] pause: {e}"))?;
         }
         if let Some(p) = &raw.busy_pause {
-            b.busy_pause = parse_pause(p).map_err(|e| format!("[backfill] busy_pause: {e}"))?;
+            b.busy_pause = match p.trim() {
+                "off" => None,
+                p => Some(parse_pause(p).map_err(|e| format!("[backfill] busy_pause: {e}"))?),
+            };
         }
         if let Some(t) = raw.busy_tps {
             b.busy_tps = t;
@@ -435,6 +439,18 @@ mod tests {
         assert_eq!(b.pause, Pause::Share(0.5));
         assert_eq!(b.max_replica_lag, None);
         assert_eq!(b.min_rows, 10);
+        // With no busy_pause the pause holds whether the database is busy or not.
+        assert_eq!(b.busy_pause, None);
+        for (v, want) in [
+            ("\"off\"", None),
+            (
+                "\"20ms\"",
+                Some(Pause::Fixed(std::time::Duration::from_millis(20))),
+            ),
+        ] {
+            let raw: RawConfig = toml::from_str(&format!("[backfill]\nbusy_pause = {v}")).unwrap();
+            assert_eq!(Settings::from_raw(&raw).unwrap().backfill.busy_pause, want);
+        }
         let raw: RawConfig = toml::from_str("[backfill]\nbatch_rows = 5000").unwrap();
         let b = Settings::from_raw(&raw).unwrap().backfill;
         assert_eq!((b.min_rows, b.initial_rows, b.max_rows), (5000, 5000, 5000));

@@ -357,3 +357,75 @@ fn writes_to_rows_the_backfill_has_not_reached_keep_working() {
     ok(&run(&db, &dir, &["backfill"]));
     ok(&run(&db, &dir, &["contract"]));
 }
+
+/// Each batch's range is checked once it has committed. A row the backfill's UPDATE leaves
+/// wrong (here a trigger of the application's undoes it for one row) stops the run in the
+/// batch after it, naming the row's key; the batches before stay done, and once the cause is
+/// fixed the next run checks that range again and finishes.
+#[test]
+fn a_row_left_wrong_after_its_batch_stops_the_run_naming_its_key() {
+    let db = TestDb::new();
+    let dir = project(
+        "leftwrong",
+        &[
+            (
+                "0001_items.sql",
+                "CREATE TABLE items (id int PRIMARY KEY, qty int);
+                 INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g;\n",
+            ),
+            (
+                "0002_total.sql",
+                "ALTER TABLE items ADD COLUMN total bigint;
+                 -- migrate:backfill
+                 UPDATE items SET total = qty * 2;\n",
+            ),
+            ("migrate.toml", "[backfill]\nbatch_rows = 2000\n"),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_items"]));
+    ok(&run(&db, &dir, &["expand", "--skip-backfill"]));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE FUNCTION spoil() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN NEW.total := -1; RETURN NEW; END $$;
+             CREATE TRIGGER spoil BEFORE UPDATE ON items
+               FOR EACH ROW WHEN (NEW.id = 12345) EXECUTE FUNCTION spoil();",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+    });
+    let out = run(&db, &dir, &["backfill"]);
+    let said = text(&out);
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("key (12345)"), "{said}");
+    assert!(said.contains("total IS DISTINCT FROM"), "{said}");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        // The batch of row 12345 ((12000, 14000]) committed; the next one found it and stopped.
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE total IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(done, 14_000);
+        sqlx::raw_sql(
+            "DROP TRIGGER spoil ON items; UPDATE items SET total = qty * 2 WHERE id = 12345",
+        )
+        .execute(&mut c)
+        .await
+        .unwrap();
+    });
+    let out = run(&db, &dir, &["backfill"]);
+    ok(&out);
+    assert!(text(&out).contains("verified"), "{}", text(&out));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let wrong: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM items WHERE total IS DISTINCT FROM qty * 2")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(wrong, 0);
+    });
+}

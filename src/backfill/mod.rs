@@ -25,7 +25,8 @@ pub struct Backfill<'a> {
     pub table: &'a QualifiedName,
     pub set: &'a [(String, String)],
     pub filter: Option<&'a str>,
-    /// True of a row still wrong: checked over the whole range at the end.
+    /// True of a row still wrong: each batch's range is checked once the batch has committed
+    /// (in the next batch's transaction; the last range after the last batch).
     pub verify: Option<&'a str>,
 }
 
@@ -43,7 +44,7 @@ pub struct BackfillReport {
     pub largest: i64,
     /// Time spent waiting for replicas to catch up.
     pub replica_wait: Duration,
-    /// Whether the end check ran (see `verify` of the step).
+    /// Whether every batch's range was checked (see `verify` of the step).
     pub verified: bool,
     /// Batches run while other sessions were busy (with `busy_pause`).
     pub busy_batches: i64,
@@ -356,6 +357,7 @@ pub async fn run(
                     last: None,
                     upper,
                     size: None,
+                    checked: None,
                 };
                 meta.save_backfill(
                     &mut *conn,
@@ -409,6 +411,18 @@ pub async fn run(
         let update_sql = |after: bool| {
             format!(
                 "UPDATE {table} SET {sets} WHERE {}{plain} <= {}{filter}",
+                lower(after),
+                key_params(&keys, at(after))
+            )
+        };
+        // The check of a committed range: right after its batch, while its pages are still in
+        // shared buffers. Reading them there also prunes the row versions the batch left behind
+        // at the backfill's pace, instead of in one burst of WAL (with a full-page image of
+        // every page once a checkpoint has begun) in a scan of the whole table at the end.
+        let check_sql = |after: bool, wrong: &str| {
+            format!(
+                "SELECT ARRAY[{}] FROM {table} WHERE {}{plain} <= {} AND ({wrong}) LIMIT 1",
+                as_text.join(", "),
                 lower(after),
                 key_params(&keys, at(after))
             )
@@ -468,6 +482,16 @@ pub async fn run(
                 .map_err(db("setting lock_timeout"))?;
             let after = cursor.last.is_some();
             let batch = async {
+                // The last batch's range, now committed.
+                let wrong_row = match (b.verify, &cursor.last) {
+                    (Some(wrong), Some(last)) if cursor.checked.as_ref() != Some(last) => {
+                        check_range(&mut tx, &check_sql, wrong, &cursor.checked, last).await?
+                    }
+                    _ => None,
+                };
+                if let Some(row) = wrong_row {
+                    return Ok(Err(row));
+                }
                 let mut q = sqlx::query(AssertSqlSafe(end_sql(after, size))).persistent(false);
                 for v in cursor.last.iter().flatten().chain(upper.iter()) {
                     q = q.bind(v.clone());
@@ -490,12 +514,20 @@ pub async fn run(
                 } else {
                     size
                 };
-                Ok::<_, sqlx::Error>((taken, changed, end, last_batch))
+                Ok::<_, sqlx::Error>(Ok((taken, changed, end, last_batch)))
             }
             .await;
             match batch {
-                Ok((taken, changed, last, last_batch)) => {
+                Ok(Err(row)) => {
+                    drop(tx);
+                    progress.finish();
+                    return Err(wrong_rows(&table, b.verify.unwrap_or_default(), &row));
+                }
+                Ok(Ok((taken, changed, last, last_batch))) => {
                     walked += taken;
+                    if b.verify.is_some() {
+                        cursor.checked = cursor.last.take();
+                    }
                     cursor.last = Some(last);
                     cursor.size = Some(size);
                     meta.save_backfill(
@@ -525,7 +557,7 @@ pub async fn run(
                     // A commit slower than a whole batch should be is the disk falling behind:
                     // give it that long again to catch up before adding more writes.
                     busy.own += 1;
-                    if busy.due() {
+                    if settings.busy_pause.is_some() && busy.due() {
                         let was = busy.busy;
                         busy.sample(conn, settings.busy_tps).await;
                         if busy.busy != was {
@@ -540,10 +572,9 @@ pub async fn run(
                         }
                     }
                     report.busy_batches += i64::from(busy.busy);
-                    let mut pause = if busy.busy {
-                        settings.busy_pause.after(took)
-                    } else {
-                        settings.pause.after(took)
+                    let mut pause = match settings.busy_pause {
+                        Some(p) if busy.busy => p.after(took),
+                        _ => settings.pause.after(took),
                     };
                     if commit > settings.target {
                         pause += commit.min(Duration::from_secs(2));
@@ -593,24 +624,21 @@ pub async fn run(
                 .execute(&mut *conn)
                 .await;
         }
-        // No row left wrong up to the bound (rows after it are the triggers' job).
+        // The last batch's range; every range before it was checked by the batch after it, so
+        // no row up to the bound is left wrong (rows after it are the triggers' job).
         if let Some(wrong) = b.verify {
-            let mut q = sqlx::query(AssertSqlSafe(format!(
-                "SELECT EXISTS (SELECT 1 FROM {table} WHERE {plain} <= {} AND ({wrong}))",
-                key_params(&keys, 1)
-            )));
-            for v in &upper {
-                q = q.bind(v.clone());
-            }
-            let left: bool = q
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(db("checking for rows left behind"))?
-                .get(0);
-            if left {
-                return Err(Error::Database(format!(
-                    "backfilling {table}: rows matching `{wrong}` remain after the last batch; run again to fill them"
-                )));
+            if let Some(last) = cursor.last.clone() {
+                if cursor.checked.as_ref() != Some(&last) {
+                    let mut tx = conn.begin().await.map_err(db("checking the last batch"))?;
+                    let row = check_range(&mut tx, &check_sql, wrong, &cursor.checked, &last)
+                        .await
+                        .map_err(db("checking the last batch"))?;
+                    drop(tx);
+                    if let Some(row) = row {
+                        return Err(wrong_rows(&table, wrong, &row));
+                    }
+                    cursor.checked = Some(last);
+                }
             }
             report.verified = true;
         }
@@ -632,6 +660,28 @@ pub async fn run(
     )
     .await?;
     Ok(report)
+}
+
+/// The first row in `(from, to]` that `wrong` is true of, as key values.
+async fn check_range(
+    tx: &mut PgConnection,
+    check_sql: &dyn Fn(bool, &str) -> String,
+    wrong: &str,
+    from: &Option<Vec<String>>,
+    to: &[String],
+) -> Result<Option<Vec<String>>, sqlx::Error> {
+    let mut q = sqlx::query(AssertSqlSafe(check_sql(from.is_some(), wrong))).persistent(false);
+    for v in from.iter().flatten().chain(to.iter()) {
+        q = q.bind(v.clone());
+    }
+    Ok(q.fetch_optional(&mut *tx).await?.map(|r| r.get(0)))
+}
+
+fn wrong_rows(table: &str, wrong: &str, key: &[String]) -> Error {
+    Error::Database(format!(
+        "backfilling {table}: the row with key ({}) still matches `{wrong}` after its batch committed: another session changed it since, or the backfill's UPDATE does not make it right. Nothing was lost; fix the cause and run `migrate backfill` again to check again",
+        key.join(", ")
+    ))
 }
 
 /// The planner's row estimate for a table (0 when it has never been analyzed).

@@ -106,6 +106,8 @@ pub struct RawBackfill {
     pub max_replica_lag: Option<String>,
     /// The backfill session's `backend_flush_after` (`"256kB"`), or `"off"`.
     pub flush_after: Option<String>,
+    /// Whether each batch's commit waits for its WAL to reach the disk.
+    pub synchronous_commit: Option<bool>,
     /// The pause while other sessions are busy: a time or a share of the batch's time.
     pub busy_pause: Option<String>,
     /// Commits per second by other sessions from which the database counts as busy.
@@ -145,6 +147,12 @@ pub struct BackfillSettings {
     /// goes instead of piling up in the page cache until the kernel writes a gigabyte at once
     /// and every commit on the server waits behind it.
     pub flush_after: Option<String>,
+    /// Whether a batch's commit waits for its WAL to be flushed (`synchronous_commit`). Off by
+    /// default: the next batch starts while the WAL writer flushes the last one's WAL, which
+    /// measured 3–4% faster. A crash can lose the last batches' commits, but each batch saves
+    /// its cursor in its own transaction, so those batches are lost together with their cursor
+    /// and are done again by the next run.
+    pub synchronous_commit: bool,
     /// The pause used instead of `pause` while other sessions of the database commit more than
     /// `busy_tps` transactions a second: full speed when the database is quiet, manners when
     /// an application is using it.
@@ -164,6 +172,7 @@ impl Default for BackfillSettings {
             lock_timeout: std::time::Duration::from_millis(100),
             max_replica_lag: Some(std::time::Duration::from_secs(10)),
             flush_after: Some("256kB".to_string()),
+            synchronous_commit: false,
             // Off: on the machine measured (bench/backfill.sh), pausing bought little p99 for
             // the rate it cost, and a slower backfill lives through more of the disk's
             // writeback stalls.
@@ -231,6 +240,9 @@ impl BackfillSettings {
                     parse_duration(t).map_err(|e| format!("[backfill] max_replica_lag: {e}"))?,
                 ),
             };
+        }
+        if let Some(v) = raw.synchronous_commit {
+            b.synchronous_commit = v;
         }
         if let Some(f) = &raw.flush_after {
             let f = f.trim();
@@ -441,6 +453,14 @@ mod tests {
         assert_eq!(b.min_rows, 10);
         // With no busy_pause the pause holds whether the database is busy or not.
         assert_eq!(b.busy_pause, None);
+        assert!(!b.synchronous_commit);
+        let raw: RawConfig = toml::from_str("[backfill]\nsynchronous_commit = true").unwrap();
+        assert!(
+            Settings::from_raw(&raw)
+                .unwrap()
+                .backfill
+                .synchronous_commit
+        );
         for (v, want) in [
             ("\"off\"", None),
             (

@@ -25,8 +25,8 @@ pub struct Backfill<'a> {
     pub table: &'a QualifiedName,
     pub set: &'a [(String, String)],
     pub filter: Option<&'a str>,
-    /// True of a row still wrong: each batch's range is checked once the batch has committed
-    /// (in the next batch's transaction; the last range after the last batch).
+    /// True of a row still wrong: every row a batch updates is checked as written, in the
+    /// batch's own statement.
     pub verify: Option<&'a str>,
 }
 
@@ -44,7 +44,7 @@ pub struct BackfillReport {
     pub largest: i64,
     /// Time spent waiting for replicas to catch up.
     pub replica_wait: Duration,
-    /// Whether every batch's range was checked (see `verify` of the step).
+    /// Whether every row updated was checked as written (see `verify` of the step).
     pub verified: bool,
     /// Batches run while other sessions were busy (with `busy_pause`).
     pub busy_batches: i64,
@@ -357,7 +357,6 @@ pub async fn run(
                     last: None,
                     upper,
                     size: None,
-                    checked: None,
                 };
                 meta.save_backfill(
                     &mut *conn,
@@ -408,24 +407,25 @@ pub async fn run(
                 size - 1
             )
         };
-        let update_sql = |after: bool| {
+        // With a `verify` condition, the statement checks every row as written (after any
+        // trigger) through RETURNING and gives back the rows changed and the key of the first
+        // row still wrong: the check costs no second read of the rows. The rows of the range
+        // it leaves alone do not match the filter, and the condition includes the filter.
+        let update = |after: bool| {
             format!(
                 "UPDATE {table} SET {sets} WHERE {}{plain} <= {}{filter}",
                 lower(after),
                 key_params(&keys, at(after))
             )
         };
-        // The check of a committed range: right after its batch, while its pages are still in
-        // shared buffers. Reading them there also prunes the row versions the batch left behind
-        // at the backfill's pace, instead of in one burst of WAL (with a full-page image of
-        // every page once a checkpoint has begun) in a scan of the whole table at the end.
-        let check_sql = |after: bool, wrong: &str| {
-            format!(
-                "SELECT ARRAY[{}] FROM {table} WHERE {}{plain} <= {} AND ({wrong}) LIMIT 1",
-                as_text.join(", "),
-                lower(after),
-                key_params(&keys, at(after))
-            )
+        let update_sql = |after: bool| match b.verify {
+            Some(wrong) => format!(
+                "WITH u AS ({} RETURNING ARRAY[{}] AS k, ({wrong}) AS wrong) \
+                 SELECT (SELECT count(*) FROM u), (SELECT k FROM u WHERE wrong LIMIT 1)",
+                update(after),
+                as_text.join(", ")
+            ),
+            None => update(after),
         };
         let count_sql = |after: bool| {
             format!(
@@ -434,9 +434,17 @@ pub async fn run(
                 key_params(&keys, at(after))
             )
         };
+        // Per batch: how long to wait for a row lock, and whether the commit waits for the
+        // batch's WAL (see `BackfillSettings::synchronous_commit`; left as the server has it
+        // when on).
         let lock = format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            settings.lock_timeout.as_millis().max(1)
+            "SET LOCAL lock_timeout = '{}ms'{}",
+            settings.lock_timeout.as_millis().max(1),
+            if settings.synchronous_commit {
+                ""
+            } else {
+                "; SET LOCAL synchronous_commit = off"
+            }
         );
         // Pages this session writes go to disk as it goes (see `BackfillSettings::flush_after`);
         // a server that refuses the setting only loses that.
@@ -482,16 +490,6 @@ pub async fn run(
                 .map_err(db("setting lock_timeout"))?;
             let after = cursor.last.is_some();
             let batch = async {
-                // The last batch's range, now committed.
-                let wrong_row = match (b.verify, &cursor.last) {
-                    (Some(wrong), Some(last)) if cursor.checked.as_ref() != Some(last) => {
-                        check_range(&mut tx, &check_sql, wrong, &cursor.checked, last).await?
-                    }
-                    _ => None,
-                };
-                if let Some(row) = wrong_row {
-                    return Ok(Err(row));
-                }
                 let mut q = sqlx::query(AssertSqlSafe(end_sql(after, size))).persistent(false);
                 for v in cursor.last.iter().flatten().chain(upper.iter()) {
                     q = q.bind(v.clone());
@@ -503,7 +501,15 @@ pub async fn run(
                 for v in cursor.last.iter().flatten().chain(end.iter()) {
                     u = u.bind(v.clone());
                 }
-                let changed = u.execute(&mut *tx).await?.rows_affected() as i64;
+                let changed = if b.verify.is_some() {
+                    let r = u.fetch_one(&mut *tx).await?;
+                    if let Some(row) = r.get::<Option<Vec<String>>, _>(1) {
+                        return Ok(Err(row));
+                    }
+                    r.get::<i64, _>(0)
+                } else {
+                    u.execute(&mut *tx).await?.rows_affected() as i64
+                };
                 let taken = if last_batch {
                     let mut c =
                         sqlx::query_scalar(AssertSqlSafe(count_sql(after))).persistent(false);
@@ -525,9 +531,6 @@ pub async fn run(
                 }
                 Ok(Ok((taken, changed, last, last_batch))) => {
                     walked += taken;
-                    if b.verify.is_some() {
-                        cursor.checked = cursor.last.take();
-                    }
                     cursor.last = Some(last);
                     cursor.size = Some(size);
                     meta.save_backfill(
@@ -554,7 +557,8 @@ pub async fn run(
                     crate::engine::run::failpoint("batch", report.batches as usize);
                     sizer.observe(taken, took);
                     progress.update(walked, sizer.rows());
-                    // A commit slower than a whole batch should be is the disk falling behind:
+                    // A commit slower than a whole batch should be (with synchronous_commit) is
+                    // the disk falling behind:
                     // give it that long again to catch up before adding more writes.
                     busy.own += 1;
                     if settings.busy_pause.is_some() && busy.due() {
@@ -624,22 +628,9 @@ pub async fn run(
                 .execute(&mut *conn)
                 .await;
         }
-        // The last batch's range; every range before it was checked by the batch after it, so
-        // no row up to the bound is left wrong (rows after it are the triggers' job).
-        if let Some(wrong) = b.verify {
-            if let Some(last) = cursor.last.clone() {
-                if cursor.checked.as_ref() != Some(&last) {
-                    let mut tx = conn.begin().await.map_err(db("checking the last batch"))?;
-                    let row = check_range(&mut tx, &check_sql, wrong, &cursor.checked, &last)
-                        .await
-                        .map_err(db("checking the last batch"))?;
-                    drop(tx);
-                    if let Some(row) = row {
-                        return Err(wrong_rows(&table, wrong, &row));
-                    }
-                    cursor.checked = Some(last);
-                }
-            }
+        // Every row the batches updated was checked as written; rows after the bound are the
+        // triggers' job.
+        if b.verify.is_some() {
             report.verified = true;
         }
     } else {
@@ -662,24 +653,9 @@ pub async fn run(
     Ok(report)
 }
 
-/// The first row in `(from, to]` that `wrong` is true of, as key values.
-async fn check_range(
-    tx: &mut PgConnection,
-    check_sql: &dyn Fn(bool, &str) -> String,
-    wrong: &str,
-    from: &Option<Vec<String>>,
-    to: &[String],
-) -> Result<Option<Vec<String>>, sqlx::Error> {
-    let mut q = sqlx::query(AssertSqlSafe(check_sql(from.is_some(), wrong))).persistent(false);
-    for v in from.iter().flatten().chain(to.iter()) {
-        q = q.bind(v.clone());
-    }
-    Ok(q.fetch_optional(&mut *tx).await?.map(|r| r.get(0)))
-}
-
 fn wrong_rows(table: &str, wrong: &str, key: &[String]) -> Error {
     Error::Database(format!(
-        "backfilling {table}: the row with key ({}) still matches `{wrong}` after its batch committed: another session changed it since, or the backfill's UPDATE does not make it right. Nothing was lost; fix the cause and run `migrate backfill` again to check again",
+        "backfilling {table}: the row with key ({}) still matches `{wrong}` as its batch wrote it (a trigger on the table changes it, or the UPDATE does not make it right); the batch was rolled back and the batches before it are kept. Fix the cause and run `migrate backfill` again to resume",
         key.join(", ")
     ))
 }

@@ -85,9 +85,6 @@ pub struct BackfillCursor {
     /// The batch size reached, so that a resumed backfill starts where the last one had got to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
-    /// The key up to which rows have been checked (`verify`) after their batch committed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checked: Option<Vec<String>>,
 }
 
 /// One recorded migration.

@@ -23,6 +23,9 @@ HOST = "127.0.0.1"
 CLIENTS, THREADS = 4, 2
 URL = "postgres://postgres@%s:%s/run" % (HOST, PORT)
 RESULTS = {"N": N, "rate": RATE, "runs": []}
+# The workload is also measured for this long after the backfill: the writeback, checkpoint and
+# vacuum work it leaves behind lands there.
+AFTER = int(os.environ.get("AFTER", "20"))
 
 
 def log(*a):
@@ -232,14 +235,16 @@ def under_load(tag, backfill=None, seconds=30):
     else:
         time.sleep(seconds)
     t1 = time.time()
-    time.sleep(2)
+    time.sleep(AFTER + 1)
     bench.stop()
     lat, failed = bench.latencies(t0, t1)
+    after, _ = bench.latencies(t1, t1 + AFTER)
     longest, n_waits, _ = lock_waits(pos)
     row = {"variant": tag, "window_s": round(t1 - t0, 1), "tx": len(lat), "failed": failed,
            "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2),
            "max_ms": round(lat[-1], 1) if lat else None,
-           "lock_waits_over_100ms": n_waits, "longest_lock_wait_ms": longest}
+           "lock_waits_over_100ms": n_waits, "longest_lock_wait_ms": longest,
+           "after_p99_ms": round(pct(after, 99), 2), "after_max_ms": round(after[-1], 1) if after else None}
     if took:
         row["rows_per_s"] = round(N / took)
     return row
@@ -364,15 +369,16 @@ def report():
     L.append("| migrate backfill, `%s` | %.0f | %s | %.2f |" % (THROTTLE, throttled, ", ".join("%.0f" % x for x in a["throttled"]), throttled / single))
     L.append("")
     L.append("## Under load: pgbench -R %d, %d clients, point updates + point reads" % (RATE, CLIENTS))
-    L.append("| run | backfill rows/s | × unloaded | workload tx | failed | p50 ms | p99 ms | max ms | lock waits ≥100 ms | longest lock wait ms |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| run | backfill rows/s | × unloaded | workload tx | failed | p50 ms | p99 ms | max ms | lock waits ≥100 ms | longest lock wait ms | %d s after: p99 / max ms |" % AFTER)
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in RESULTS["loaded"]:
         base = single if r["variant"].startswith("single") else throttled if "`" in r["variant"] else ours
         rate = r.get("rows_per_s")
-        L.append("| %s | %s | %s | %d | %d | %.2f | %.2f | %s | %d | %s |" % (
+        L.append("| %s | %s | %s | %d | %d | %.2f | %.2f | %s | %d | %s | %s / %s |" % (
             r["variant"], rate or "—", "%.2f" % (rate / base) if rate else "—", r["tx"], r["failed"],
             r["p50_ms"], r["p99_ms"], r["max_ms"], r["lock_waits_over_100ms"],
-            ("%.0f" % r["longest_lock_wait_ms"]) if r["lock_waits_over_100ms"] else "< 100 (none logged)"))
+            ("%.0f" % r["longest_lock_wait_ms"]) if r["lock_waits_over_100ms"] else "< 100 (none logged)",
+            r["after_p99_ms"], r["after_max_ms"]))
     L.append("")
     L.append("Per variant, median of %d rounds (p99 against the median p99 with no backfill; rows/s against the same configuration alone):" % ROUNDS)
     L.append("| run | p99 ms, each round | median p99 | × no backfill | rows/s × alone |")

@@ -202,14 +202,10 @@ fn rows_written_by_others_during_the_backfill_all_end_right() {
     ok(&run(&db, &dir, &["contract"]));
 }
 
-/// A row lock held by another transaction: the batches that meet it shrink and retry until it
-/// is released, and the run ends well. Held past the retries, the run stops naming the holder;
-/// the next run resumes from the saved cursor.
-#[test]
-fn a_held_row_lock_shrinks_the_batch_and_is_retried() {
-    let db = TestDb::new();
+/// 20,000 `items`, expanded to a new `total` column whose backfill (`qty * 2`) has not run.
+fn items_expanded(db: &TestDb, tag: &str, config: &str) -> PathBuf {
     let dir = project(
-        "rowlock",
+        tag,
         &[
             (
                 "0001_items.sql",
@@ -222,14 +218,25 @@ fn a_held_row_lock_shrinks_the_batch_and_is_retried() {
                  -- migrate:backfill
                  UPDATE items SET total = qty * 2;\n",
             ),
-            (
-                "migrate.toml",
-                "lock_retries = 2\n[backfill]\ninitial_rows = 4000\nmin_rows = 100\nlock_timeout = \"50ms\"\n",
-            ),
+            ("migrate.toml", config),
         ],
     );
-    ok(&run(&db, &dir, &["expand", "0001_items"]));
-    ok(&run(&db, &dir, &["expand", "--skip-backfill"]));
+    ok(&run(db, &dir, &["expand", "0001_items"]));
+    ok(&run(db, &dir, &["expand", "--skip-backfill"]));
+    dir
+}
+
+/// A row lock held by another transaction: the batches that meet it shrink and retry until it
+/// is released, and the run ends well. Held past the retries, the run stops naming the holder;
+/// the next run resumes from the saved cursor.
+#[test]
+fn a_held_row_lock_shrinks_the_batch_and_is_retried() {
+    let db = TestDb::new();
+    let dir = items_expanded(
+        &db,
+        "rowlock",
+        "lock_retries = 2\n[backfill]\ninitial_rows = 4000\nmin_rows = 100\nlock_timeout = \"50ms\"\n",
+    );
 
     // Held for 1.5 s, far longer than a batch may wait: the batch shrinks and tries again.
     let out = db.rt.block_on(async {
@@ -365,25 +372,7 @@ fn writes_to_rows_the_backfill_has_not_reached_keep_working() {
 #[test]
 fn a_row_left_wrong_after_its_batch_stops_the_run_naming_its_key() {
     let db = TestDb::new();
-    let dir = project(
-        "leftwrong",
-        &[
-            (
-                "0001_items.sql",
-                "CREATE TABLE items (id int PRIMARY KEY, qty int);
-                 INSERT INTO items SELECT g, g FROM generate_series(1, 20000) g;\n",
-            ),
-            (
-                "0002_total.sql",
-                "ALTER TABLE items ADD COLUMN total bigint;
-                 -- migrate:backfill
-                 UPDATE items SET total = qty * 2;\n",
-            ),
-            ("migrate.toml", "[backfill]\nbatch_rows = 2000\n"),
-        ],
-    );
-    ok(&run(&db, &dir, &["expand", "0001_items"]));
-    ok(&run(&db, &dir, &["expand", "--skip-backfill"]));
+    let dir = items_expanded(&db, "leftwrong", "[backfill]\nbatch_rows = 2000\n");
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
         sqlx::raw_sql(

@@ -558,8 +558,8 @@ pub async fn run(
                     sizer.observe(taken, took);
                     progress.update(walked, sizer.rows());
                     // A commit slower than a whole batch should be (with synchronous_commit) is
-                    // the disk falling behind:
-                    // give it that long again to catch up before adding more writes.
+                    // the disk falling behind: give it that long again to catch up before adding
+                    // more writes.
                     busy.own += 1;
                     if settings.busy_pause.is_some() && busy.due() {
                         let was = busy.busy;
@@ -628,14 +628,10 @@ pub async fn run(
                 .execute(&mut *conn)
                 .await;
         }
-        // Every row the batches updated was checked as written; rows after the bound are the
-        // triggers' job.
-        if b.verify.is_some() {
-            report.verified = true;
-        }
-    } else {
-        report.verified = b.verify.is_some();
     }
+    // Every row the batches updated was checked as written (rows after the bound are the
+    // triggers' job).
+    report.verified = b.verify.is_some();
     if report.smallest == i64::MAX {
         report.smallest = 0;
     }

@@ -13,7 +13,7 @@ use crate::model::catalog::{Catalog, Origin};
 use crate::model::convert;
 use crate::model::locks::locks_of;
 use crate::model::{Operation, TxControl};
-use crate::plan::rewrite::plan_statement;
+use crate::plan::rewrites::plan_statement;
 use crate::plan::{MigrationPlan, Phase};
 use crate::sql::SqlSource;
 use std::path::PathBuf;
@@ -330,6 +330,7 @@ fn lint_and_plan(
         transaction: file.transaction,
         explicit_phases: !markers.is_empty(),
         rewrites,
+        views: settings.views,
     };
     (findings, plan)
 }

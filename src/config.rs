@@ -81,6 +81,10 @@ pub struct RawConfig {
     pub lock_timeout: Option<String>,
     /// Tries after the first when a lock is not granted in time.
     pub lock_retries: Option<u32>,
+    /// Whether each app version reads the tables through a schema of views of its own.
+    pub views: Option<bool>,
+    /// The schemas whose tables the version schemas show (`["public"]`).
+    pub schemas: Option<Vec<String>>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleSetting>,
     #[serde(default)]
@@ -282,6 +286,11 @@ pub struct Settings {
     pub lock_timeout: std::time::Duration,
     pub lock_retries: u32,
     pub backfill: BackfillSettings,
+    /// Each app version reads the tables through a version schema of views (the default); off,
+    /// every version uses the tables themselves and renames keep two physical columns.
+    pub views: bool,
+    /// The schemas whose tables the version schemas show.
+    pub managed_schemas: Vec<String>,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<&'static str, Option<Level>>,
 }
@@ -296,6 +305,8 @@ impl Default for Settings {
             lock_timeout: std::time::Duration::from_secs(2),
             lock_retries: 5,
             backfill: BackfillSettings::default(),
+            views: true,
+            managed_schemas: vec!["public".to_string()],
             rule_levels: BTreeMap::new(),
         }
     }
@@ -351,6 +362,26 @@ impl Settings {
         }
         if let Some(r) = raw.lock_retries {
             s.lock_retries = r;
+        }
+        if let Some(v) = raw.views {
+            s.views = v;
+        }
+        if let Some(list) = &raw.schemas {
+            if list.is_empty() {
+                return Err("schemas: name at least one schema (default [\"public\"])".into());
+            }
+            if let Some(bad) = list.iter().find(|n| n.is_empty() || n.len() > 63) {
+                return Err(format!(
+                    "schemas: `{bad}` is not a schema name (1 to 63 bytes)"
+                ));
+            }
+            if list.iter().any(|n| *n == s.metadata_schema) {
+                return Err(format!(
+                    "schemas: `{}` is migrate's own metadata schema, not one of the app's",
+                    s.metadata_schema
+                ));
+            }
+            s.managed_schemas = list.clone();
         }
         s.backfill = BackfillSettings::from_raw(&raw.backfill)?;
         for (id, setting) in &raw.rules {

@@ -1,7 +1,7 @@
 //! Intent → phased plan: each statement becomes expand, backfill and contract steps, each with
 //! its SQL and the lock it takes. The plan is a typed value; the engine executes it later.
 
-pub mod rewrite;
+pub mod rewrites;
 
 use crate::files::TransactionMode;
 use crate::model::locks::TableLock;
@@ -92,6 +92,88 @@ pub struct Rewrite {
     pub rejected: Option<String>,
     /// Whether the steps differ from running the statement as written.
     pub rewritten: bool,
+    /// How the new version's views show what this rewrite changes (with `views` on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub view: Vec<ViewChange>,
+}
+
+/// What one rewrite changes in the new version's view of a table, against the version before
+/// it. Names are those of the live tables when the migration was planned. Applied to a table
+/// that has moved on since (its contract already ran), a change whose column or table is not
+/// found is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ViewChange {
+    /// The column shows under a new name; the table's column keeps its name until contract.
+    RenameColumn {
+        table: QualifiedName,
+        from: String,
+        to: String,
+    },
+    /// The table shows under a new name until contract renames it.
+    RenameTable { table: QualifiedName, to: String },
+    /// The column is not shown (dropped at contract).
+    HideColumn {
+        table: QualifiedName,
+        column: String,
+    },
+    /// The table is not shown (dropped at contract).
+    HideTable { table: QualifiedName },
+    /// The column shows the values of `with` (the shadow of a type change) under its name.
+    ReplaceColumn {
+        table: QualifiedName,
+        column: String,
+        with: String,
+    },
+    /// The column's type changes in place (no rewrite): the step cannot run while views show
+    /// the column, so the engine sets every version's view of the table aside around it.
+    Retype {
+        table: QualifiedName,
+        column: String,
+    },
+}
+
+impl ViewChange {
+    pub fn table(&self) -> &QualifiedName {
+        match self {
+            ViewChange::RenameColumn { table, .. }
+            | ViewChange::RenameTable { table, .. }
+            | ViewChange::HideColumn { table, .. }
+            | ViewChange::HideTable { table }
+            | ViewChange::ReplaceColumn { table, .. }
+            | ViewChange::Retype { table, .. } => table,
+        }
+    }
+
+    /// In words, for `migrate plan`.
+    pub fn describe(&self) -> String {
+        use crate::model::quote_ident as q;
+        match self {
+            ViewChange::RenameColumn { table, from, to } => {
+                format!("{table}: the new version sees {} as {}", q(from), q(to))
+            }
+            ViewChange::RenameTable { table, to } => {
+                format!("the new version sees {table} as {}", q(to))
+            }
+            ViewChange::HideColumn { table, column } => {
+                format!("{table}: the new version does not see {}", q(column))
+            }
+            ViewChange::HideTable { table } => format!("the new version does not see {table}"),
+            ViewChange::ReplaceColumn {
+                table,
+                column,
+                with,
+            } => format!(
+                "{table}: the new version sees {} (the new type) as {}",
+                q(with),
+                q(column)
+            ),
+            ViewChange::Retype { table, column } => format!(
+                "{table}: every version's view of {} is made again around the type change",
+                q(column)
+            ),
+        }
+    }
 }
 
 impl Rewrite {
@@ -108,11 +190,19 @@ pub struct MigrationPlan {
     /// Whether the file splits itself into phases with `-- migrate:<phase>` markers.
     pub explicit_phases: bool,
     pub rewrites: Vec<Rewrite>,
+    /// Whether the plan was made for per-version views (`views` in migrate.toml).
+    #[serde(default)]
+    pub views: bool,
 }
 
 impl MigrationPlan {
     pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
         self.rewrites.iter().flat_map(move |r| r.steps_in(phase))
+    }
+
+    /// What the new version's views change, in the order of the file.
+    pub fn view_changes(&self) -> impl Iterator<Item = &ViewChange> {
+        self.rewrites.iter().flat_map(|r| r.view.iter())
     }
 
     pub fn rejected(&self) -> impl Iterator<Item = &Rewrite> {

@@ -88,7 +88,7 @@ impl Rule for PhaseMismatch {
                 ),
             };
             if bad {
-                let what = crate::plan::rewrite::describe(op);
+                let what = crate::plan::rewrites::describe(op);
                 out.push(ctx.finding(
                     &Self::META,
                     format!("{what} belongs in the {home} phase, not in {section}"),

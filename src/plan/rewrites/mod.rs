@@ -1,0 +1,421 @@
+//! The catalogue of safe rewrites: one operation's intent → its phased steps, one file per
+//! rewrite. This file dispatches a statement to its rewrite and holds the helpers they share.
+//!
+//! Tables created earlier in the same migration are new and empty, so their operations run as
+//! written. Identifiers are quoted through `quote_ident`; generated object names are kept to
+//! PostgreSQL's 63-byte limit.
+
+mod add_constraint;
+mod as_written;
+mod batched_update;
+mod change_type;
+mod index;
+mod rename_column;
+mod rename_table;
+mod set_not_null;
+mod shadow;
+mod volatile_default;
+
+use add_constraint::*;
+use as_written::*;
+use batched_update::*;
+use change_type::*;
+use index::*;
+use rename_column::*;
+use rename_table::*;
+use set_not_null::*;
+use shadow::*;
+use volatile_default::*;
+
+use super::{Phase, Rewrite, Step, StepKind};
+use crate::lint::StmtCtx;
+use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
+use crate::model::types::{type_change, TypeChange};
+use crate::model::{quote_ident, ConstraintKind, Operation, QualifiedName, TxControl, Volatility};
+
+/// Plans one statement: a rewrite for each of its operations that produces steps.
+pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[&Operation]) -> Vec<Rewrite> {
+    let (line, _) = ctx.file.source.position(ctx.stmt.start);
+    ctx.ops
+        .iter()
+        .zip(op_sql)
+        .filter_map(|(op, sql)| {
+            let mut r = match ctx.section {
+                Some(phase) => explicit(ctx, op, sql, phase),
+                None => intent(ctx, op, sql, earlier),
+            }?;
+            r.statement = ctx.index;
+            r.line = line;
+            Some(r)
+        })
+        .collect()
+}
+
+fn new_rewrite(intent: impl Into<String>) -> Rewrite {
+    Rewrite {
+        statement: 0,
+        line: 0,
+        intent: intent.into(),
+        steps: Vec::new(),
+        abort: Vec::new(),
+        notes: Vec::new(),
+        rejected: None,
+        rewritten: true,
+        view: Vec::new(),
+    }
+}
+
+fn step(
+    phase: Phase,
+    action: impl Into<String>,
+    sql: impl Into<String>,
+    kind: StepKind,
+    locks: Vec<TableLock>,
+) -> Step {
+    Step {
+        phase,
+        action: action.into(),
+        sql: sql.into(),
+        kind,
+        locks,
+    }
+}
+
+/// A DDL step under a brief ACCESS EXCLUSIVE lock (a catalog change).
+fn exclusive(
+    phase: Phase,
+    action: impl Into<String>,
+    sql: impl Into<String>,
+    table: &QualifiedName,
+) -> Step {
+    step(
+        phase,
+        action,
+        sql,
+        StepKind::Ddl,
+        brief(table, LockLevel::AccessExclusive),
+    )
+}
+
+/// Row locks on the rows a batch changes, for as long as the batch's transaction.
+fn row_locks(table: &QualifiedName) -> Vec<TableLock> {
+    vec![TableLock {
+        table: table.clone(),
+        level: LockLevel::RowExclusive,
+        hold: LockHold::Rows,
+    }]
+}
+
+fn brief(table: &QualifiedName, level: LockLevel) -> Vec<TableLock> {
+    vec![TableLock {
+        table: table.clone(),
+        level,
+        hold: LockHold::Brief,
+    }]
+}
+
+fn scan(table: &QualifiedName, level: LockLevel) -> Vec<TableLock> {
+    vec![TableLock {
+        table: table.clone(),
+        level,
+        hold: LockHold::Scan,
+    }]
+}
+
+/// A name for a generated object, at most 63 bytes (PostgreSQL truncates longer ones silently,
+/// which could make two generated names collide).
+pub fn generated_name(prefix: &str, parts: &[&str]) -> String {
+    let full = format!("{prefix}_{}", parts.join("_"));
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = fnv(&full);
+    let mut cut = 63 - 9;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{:08x}", &full[..cut], hash as u32)
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn reject(intent: &str, why: impl Into<String>) -> Rewrite {
+    let mut r = new_rewrite(intent);
+    r.rejected = Some(why.into());
+    r
+}
+
+/// Describes an operation in a few words.
+pub fn describe(op: &Operation) -> String {
+    use Operation as O;
+    match op {
+        O::CreateTable { table, .. } => format!("create table {table}"),
+        O::CreateTableAs { table, .. } => format!("create {table} from a query"),
+        O::AddColumn { table, column, .. } => {
+            format!("add column {table}.{}", quote_ident(&column.name))
+        }
+        O::DropColumn { table, column, .. } => {
+            format!("drop column {table}.{}", quote_ident(column))
+        }
+        O::AlterColumnType {
+            table, column, ty, ..
+        } => {
+            format!(
+                "change type of {table}.{} to {}",
+                quote_ident(column),
+                ty.sql
+            )
+        }
+        O::SetNotNull { table, column } => format!("set {table}.{} NOT NULL", quote_ident(column)),
+        O::DropNotNull { table, column } => {
+            format!("drop NOT NULL on {table}.{}", quote_ident(column))
+        }
+        O::SetDefault {
+            table,
+            column,
+            default: Some(_),
+        } => format!("set default of {table}.{}", quote_ident(column)),
+        O::SetDefault {
+            table,
+            column,
+            default: None,
+        } => format!("drop default of {table}.{}", quote_ident(column)),
+        O::AddConstraint {
+            table, constraint, ..
+        } => {
+            let kind = match &constraint.kind {
+                ConstraintKind::Check { .. } => "CHECK",
+                ConstraintKind::ForeignKey { .. } => "FOREIGN KEY",
+                ConstraintKind::Unique { .. } => "UNIQUE",
+                ConstraintKind::PrimaryKey { .. } => "PRIMARY KEY",
+                ConstraintKind::Exclusion => "EXCLUDE",
+                ConstraintKind::NotNull { .. } => "NOT NULL",
+            };
+            format!("add {kind} constraint to {table}")
+        }
+        O::ValidateConstraint { table, name } => {
+            format!("validate {} on {table}", quote_ident(name))
+        }
+        O::DropConstraint { table, name, .. } => {
+            format!("drop constraint {} on {table}", quote_ident(name))
+        }
+        O::RenameColumn { table, from, to } => {
+            format!(
+                "rename column {table}.{} to {}",
+                quote_ident(from),
+                quote_ident(to)
+            )
+        }
+        O::RenameTable { table, to, .. } => format!("rename {table} to {}", quote_ident(to)),
+        O::CreateIndex(ix) => format!(
+            "create {}index {}on {}",
+            if ix.unique { "unique " } else { "" },
+            ix.name
+                .as_ref()
+                .map(|n| format!("{} ", quote_ident(n)))
+                .unwrap_or_default(),
+            ix.table
+        ),
+        O::DropIndex { names, .. } => format!(
+            "drop index {}",
+            names
+                .iter()
+                .map(QualifiedName::sql)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        O::Update { table, .. } => format!("update rows of {table}"),
+        O::Delete { table, .. } => format!("delete rows of {table}"),
+        O::Insert { table, .. } => format!("insert rows into {table}"),
+        O::Drop { kind, names, .. } => format!(
+            "drop {:?} {}",
+            kind,
+            names
+                .iter()
+                .map(QualifiedName::sql)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .to_lowercase(),
+        O::Opaque { what } | O::Other { what } => what.to_lowercase(),
+        other => {
+            let dbg = format!("{other:?}");
+            let name = dbg.split([' ', '(', '{']).next().unwrap_or("").to_string();
+            match other.table() {
+                Some(t) => format!("{} on {t}", split_camel(&name)),
+                None => split_camel(&name),
+            }
+        }
+    }
+}
+
+fn split_camel(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// A file with `-- migrate:<phase>` markers: statements run as written in their section, with
+/// only the mechanical safety changes (indexes built concurrently, backfills batched).
+fn explicit(ctx: &StmtCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Rewrite> {
+    match op {
+        Operation::Transaction(_) | Operation::SetVariable { .. } => None,
+        Operation::CreateIndex(ix) if !ix.concurrently && ctx.is_live_table(&ix.table) => {
+            Some(concurrent_index(ctx, op, phase))
+        }
+        Operation::DropIndex {
+            concurrently: false,
+            ..
+        } => Some(concurrent_drop_index(op, phase)),
+        Operation::Update { .. } if phase == Phase::Backfill => Some(batched_update(op, sql)),
+        _ => Some(as_written(op, sql, phase, &describe(op))),
+    }
+}
+
+/// Plain SQL: each intent becomes its safe phased form.
+fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> Option<Rewrite> {
+    use Operation as O;
+    let what = describe(op);
+    let live = |t: &QualifiedName| ctx.is_live_table(t);
+    let pg = ctx.pg();
+    Some(match op {
+        O::Transaction(TxControl::Begin | TxControl::Commit) | O::SetVariable { .. } => return None,
+        O::CreateIndex(ix) if !ix.concurrently && live(&ix.table) => concurrent_index(ctx, op, Phase::Expand),
+        O::DropIndex { concurrently: false, .. } => concurrent_drop_index(op, Phase::Contract),
+        O::AddColumn { table, column, .. } if live(table) => {
+            let generated = column.generated_stored == Some(true);
+            if column.identity || column.ty.is_serial() || generated {
+                reject(&what, "an identity, serial or stored generated column rewrites the whole table under ACCESS EXCLUSIVE")
+            } else if column.not_null && column.default.is_none() {
+                reject(&what, "a NOT NULL column without a default fails on existing rows and breaks the old version's inserts")
+            } else if let Some(d) = column.default.as_ref().filter(|d| d.volatility == Volatility::Volatile || !pg.at_least(11)) {
+                volatile_default(ctx, op, table, column, d)
+            } else {
+                as_written(op, sql, Phase::Expand, &what)
+            }
+        }
+        O::SetNotNull { table, column } if live(table) => {
+            let checked = ctx.catalog.table(table).is_some_and(|t| t.has_valid_not_null_check(column));
+            if checked && pg.at_least(12) {
+                as_written(op, sql, Phase::Contract, &what)
+            } else {
+                set_not_null(ctx, table, column, earlier, &what)
+            }
+        }
+        O::RenameColumn { table, from, to } if live(table) => rename_column(ctx, table, from, to, &what),
+        O::AlterColumnType {
+            table, column, ty, using, ..
+        } if live(table) => {
+            let current = ctx.catalog.table(table).and_then(|t| t.column(column)).map(|c| &c.ty);
+            match type_change(current, ty, using.is_some()) {
+                TypeChange::NoRewrite => as_written(op, sql, Phase::Expand, &what),
+                change => {
+                    let mut r = change_type(ctx, table, column, &ty.sql, using.as_deref(), &what);
+                    if change == TypeChange::Unknown {
+                        r.notes.push(format!(
+                            "the current type of {table}.{} is not known (no earlier migration creates it; pass --database-url); assuming the change rewrites the table",
+                            quote_ident(column)
+                        ));
+                    }
+                    r
+                }
+            }
+        }
+        O::AddConstraint {
+            table,
+            constraint,
+            not_valid_sql,
+        } if live(table) => {
+            let name = constraint.name.clone().unwrap_or_default();
+            match &constraint.kind {
+                ConstraintKind::Check { .. } | ConstraintKind::ForeignKey { .. } if !constraint.not_valid => {
+                    let mut r = new_rewrite(&what);
+                    let mut locks = locks_of(op, false);
+                    locks.iter_mut().for_each(|l| l.hold = LockHold::Brief);
+                    r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", not_valid_sql.sql(), StepKind::Ddl, locks.clone()));
+                    let validate = format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident(&name));
+                    r.steps.push(step(Phase::Contract, "validate existing rows without blocking writes", validate, StepKind::Ddl, scan(table, LockLevel::ShareUpdateExclusive)));
+                    r.abort.push(exclusive(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), table));
+                    r
+                }
+                ConstraintKind::Unique { columns, using_index: None } | ConstraintKind::PrimaryKey { columns, using_index: None } => {
+                    unique_via_index(ctx, table, &name, columns, matches!(constraint.kind, ConstraintKind::PrimaryKey { .. }), &what)
+                }
+                ConstraintKind::Exclusion => reject(&what, "an exclusion constraint builds its index under ACCESS EXCLUSIVE and cannot be built concurrently"),
+                _ => as_written(op, sql, Phase::Expand, &what),
+            }
+        }
+        O::RenameTable {
+            table,
+            to,
+            kind: crate::model::ObjectKind::Table,
+        } if live(table) => rename_table(table, to, &what),
+        O::Truncate { tables, .. } if tables.iter().any(live) => reject(&what, "TRUNCATE takes ACCESS EXCLUSIVE and deletes every row the running version reads"),
+        O::Vacuum { full: true, .. } => reject(&what, "VACUUM FULL rewrites the table under ACCESS EXCLUSIVE; use pg_repack or pg_squeeze"),
+        O::Cluster { .. } => reject(&what, "CLUSTER rewrites the table under ACCESS EXCLUSIVE; use pg_repack"),
+        O::LockTable { tables, .. } if tables.iter().any(live) => reject(&what, "an explicit LOCK holds its lock until commit while every query on the table queues behind it"),
+        O::RenameSchema { .. } => reject(&what, "every query that names the schema breaks for the running version"),
+        O::RenameEnumValue { .. } => reject(&what, "the running version keeps writing and comparing the old value"),
+        O::Update { .. } => batched_update(op, sql),
+        O::Reindex { concurrently: false, .. } if pg.at_least(12) => {
+            let mut r = new_rewrite(&what);
+            let concurrent = add_concurrently(sql, "REINDEX", true);
+            r.steps.push(step(Phase::Expand, "rebuild concurrently", concurrent, StepKind::Concurrent { index: None }, Vec::new()));
+            r
+        }
+        O::DetachPartition {
+            table,
+            partition,
+            concurrently: false,
+            finalize: false,
+        } if pg.at_least(14) => {
+            let mut r = new_rewrite(&what);
+            let detach = format!("ALTER TABLE {table} DETACH PARTITION {partition} CONCURRENTLY");
+            let mut locks = brief(table, LockLevel::ShareUpdateExclusive);
+            locks.extend(brief(partition, LockLevel::ShareUpdateExclusive));
+            r.steps.push(step(Phase::Contract, "detach without blocking the parent", detach, StepKind::Concurrent { index: None }, locks));
+            r
+        }
+        O::Opaque { .. } => {
+            let mut r = as_written(op, sql, Phase::Expand, &what);
+            r.notes.push("opaque: the tool cannot see what it does; it runs as written, once".into());
+            r
+        }
+        other => as_written(other, sql, natural_phase(other), &what),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_fit_in_63_bytes() {
+        let long = "x".repeat(80);
+        let n = generated_name("migrate_sync", &[&long, "a", "b"]);
+        assert!(n.len() <= 63, "{n}");
+        assert_ne!(n, generated_name("migrate_sync", &[&long, "a", "c"]));
+        assert_eq!(generated_name("p", &["a"]), "p_a");
+    }
+
+    #[test]
+    fn concurrently_goes_after_index() {
+        assert_eq!(
+            add_concurrently("create unique index foo on t (a)", "INDEX", false),
+            "create unique index CONCURRENTLY foo on t (a)"
+        );
+        assert_eq!(
+            add_concurrently("REINDEX (VERBOSE) TABLE t", "REINDEX", true),
+            "REINDEX (VERBOSE) TABLE CONCURRENTLY t"
+        );
+    }
+}

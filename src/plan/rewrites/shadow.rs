@@ -1,0 +1,241 @@
+//! A shadow column kept equal to its original by triggers: the sync triggers, the copies of
+//! the original's indexes and constraints, and the abort that removes it all.
+
+use super::*;
+
+/// The abort of a shadow-column rewrite: drop its triggers, then the column it added.
+pub(super) fn abort_shadow(
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    drop_triggers: String,
+    column: &str,
+) {
+    r.abort.push(exclusive(
+        Phase::Expand,
+        "drop the sync triggers",
+        drop_triggers,
+        table,
+    ));
+    r.abort.push(exclusive(
+        Phase::Expand,
+        "drop the new column",
+        format!(
+            "ALTER TABLE {table} DROP COLUMN IF EXISTS {}",
+            quote_ident(column)
+        ),
+        table,
+    ));
+}
+
+/// How a sync trigger computes one column from the row.
+pub(super) enum Conversion {
+    /// An expression over `NEW` (`NEW.name`, `NEW.age::bigint`): a plain assignment.
+    Direct(String),
+    /// An expression over the table's column names (a `USING` clause): evaluated against the
+    /// row as `t`, which costs a query per write.
+    OverRow(String),
+}
+
+impl Conversion {
+    fn assign(&self, target: &str) -> String {
+        match self {
+            Conversion::Direct(e) => format!("NEW.{target} := {e};"),
+            Conversion::OverRow(e) => {
+                format!("SELECT {e} INTO NEW.{target} FROM (SELECT NEW.*) AS t;")
+            }
+        }
+    }
+}
+
+/// Triggers that keep `a` and `b` equal whichever version writes, without recursion: a BEFORE
+/// trigger changes NEW in place.
+pub(super) fn sync_trigger(
+    table: &QualifiedName,
+    a: &str,
+    b: &str,
+    to_b: Conversion,
+    to_a: Conversion,
+) -> (String, String) {
+    let func = generated_name("migrate_sync", &[&table.name, a, b]);
+    let fq = QualifiedName::new(table.schema.as_deref(), &func);
+    let (qa, qb) = (quote_ident(a), quote_ident(b));
+    let (set_b, set_a) = (to_b.assign(&qb), to_a.assign(&qa));
+    // A row whose two columns already agree needs nothing: the WHEN clause is evaluated without
+    // calling the function, which keeps the backfill (it writes both columns equal) and writes
+    // that touch neither column almost as fast as without the trigger.
+    let when = match &to_b {
+        Conversion::Direct(e) => format!(" WHEN (NEW.{qb} IS DISTINCT FROM {e})"),
+        Conversion::OverRow(_) => String::new(),
+    };
+    // A write that changes neither column, to a row the backfill has not reached yet, fills it
+    // there and then: the new column's constraints (NOT NULL) hold for every new row version.
+    let not_reached = match &to_b {
+        Conversion::Direct(_) => "ELSE".to_string(),
+        Conversion::OverRow(_) => format!("ELSIF NEW.{qb} IS NULL THEN"),
+    };
+    let create = format!(
+        "CREATE FUNCTION {fq}() RETURNS trigger LANGUAGE plpgsql AS $migrate$
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    IF NEW.{qb} IS NULL THEN
+      {set_b}
+    ELSIF NEW.{qa} IS NULL THEN
+      {set_a}
+    END IF;
+  ELSIF NEW.{qa} IS DISTINCT FROM OLD.{qa} THEN
+    {set_b}
+  ELSIF NEW.{qb} IS DISTINCT FROM OLD.{qb} THEN
+    {set_a}
+  {not_reached}
+    {set_b}
+  END IF;
+  RETURN NEW;
+END
+$migrate$;
+CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW{when} EXECUTE FUNCTION {fq}()",
+        quote_ident(&func)
+    );
+    let drop = format!(
+        "DROP TRIGGER IF EXISTS {} ON {table};\nDROP FUNCTION IF EXISTS {fq}()",
+        quote_ident(&func)
+    );
+    (create, drop)
+}
+
+/// Copies of the indexes on `from`, built concurrently on `to`.
+/// Copies of the indexes on `from`, built concurrently on `to`. Returns the statements that
+/// give the copies their originals' names, for contract, once dropping `from` has dropped the
+/// originals.
+pub(super) fn copy_indexes(
+    ctx: &StmtCtx,
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    from: &str,
+    to: &str,
+) -> Vec<String> {
+    let mut renames = Vec::new();
+    let indexes: Vec<_> = ctx
+        .catalog
+        .indexes_of(table)
+        .filter(|i| i.columns.iter().any(|c| c == from))
+        .cloned()
+        .collect();
+    for ix in indexes {
+        let cols: Vec<String> = ix
+            .columns
+            .iter()
+            .map(|c| quote_ident(if c == from { to } else { c }))
+            .collect();
+        let name = generated_name(&ix.name.name, &[to]);
+        let qn = QualifiedName::new(table.schema.as_deref(), &name);
+        r.steps.push(step(
+            Phase::Expand,
+            format!(
+                "copy index {} onto {}",
+                quote_ident(&ix.name.name),
+                quote_ident(to)
+            ),
+            format!(
+                "CREATE {}INDEX CONCURRENTLY {} ON {table} ({})",
+                if ix.unique { "UNIQUE " } else { "" },
+                quote_ident(&name),
+                cols.join(", ")
+            ),
+            StepKind::Concurrent {
+                index: Some(qn.clone()),
+            },
+            scan(table, LockLevel::ShareUpdateExclusive),
+        ));
+        r.abort.push(step(
+            Phase::Expand,
+            "drop the copied index",
+            format!("DROP INDEX CONCURRENTLY IF EXISTS {qn}"),
+            StepKind::Concurrent { index: None },
+            Vec::new(),
+        ));
+        renames.push(format!(
+            "ALTER INDEX {qn} RENAME TO {}",
+            quote_ident(&ix.name.name)
+        ));
+    }
+    if !ctx.catalog.live && ctx.catalog.table(table).is_none() {
+        r.notes.push(format!(
+            "{table} is not in the migrations read: its indexes and constraints on {} are copied from the live catalog when expand runs",
+            quote_ident(from)
+        ));
+    }
+    renames
+}
+
+/// Copies of the CHECK and FOREIGN KEY constraints on `from`, added NOT VALID on `to` in
+/// expand and validated in contract. Needs their definitions from a live catalog. Returns the
+/// contract's validations and the renames that give the copies their originals' names once
+/// dropping `from` has dropped the originals.
+pub(super) fn copy_constraints(
+    ctx: &StmtCtx,
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    from: &str,
+    to: &str,
+) -> (Vec<Step>, Vec<String>) {
+    let (mut validate, mut renames) = (Vec::new(), Vec::new());
+    let Some(t) = ctx.catalog.table(table) else {
+        return (validate, renames);
+    };
+    for c in &t.constraints {
+        let Some(def) = &c.definition else { continue };
+        let def = def.strip_suffix(" NOT VALID").unwrap_or(def);
+        let copied = match &c.kind {
+            // A NOT NULL check is copied by the rename itself.
+            ConstraintKind::Check {
+                not_null_of: Some(_),
+                ..
+            } => continue,
+            ConstraintKind::Check { .. } => crate::sql::rename_identifier(def, from, to),
+            // Only the referencing side is this table's: the referenced columns keep their names.
+            ConstraintKind::ForeignKey { columns, .. } if columns.iter().any(|c| c == from) => {
+                let split = def.find(" REFERENCES ").unwrap_or(def.len());
+                crate::sql::rename_identifier(&def[..split], from, to)
+                    .map(|left| format!("{left}{}", &def[split..]))
+            }
+            _ => continue,
+        };
+        let Some(copied) = copied else { continue };
+        let name = generated_name(&c.name, &[to]);
+        let q = quote_ident(&name);
+        let mut locks = brief(table, LockLevel::AccessExclusive);
+        if let ConstraintKind::ForeignKey { references, .. } = &c.kind {
+            locks = brief(table, LockLevel::ShareRowExclusive);
+            locks.extend(brief(references, LockLevel::ShareRowExclusive));
+        }
+        r.steps.push(step(
+            Phase::Expand,
+            format!(
+                "copy constraint {} onto {} (NOT VALID: new writes only)",
+                quote_ident(&c.name),
+                quote_ident(to)
+            ),
+            format!("ALTER TABLE {table} ADD CONSTRAINT {q} {copied} NOT VALID"),
+            StepKind::Ddl,
+            locks,
+        ));
+        r.abort.push(exclusive(
+            Phase::Expand,
+            "drop the copied constraint",
+            format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {q}"),
+            table,
+        ));
+        validate.push(step(
+            Phase::Contract,
+            format!("validate the copy of {}", quote_ident(&c.name)),
+            format!("ALTER TABLE {table} VALIDATE CONSTRAINT {q}"),
+            StepKind::Ddl,
+            scan(table, LockLevel::ShareUpdateExclusive),
+        ));
+        renames.push(format!(
+            "ALTER TABLE {table} RENAME CONSTRAINT {q} TO {}",
+            quote_ident(&c.name)
+        ));
+    }
+    (validate, renames)
+}

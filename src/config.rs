@@ -375,7 +375,7 @@ impl Settings {
                     "schemas: `{bad}` is not a schema name (1 to 63 bytes)"
                 ));
             }
-            if list.iter().any(|n| *n == s.metadata_schema) {
+            if list.contains(&s.metadata_schema) {
                 return Err(format!(
                     "schemas: `{}` is migrate's own metadata schema, not one of the app's",
                     s.metadata_schema

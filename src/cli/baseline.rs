@@ -56,6 +56,19 @@ pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
     // Released synchronously, so the next run can take the lock at once.
     lock::release(&mut conn, &settings.metadata_schema).await;
     let _ = sqlx::Connection::close(conn).await;
+    if settings.views {
+        // The schema this version reads through, as after an expand.
+        let url = args.db.url()?;
+        let mut runner = crate::engine::run::Runner::open(
+            url,
+            super::db::exec_settings(&settings),
+            settings.clone(),
+        )
+        .await?;
+        let made = runner.make_baseline_version(&mut std::io::stdout()).await;
+        runner.close().await;
+        made?;
+    }
     Ok((added, sums.len() - added))
 }
 

@@ -22,7 +22,7 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {
-        let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
+        let mut runner = Runner::open(&url, exec_settings(&settings), settings.clone()).await?;
         let result = runner
             .expand(
                 args.name.as_deref(),
@@ -30,13 +30,24 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
                 &mut std::io::stdout(),
             )
             .await;
+        let latest = match &result {
+            Ok(_) if runner.settings().views => runner.latest().await,
+            _ => Ok(None),
+        };
         runner.close().await;
-        result
+        result.and_then(|n| latest.map(|l| (n, l)))
     })?;
+    let (n, latest) = n;
     if args.skip_backfill {
         println!("expanded {n} migration(s); run `migrate backfill` next");
     } else {
         println!("expanded {n} migration(s); deploy the new version, then run `migrate contract`");
+    }
+    if let Some((schema, _)) = latest {
+        let path = crate::engine::versions::search_path(&schema, &settings.managed_schemas);
+        println!(
+            "the new version connects with search_path = {path}   (`migrate latest` prints it)"
+        );
     }
     Ok(EXIT_OK)
 }

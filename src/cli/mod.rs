@@ -8,6 +8,7 @@ pub mod contract;
 pub mod db;
 pub mod demo;
 pub mod expand;
+pub mod latest;
 pub mod plan;
 pub mod rules;
 pub mod status;
@@ -51,6 +52,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Record existing migration files as applied, without running them.
     Baseline(baseline::BaselineArgs),
+    /// Print the search_path of the newest version's schema, for the app to connect with.
+    Latest(latest::LatestArgs),
 }
 
 /// When to colour output.
@@ -87,5 +90,6 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
         Command::Abort(args) => abort::run(args),
         Command::Status(args) => status::run(args),
         Command::Baseline(args) => baseline::run(args),
+        Command::Latest(args) => latest::run(args),
     }
 }

@@ -74,7 +74,8 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
 
     let columns = sqlx::query(concat!(
         "SELECT n.nspname::text, c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-                t.typname::text, a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+                t.typname::text, a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+                a.attidentity <> '' OR a.attgenerated <> ''
          FROM pg_attribute a
          JOIN pg_class c ON c.oid = a.attrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -106,6 +107,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
                 },
                 not_null: row.get(5),
                 default: row.get(6),
+                generated: row.get(7),
             });
         }
     }

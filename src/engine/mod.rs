@@ -7,6 +7,7 @@ pub mod introspect;
 pub mod lock;
 pub mod run;
 pub mod state;
+pub mod versions;
 
 use crate::error::Error;
 use sqlx::postgres::{PgConnectOptions, PgConnection};

@@ -5,14 +5,16 @@
 
 use super::exec::{run_step, Checkpoint, ExecSettings};
 use super::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
-use super::{connect, introspect, lock};
+use super::{connect, introspect, lock, versions};
 use crate::analyze::analyze_targets;
 use crate::backfill::{self, Backfill};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::files::{self, LintTarget, MigrationEntry};
 use crate::lint::Level;
-use crate::plan::{MigrationPlan, Phase, Step, StepKind};
+use crate::model::locks::{LockHold, LockLevel, TableLock};
+use crate::model::QualifiedName;
+use crate::plan::{MigrationPlan, Phase, Step, StepKind, ViewChange};
 use sqlx::PgConnection;
 use std::io::Write;
 use std::time::Instant;
@@ -308,6 +310,7 @@ impl Runner {
                         )));
                     }
                     let plan = self.plan(m).await?;
+                    self.refuse_conflicts(&plan, &recorded).await?;
                     self.meta
                         .start(&mut self.conn, &name, &m.checksum, &plan)
                         .await?;
@@ -343,9 +346,15 @@ impl Runner {
                     self.meta.forget(&mut self.conn, &name).await?;
                     return Err(e);
                 }
-                self.meta
-                    .checkpoint(&mut self.conn, &name, MigrationPhase::Expanded, 0)
-                    .await?;
+                if self.settings.views {
+                    // Committed together with the Expanded checkpoint: a killed run makes it again.
+                    self.make_version(&name, MigrationPhase::Expanded, out)
+                        .await?;
+                } else {
+                    self.meta
+                        .checkpoint(&mut self.conn, &name, MigrationPhase::Expanded, 0)
+                        .await?;
+                }
             }
             if !backfill {
                 done += 1;
@@ -436,6 +445,9 @@ impl Runner {
                 }
             };
             let plan = self.stored_plan(&name).await?;
+            // The old version is gone: its schema goes first, so that no view of it holds on
+            // to a column or table this contract drops.
+            self.drop_versions_before(&name, out).await?;
             let steps: Vec<&Step> = plan.steps_in(Phase::Contract).collect();
             let phases = (MigrationPhase::Contracting, MigrationPhase::Complete);
             self.run_phase(&name, phases, "contract", &steps, from, out)
@@ -492,6 +504,10 @@ impl Runner {
                 cannot.join(", ")
             )));
         }
+        // Its version schema first: its views read what the undo drops.
+        let own = versions::schema_name(&self.settings.metadata_schema, name);
+        self.drop_versions(&[own], "drop the version schema", out)
+            .await?;
         // Undo in reverse order of the rewrites.
         let steps: Vec<&Step> = plan
             .rewrites
@@ -502,5 +518,199 @@ impl Runner {
         let phases = (MigrationPhase::Aborting, MigrationPhase::Aborted);
         self.run_phase(name, phases, "abort", &steps, from, out)
             .await
+    }
+
+    /// Makes the version schema of `name` as the newest version: the live tables with the view
+    /// changes of every migration not yet contracted, up to `name`; the checkpoint to `phase`
+    /// commits with it.
+    async fn make_version(
+        &mut self,
+        name: &str,
+        phase: MigrationPhase,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        let records = self.records().await?;
+        let mut changes: Vec<ViewChange> = Vec::new();
+        for r in records.iter().filter(|r| {
+            !files::natural_cmp(&r.name, name).is_gt()
+                && matches!(
+                    r.phase,
+                    MigrationPhase::Expanding
+                        | MigrationPhase::Expanded
+                        | MigrationPhase::Backfilling
+                        | MigrationPhase::Backfilled
+                        | MigrationPhase::Contracting
+                )
+        }) {
+            if let Some(plan) = self.meta.plan(&mut self.conn, &r.name).await? {
+                changes.extend(plan.view_changes().cloned());
+            }
+        }
+        let managed = self.settings.managed_schemas.clone();
+        let tables = versions::read_tables(&mut self.conn, &managed).await?;
+        let usage = versions::schema_usage(&mut self.conn, &managed).await?;
+        let shape = versions::shape(&tables, &changes);
+        let schema = versions::schema_name(&self.settings.metadata_schema, name);
+        let sql = versions::create_sql(&schema, &shape, &usage, self.settings.pg_version, name)?;
+        let step = Step {
+            phase: Phase::Expand,
+            action: format!("make the version schema {schema}"),
+            sql,
+            kind: StepKind::Ddl,
+            // Creating a view reads its table's definition: a brief ACCESS SHARE.
+            locks: tables
+                .iter()
+                .map(|t| TableLock {
+                    table: QualifiedName::new(Some(&t.schema), &t.name),
+                    level: LockLevel::AccessShare,
+                    hold: LockHold::Brief,
+                })
+                .collect(),
+        };
+        let cp = Checkpoint {
+            meta: &self.meta,
+            migration: name,
+            phase,
+            step: 0,
+        };
+        run_step(&mut self.conn, &step, &self.exec, Some(&cp)).await?;
+        let _ = writeln!(
+            out,
+            "{name}  version schema {schema}: {} views  ({} ms)",
+            shape.len(),
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// Drops the version schemas of every recorded migration before `name`.
+    async fn drop_versions_before(&mut self, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+        let older: Vec<String> = self
+            .records()
+            .await?
+            .iter()
+            .filter(|r| files::natural_cmp(&r.name, name).is_lt())
+            .map(|r| versions::schema_name(&self.settings.metadata_schema, &r.name))
+            .collect();
+        self.drop_versions(&older, "drop the schemas of older versions", out)
+            .await
+    }
+
+    /// Drops those of `schemas` that exist, under the lock timeout like any step; idempotent.
+    async fn drop_versions(
+        &mut self,
+        schemas: &[String],
+        action: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        let present = versions::existing(&mut self.conn, schemas).await?;
+        let Some(sql) = versions::drop_sql(&present) else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let step = Step {
+            phase: Phase::Contract,
+            action: format!("{action} ({})", present.join(", ")),
+            sql,
+            kind: StepKind::Ddl,
+            locks: Vec::new(),
+        };
+        run_step(&mut self.conn, &step, &self.exec, None).await?;
+        let _ = writeln!(
+            out,
+            "{}  ({} ms)",
+            step.action,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// The newest version schema, with its migration's phase.
+    pub async fn latest(&mut self) -> Result<Option<(String, MigrationPhase)>, Error> {
+        let mut records = self.records().await?;
+        records.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+        for r in records.iter().rev() {
+            if matches!(
+                r.phase,
+                MigrationPhase::Aborted | MigrationPhase::Aborting | MigrationPhase::Pending
+            ) {
+                continue;
+            }
+            let schema = versions::schema_name(&self.settings.metadata_schema, &r.name);
+            if !versions::existing(&mut self.conn, std::slice::from_ref(&schema))
+                .await?
+                .is_empty()
+            {
+                return Ok(Some((schema, r.phase)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After `baseline`: the version schema of the newest recorded migration.
+    pub async fn make_baseline_version(&mut self, out: &mut dyn Write) -> Result<(), Error> {
+        if !self.settings.views {
+            return Ok(());
+        }
+        let mut records = self.records().await?;
+        records.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+        if let Some(last) = records.last() {
+            let (name, phase) = (last.name.clone(), last.phase);
+            if phase == MigrationPhase::Complete {
+                self.make_version(&name, phase, out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a new migration that changes a column (or table) an earlier migration, not
+    /// yet contracted, is still renaming, swapping or dropping: its contract would act on names
+    /// or a column that are about to change underneath (a CHECK on a column a later swap drops
+    /// would be lost with it).
+    async fn refuse_conflicts(
+        &mut self,
+        plan: &MigrationPlan,
+        recorded: &[MigrationRecord],
+    ) -> Result<(), Error> {
+        for r in recorded.iter().filter(|r| {
+            matches!(
+                r.phase,
+                MigrationPhase::Expanding
+                    | MigrationPhase::Expanded
+                    | MigrationPhase::Backfilling
+                    | MigrationPhase::Backfilled
+                    | MigrationPhase::Contracting
+            )
+        }) {
+            let Some(earlier) = self.meta.plan(&mut self.conn, &r.name).await? else {
+                continue;
+            };
+            for change in earlier.view_changes() {
+                let (table, column) = change.in_flux();
+                let hit = plan.rewrites.iter().find_map(|rw| {
+                    rw.touches
+                        .iter()
+                        .find(|(t, c)| t.same(table) && (column == "*" || c == "*" || c == column))
+                        .map(|_| rw)
+                });
+                if let Some(rw) = hit {
+                    let what = if column == "*" {
+                        table.to_string()
+                    } else {
+                        format!("{table}.{}", crate::model::quote_ident(column))
+                    };
+                    return Err(Error::Refused(format!(
+                        "{} line {}: {} changes {what}, which {} is still changing ({}) until its contract; nothing was changed. Deploy the version of {}, run `migrate contract {}`, then expand again",
+                        plan.migration, rw.line, rw.intent, r.name, change.describe(), r.name, r.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 }

@@ -78,6 +78,9 @@ pub struct Column {
     pub ty: SqlType,
     pub not_null: bool,
     pub default: Option<String>,
+    /// The server fills it (identity, serial or a generated column): an insert that leaves
+    /// it out does not write NULL.
+    pub generated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -434,6 +437,7 @@ fn column_of(c: &ColumnSpec) -> Column {
         ty: c.ty.clone(),
         not_null: c.not_null || c.identity || c.ty.is_serial(),
         default: c.default.as_ref().map(|d| d.sql.clone()),
+        generated: c.identity || c.ty.is_serial() || c.generated_stored.is_some(),
     }
 }
 

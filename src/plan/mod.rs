@@ -95,6 +95,11 @@ pub struct Rewrite {
     /// How the new version's views show what this rewrite changes (with `views` on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub view: Vec<ViewChange>,
+    /// The columns the statement changes or builds on (`*`: the whole table), so that the
+    /// engine can refuse it while an earlier migration is still renaming, swapping or dropping
+    /// one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub touches: Vec<(QualifiedName, String)>,
 }
 
 /// What one rewrite changes in the new version's view of a table, against the version before
@@ -125,23 +130,26 @@ pub enum ViewChange {
         column: String,
         with: String,
     },
-    /// The column's type changes in place (no rewrite): the step cannot run while views show
-    /// the column, so the engine sets every version's view of the table aside around it.
-    Retype {
-        table: QualifiedName,
-        column: String,
-    },
 }
 
 impl ViewChange {
+    /// The column (`*`: the whole table) whose name or values are in flux until contract.
+    pub fn in_flux(&self) -> (&QualifiedName, &str) {
+        match self {
+            ViewChange::RenameColumn { table, from, .. } => (table, from),
+            ViewChange::HideColumn { table, column }
+            | ViewChange::ReplaceColumn { table, column, .. } => (table, column),
+            ViewChange::RenameTable { table, .. } | ViewChange::HideTable { table } => (table, "*"),
+        }
+    }
+
     pub fn table(&self) -> &QualifiedName {
         match self {
             ViewChange::RenameColumn { table, .. }
             | ViewChange::RenameTable { table, .. }
             | ViewChange::HideColumn { table, .. }
             | ViewChange::HideTable { table }
-            | ViewChange::ReplaceColumn { table, .. }
-            | ViewChange::Retype { table, .. } => table,
+            | ViewChange::ReplaceColumn { table, .. } => table,
         }
     }
 
@@ -166,10 +174,6 @@ impl ViewChange {
             } => format!(
                 "{table}: the new version sees {} (the new type) as {}",
                 q(with),
-                q(column)
-            ),
-            ViewChange::Retype { table, column } => format!(
-                "{table}: every version's view of {} is made again around the type change",
                 q(column)
             ),
         }

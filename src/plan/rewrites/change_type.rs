@@ -1,5 +1,7 @@
 //! A rewriting `ALTER COLUMN TYPE`: a shadow column of the new type, converting triggers,
-//! a backfill, and a swap at contract.
+//! a backfill, and a swap at contract. With views, the new version's view shows the shadow
+//! under the column's name from expand on, so no running version's result type changes at the
+//! swap; without views, the app casts across the change until contract.
 
 use super::*;
 
@@ -15,11 +17,13 @@ pub(super) fn change_type(
     let shadow = generated_name(column, &["new"]);
     let old = generated_name(column, &["old"]);
     let (qc, qs, qo) = (quote_ident(column), quote_ident(&shadow), quote_ident(&old));
-    let old_type = ctx
-        .catalog
-        .table(table)
-        .and_then(|t| t.column(column))
-        .map(|c| c.ty.sql.clone());
+    let original = ctx.catalog.table(table).and_then(|t| t.column(column));
+    let old_type = original.map(|c| c.ty.sql.clone());
+    r.view.push(ViewChange::ReplaceColumn {
+        table: table.clone(),
+        column: column.to_string(),
+        with: shadow.clone(),
+    });
     let to_new = using.map_or_else(
         || Conversion::Direct(format!("NEW.{qc}::{new_type}")),
         |u| Conversion::OverRow(format!("({u})")),
@@ -39,6 +43,22 @@ pub(super) fn change_type(
     let mut renames = copy_indexes(ctx, &mut r, table, column, &shadow);
     let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, column, &shadow);
     renames.extend(constraint_renames);
+    let not_null = original.is_some_and(|c| c.not_null);
+    let ck = quote_ident(&generated_name(&table.name, &[&shadow, "not_null"]));
+    if not_null {
+        r.steps.push(exclusive(
+            Phase::Expand,
+            "NOT NULL on the new column, for new writes",
+            format!("ALTER TABLE {table} ADD CONSTRAINT {ck} CHECK ({qs} IS NOT NULL) NOT VALID"),
+            table,
+        ));
+        r.abort.push(exclusive(
+            Phase::Expand,
+            "drop the new column's NOT NULL check",
+            format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {ck}"),
+            table,
+        ));
+    }
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);
     r.steps.push(step(
         Phase::Backfill,
@@ -55,13 +75,39 @@ pub(super) fn change_type(
         },
         row_locks(table),
     ));
+    if not_null {
+        r.steps.push(step(
+            Phase::Contract,
+            "validate NOT NULL on the new column",
+            format!("ALTER TABLE {table} VALIDATE CONSTRAINT {ck}"),
+            StepKind::Ddl,
+            scan(table, LockLevel::ShareUpdateExclusive),
+        ));
+    }
     r.steps.extend(validations);
-    let swap = format!("{drop};\nALTER TABLE {table} RENAME COLUMN {qc} TO {qo};\nALTER TABLE {table} RENAME COLUMN {qs} TO {qc};\nALTER TABLE {table} DROP COLUMN {qo}");
+    let mut swap = vec![
+        drop.clone(),
+        format!("ALTER TABLE {table} RENAME COLUMN {qc} TO {qo}"),
+        format!("ALTER TABLE {table} RENAME COLUMN {qs} TO {qc}"),
+    ];
+    if not_null {
+        // The validated check proves it: no scan.
+        swap.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {qc} SET NOT NULL"
+        ));
+        swap.push(format!("ALTER TABLE {table} DROP CONSTRAINT {ck}"));
+    }
+    // Only now: during expand a default on the shadow would keep the triggers from copying an
+    // insert's value into it.
+    if let Some(d) = original.and_then(|c| c.default.as_ref()) {
+        swap.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {qc} SET DEFAULT {d}"
+        ));
+    }
+    swap.push(format!("ALTER TABLE {table} DROP COLUMN {qo}"));
     // Dropping the old column drops its indexes; the copies take their names.
-    let swap = std::iter::once(swap)
-        .chain(renames)
-        .collect::<Vec<_>>()
-        .join(";\n");
+    swap.extend(renames);
+    let swap = swap.join(";\n");
     r.steps.push(exclusive(
         Phase::Contract,
         "swap the columns in one short transaction",
@@ -69,8 +115,10 @@ pub(super) fn change_type(
         table,
     ));
     abort_shadow(&mut r, table, drop, &shadow);
-    r.notes.push(format!(
-        "the swap changes the type a prepared `SELECT {qc}` returns (\"cached plan must not change result type\"): run it once no version prepares statements on the old type, or read through per-version views"
-    ));
+    if !ctx.settings.views {
+        r.notes.push(format!(
+            "without views, the swap changes the type a prepared `SELECT {qc}` returns (\"cached plan must not change result type\"): the new version reads {qc} with a cast to {new_type} until contract"
+        ));
+    }
     r
 }

@@ -9,6 +9,7 @@ mod add_constraint;
 mod as_written;
 mod batched_update;
 mod change_type;
+mod drop;
 mod index;
 mod rename_column;
 mod rename_table;
@@ -20,6 +21,7 @@ use add_constraint::*;
 use as_written::*;
 use batched_update::*;
 use change_type::*;
+use drop::*;
 use index::*;
 use rename_column::*;
 use rename_table::*;
@@ -27,7 +29,7 @@ use set_not_null::*;
 use shadow::*;
 use volatile_default::*;
 
-use super::{Phase, Rewrite, Step, StepKind};
+use super::{Phase, Rewrite, Step, StepKind, ViewChange};
 use crate::lint::StmtCtx;
 use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
 use crate::model::types::{type_change, TypeChange};
@@ -46,9 +48,92 @@ pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[&Operation]) 
             }?;
             r.statement = ctx.index;
             r.line = line;
+            r.touches = touches(ctx, op);
             Some(r)
         })
         .collect()
+}
+
+/// The columns an operation changes or builds on, as far as it says: the columns it names, and
+/// for an expression (a CHECK, an UPDATE) the table's columns that appear in it as words.
+fn touches(ctx: &StmtCtx, op: &Operation) -> Vec<(QualifiedName, String)> {
+    use Operation as O;
+    let named = |table: &QualifiedName, cols: &[String]| -> Vec<(QualifiedName, String)> {
+        cols.iter().map(|c| (table.clone(), c.clone())).collect()
+    };
+    let in_text = |table: &QualifiedName, text: &str| -> Vec<(QualifiedName, String)> {
+        let words: std::collections::BTreeSet<String> = word_spans(&text.to_lowercase())
+            .into_iter()
+            .map(|(_, w)| w.to_string())
+            .collect();
+        ctx.catalog
+            .table(table)
+            .map(|t| {
+                t.columns
+                    .iter()
+                    .filter(|c| {
+                        words.contains(&c.name.to_lowercase())
+                            || text.contains(&quote_ident(&c.name))
+                    })
+                    .map(|c| (table.clone(), c.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match op {
+        O::DropColumn { table, column, .. }
+        | O::AlterColumnType { table, column, .. }
+        | O::SetNotNull { table, column }
+        | O::DropNotNull { table, column }
+        | O::SetDefault { table, column, .. }
+        | O::RenameColumn {
+            table,
+            from: column,
+            ..
+        } => named(table, std::slice::from_ref(column)),
+        O::AddConstraint {
+            table, constraint, ..
+        } => match &constraint.kind {
+            ConstraintKind::Check { expr, .. } => in_text(table, expr),
+            ConstraintKind::ForeignKey { columns, .. }
+            | ConstraintKind::Unique { columns, .. }
+            | ConstraintKind::PrimaryKey { columns, .. } => named(table, columns),
+            ConstraintKind::NotNull { column } => named(table, std::slice::from_ref(column)),
+            ConstraintKind::Exclusion => vec![(table.clone(), "*".into())],
+        },
+        O::CreateIndex(ix) => {
+            let mut t = named(&ix.table, &ix.columns);
+            if ix.partial || ix.include {
+                t.extend(in_text(&ix.table, &ix.sql));
+            }
+            t
+        }
+        O::Update {
+            table,
+            sets,
+            filter,
+            ..
+        } => {
+            let mut t: Vec<_> = sets
+                .iter()
+                .map(|(c, _)| (table.clone(), c.clone()))
+                .collect();
+            for (_, e) in sets {
+                t.extend(in_text(table, e));
+            }
+            if let Some(f) = filter {
+                t.extend(in_text(table, f));
+            }
+            t
+        }
+        O::RenameTable { table, .. } | O::Delete { table, .. } => vec![(table.clone(), "*".into())],
+        O::Drop {
+            kind: crate::model::ObjectKind::Table,
+            names,
+            ..
+        } => names.iter().map(|t| (t.clone(), "*".to_string())).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn new_rewrite(intent: impl Into<String>) -> Rewrite {
@@ -62,6 +147,7 @@ fn new_rewrite(intent: impl Into<String>) -> Rewrite {
         rejected: None,
         rewritten: true,
         view: Vec::new(),
+        touches: Vec::new(),
     }
 }
 
@@ -317,7 +403,18 @@ fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
         } if live(table) => {
             let current = ctx.catalog.table(table).and_then(|t| t.column(column)).map(|c| &c.ty);
             match type_change(current, ty, using.is_some()) {
-                TypeChange::NoRewrite => as_written(op, sql, Phase::Expand, &what),
+                TypeChange::NoRewrite if !ctx.settings.views => as_written(op, sql, Phase::Expand, &what),
+                TypeChange::NoRewrite => {
+                    // In place, PostgreSQL refuses the change while a view reads the column, and
+                    // made again, every version's view would show the new type modifier: a
+                    // prepared statement reading the column would fail in the running version.
+                    let mut r = change_type(ctx, table, column, &ty.sql, using.as_deref(), &what);
+                    r.notes.push(format!(
+                        "this change does not rewrite the table, but every version's view reads {}: the shadow column keeps each version's type (with views = false it runs in place)",
+                        quote_ident(column)
+                    ));
+                    r
+                }
                 change => {
                     let mut r = change_type(ctx, table, column, &ty.sql, using.as_deref(), &what);
                     if change == TypeChange::Unknown {
@@ -358,7 +455,9 @@ fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
             table,
             to,
             kind: crate::model::ObjectKind::Table,
-        } if live(table) => rename_table(table, to, &what),
+        } if live(table) => rename_table(ctx, table, to, &what),
+        O::DropColumn { table, column, .. } if live(table) => drop_column(ctx, op, sql, table, column, &what),
+        O::Drop { kind: crate::model::ObjectKind::Table, names, .. } if names.iter().any(live) => drop_table(op, sql, names, &what),
         O::Truncate { tables, .. } if tables.iter().any(live) => reject(&what, "TRUNCATE takes ACCESS EXCLUSIVE and deletes every row the running version reads"),
         O::Vacuum { full: true, .. } => reject(&what, "VACUUM FULL rewrites the table under ACCESS EXCLUSIVE; use pg_repack or pg_squeeze"),
         O::Cluster { .. } => reject(&what, "CLUSTER rewrites the table under ACCESS EXCLUSIVE; use pg_repack"),

@@ -1,4 +1,12 @@
 //! `RENAME COLUMN a TO b`.
+//!
+//! With views: metadata only. The new version's view shows `a` as `b`, the old version's view
+//! still shows `a`; contract renames the column itself (views name columns by number, so
+//! neither view's result changes). No shadow column, no trigger, no backfill.
+//!
+//! Without views: a second column `b` kept equal to `a` by triggers, a copy of every row, and in
+//! contract one transaction that drops the triggers and `a` together — a gap between the two
+//! would fail the new version's inserts that leave `a` out while it is still NOT NULL.
 
 use super::*;
 
@@ -9,6 +17,29 @@ pub(super) fn rename_column(
     to: &str,
     what: &str,
 ) -> Rewrite {
+    if ctx.settings.views {
+        let mut r = new_rewrite(what);
+        r.view.push(ViewChange::RenameColumn {
+            table: table.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+        });
+        r.steps.push(exclusive(
+            Phase::Contract,
+            "rename the column: metadata only, every version's view keeps its shape",
+            format!(
+                "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+                quote_ident(from),
+                quote_ident(to)
+            ),
+            table,
+        ));
+        return r;
+    }
+    dual_columns(ctx, table, from, to, what)
+}
+
+fn dual_columns(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what: &str) -> Rewrite {
     let mut r = new_rewrite(what);
     let col = ctx.catalog.table(table).and_then(|t| t.column(from));
     let ty = col.map_or_else(
@@ -16,9 +47,13 @@ pub(super) fn rename_column(
         |c| c.ty.sql.clone(),
     );
     let (qf, qt) = (quote_ident(from), quote_ident(to));
+    // The default is set after the column is added: given in ADD COLUMN, a volatile one (a
+    // serial's nextval) would rewrite the table under ACCESS EXCLUSIVE.
     let mut add = format!("ALTER TABLE {table} ADD COLUMN {qt} {ty}");
     if let Some(d) = col.and_then(|c| c.default.as_ref()) {
-        add.push_str(&format!(" DEFAULT {d}"));
+        add.push_str(&format!(
+            ";\nALTER TABLE {table} ALTER COLUMN {qt} SET DEFAULT {d}"
+        ));
     }
     let (create, drop) = sync_trigger(
         table,
@@ -37,14 +72,13 @@ pub(super) fn rename_column(
     let mut renames = copy_indexes(ctx, &mut r, table, from, to);
     let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, from, to);
     renames.extend(constraint_renames);
-    if col.is_some_and(|c| c.not_null) {
+    let not_null = col.is_some_and(|c| c.not_null);
+    let ck = quote_ident(&generated_name(&table.name, &[to, "not_null"]));
+    if not_null {
         r.steps.push(exclusive(
             Phase::Expand,
             "NOT NULL on the new column, for new writes",
-            format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({qt} IS NOT NULL) NOT VALID",
-                quote_ident(&generated_name(&table.name, &[to, "not_null"]))
-            ),
+            format!("ALTER TABLE {table} ADD CONSTRAINT {ck} CHECK ({qt} IS NOT NULL) NOT VALID"),
             table,
         ));
     }
@@ -60,8 +94,9 @@ pub(super) fn rename_column(
         },
         row_locks(table),
     ));
-    if col.is_some_and(|c| c.not_null) {
-        let ck = quote_ident(&generated_name(&table.name, &[to, "not_null"]));
+    // Validations scan without blocking writes, so they come first, while the triggers still
+    // keep both columns filled; then one short transaction ends the old column.
+    if not_null {
         r.steps.push(step(
             Phase::Contract,
             "validate NOT NULL on the new column",
@@ -69,26 +104,28 @@ pub(super) fn rename_column(
             StepKind::Ddl,
             scan(table, LockLevel::ShareUpdateExclusive),
         ));
-        r.steps.push(exclusive(Phase::Contract, "set NOT NULL (no scan)", format!("ALTER TABLE {table} ALTER COLUMN {qt} SET NOT NULL;\nALTER TABLE {table} DROP CONSTRAINT {ck}"), table));
     }
-    r.steps.push(exclusive(
-        Phase::Contract,
-        "drop the sync triggers",
-        drop.clone(),
-        table,
-    ));
     r.steps.extend(validations);
+    let mut end = vec![drop.clone()];
+    if not_null {
+        end.push(format!(
+            "ALTER TABLE {table} ALTER COLUMN {qt} SET NOT NULL"
+        ));
+        end.push(format!("ALTER TABLE {table} DROP CONSTRAINT {ck}"));
+    }
+    // Dropping the old column drops its indexes; the copies take their names.
+    end.push(format!("ALTER TABLE {table} DROP COLUMN {qf}"));
+    end.extend(renames);
     r.steps.push(exclusive(
         Phase::Contract,
-        "drop the old column",
-        // Dropping it drops its indexes; the copies take their names.
-        std::iter::once(format!("ALTER TABLE {table} DROP COLUMN {qf}"))
-            .chain(renames)
-            .collect::<Vec<_>>()
-            .join(";\n"),
+        "drop the sync triggers and the old column in one transaction",
+        end.join(";\n"),
         table,
     ));
     abort_shadow(&mut r, table, drop, to);
-    r.notes.push("prepared statements that SELECT * see the new column: no running version's result shape changes until contract drops the old one".into());
+    r.notes.push(
+        "without views, a prepared `SELECT *` sees the new column appear at expand: apps name their columns"
+            .into(),
+    );
     r
 }

@@ -1,9 +1,27 @@
 //! `RENAME TABLE`.
+//!
+//! With views, nothing changes in expand: the new version's schema shows the table under its
+//! new name, the old version's under the old one, and contract renames the table itself (the
+//! views follow it: they name it by its object id, not its name). Without views, the table is
+//! renamed in expand and an updatable view keeps the old name until contract.
 
 use super::*;
 
-pub(super) fn rename_table(table: &QualifiedName, to: &str, what: &str) -> Rewrite {
+pub(super) fn rename_table(ctx: &StmtCtx, table: &QualifiedName, to: &str, what: &str) -> Rewrite {
     let mut r = new_rewrite(what);
+    if ctx.settings.views {
+        r.view.push(ViewChange::RenameTable {
+            table: table.clone(),
+            to: to.to_string(),
+        });
+        r.steps.push(exclusive(
+            Phase::Contract,
+            "rename the table: metadata only, every version's view follows it",
+            format!("ALTER TABLE {table} RENAME TO {}", quote_ident(to)),
+            table,
+        ));
+        return r;
+    }
     let new_name = QualifiedName::new(table.schema.as_deref(), to);
     r.steps.push(exclusive(
         Phase::Expand,

@@ -30,6 +30,10 @@ pub struct DemoArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Run with `views = false`: no version schemas; the apps name their columns and cast
+    /// across the type change.
+    #[arg(long)]
+    pub no_views: bool,
 }
 
 pub fn run(args: DemoArgs) -> Result<u8, Error> {
@@ -49,6 +53,7 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
             }
         }),
         exec: exec_settings(&settings),
+        views: !args.no_views,
     };
     let mut progress: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())

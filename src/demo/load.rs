@@ -54,6 +54,10 @@ struct Shared {
     inserted_users: AtomicUsize,
     errors: Mutex<Vec<String>>,
     lock_wait_ms: Mutex<[f64; 6]>,
+    /// Each version's `search_path` (its version schema), set before it starts.
+    search_path: Mutex<[Option<String>; 2]>,
+    /// The versions read through views: `SELECT *` and no casts.
+    views: bool,
 }
 
 /// One row of the report.
@@ -113,8 +117,11 @@ impl Rng {
 
 impl Workload {
     /// Connects both versions' workers (idle until `run_version`) and a lock-wait sampler.
-    pub async fn start(url: &str, rows: i64, rate: u32) -> Result<Workload, Error> {
-        let shared = Arc::new(Shared::default());
+    pub async fn start(url: &str, rows: i64, rate: u32, views: bool) -> Result<Workload, Error> {
+        let shared = Arc::new(Shared {
+            views,
+            ..Shared::default()
+        });
         let mut conns = Vec::new();
         for (v, version) in VERSIONS.iter().enumerate() {
             for w in 0..WORKERS {
@@ -161,6 +168,11 @@ impl Workload {
 
     pub fn set_phase(&self, phase: Phase) {
         self.shared.phase.store(phase as usize, Ordering::SeqCst);
+    }
+
+    /// The `search_path` a version's connections use from their first request on.
+    pub fn set_search_path(&self, v: Version, path: String) {
+        self.shared.search_path.lock().unwrap()[v as usize] = Some(path);
     }
 
     pub fn run_version(&self, v: Version) {
@@ -244,6 +256,22 @@ async fn worker(
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
+        if due.is_none() {
+            // The version starts: it connects to its own version schema, as an app would.
+            let path = s.search_path.lock().unwrap()[v].clone();
+            if let Some(path) = path {
+                let set = sqlx::query("SELECT set_config('search_path', $1, false)")
+                    .bind(path)
+                    .execute(&mut c)
+                    .await;
+                if let Err(e) = set {
+                    s.errors.lock().unwrap().push(format!(
+                        "{} version, setting its search_path: {e}",
+                        VERSIONS[v]
+                    ));
+                }
+            }
+        }
         let at = due.map_or_else(Instant::now, |d| d + interval);
         due = Some(at);
         tokio::time::sleep_until(at.into()).await;
@@ -286,6 +314,9 @@ async fn request(
 ) -> Result<(), sqlx::Error> {
     let old = v == 0;
     let any_user = 1 + rng.below(rows as u64) as i64;
+    if s.views {
+        return request_through_views(c, s, old, slot, rows, n, rng, any_user).await;
+    }
     match rng.below(100) {
         0..=49 => {
             let sql = if old {
@@ -337,6 +368,107 @@ async fn request(
             s.inserted_users.fetch_add(1, Ordering::SeqCst);
         }
         _ => {
+            let sql = if old {
+                "INSERT INTO orders (user_id, total) VALUES ($1, $2::int)"
+            } else {
+                "INSERT INTO orders (user_id, total, currency) VALUES ($1, $2::int, 'EUR')"
+            };
+            sqlx::query(sql)
+                .bind(any_user)
+                .bind((n % 500) as i32 + 1)
+                .execute(c)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The same mix through the version's views: `SELECT *`, each version's own column names and
+/// types (the old version's `age` is integer, the new one's bigint), prepared as sqlx does.
+#[allow(clippy::too_many_arguments)]
+async fn request_through_views(
+    c: &mut PgConnection,
+    s: &Shared,
+    old: bool,
+    slot: i64,
+    rows: i64,
+    n: u64,
+    rng: &mut Rng,
+    any_user: i64,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Row;
+    let v = usize::from(!old);
+    let name_col = if old { "name" } else { "full_name" };
+    match rng.below(100) {
+        0..=49 => {
+            let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+                .bind(any_user)
+                .fetch_optional(c)
+                .await?;
+            if let Some(row) = row {
+                // Decoding by each version's names and types proves the shape it reads.
+                let _: Option<String> = row.try_get(name_col)?;
+                if old {
+                    let _: Option<i32> = row.try_get("age")?;
+                } else {
+                    let _: Option<i64> = row.try_get("age")?;
+                }
+            }
+        }
+        50..=74 => {
+            let id = 4 * rng.below((rows / 4).max(1) as u64) as i64 + slot + 1;
+            if id > rows {
+                return Ok(());
+            }
+            let name = format!("{} {slot} {n}", VERSIONS[v]);
+            let age = (n % 1000) as i64;
+            let done = if old {
+                sqlx::query("UPDATE users SET name = $2, age = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(&name)
+                    .bind(age as i32)
+                    .execute(c)
+                    .await?
+            } else {
+                sqlx::query("UPDATE users SET full_name = $2, age = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(&name)
+                    .bind(age)
+                    .execute(c)
+                    .await?
+            };
+            if done.rows_affected() == 1 {
+                s.expected.lock().unwrap().insert(id, (name, age));
+            }
+        }
+        75..=89 => {
+            let name = format!("{} {slot} {n} new", VERSIONS[v]);
+            let email = format!("{}-{slot}-{n}@demo.example", VERSIONS[v]);
+            let age = (n % 90) as i64;
+            // RETURNING * through the view: the version's whole row, in its shape.
+            let row = if old {
+                sqlx::query("INSERT INTO users (name, email, age) VALUES ($1, $2, $3) RETURNING *")
+                    .bind(&name)
+                    .bind(&email)
+                    .bind(age as i32)
+                    .fetch_one(c)
+                    .await?
+            } else {
+                sqlx::query(
+                    "INSERT INTO users (full_name, email, age) VALUES ($1, $2, $3) RETURNING *",
+                )
+                .bind(&name)
+                .bind(&email)
+                .bind(age)
+                .fetch_one(c)
+                .await?
+            };
+            let id: i64 = row.try_get("id")?;
+            s.expected.lock().unwrap().insert(id, (name, age));
+            s.inserted_users.fetch_add(1, Ordering::SeqCst);
+        }
+        _ => {
+            // Each version inserts only the columns it knows; the old one has no currency.
             let sql = if old {
                 "INSERT INTO orders (user_id, total) VALUES ($1, $2::int)"
             } else {

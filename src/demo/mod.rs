@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub database_url: Option<String>,
     pub migrations: PathBuf,
     pub exec: ExecSettings,
+    /// Each version reads through its version schema (`views` in migrate.toml).
+    pub views: bool,
 }
 
 /// The rows the demo loads, in the shape of `0001_create_tables.sql`.
@@ -131,6 +133,7 @@ async fn scenario(
 ) -> Result<DemoReport, Error> {
     let settings = Settings {
         migrations_dir: opts.migrations.clone(),
+        views: opts.views,
         ..Settings::default()
     };
     let runner = |s: Settings| Runner::open(url, opts.exec.clone(), s);
@@ -156,7 +159,14 @@ async fn scenario(
     load(&mut conn, opts.rows).await?;
     let _ = writeln!(out, "    {:.1} s", started.elapsed().as_secs_f64());
 
-    let workload = Workload::start(url, opts.rows, opts.rate).await?;
+    let workload = Workload::start(url, opts.rows, opts.rate, opts.views).await?;
+    if opts.views {
+        // The old version reads the tables as the first migration made them.
+        let schema = crate::engine::versions::schema_name(&settings.metadata_schema, first);
+        let path = crate::engine::versions::search_path(&schema, &settings.managed_schemas);
+        let _ = writeln!(out, "    old version: search_path = {path}");
+        workload.set_search_path(Version::Old, path);
+    }
     heading(
         out,
         &format!(
@@ -176,8 +186,20 @@ async fn scenario(
         workload.set_phase(Phase::Expand);
         let mut r = runner(settings.clone()).await?;
         let expanded = r.expand(None, false, &mut indented(&mut *out)).await;
+        let latest = match (&expanded, opts.views) {
+            (Ok(_), true) => r.latest().await,
+            _ => Ok(None),
+        };
         r.close().await;
         expanded?;
+        if let Some((schema, _)) = latest? {
+            let path = crate::engine::versions::search_path(&schema, &settings.managed_schemas);
+            let _ = writeln!(
+                out,
+                "    new version: search_path = {path}  (`migrate latest`)"
+            );
+            workload.set_search_path(Version::New, path);
+        }
 
         heading(out, "backfill: batched, while the old version writes");
         workload.set_phase(Phase::Backfill);

@@ -1,9 +1,12 @@
 //! Every catalogue entry end to end, through the binary, against a real PostgreSQL, with names
-//! that need quoting (spaces, mixed case, a keyword, an embedded quote):
-//! - after expand, a client of the old shape and a client of the new shape both read and write,
-//!   at the same time, on two connections;
-//! - after contract, the new shape works and the old objects are gone;
-//! - after abort instead, the old shape works and the schema is exactly as before the expand.
+//! that need quoting (spaces, mixed case, a keyword, an embedded quote), in both modes (version
+//! schemas of views, and `views = false`). The clients behave like real apps: each holds one
+//! connection whose statements sqlx prepares and caches, reads with `SELECT *`, inserts only the
+//! columns its version knows, and connects with `migrate latest`:
+//! - the old version prepares its statements before expand and goes on using them through
+//!   expand, beside the new version, and through abort;
+//! - the new version goes on writing while contract runs, and after it, on the same statements;
+//! - after contract the old objects are gone; after abort the schema is as before the expand.
 
 mod common;
 
@@ -31,35 +34,38 @@ CREATE TABLE "Events" ("Event ID" bigint NOT NULL, payload text);
 INSERT INTO "Events" SELECT g, 'e' FROM generate_series(1, 100) g;
 "#;
 
-/// One catalogue entry: the migration, what each app version runs, and what must hold.
+/// One catalogue entry: the migration, what each app version runs, and what must hold. `$1` in
+/// a statement is bound to a counter.
 struct Entry {
     name: &'static str,
     migration: &'static str,
-    /// Statements of the running (old) version; `$n` stands for a counter.
+    /// Statements of the running (old) version.
     old_client: &'static [&'static str],
-    /// Statements of the new version while both run.
+    /// Statements of the new version, through its version schema.
     new_client: &'static [&'static str],
-    /// Statements the new version runs after contract.
-    after_contract: &'static [&'static str],
+    /// The new version's statements with `views = false`, where they differ.
+    new_without_views: Option<&'static [&'static str]>,
     /// Each must return true after contract (objects gone, constraints in force).
     contract_checks: &'static [&'static str],
 }
+
+const ITEMS_BY_ID: &str = r#"SELECT * FROM "Order Items" WHERE "ID" = $1"#;
 
 const ENTRIES: &[Entry] = &[
     Entry {
         name: "rename_column",
         migration: r#"ALTER TABLE "Order Items" RENAME COLUMN "User Name" TO "Full Name";"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("User Name", email) VALUES ('old $n', 'old$n@x')"#, r#"SELECT "User Name" FROM "Order Items" WHERE "ID" = $n"#, r#"UPDATE "Order Items" SET "User Name" = 'old upd $n' WHERE "ID" = $n"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("Full Name", email) VALUES ('new $n', 'new$n@x')"#, r#"SELECT "Full Name" FROM "Order Items" WHERE "ID" = $n + 1000"#],
-        after_contract: &[r#"INSERT INTO "Order Items" ("Full Name") VALUES ('after')"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("User Name", email) VALUES ('old ' || $1, 'old' || $1 || '@x')"#, ITEMS_BY_ID, r#"UPDATE "Order Items" SET "User Name" = 'old upd ' || $1 WHERE "ID" = $1"#],
+        new_client: &[r#"INSERT INTO "Order Items" ("Full Name", email) VALUES ('new ' || $1, 'new' || $1 || '@x') RETURNING *"#, r#"SELECT * FROM "Order Items" WHERE "ID" = $1 + 1000"#, r#"UPDATE "Order Items" SET "Full Name" = 'new upd ' || $1 WHERE "ID" = $1 + 1000"#],
+        new_without_views: None,
         contract_checks: &[r#"NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'Order Items' AND column_name = 'User Name')"#, r#"NOT EXISTS (SELECT 1 FROM "Order Items" WHERE "Full Name" IS NULL AND "ID" <= 2000)"#],
     },
     Entry {
         name: "rename_column_with_constraints",
         migration: r#"ALTER TABLE "Order Items" RENAME COLUMN "select" TO "Chosen";"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("Chosen") VALUES (1 + $n % 10)"#],
-        after_contract: &[r#"INSERT INTO "Order Items" ("Chosen") VALUES (4)"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $1 % 10)"#, ITEMS_BY_ID],
+        new_client: &[r#"INSERT INTO "Order Items" ("Chosen") VALUES (1 + $1 % 10)"#, ITEMS_BY_ID],
+        new_without_views: None,
         contract_checks: &[
             r#"(SELECT convalidated AND pg_get_constraintdef(oid) LIKE '%"Chosen"%' FROM pg_constraint WHERE conname = 'Select In Range')"#,
             r#"(SELECT convalidated AND pg_get_constraintdef(oid) LIKE '%"Chosen"%ON DELETE SET NULL%' FROM pg_constraint WHERE conname = 'Select Account')"#,
@@ -69,9 +75,11 @@ const ENTRIES: &[Entry] = &[
     Entry {
         name: "change_type",
         migration: r#"ALTER TABLE "Order Items" ALTER COLUMN "select" TYPE bigint;"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#, r#"UPDATE "Order Items" SET "select" = 1 + $n % 10 WHERE "ID" = $n"#],
-        new_client: &[r#"INSERT INTO "Order Items" (select_new) VALUES (1 + $n % 10)"#, r#"SELECT select_new FROM "Order Items" WHERE "ID" = $n"#],
-        after_contract: &[r#"INSERT INTO "Order Items" ("select") VALUES (3)"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $1 % 10)"#, r#"UPDATE "Order Items" SET "select" = 1 + $1 % 10 WHERE "ID" = $1"#, ITEMS_BY_ID],
+        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $1 % 10) RETURNING *"#, ITEMS_BY_ID, r#"SELECT "select" + 0::bigint FROM "Order Items" WHERE "ID" = $1"#],
+        // Without views the new version writes the column (the triggers convert) and reads it
+        // with a cast, before and after the swap alike.
+        new_without_views: Some(&[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $1 % 10)"#, r#"SELECT "select"::bigint FROM "Order Items" WHERE "ID" = $1"#]),
         contract_checks: &[
             r#"(SELECT format_type(atttypid, atttypmod) = 'bigint' FROM pg_attribute WHERE attrelid = '"Order Items"'::regclass AND attname = 'select')"#,
             r#"(SELECT indexdef LIKE '%("select")' FROM pg_indexes WHERE indexname = 'Items By Select')"#,
@@ -82,102 +90,114 @@ const ENTRIES: &[Entry] = &[
     Entry {
         name: "volatile_default",
         migration: r#"ALTER TABLE "Order Items" ADD COLUMN "Token" uuid DEFAULT gen_random_uuid();"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old $n')"#, r#"SELECT * FROM "Order Items" WHERE "ID" = $n"#],
-        new_client: &[r#"SELECT "Token" FROM "Order Items" WHERE "ID" = $n"#],
-        after_contract: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('after')"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old ' || $1)"#, ITEMS_BY_ID],
+        new_client: &[ITEMS_BY_ID, r#"UPDATE "Order Items" SET "Token" = DEFAULT WHERE "ID" = $1 RETURNING "Token""#],
+        new_without_views: None,
         contract_checks: &[r#"NOT EXISTS (SELECT 1 FROM "Order Items" WHERE "Token" IS NULL)"#],
     },
     Entry {
         name: "set_not_null",
         migration: "UPDATE \"Order Items\" SET email = 'none@x' WHERE email IS NULL;\nALTER TABLE \"Order Items\" ALTER COLUMN email SET NOT NULL;",
-        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old without email $n')"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("User Name", email) VALUES ('new $n', 'n$n@x')"#],
-        after_contract: &[r#"INSERT INTO "Order Items" (email) VALUES ('after@x')"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old without email ' || $1)"#, ITEMS_BY_ID],
+        new_client: &[r#"INSERT INTO "Order Items" ("User Name", email) VALUES ('new ' || $1, 'n' || $1 || '@x')"#, ITEMS_BY_ID],
+        new_without_views: None,
         contract_checks: &[r#"(SELECT attnotnull FROM pg_attribute WHERE attrelid = '"Order Items"'::regclass AND attname = 'email')"#, r#"NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '"Order Items"'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%email%')"#],
     },
     Entry {
         name: "create_index",
         migration: r#"CREATE INDEX "Items By Qty" ON "Order Items" ("Qty""x");"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($n)"#],
-        new_client: &[r#"SELECT count(*) FROM "Order Items" WHERE "Qty""x" = $n"#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($1)"#, ITEMS_BY_ID],
+        new_client: &[r#"SELECT count(*) FROM "Order Items" WHERE "Qty""x" = $1"#],
+        new_without_views: None,
         contract_checks: &[r#"(SELECT indisvalid FROM pg_index WHERE indexrelid = '"Items By Qty"'::regclass)"#],
     },
     Entry {
         name: "drop_index",
         migration: r#"DROP INDEX "Items By Select";"#,
-        old_client: &[r#"SELECT * FROM "Order Items" WHERE "select" = $n"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#],
-        after_contract: &[],
+        old_client: &[r#"SELECT * FROM "Order Items" WHERE "select" = $1"#],
+        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $1 % 10)"#],
+        new_without_views: None,
         contract_checks: &[r#"to_regclass('"Items By Select"') IS NULL"#],
     },
     Entry {
         name: "add_foreign_key",
         migration: r#"ALTER TABLE "Order Items" ADD CONSTRAINT "Items Account FK" FOREIGN KEY ("select") REFERENCES "Accounts" ("ID");"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $n % 10)"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (2)"#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (1 + $1 % 10)"#],
+        new_client: &[r#"INSERT INTO "Order Items" ("select") VALUES (2 + $1 % 2)"#],
+        new_without_views: None,
         contract_checks: &[r#"(SELECT convalidated FROM pg_constraint WHERE conname = 'Items Account FK')"#],
     },
     Entry {
         name: "add_check",
         migration: r#"ALTER TABLE "Order Items" ADD CONSTRAINT "Qty Positive" CHECK ("Qty""x" >= 0);"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($n)"#],
-        new_client: &[r#"UPDATE "Order Items" SET "Qty""x" = $n WHERE "ID" = $n"#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($1)"#],
+        new_client: &[r#"UPDATE "Order Items" SET "Qty""x" = $1 WHERE "ID" = $1"#],
+        new_without_views: None,
         contract_checks: &[r#"(SELECT convalidated FROM pg_constraint WHERE conname = 'Qty Positive')"#],
     },
     Entry {
         name: "add_unique",
         migration: r#"ALTER TABLE "Order Items" ADD CONSTRAINT "Email Unique" UNIQUE (email);"#,
-        old_client: &[r#"INSERT INTO "Order Items" (email) VALUES ('old$n@uniq')"#],
-        new_client: &[r#"INSERT INTO "Order Items" (email) VALUES ('new$n@uniq')"#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Order Items" (email) VALUES ('old' || $1 || '@uniq')"#],
+        new_client: &[r#"INSERT INTO "Order Items" (email) VALUES ('new' || $1 || '@uniq') ON CONFLICT (email) DO UPDATE SET "User Name" = 'again' RETURNING *"#],
+        new_without_views: None,
         contract_checks: &[r#"EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'Email Unique' AND contype = 'u')"#],
     },
     Entry {
         name: "add_primary_key",
         migration: r#"ALTER TABLE "Events" ADD CONSTRAINT "Events PK" PRIMARY KEY ("Event ID");"#,
-        old_client: &[r#"INSERT INTO "Events" ("Event ID") VALUES (1000 + $n)"#],
-        new_client: &[r#"SELECT payload FROM "Events" WHERE "Event ID" = $n"#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Events" ("Event ID") VALUES (1000 + $1)"#, r#"SELECT * FROM "Events" WHERE "Event ID" = $1"#],
+        new_client: &[r#"SELECT * FROM "Events" WHERE "Event ID" = $1"#],
+        new_without_views: None,
         contract_checks: &[r#"EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'Events PK' AND contype = 'p')"#],
     },
     Entry {
         name: "rename_table",
         migration: r#"ALTER TABLE "Order Items" RENAME TO "Line Items";"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old $n')"#, r#"SELECT * FROM "Order Items" WHERE "ID" = $n"#, r#"UPDATE "Order Items" SET email = 'o$n@x' WHERE "ID" = $n"#],
-        new_client: &[r#"INSERT INTO "Line Items" ("User Name") VALUES ('new $n')"#, r#"SELECT * FROM "Line Items" WHERE "ID" = $n"#],
-        after_contract: &[r#"INSERT INTO "Line Items" ("User Name") VALUES ('after')"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old ' || $1)"#, ITEMS_BY_ID, r#"UPDATE "Order Items" SET email = 'o' || $1 || '@x' WHERE "ID" = $1"#],
+        new_client: &[r#"INSERT INTO "Line Items" ("User Name") VALUES ('new ' || $1)"#, r#"SELECT * FROM "Line Items" WHERE "ID" = $1"#, r#"DELETE FROM "Line Items" WHERE "ID" = 1500 + $1"#],
+        new_without_views: None,
         contract_checks: &[r#"to_regclass('"Order Items"') IS NULL"#],
     },
     Entry {
         name: "drop_column",
         migration: r#"ALTER TABLE "Order Items" DROP COLUMN "Qty""x";"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($n)"#, r#"SELECT "Qty""x" FROM "Order Items" WHERE "ID" = $n"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('new $n')"#],
-        after_contract: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('after')"#],
+        old_client: &[r#"INSERT INTO "Order Items" ("Qty""x") VALUES ($1)"#, ITEMS_BY_ID],
+        new_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('new ' || $1)"#, ITEMS_BY_ID],
+        new_without_views: Some(&[r#"INSERT INTO "Order Items" ("User Name") VALUES ('new ' || $1)"#]),
         contract_checks: &[r#"NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'Order Items' AND column_name = 'Qty"x')"#],
+    },
+    Entry {
+        name: "drop_not_null_column",
+        migration: r#"ALTER TABLE "Events" DROP COLUMN "Event ID";"#,
+        old_client: &[r#"INSERT INTO "Events" ("Event ID", payload) VALUES ($1, 'old')"#, r#"SELECT * FROM "Events" WHERE "Event ID" = $1"#],
+        // The new version does not know the column, NOT NULL until contract drops it.
+        new_client: &[r#"INSERT INTO "Events" (payload) VALUES ('new ' || $1)"#, r#"SELECT * FROM "Events" WHERE payload = 'new ' || $1"#],
+        new_without_views: Some(&[r#"INSERT INTO "Events" (payload) VALUES ('new ' || $1)"#]),
+        contract_checks: &[r#"NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'Events' AND column_name = 'Event ID')"#],
     },
     Entry {
         name: "drop_table",
         migration: r#"DROP TABLE "Events";"#,
-        old_client: &[r#"INSERT INTO "Events" ("Event ID") VALUES ($n)"#],
-        new_client: &[r#"SELECT count(*) FROM "Order Items""#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Events" ("Event ID") VALUES ($1)"#, r#"SELECT * FROM "Events" WHERE "Event ID" = $1"#],
+        new_client: &[r#"SELECT count(*) FROM "Order Items" WHERE "ID" > $1"#],
+        new_without_views: None,
         contract_checks: &[r#"to_regclass('"Events"') IS NULL"#],
     },
     Entry {
         name: "add_column",
         migration: r#"ALTER TABLE "Order Items" ADD COLUMN "Note" text, ADD COLUMN "Flag" boolean NOT NULL DEFAULT false;"#,
-        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old $n')"#],
-        new_client: &[r#"INSERT INTO "Order Items" ("Note", "Flag") VALUES ('n', true)"#],
-        after_contract: &[],
+        old_client: &[r#"INSERT INTO "Order Items" ("User Name") VALUES ('old ' || $1)"#, ITEMS_BY_ID],
+        new_client: &[r#"INSERT INTO "Order Items" ("Note", "Flag") VALUES ('n', true) RETURNING *"#, ITEMS_BY_ID],
+        new_without_views: Some(&[r#"INSERT INTO "Order Items" ("Note", "Flag") VALUES ('n', true)"#]),
         contract_checks: &[r#"EXISTS (SELECT 1 FROM information_schema.columns WHERE table_name = 'Order Items' AND column_name = 'Flag')"#],
     },
 ];
 
-fn project(db: &TestDb, e: &Entry) -> PathBuf {
+/// The two modes of every test: version schemas of views, and `views = false`.
+const MODES: [bool; 2] = [true, false];
+
+fn project(db: &TestDb, e: &Entry, views: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "migrate-catalogue-{}-{}",
         std::process::id(),
@@ -187,13 +207,16 @@ fn project(db: &TestDb, e: &Entry) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("0001_setup.sql"), SETUP).unwrap();
     std::fs::write(dir.join(format!("0002_{}.sql", e.name)), e.migration).unwrap();
+    std::fs::write(dir.join("migrate.toml"), format!("views = {views}\n")).unwrap();
     dir
 }
 
-fn migrate(db: &TestDb, dir: &Path, args: &[&str]) {
+fn migrate(db: &TestDb, dir: &Path, args: &[&str]) -> String {
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
         .args(args)
         .args(["--database-url", &db.url, "--dir", dir.to_str().unwrap()])
+        .arg("--config")
+        .arg(dir.join("migrate.toml"))
         .env_remove("MIGRATE_FAILPOINT")
         .output()
         .unwrap();
@@ -204,20 +227,107 @@ fn migrate(db: &TestDb, dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Runs a client's statements `rounds` times with a counter, each in its own transaction.
-async fn client(url: &str, who: &str, statements: &[&str], rounds: usize) {
-    let mut c = PgConnection::connect(url).await.unwrap();
-    for n in 1..=rounds {
+/// An app version's connection: with views, on the `search_path` that `migrate latest` prints.
+async fn connect(db: &TestDb, dir: &Path, views: bool) -> PgConnection {
+    let mut c = PgConnection::connect(&db.url).await.unwrap();
+    if views {
+        let path = migrate(db, dir, &["latest"]);
+        sqlx::query("SELECT set_config('search_path', $1, false)")
+            .bind(path.trim())
+            .execute(&mut c)
+            .await
+            .unwrap();
+    }
+    c
+}
+
+/// Without views an app must not read `SELECT *` (a prepared one fails with "cached plan must
+/// not change result type" once expand adds a column): it reads a fixed result instead.
+fn named_columns(sql: &str) -> String {
+    sql.replace("SELECT * ", "SELECT count(*) ")
+        .replace("RETURNING *", "RETURNING 1")
+}
+
+/// Runs a client's statements for rounds `from..to`, prepared (sqlx caches each statement on
+/// the connection), each in its own transaction.
+async fn client(
+    c: &mut PgConnection,
+    who: &str,
+    statements: &[&str],
+    rounds: std::ops::Range<i64>,
+) {
+    // The label names the mode: `… (views = true)`.
+    let views = who.contains("views = true");
+    for n in rounds {
         for s in statements {
-            let sql = s.replace("$n", &n.to_string());
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-                .execute(&mut c)
+            let sql = if views {
+                s.to_string()
+            } else {
+                named_columns(s)
+            };
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let q = if s.contains("$1") { q.bind(n) } else { q };
+            q.fetch_all(&mut *c)
                 .await
-                .unwrap_or_else(|e| panic!("{who} client failed: {e}\n{sql}"));
+                .unwrap_or_else(|e| panic!("{who} client failed in round {n}: {e}\n{s}"));
         }
         tokio::task::yield_now().await;
+    }
+}
+
+/// Runs the binary on a blocking thread while `during` runs: a client keeps working through
+/// a step of the migration, as an app does.
+async fn while_running<F: std::future::Future<Output = ()>>(
+    db: &TestDb,
+    dir: &Path,
+    args: &[&str],
+    during: impl FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) -> F,
+) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (url, dir2, flag) = (db.url.clone(), dir.to_path_buf(), done.clone());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let shown = args.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+            .args(&args)
+            .args(["--database-url", &url, "--dir", dir2.to_str().unwrap()])
+            .arg("--config")
+            .arg(dir2.join("migrate.toml"))
+            .output()
+            .unwrap();
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        o
+    });
+    during(done).await;
+    let o = run.await.unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{shown:?}\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Rounds of a client until `done` is set, then one more.
+async fn until(
+    c: &mut PgConnection,
+    who: &str,
+    statements: &[&str],
+    start: i64,
+    done: &std::sync::atomic::AtomicBool,
+) -> i64 {
+    let mut n = start;
+    loop {
+        let last = done.load(std::sync::atomic::Ordering::SeqCst);
+        client(c, who, statements, n..n + 1).await;
+        n += 1;
+        if last {
+            return n;
+        }
     }
 }
 
@@ -230,6 +340,7 @@ async fn signature(c: &mut PgConnection) -> String {
          UNION ALL SELECT 'trg ' || tgname FROM pg_trigger WHERE NOT tgisinternal
          UNION ALL SELECT 'fn ' || proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace
          UNION ALL SELECT 'rel ' || relname || ' ' || relkind::text FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v')
+         UNION ALL SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname LIKE 'migrate%'
          ORDER BY 1",
     )
     .fetch_all(c)
@@ -241,74 +352,112 @@ async fn signature(c: &mut PgConnection) -> String {
         .join("\n")
 }
 
-#[test]
-fn every_catalogue_entry_expands_serves_both_versions_and_contracts() {
-    for e in ENTRIES {
-        let db = TestDb::new();
-        let dir = project(&db, e);
-        migrate(&db, &dir, &["expand"]);
-        db.rt.block_on(async {
-            // Both versions at once, on two connections.
-            tokio::join!(
-                client(&db.url, "old", e.old_client, 40),
-                client(&db.url, "new", e.new_client, 40)
-            );
-        });
-        migrate(&db, &dir, &["contract"]);
-        db.rt.block_on(async {
-            client(&db.url, "after contract", e.after_contract, 1).await;
-            let mut c = PgConnection::connect(&db.url).await.unwrap();
-            for check in e.contract_checks {
-                let ok: bool = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {check}")))
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap_or_else(|err| panic!("{}: {err}\n{check}", e.name))
-                    .get(0);
-                assert!(ok, "{}: after contract, {check}", e.name);
-            }
-            let leftovers: i64 =
-                sqlx::query("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal")
-                    .fetch_one(&mut c)
-                    .await
-                    .unwrap()
-                    .get(0);
-            assert_eq!(leftovers, 0, "{}: triggers left after contract", e.name);
-        });
+fn new_statements(e: &Entry, views: bool) -> &'static [&'static str] {
+    match (views, e.new_without_views) {
+        (false, Some(s)) => s,
+        _ => e.new_client,
     }
 }
 
 #[test]
-fn every_catalogue_entry_aborts_back_to_the_old_schema() {
-    for e in ENTRIES {
-        let db = TestDb::new();
-        let dir = project(&db, e);
-        // Apply the setup alone first, to know the schema before the entry's expand.
-        std::fs::rename(
-            dir.join(format!("0002_{}.sql", e.name)),
-            dir.join("later.txt"),
-        )
-        .unwrap();
-        migrate(&db, &dir, &["expand"]);
-        migrate(&db, &dir, &["contract"]);
-        let before = db.rt.block_on(async {
-            signature(&mut PgConnection::connect(&db.url).await.unwrap()).await
-        });
-        std::fs::rename(
-            dir.join("later.txt"),
-            dir.join(format!("0002_{}.sql", e.name)),
-        )
-        .unwrap();
-        migrate(&db, &dir, &["expand"]);
-        db.rt.block_on(client(&db.url, "old", e.old_client, 5));
-        migrate(&db, &dir, &["abort", &format!("0002_{}", e.name)]);
-        db.rt.block_on(async {
-            client(&db.url, "old after abort", e.old_client, 5).await;
-            let after = signature(&mut PgConnection::connect(&db.url).await.unwrap()).await;
-            assert_eq!(
-                after, before,
-                "{}: the schema after abort differs from before expand",
-                e.name
-            );
-        });
+fn every_catalogue_entry_serves_both_versions_from_expand_through_contract() {
+    for views in MODES {
+        for e in ENTRIES {
+            let who = format!("{} (views = {views})", e.name);
+            let db = TestDb::new();
+            let dir = project(&db, e, views);
+            migrate(&db, &dir, &["expand", "0001_setup"]);
+            db.rt.block_on(async {
+                // The old version is running before the expand, its statements prepared.
+                let mut old = connect(&db, &dir, views).await;
+                client(&mut old, &format!("old {who}"), e.old_client, 1..6).await;
+                migrate(&db, &dir, &["expand"]);
+                let mut new = connect(&db, &dir, views).await;
+                let new_sql = new_statements(e, views);
+                // Both versions at once, each on its own connection.
+                let (old_label, new_label) = (format!("old {who}"), format!("new {who}"));
+                tokio::join!(
+                    client(&mut old, &old_label, e.old_client, 6..40),
+                    client(&mut new, &new_label, new_sql, 1..40)
+                );
+                drop(old);
+                // The new version keeps writing while contract runs, and after it.
+                let mut n = 40;
+                let (label, conn, at) = (format!("new {who} during contract"), &mut new, &mut n);
+                while_running(&db, &dir, &["contract"], |done| async move {
+                    *at = until(conn, &label, new_sql, *at, &done).await;
+                })
+                .await;
+                client(&mut new, &format!("new {who} after contract"), new_sql, n..n + 5).await;
+                let mut c = PgConnection::connect(&db.url).await.unwrap();
+                for check in e.contract_checks {
+                    let ok: bool = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {check}")))
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap_or_else(|err| panic!("{who}: {err}\n{check}"))
+                        .get(0);
+                    assert!(ok, "{who}: after contract, {check}");
+                }
+                let leftovers: i64 =
+                    sqlx::query("SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal")
+                        .fetch_one(&mut c)
+                        .await
+                        .unwrap()
+                        .get(0);
+                assert_eq!(leftovers, 0, "{who}: triggers left after contract");
+                let schemas: Vec<String> = sqlx::query_scalar(
+                    "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'migrate\\_%' ORDER BY 1",
+                )
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+                let expected: Vec<String> = if views {
+                    vec![format!("migrate_0002_{}", e.name)]
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(schemas, expected, "{who}: version schemas after contract");
+            });
+        }
+    }
+}
+
+#[test]
+fn every_catalogue_entry_aborts_back_to_the_old_schema_while_the_old_version_runs() {
+    for views in MODES {
+        for e in ENTRIES {
+            let who = format!("{} (views = {views})", e.name);
+            let db = TestDb::new();
+            let dir = project(&db, e, views);
+            migrate(&db, &dir, &["expand", "0001_setup"]);
+            migrate(&db, &dir, &["contract", "0001_setup"]);
+            db.rt.block_on(async {
+                let before = signature(&mut PgConnection::connect(&db.url).await.unwrap()).await;
+                let mut old = connect(&db, &dir, views).await;
+                client(&mut old, &format!("old {who}"), e.old_client, 1..6).await;
+                migrate(&db, &dir, &["expand"]);
+                client(&mut old, &format!("old {who}"), e.old_client, 6..11).await;
+                let name = format!("0002_{}", e.name);
+                let abort = ["abort", name.as_str()];
+                let mut n = 11;
+                let (label, conn, at) = (format!("old {who} during abort"), &mut old, &mut n);
+                while_running(&db, &dir, &abort, |done| async move {
+                    *at = until(conn, &label, e.old_client, *at, &done).await;
+                })
+                .await;
+                client(
+                    &mut old,
+                    &format!("old {who} after abort"),
+                    e.old_client,
+                    n..n + 5,
+                )
+                .await;
+                let after = signature(&mut PgConnection::connect(&db.url).await.unwrap()).await;
+                assert_eq!(
+                    after, before,
+                    "{who}: the schema after abort differs from before expand"
+                );
+            });
+        }
     }
 }

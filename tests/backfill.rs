@@ -80,7 +80,7 @@ fn rows_written_by_others_during_the_backfill_all_end_right() {
             ),
             ("0002_rename.sql", "ALTER TABLE users RENAME COLUMN name TO full_name;\n"),
             // Small batches with pauses, so that the backfill lasts while the writers work.
-            ("migrate.toml", "[backfill]\nbatch_rows = 400\npause = \"4ms\"\n"),
+            ("migrate.toml", "views = false\n[backfill]\nbatch_rows = 400\npause = \"4ms\"\n"),
         ],
     );
     ok(&run(&db, &dir, &["expand", "0001_users"]));
@@ -336,7 +336,7 @@ fn writes_to_rows_the_backfill_has_not_reached_keep_working() {
                 "ALTER TABLE users RENAME COLUMN name TO full_name;
                  ALTER TABLE users ALTER COLUMN age TYPE bigint;\n",
             ),
-            ("migrate.toml", ""),
+            ("migrate.toml", "views = false\n"),
         ],
     );
     ok(&run(&db, &dir, &["expand", "0001_users"]));

@@ -35,7 +35,7 @@ fn phases(db: &TestDb, dir: &Path) -> Vec<String> {
 fn columns(db: &TestDb, table: &str) -> Vec<String> {
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query("SELECT column_name::text FROM information_schema.columns WHERE table_name = $1 ORDER BY ordinal_position")
+        sqlx::query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position")
             .bind(table)
             .fetch_all(&mut c)
             .await
@@ -58,7 +58,7 @@ fn a_held_lock_makes_expand_wait_bounded_then_give_up_naming_the_blocker_changin
             ),
             (
                 "migrate.toml",
-                "lock_timeout = \"300ms\"\nlock_retries = 2\n",
+                "views = false\nlock_timeout = \"300ms\"\nlock_retries = 2\n",
             ),
         ],
     );

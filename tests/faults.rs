@@ -61,7 +61,7 @@ fn the_server_restarting_mid_backfill_loses_nothing() {
             // Small batches with pauses: the backfill lasts a few seconds.
             (
                 "migrate.toml",
-                "[backfill]\nbatch_rows = 1000\npause = \"20ms\"\n",
+                "views = false\n[backfill]\nbatch_rows = 1000\npause = \"20ms\"\n",
             ),
         ],
     );
@@ -137,7 +137,7 @@ fn the_backfill_waits_for_a_lagging_replica() {
             ),
             (
                 "migrate.toml",
-                "[backfill]\nbatch_rows = 500\npause = \"20ms\"\nmax_replica_lag = \"1s\"\n",
+                "views = false\n[backfill]\nbatch_rows = 500\npause = \"20ms\"\nmax_replica_lag = \"1s\"\n",
             ),
         ],
     );

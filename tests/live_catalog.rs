@@ -74,11 +74,16 @@ fn live_indexes_satisfy_foreign_keys_and_unknown_tables_are_live() {
         "fk",
         "ALTER TABLE members ADD CONSTRAINT members_team_fk FOREIGN KEY (team_id) REFERENCES teams (id) NOT VALID;\nALTER TABLE members RENAME COLUMN \"Display Name\" TO display_name;\n",
     );
+    // `views = false`: the rename's second column copies the live type.
+    let config = file.with_file_name("migrate.toml");
+    std::fs::write(&config, "views = false\n").unwrap();
     let o = migrate(&[
         "plan",
         "--format",
         "json",
         "--explain",
+        "--config",
+        config.to_str().unwrap(),
         "--database-url",
         &db.url,
         file.to_str().unwrap(),

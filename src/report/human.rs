@@ -202,6 +202,9 @@ fn write_rewrite(
     for s in &rw.steps {
         write_step(s, opts, p, &indent, out)?;
     }
+    for v in &rw.view {
+        writeln!(out, "{indent}{} {}", p.dim("views   "), v.describe())?;
+    }
     for n in &rw.notes {
         writeln!(out, "{indent}{} {n}", p.dim("note:"))?;
     }

@@ -24,7 +24,9 @@ crate::declare_rule! {
     ///
     /// ## Instead
     /// Add a column of the new type, keep it in sync with triggers, backfill it in batches, and
-    /// swap the names in contract. The plan does this.
+    /// swap the names in contract. The plan does this; the new version's view shows the new
+    /// column under the old name from expand on, so no running version's result type changes
+    /// at the swap (with `views = false`, the new version reads the column with a cast).
     pub struct ChangingColumnType => "changing-column-type", Warning;
 }
 
@@ -68,7 +70,11 @@ impl Rule for ChangingColumnType {
             out.push(ctx.finding(
                 &Self::META,
                 msg,
-                "add a column of the new type kept in sync by triggers, backfill, then swap in contract (the plan does)",
+                if ctx.settings.views {
+                    "add a column of the new type kept in sync by triggers, backfill, then swap in contract; the new version's view shows it under the column's name (the plan does; the app connects with `migrate latest`)"
+                } else {
+                    "add a column of the new type kept in sync by triggers, backfill, then swap in contract (the plan does); the new version reads the column with a cast until then"
+                },
             ));
         }
     }

@@ -34,7 +34,7 @@ impl Rule for DroppingColumn {
                     out.push(ctx.finding(
                         &Self::META,
                         format!("dropping {table}.{column} breaks the running version if it still reads or writes it"),
-                        "make sure no deployed version uses it; the plan runs the drop in contract",
+                        "the new version's view hides it and the drop runs in contract, once no deployed version uses it (the plan does)",
                     ));
                 }
             }

@@ -17,8 +17,12 @@ crate::declare_rule! {
     /// ```
     ///
     /// ## Instead
-    /// Expand: add `full_name`, keep both columns equal with triggers, backfill; deploy; contract:
-    /// drop `name`. The plan does exactly this.
+    /// Let each version read through its own version schema: the new version's view shows
+    /// `name` as `full_name`, the old version's still shows `name`, and contract renames the
+    /// column itself — metadata only, no copy of the table. The app connects with the
+    /// `search_path` that `migrate latest` prints. The plan does exactly this. With `views =
+    /// false`: add `full_name`, keep both columns equal with triggers, backfill, and drop `name`
+    /// in contract.
     pub struct RenamingColumn => "renaming-column", Warning;
 }
 
@@ -34,7 +38,11 @@ impl Rule for RenamingColumn {
                     out.push(ctx.finding(
                         &Self::META,
                         format!("renaming {table}.{from} to {to} breaks every query of the running version that names {from}"),
-                        "add the new column kept equal by triggers, backfill, and drop the old one in contract (the plan does)",
+                        if ctx.settings.views {
+                            "the new version's view shows the new name until contract renames the column (the plan does); the app connects with `migrate latest`"
+                        } else {
+                            "add the new column kept equal by triggers, backfill, and drop the old one in contract (the plan does)"
+                        },
                     ));
                 }
             }

@@ -17,9 +17,11 @@ crate::declare_rule! {
     /// ```
     ///
     /// ## Instead
-    /// Rename, and in the same transaction create an updatable view under the old name
-    /// (`CREATE VIEW users AS SELECT * FROM accounts`); drop the view in contract. The plan does
-    /// this for tables.
+    /// Let each version read through its own version schema: the new version's view is named
+    /// `accounts`, the old version's `users`, and contract renames the table itself. The app
+    /// connects with the `search_path` that `migrate latest` prints. The plan does this for
+    /// tables. With `views = false`: rename, and in the same transaction create an updatable view
+    /// under the old name (`CREATE VIEW users AS SELECT * FROM accounts`); drop it in contract.
     pub struct RenamingTable => "renaming-table", Warning;
 }
 
@@ -35,7 +37,11 @@ impl Rule for RenamingTable {
                     out.push(ctx.finding(
                         &Self::META,
                         format!("renaming {table} to {to} breaks every query of the running version that names {table}"),
-                        "rename and keep an updatable view under the old name until contract (the plan does)",
+                        if ctx.settings.views {
+                            "the new version's view has the new name until contract renames the table (the plan does); the app connects with `migrate latest`"
+                        } else {
+                            "rename and keep an updatable view under the old name until contract (the plan does)"
+                        },
                     ));
                 }
             }

@@ -367,19 +367,23 @@ async fn request(
             s.expected.lock().unwrap().insert(id, (name, age));
             s.inserted_users.fetch_add(1, Ordering::SeqCst);
         }
-        _ => {
-            let sql = if old {
-                "INSERT INTO orders (user_id, total) VALUES ($1, $2::int)"
-            } else {
-                "INSERT INTO orders (user_id, total, currency) VALUES ($1, $2::int, 'EUR')"
-            };
-            sqlx::query(sql)
-                .bind(any_user)
-                .bind((n % 500) as i32 + 1)
-                .execute(c)
-                .await?;
-        }
+        _ => new_order(c, old, any_user, n).await?,
     }
+    Ok(())
+}
+
+/// A new order; each version inserts only the columns it knows (the old one has no currency).
+async fn new_order(c: &mut PgConnection, old: bool, user: i64, n: u64) -> Result<(), sqlx::Error> {
+    let sql = if old {
+        "INSERT INTO orders (user_id, total) VALUES ($1, $2::int)"
+    } else {
+        "INSERT INTO orders (user_id, total, currency) VALUES ($1, $2::int, 'EUR')"
+    };
+    sqlx::query(sql)
+        .bind(user)
+        .bind((n % 500) as i32 + 1)
+        .execute(c)
+        .await?;
     Ok(())
 }
 
@@ -467,19 +471,7 @@ async fn request_through_views(
             s.expected.lock().unwrap().insert(id, (name, age));
             s.inserted_users.fetch_add(1, Ordering::SeqCst);
         }
-        _ => {
-            // Each version inserts only the columns it knows; the old one has no currency.
-            let sql = if old {
-                "INSERT INTO orders (user_id, total) VALUES ($1, $2::int)"
-            } else {
-                "INSERT INTO orders (user_id, total, currency) VALUES ($1, $2::int, 'EUR')"
-            };
-            sqlx::query(sql)
-                .bind(any_user)
-                .bind((n % 500) as i32 + 1)
-                .execute(c)
-                .await?;
-        }
+        _ => new_order(c, old, any_user, n).await?,
     }
     Ok(())
 }

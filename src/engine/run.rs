@@ -532,17 +532,10 @@ impl Runner {
         let started = Instant::now();
         let records = self.records().await?;
         let mut changes: Vec<ViewChange> = Vec::new();
-        for r in records.iter().filter(|r| {
-            !files::natural_cmp(&r.name, name).is_gt()
-                && matches!(
-                    r.phase,
-                    MigrationPhase::Expanding
-                        | MigrationPhase::Expanded
-                        | MigrationPhase::Backfilling
-                        | MigrationPhase::Backfilled
-                        | MigrationPhase::Contracting
-                )
-        }) {
+        for r in records
+            .iter()
+            .filter(|r| !files::natural_cmp(&r.name, name).is_gt() && r.phase.in_flight())
+        {
             if let Some(plan) = self.meta.plan(&mut self.conn, &r.name).await? {
                 changes.extend(plan.view_changes().cloned());
             }
@@ -673,16 +666,7 @@ impl Runner {
         plan: &MigrationPlan,
         recorded: &[MigrationRecord],
     ) -> Result<(), Error> {
-        for r in recorded.iter().filter(|r| {
-            matches!(
-                r.phase,
-                MigrationPhase::Expanding
-                    | MigrationPhase::Expanded
-                    | MigrationPhase::Backfilling
-                    | MigrationPhase::Backfilled
-                    | MigrationPhase::Contracting
-            )
-        }) {
+        for r in recorded.iter().filter(|r| r.phase.in_flight()) {
             let Some(earlier) = self.meta.plan(&mut self.conn, &r.name).await? else {
                 continue;
             };

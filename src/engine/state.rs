@@ -43,6 +43,19 @@ impl MigrationPhase {
         MigrationPhase::Aborted,
     ];
 
+    /// Expanded (or on its way) and not yet contracted: its expand's changes are live and its
+    /// view changes still stand between the tables and the newest version.
+    pub fn in_flight(self) -> bool {
+        matches!(
+            self,
+            MigrationPhase::Expanding
+                | MigrationPhase::Expanded
+                | MigrationPhase::Backfilling
+                | MigrationPhase::Backfilled
+                | MigrationPhase::Contracting
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             MigrationPhase::Pending => "pending",

@@ -43,22 +43,9 @@ pub(super) fn change_type(
     let mut renames = copy_indexes(ctx, &mut r, table, column, &shadow);
     let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, column, &shadow);
     renames.extend(constraint_renames);
-    let not_null = original.is_some_and(|c| c.not_null);
-    let ck = quote_ident(&generated_name(&table.name, &[&shadow, "not_null"]));
-    if not_null {
-        r.steps.push(exclusive(
-            Phase::Expand,
-            "NOT NULL on the new column, for new writes",
-            format!("ALTER TABLE {table} ADD CONSTRAINT {ck} CHECK ({qs} IS NOT NULL) NOT VALID"),
-            table,
-        ));
-        r.abort.push(exclusive(
-            Phase::Expand,
-            "drop the new column's NOT NULL check",
-            format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {ck}"),
-            table,
-        ));
-    }
+    let not_null = original
+        .filter(|c| c.not_null)
+        .map(|_| shadow_not_null(&mut r, table, &shadow));
     let expr = using.map_or_else(|| format!("{qc}::{new_type}"), str::to_string);
     r.steps.push(step(
         Phase::Backfill,
@@ -75,22 +62,17 @@ pub(super) fn change_type(
         },
         row_locks(table),
     ));
-    if not_null {
-        r.steps.push(step(
-            Phase::Contract,
-            "validate NOT NULL on the new column",
-            format!("ALTER TABLE {table} VALIDATE CONSTRAINT {ck}"),
-            StepKind::Ddl,
-            scan(table, LockLevel::ShareUpdateExclusive),
-        ));
-    }
+    let ck = not_null.map(|(ck, validate)| {
+        r.steps.push(validate);
+        ck
+    });
     r.steps.extend(validations);
     let mut swap = vec![
         drop.clone(),
         format!("ALTER TABLE {table} RENAME COLUMN {qc} TO {qo}"),
         format!("ALTER TABLE {table} RENAME COLUMN {qs} TO {qc}"),
     ];
-    if not_null {
+    if let Some(ck) = &ck {
         // The validated check proves it: no scan.
         swap.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {qc} SET NOT NULL"

@@ -72,16 +72,9 @@ fn dual_columns(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what
     let mut renames = copy_indexes(ctx, &mut r, table, from, to);
     let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, from, to);
     renames.extend(constraint_renames);
-    let not_null = col.is_some_and(|c| c.not_null);
-    let ck = quote_ident(&generated_name(&table.name, &[to, "not_null"]));
-    if not_null {
-        r.steps.push(exclusive(
-            Phase::Expand,
-            "NOT NULL on the new column, for new writes",
-            format!("ALTER TABLE {table} ADD CONSTRAINT {ck} CHECK ({qt} IS NOT NULL) NOT VALID"),
-            table,
-        ));
-    }
+    let not_null = col
+        .filter(|c| c.not_null)
+        .map(|_| shadow_not_null(&mut r, table, to));
     r.steps.push(step(
         Phase::Backfill,
         "copy existing rows in batches",
@@ -96,18 +89,13 @@ fn dual_columns(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what
     ));
     // Validations scan without blocking writes, so they come first, while the triggers still
     // keep both columns filled; then one short transaction ends the old column.
-    if not_null {
-        r.steps.push(step(
-            Phase::Contract,
-            "validate NOT NULL on the new column",
-            format!("ALTER TABLE {table} VALIDATE CONSTRAINT {ck}"),
-            StepKind::Ddl,
-            scan(table, LockLevel::ShareUpdateExclusive),
-        ));
-    }
+    let ck = not_null.map(|(ck, validate)| {
+        r.steps.push(validate);
+        ck
+    });
     r.steps.extend(validations);
     let mut end = vec![drop.clone()];
-    if not_null {
+    if let Some(ck) = &ck {
         end.push(format!(
             "ALTER TABLE {table} ALTER COLUMN {qt} SET NOT NULL"
         ));

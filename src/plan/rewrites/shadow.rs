@@ -239,3 +239,35 @@ pub(super) fn copy_constraints(
     }
     (validate, renames)
 }
+
+/// NOT NULL carried onto a shadow column: a NOT VALID check for new writes in expand (dropped
+/// again by abort) and its validation, returned for the caller's contract, before the swap.
+/// Returns the check's quoted name too, for the swap's `SET NOT NULL` and `DROP CONSTRAINT`.
+pub(super) fn shadow_not_null(
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    shadow: &str,
+) -> (String, Step) {
+    let ck = quote_ident(&generated_name(&table.name, &[shadow, "not_null"]));
+    let qs = quote_ident(shadow);
+    r.steps.push(exclusive(
+        Phase::Expand,
+        "NOT NULL on the new column, for new writes",
+        format!("ALTER TABLE {table} ADD CONSTRAINT {ck} CHECK ({qs} IS NOT NULL) NOT VALID"),
+        table,
+    ));
+    r.abort.push(exclusive(
+        Phase::Expand,
+        "drop the new column's NOT NULL check",
+        format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {ck}"),
+        table,
+    ));
+    let validate = step(
+        Phase::Contract,
+        "validate NOT NULL on the new column",
+        format!("ALTER TABLE {table} VALIDATE CONSTRAINT {ck}"),
+        StepKind::Ddl,
+        scan(table, LockLevel::ShareUpdateExclusive),
+    );
+    (ck, validate)
+}

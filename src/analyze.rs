@@ -330,7 +330,6 @@ fn lint_and_plan(
         transaction: file.transaction,
         explicit_phases: !markers.is_empty(),
         rewrites,
-        views: settings.views,
     };
     (findings, plan)
 }

@@ -310,7 +310,14 @@ impl Runner {
                         )));
                     }
                     let plan = self.plan(m).await?;
-                    self.refuse_conflicts(&plan, &recorded).await?;
+                    self.refuse_conflicts(&plan).await?;
+                    if self.settings.views {
+                        // What the version schema would refuse (row security before 15, two
+                        // tables of one name), refused before the first step rather than after
+                        // the last.
+                        self.version_step(&name, plan.view_changes().cloned().collect())
+                            .await?;
+                    }
                     self.meta
                         .start(&mut self.conn, &name, &m.checksum, &plan)
                         .await?;
@@ -530,16 +537,51 @@ impl Runner {
         out: &mut dyn Write,
     ) -> Result<(), Error> {
         let started = Instant::now();
-        let records = self.records().await?;
-        let mut changes: Vec<ViewChange> = Vec::new();
-        for r in records
-            .iter()
-            .filter(|r| !files::natural_cmp(&r.name, name).is_gt() && r.phase.in_flight())
-        {
+        let (step, views) = self.version_step(name, Vec::new()).await?;
+        let cp = Checkpoint {
+            meta: &self.meta,
+            migration: name,
+            phase,
+            step: 0,
+        };
+        run_step(&mut self.conn, &step, &self.exec, Some(&cp)).await?;
+        let _ = writeln!(
+            out,
+            "{name}  {}: {views} views  ({} ms)",
+            step.action,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// The migrations in flight (expanded, not yet contracted), in order, with their plans.
+    async fn in_flight_plans(&mut self) -> Result<Vec<(String, MigrationPlan)>, Error> {
+        let mut records = self.records().await?;
+        records.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+        let mut plans = Vec::new();
+        for r in records.iter().filter(|r| r.phase.in_flight()) {
             if let Some(plan) = self.meta.plan(&mut self.conn, &r.name).await? {
-                changes.extend(plan.view_changes().cloned());
+                plans.push((r.name.clone(), plan));
             }
         }
+        Ok(plans)
+    }
+
+    /// The step that makes the version schema of `name`, and how many views it holds: the live
+    /// tables with the view changes of the migrations in flight up to `name`, then `more`.
+    async fn version_step(
+        &mut self,
+        name: &str,
+        more: Vec<ViewChange>,
+    ) -> Result<(Step, usize), Error> {
+        let mut changes: Vec<ViewChange> = self
+            .in_flight_plans()
+            .await?
+            .iter()
+            .filter(|(m, _)| !files::natural_cmp(m, name).is_gt())
+            .flat_map(|(_, p)| p.view_changes().cloned())
+            .collect();
+        changes.extend(more);
         let managed = self.settings.managed_schemas.clone();
         let tables = versions::read_tables(&mut self.conn, &managed).await?;
         let usage = versions::schema_usage(&mut self.conn, &managed).await?;
@@ -548,7 +590,7 @@ impl Runner {
         let sql = versions::create_sql(&schema, &shape, &usage, self.settings.pg_version, name)?;
         let step = Step {
             phase: Phase::Expand,
-            action: format!("make the version schema {schema}"),
+            action: format!("version schema {schema}"),
             sql,
             kind: StepKind::Ddl,
             // Creating a view reads its table's definition: a brief ACCESS SHARE.
@@ -561,20 +603,7 @@ impl Runner {
                 })
                 .collect(),
         };
-        let cp = Checkpoint {
-            meta: &self.meta,
-            migration: name,
-            phase,
-            step: 0,
-        };
-        run_step(&mut self.conn, &step, &self.exec, Some(&cp)).await?;
-        let _ = writeln!(
-            out,
-            "{name}  version schema {schema}: {} views  ({} ms)",
-            shape.len(),
-            started.elapsed().as_millis()
-        );
-        Ok(())
+        Ok((step, shape.len()))
     }
 
     /// Drops the version schemas of every recorded migration before `name`.
@@ -661,15 +690,8 @@ impl Runner {
     /// yet contracted, is still renaming, swapping or dropping: its contract would act on names
     /// or a column that are about to change underneath (a CHECK on a column a later swap drops
     /// would be lost with it).
-    async fn refuse_conflicts(
-        &mut self,
-        plan: &MigrationPlan,
-        recorded: &[MigrationRecord],
-    ) -> Result<(), Error> {
-        for r in recorded.iter().filter(|r| r.phase.in_flight()) {
-            let Some(earlier) = self.meta.plan(&mut self.conn, &r.name).await? else {
-                continue;
-            };
+    async fn refuse_conflicts(&mut self, plan: &MigrationPlan) -> Result<(), Error> {
+        for (r, earlier) in self.in_flight_plans().await? {
             for change in earlier.view_changes() {
                 let (table, column) = change.in_flux();
                 let hit = plan.rewrites.iter().find_map(|rw| {
@@ -686,7 +708,7 @@ impl Runner {
                     };
                     return Err(Error::Refused(format!(
                         "{} line {}: {} changes {what}, which {} is still changing ({}) until its contract; nothing was changed. Deploy the version of {}, run `migrate contract {}`, then expand again",
-                        plan.migration, rw.line, rw.intent, r.name, change.describe(), r.name, r.name
+                        plan.migration, rw.line, rw.intent, r, change.describe(), r, r
                     )));
                 }
             }

@@ -593,6 +593,24 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// The existing column a column-level operation acts on (a rename's old name).
+    pub fn column_target(&self) -> Option<(&QualifiedName, &str)> {
+        use Operation::*;
+        match self {
+            DropColumn { table, column, .. }
+            | AlterColumnType { table, column, .. }
+            | SetNotNull { table, column }
+            | DropNotNull { table, column }
+            | SetDefault { table, column, .. }
+            | RenameColumn {
+                table,
+                from: column,
+                ..
+            } => Some((table, column.as_str())),
+            _ => None,
+        }
+    }
+
     /// The table the operation changes, when it changes one.
     pub fn table(&self) -> Option<&QualifiedName> {
         use Operation::*;

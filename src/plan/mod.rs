@@ -194,9 +194,6 @@ pub struct MigrationPlan {
     /// Whether the file splits itself into phases with `-- migrate:<phase>` markers.
     pub explicit_phases: bool,
     pub rewrites: Vec<Rewrite>,
-    /// Whether the plan was made for per-version views (`views` in migrate.toml).
-    #[serde(default)]
-    pub views: bool,
 }
 
 impl MigrationPlan {

@@ -41,26 +41,19 @@ impl Rule for UnknownTableOrColumn {
                 O::RenameColumn { table, to, .. } => added.push((table, to)),
                 _ => {}
             }
-            let (table, column) = match op {
-                O::DropColumn { table, column, .. }
-                | O::AlterColumnType { table, column, .. }
-                | O::SetNotNull { table, column }
-                | O::DropNotNull { table, column }
-                | O::SetDefault { table, column, .. }
-                | O::RenameColumn {
-                    table,
-                    from: column,
-                    ..
-                } => (table, Some(column)),
-                O::AddColumn { table, .. }
-                | O::AddConstraint { table, .. }
-                | O::ValidateConstraint { table, .. }
-                | O::DropConstraint { table, .. }
-                | O::RenameTable { table, .. }
-                | O::Update { table, .. }
-                | O::Delete { table, .. } => (table, None),
-                O::CreateIndex(ix) => (&ix.table, None),
-                _ => continue,
+            let (table, column) = match op.column_target() {
+                Some((table, column)) => (table, Some(column)),
+                None => match op {
+                    O::AddColumn { table, .. }
+                    | O::AddConstraint { table, .. }
+                    | O::ValidateConstraint { table, .. }
+                    | O::DropConstraint { table, .. }
+                    | O::RenameTable { table, .. }
+                    | O::Update { table, .. }
+                    | O::Delete { table, .. } => (table, None),
+                    O::CreateIndex(ix) => (&ix.table, None),
+                    _ => continue,
+                },
             };
             match ctx.catalog.table(table) {
                 None => out.push(ctx.finding(

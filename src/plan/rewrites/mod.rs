@@ -80,17 +80,10 @@ fn touches(ctx: &StmtCtx, op: &Operation) -> Vec<(QualifiedName, String)> {
             })
             .unwrap_or_default()
     };
+    if let Some((table, column)) = op.column_target() {
+        return vec![(table.clone(), column.to_string())];
+    }
     match op {
-        O::DropColumn { table, column, .. }
-        | O::AlterColumnType { table, column, .. }
-        | O::SetNotNull { table, column }
-        | O::DropNotNull { table, column }
-        | O::SetDefault { table, column, .. }
-        | O::RenameColumn {
-            table,
-            from: column,
-            ..
-        } => named(table, std::slice::from_ref(column)),
         O::AddConstraint {
             table, constraint, ..
         } => match &constraint.kind {

@@ -3,6 +3,7 @@
 use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
 use crate::engine::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
+use crate::engine::versions;
 use crate::error::Error;
 use crate::files;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
@@ -39,6 +40,8 @@ pub struct StatusLine {
     pub changed: bool,
     pub file_missing: bool,
     pub note: Option<String>,
+    /// The schema of views this version's app reads through, while it exists.
+    pub version_schema: Option<String>,
 }
 
 impl StatusLine {
@@ -60,6 +63,7 @@ impl StatusLine {
             changed,
             file_missing,
             note,
+            version_schema: None,
         }
     }
 }
@@ -103,6 +107,7 @@ pub async fn lines(args: &DbArgs) -> Result<Vec<StatusLine>, Error> {
                 changed: false,
                 file_missing: false,
                 note: None,
+                version_schema: None,
             },
         };
         out.push(line);
@@ -115,6 +120,16 @@ pub async fn lines(args: &DbArgs) -> Result<Vec<StatusLine>, Error> {
         out.push(StatusLine::recorded(r, false, true, Some(note)));
     }
     out.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+    let names: Vec<String> = out
+        .iter()
+        .map(|l| versions::schema_name(&settings.metadata_schema, &l.name))
+        .collect();
+    let present = versions::existing(&mut conn, &names).await?;
+    for (line, name) in out.iter_mut().zip(names) {
+        if present.contains(&name) {
+            line.version_schema = Some(name);
+        }
+    }
     Ok(out)
 }
 
@@ -142,8 +157,21 @@ pub fn run(args: StatusArgs) -> Result<u8, Error> {
         StatusFormat::Table => {
             let mut table = Table::new();
             table.load_preset(UTF8_BORDERS_ONLY);
-            table.set_header(vec!["migration", "phase", "backfill", "updated", "note"]);
-            for l in &lines {
+            table.set_header(vec![
+                "migration",
+                "phase",
+                "backfill",
+                "version schema",
+                "updated",
+                "note",
+            ]);
+            let latest = lines.iter().rposition(|l| l.version_schema.is_some());
+            for (i, l) in lines.iter().enumerate() {
+                let schema = match (&l.version_schema, Some(i) == latest) {
+                    (Some(s), true) => format!("{s} (latest)"),
+                    (Some(s), false) => s.clone(),
+                    (None, _) => "—".into(),
+                };
                 let phase = if l.baselined {
                     format!("{} (baseline)", l.phase)
                 } else {
@@ -153,6 +181,7 @@ pub fn run(args: StatusArgs) -> Result<u8, Error> {
                     l.name.clone(),
                     phase,
                     backfill_cell(l),
+                    schema,
                     l.updated_at.clone().unwrap_or_else(|| "—".into()),
                     l.note.clone().unwrap_or_default(),
                 ]);

@@ -58,3 +58,13 @@ pub(super) fn unique_via_index(
         .push("the index build fails if duplicates exist: clean them up first".into());
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn unique_through_an_index_and_a_foreign_key_not_valid() {
+        insta::assert_snapshot!(plan("ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);\nALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);", true));
+    }
+}

@@ -93,3 +93,16 @@ pub(super) fn natural_phase(op: &Operation) -> Phase {
         _ => Phase::Expand,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn additive_and_undone_by_abort() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ADD COLUMN bio text;\nCREATE TABLE tags (id bigint PRIMARY KEY);",
+            true
+        ));
+    }
+}

@@ -44,3 +44,16 @@ pub(super) fn batched_update(op: &Operation, sql: &str) -> Rewrite {
     ));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn by_key_range() {
+        insta::assert_snapshot!(plan(
+            "UPDATE users SET nickname = name WHERE nickname IS NULL;",
+            true
+        ));
+    }
+}

@@ -104,3 +104,32 @@ pub(super) fn change_type(
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn shadow_shown_under_the_name_through_views() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ALTER COLUMN age TYPE bigint;",
+            true
+        ));
+    }
+
+    #[test]
+    fn keeps_not_null_and_default_without_views() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ALTER COLUMN name TYPE varchar(200);",
+            false
+        ));
+    }
+
+    #[test]
+    fn a_widening_goes_through_the_shadow_with_views() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);",
+            true
+        ));
+    }
+}

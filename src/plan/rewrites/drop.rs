@@ -61,3 +61,18 @@ pub(super) fn drop_table(
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn a_not_null_column_is_lifted_and_hidden() {
+        insta::assert_snapshot!(plan("ALTER TABLE users DROP COLUMN name;", true));
+    }
+
+    #[test]
+    fn a_table_is_hidden_then_dropped() {
+        insta::assert_snapshot!(plan("DROP TABLE legacy;", true));
+    }
+}

@@ -111,3 +111,16 @@ pub(super) fn concurrent_drop_index(op: &Operation, phase: Phase) -> Rewrite {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn built_and_dropped_concurrently() {
+        insta::assert_snapshot!(plan(
+            "CREATE INDEX users_email_idx ON users (email);\nDROP INDEX users_age_idx;",
+            true
+        ));
+    }
+}

@@ -486,6 +486,75 @@ fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
     })
 }
 
+/// The plans of single statements rendered as text, for the rewrites' snapshot tests: no
+/// database, the tables come from earlier migrations replayed into the in-memory catalog.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::plan::Step;
+
+    /// The tables the snapshots change: NOT NULL and defaulted columns, an identity key, an
+    /// index, a CHECK and a foreign key, so that every copy a rewrite makes shows.
+    pub const TABLES: &str = "CREATE TABLE orgs (id bigint PRIMARY KEY);
+CREATE TABLE users (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name text NOT NULL,
+    age integer DEFAULT 0 CHECK (age >= 0),
+    email varchar(100),
+    org_id bigint REFERENCES orgs (id),
+    nickname text
+);
+CREATE INDEX users_age_idx ON users (age);
+CREATE TABLE legacy (id bigint PRIMARY KEY);";
+
+    fn step(out: &mut String, s: &Step) {
+        let locks: Vec<String> = s
+            .locks
+            .iter()
+            .map(|l| format!("{} {} {}", l.level, l.hold.describe(), l.table))
+            .collect();
+        out.push_str(&format!(
+            "  {:<9} {}  [{}]\n",
+            s.phase.name(),
+            s.action,
+            locks.join("; ")
+        ));
+        for line in s.sql.lines() {
+            out.push_str(&format!("              {line}\n"));
+        }
+    }
+
+    /// Every rewrite of `sql` (planned after `TABLES`): its steps with their locks and SQL, its
+    /// abort, the new version's view, its notes.
+    pub fn plan(sql: &str, views: bool) -> String {
+        let settings = crate::config::Settings {
+            views,
+            ..Default::default()
+        };
+        let reports = crate::analyze::analyze_sources(&[TABLES], sql, &settings);
+        let mut out = String::new();
+        for rw in &reports[0].plan.rewrites {
+            out.push_str(&format!("{}\n", rw.intent));
+            if let Some(why) = &rw.rejected {
+                out.push_str(&format!("  rejected: {why}\n"));
+            }
+            for s in &rw.steps {
+                step(&mut out, s);
+            }
+            for s in &rw.abort {
+                out.push_str("  abort:\n");
+                step(&mut out, s);
+            }
+            for v in &rw.view {
+                out.push_str(&format!("  views:    {}\n", v.describe()));
+            }
+            for n in &rw.notes {
+                out.push_str(&format!("  note:     {n}\n"));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

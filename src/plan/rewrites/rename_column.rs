@@ -117,3 +117,29 @@ fn dual_columns(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn through_views() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users RENAME COLUMN name TO full_name;",
+            true
+        ));
+    }
+
+    #[test]
+    fn two_columns_without_views() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users RENAME COLUMN name TO full_name;",
+            false
+        ));
+    }
+
+    #[test]
+    fn with_its_index_and_check_without_views() {
+        insta::assert_snapshot!(plan("ALTER TABLE users RENAME COLUMN age TO years;", false));
+    }
+}

@@ -50,3 +50,18 @@ pub(super) fn rename_table(ctx: &StmtCtx, table: &QualifiedName, to: &str, what:
     ));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn through_views() {
+        insta::assert_snapshot!(plan("ALTER TABLE users RENAME TO people;", true));
+    }
+
+    #[test]
+    fn with_a_view_under_the_old_name_without_views() {
+        insta::assert_snapshot!(plan("ALTER TABLE users RENAME TO people;", false));
+    }
+}

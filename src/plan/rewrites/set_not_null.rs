@@ -10,7 +10,9 @@ pub(super) fn tighten_not_null(
     table: &QualifiedName,
     column: &str,
 ) {
-    let check = generated_name(&table.name, &[column, "not_null"]);
+    // Not `<table>_<column>_not_null`: from PostgreSQL 18 that is the name of the NOT NULL
+    // constraint itself, which would then be made as `…_not_null1`.
+    let check = generated_name(&table.name, &[column, "not_null_check"]);
     let c = quote_ident(column);
     let ck = quote_ident(&check);
     r.steps.push(exclusive(
@@ -119,4 +121,14 @@ pub(super) fn set_not_null(
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn with_its_fill_trigger() {
+        insta::assert_snapshot!(plan("UPDATE users SET email = 'none' WHERE email IS NULL;\nALTER TABLE users ALTER COLUMN email SET NOT NULL;", true));
+    }
 }

@@ -248,7 +248,7 @@ pub(super) fn shadow_not_null(
     table: &QualifiedName,
     shadow: &str,
 ) -> (String, Step) {
-    let ck = quote_ident(&generated_name(&table.name, &[shadow, "not_null"]));
+    let ck = quote_ident(&generated_name(&table.name, &[shadow, "not_null_check"]));
     let qs = quote_ident(shadow);
     r.steps.push(exclusive(
         Phase::Expand,

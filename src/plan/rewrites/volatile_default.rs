@@ -50,3 +50,16 @@ pub(super) fn volatile_default(
     ));
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::plan;
+
+    #[test]
+    fn added_then_filled() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();",
+            true
+        ));
+    }
+}

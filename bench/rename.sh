@@ -143,7 +143,7 @@ for r in $(seq 1 "$ROUNDS"); do
     opts=""
     [ "$via" = view ] && opts="-c search_path=${path// /}"
     res=$(PGOPTIONS="$opts" pgbench -n -M prepared -c 4 -j 2 -T "$SECONDS_PER_RUN" -D n="$N" -f "$OUT/mix.pgbench" "$(url "$db")" 2>&1)
-    tps=$(echo "$res" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
+    tps=$(printf '%.0f' "$(echo "$res" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')")
     lat=$(echo "$res" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
     TPS[$via]="${TPS[$via]:-}${TPS[$via]:+, }$tps"
     LAT[$via]="${LAT[$via]:-}${LAT[$via]:+, }$lat"

@@ -353,3 +353,44 @@ INSERT INTO events SELECT g, date '2026-01-01' + g % 300, 'k' || g FROM generate
         assert!(written >= 19 + 28, "{written}");
     });
 }
+
+#[test]
+fn a_managed_schema_that_does_not_exist_is_refused_before_anything_changes() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-versions-schemas",
+        &db.name,
+        &[
+            ("0001_t.sql", "CREATE TABLE t (id bigint PRIMARY KEY);\n"),
+            ("migrate.toml", "schemas = [\"public\", \"app\"]\n"),
+        ],
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args([
+            "expand",
+            "--database-url",
+            &db.url,
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .arg("--config")
+        .arg(dir.join("migrate.toml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("schema app (in `schemas` of migrate.toml) does not exist"),
+        "{err}"
+    );
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let state: (Option<String>, i64) = sqlx::query_as(
+            "SELECT to_regclass('public.t')::text, (SELECT count(*) FROM migrate.migrations)",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(state, (None, 0), "no table made, no migration recorded");
+    });
+}

@@ -583,6 +583,13 @@ impl Runner {
             .collect();
         changes.extend(more);
         let managed = self.settings.managed_schemas.clone();
+        let present = versions::existing(&mut self.conn, &managed).await?;
+        if let Some(missing) = managed.iter().find(|m| !present.contains(m)) {
+            return Err(Error::Refused(format!(
+                "schema {} (in `schemas` of migrate.toml) does not exist in this database: fix the name, or create it first; nothing was changed",
+                crate::model::quote_ident(missing)
+            )));
+        }
         let tables = versions::read_tables(&mut self.conn, &managed).await?;
         let usage = versions::schema_usage(&mut self.conn, &managed).await?;
         let shape = versions::shape(&tables, &changes);

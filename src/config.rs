@@ -81,6 +81,11 @@ pub struct RawConfig {
     pub lock_timeout: Option<String>,
     /// Tries after the first when a lock is not granted in time.
     pub lock_retries: Option<u32>,
+    /// Tries after the first double their lock_timeout up to this (default: lock_timeout).
+    pub lock_timeout_max: Option<String>,
+    /// The pause after the first timed-out try; it doubles, with jitter, up to the max.
+    pub lock_retry_pause: Option<String>,
+    pub lock_retry_max_pause: Option<String>,
     /// Whether each app version reads the tables through a schema of views of its own.
     pub views: Option<bool>,
     /// The schemas whose tables the version schemas show (`["public"]`).
@@ -284,7 +289,10 @@ pub struct Settings {
     pub transaction: TransactionMode,
     pub metadata_schema: String,
     pub lock_timeout: std::time::Duration,
+    pub lock_timeout_max: std::time::Duration,
     pub lock_retries: u32,
+    pub lock_retry_pause: std::time::Duration,
+    pub lock_retry_max_pause: std::time::Duration,
     pub backfill: BackfillSettings,
     /// Each app version reads the tables through a version schema of views (the default); off,
     /// every version uses the tables themselves and renames keep two physical columns.
@@ -302,8 +310,13 @@ impl Default for Settings {
             pg_version: PgVersion::DEFAULT,
             transaction: TransactionMode::PerFile,
             metadata_schema: "migrate".to_string(),
-            lock_timeout: std::time::Duration::from_secs(2),
-            lock_retries: 5,
+            // A waiting lock request holds up every query queued behind it: one try is about
+            // the longest stall an app may see.
+            lock_timeout: std::time::Duration::from_millis(100),
+            lock_timeout_max: std::time::Duration::from_millis(100),
+            lock_retries: 30,
+            lock_retry_pause: std::time::Duration::from_millis(100),
+            lock_retry_max_pause: std::time::Duration::from_secs(3),
             backfill: BackfillSettings::default(),
             views: true,
             managed_schemas: vec!["public".to_string()],
@@ -362,6 +375,28 @@ impl Settings {
         }
         if let Some(r) = raw.lock_retries {
             s.lock_retries = r;
+        }
+        s.lock_timeout_max = match &raw.lock_timeout_max {
+            Some(t) => parse_duration(t).map_err(|e| format!("lock_timeout_max: {e}"))?,
+            None => s.lock_timeout,
+        };
+        if s.lock_timeout_max < s.lock_timeout {
+            return Err(
+                "lock_timeout_max: shorter than lock_timeout; make it at least as long".into(),
+            );
+        }
+        if let Some(t) = &raw.lock_retry_pause {
+            s.lock_retry_pause = parse_duration(t).map_err(|e| format!("lock_retry_pause: {e}"))?;
+        }
+        if let Some(t) = &raw.lock_retry_max_pause {
+            s.lock_retry_max_pause =
+                parse_duration(t).map_err(|e| format!("lock_retry_max_pause: {e}"))?;
+        }
+        if s.lock_retry_max_pause < s.lock_retry_pause {
+            return Err(
+                "lock_retry_max_pause: shorter than lock_retry_pause; make it at least as long"
+                    .into(),
+            );
         }
         if let Some(v) = raw.views {
             s.views = v;

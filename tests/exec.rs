@@ -33,6 +33,7 @@ fn ddl(sql: &str, table: &str) -> Step {
 fn fast() -> ExecSettings {
     ExecSettings {
         lock_timeout: Duration::from_millis(200),
+        lock_timeout_max: Duration::from_millis(200),
         retries: 2,
         backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(100),

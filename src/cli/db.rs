@@ -38,7 +38,10 @@ impl DbArgs {
 pub fn exec_settings(settings: &Settings) -> crate::engine::exec::ExecSettings {
     crate::engine::exec::ExecSettings {
         lock_timeout: settings.lock_timeout,
+        lock_timeout_max: settings.lock_timeout_max,
         retries: settings.lock_retries,
+        backoff: settings.lock_retry_pause,
+        max_backoff: settings.lock_retry_max_pause,
         backfill: settings.backfill.clone(),
         ..Default::default()
     }

@@ -1,9 +1,16 @@
 //! Running one plan step against a live database without stalling it.
 //!
 //! Every statement runs with a short `lock_timeout` set on that very connection: a DDL that
-//! waits for its lock makes every query queued behind it wait too, so it gives up quickly and
-//! tries again later, with growing backoff and jitter, a bounded number of times — never a last
-//! try without a timeout. Transactional steps run in one transaction each. `CONCURRENTLY`
+//! waits for its lock makes every query queued behind it wait too, so a try gives up after
+//! about 100 ms and the step tries again after a pause that lets the queue drain, the pauses
+//! growing with jitter toward a bound, a bounded number of times — never a last try without a
+//! timeout. A user-facing stall is bounded by one try.
+//!
+//! Before every try the sessions holding locks on the step's tables are looked at: an ordinary
+//! autovacuum is cancelled (PostgreSQL would cancel it itself, but only after
+//! `deadlock_timeout`, 1 s by default, which a short try never reaches), one that prevents
+//! wraparound is waited out, and a transaction that has held its lock for a while is named at
+//! once rather than after the last try. Transactional steps run in one transaction each. `CONCURRENTLY`
 //! steps run alone, outside any transaction, with `statement_timeout` lifted; an INVALID index
 //! left by a failed concurrent build is dropped and built again.
 
@@ -17,8 +24,10 @@ use std::time::{Duration, Instant};
 /// How steps are run.
 #[derive(Debug, Clone)]
 pub struct ExecSettings {
-    /// The longest any statement waits for a lock, per try.
+    /// The longest a statement waits for a lock on its first try.
     pub lock_timeout: Duration,
+    /// Tries after the first double their lock_timeout up to this (default: no growth).
+    pub lock_timeout_max: Duration,
     /// Tries after the first when a lock is not granted in time.
     pub retries: u32,
     /// The first pause between tries; it doubles up to `max_backoff`, with jitter.
@@ -32,10 +41,11 @@ pub struct ExecSettings {
 impl Default for ExecSettings {
     fn default() -> Self {
         ExecSettings {
-            lock_timeout: Duration::from_secs(2),
-            retries: 5,
-            backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
+            lock_timeout: Duration::from_millis(100),
+            lock_timeout_max: Duration::from_millis(100),
+            retries: 30,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(3),
             statement_timeout: None,
             backfill: Default::default(),
         }
@@ -51,6 +61,10 @@ pub struct StepReport {
     pub rebuilt_invalid_index: bool,
     /// The step's index already existed and was valid: nothing to do.
     pub already_done: bool,
+    /// Tables whose ordinary autovacuum was cancelled so the step could have its lock.
+    pub cancelled_autovacuum: Vec<String>,
+    /// Sessions named as holding the step's tables for a while (pids).
+    pub named_holders: Vec<i32>,
 }
 
 /// The metadata update that records a step as done: committed in the step's own transaction
@@ -83,12 +97,17 @@ fn sqlstate(e: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-/// `SET LOCAL lock_timeout = '…'`: the statement every transactional step and batch starts with.
-pub(crate) fn set_local_lock_timeout(settings: &ExecSettings) -> String {
-    format!(
-        "SET LOCAL lock_timeout = '{}'",
-        pg_duration(settings.lock_timeout)
-    )
+/// `SET LOCAL lock_timeout = '…'`: the statement every transactional step starts with.
+fn set_local_lock_timeout(timeout: Duration) -> String {
+    format!("SET LOCAL lock_timeout = '{}'", pg_duration(timeout))
+}
+
+/// The lock_timeout of try `n` (from 0): the first try's, doubling up to `lock_timeout_max`.
+fn try_timeout(settings: &ExecSettings, n: u32) -> Duration {
+    settings
+        .lock_timeout
+        .saturating_mul(1u32 << n.min(16))
+        .min(settings.lock_timeout_max.max(settings.lock_timeout))
 }
 
 fn pg_duration(d: Duration) -> String {
@@ -122,12 +141,20 @@ pub async fn run_step(
         lock_timeouts: 0,
         rebuilt_invalid_index: false,
         already_done: false,
+        cancelled_autovacuum: Vec::new(),
+        named_holders: Vec::new(),
     };
     let started = Instant::now();
+    let tables: Vec<String> = step.locks.iter().map(|l| l.table.sql()).collect();
     loop {
+        let timeout = try_timeout(settings, report.lock_timeouts);
+        if !tables.is_empty() {
+            // A failure to look is no reason not to try: the try's own timeout still holds.
+            let _ = clear_known_holders(conn, &tables, settings, &mut report).await;
+        }
         let outcome = match &step.kind {
             StepKind::Concurrent { index } => {
-                match run_concurrent(conn, step, index.as_ref(), settings, &mut report).await {
+                match run_concurrent(conn, step, index.as_ref(), timeout, &mut report).await {
                     Ok(()) => match checkpoint {
                         Some(cp) => cp
                             .meta
@@ -139,7 +166,7 @@ pub async fn run_step(
                     Err(e) => Err(TryError::Sql(e)),
                 }
             }
-            _ => run_transactional(conn, step, settings, checkpoint).await,
+            _ => run_transactional(conn, step, timeout, settings, checkpoint).await,
         };
         match outcome {
             Ok(()) => return Ok(report),
@@ -147,13 +174,17 @@ pub async fn run_step(
             Err(TryError::Sql(e)) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
                 report.lock_timeouts += 1;
                 if report.lock_timeouts > settings.retries {
-                    let tables: Vec<String> = step.locks.iter().map(|l| l.table.sql()).collect();
                     let blockers = blockers(conn, &tables).await;
                     return Err(Error::LockTimeout(format!(
-                        "{}: no lock after {} tries of {} each ({:.1} s in all){blockers}; the step was not applied — run again when the blocker is gone",
+                        "{}: no lock after {} tries of {}{} ({:.1} s in all){blockers}; the step was not applied — run again when the blocker is gone",
                         step.action,
                         report.lock_timeouts,
                         pg_duration(settings.lock_timeout),
+                        if settings.lock_timeout_max > settings.lock_timeout {
+                            format!(" to {}", pg_duration(settings.lock_timeout_max))
+                        } else {
+                            " each".to_string()
+                        },
                         started.elapsed().as_secs_f64()
                     )));
                 }
@@ -172,12 +203,13 @@ pub async fn run_step(
 async fn run_transactional(
     conn: &mut PgConnection,
     step: &Step,
+    timeout: Duration,
     settings: &ExecSettings,
     checkpoint: Option<&Checkpoint<'_>>,
 ) -> Result<(), TryError> {
     let mut tx = conn.begin().await?;
     // SET LOCAL: the timeouts end with the transaction, on this very connection.
-    let lock = set_local_lock_timeout(settings);
+    let lock = set_local_lock_timeout(timeout);
     sqlx::raw_sql(AssertSqlSafe(lock)).execute(&mut *tx).await?;
     if let Some(st) = settings.statement_timeout {
         let st = format!("SET LOCAL statement_timeout = '{}'", pg_duration(st));
@@ -213,12 +245,12 @@ async fn run_concurrent(
     conn: &mut PgConnection,
     step: &Step,
     index: Option<&QualifiedName>,
-    settings: &ExecSettings,
+    timeout: Duration,
     report: &mut StepReport,
 ) -> Result<(), sqlx::Error> {
     let set = format!(
         "SET lock_timeout = '{}'; SET statement_timeout = 0",
-        pg_duration(settings.lock_timeout)
+        pg_duration(timeout)
     );
     sqlx::raw_sql(AssertSqlSafe(set))
         .execute(&mut *conn)
@@ -251,6 +283,87 @@ async fn run_concurrent(
         .execute(&mut *conn)
         .await;
     result.and(reset.map(|_| ()))
+}
+
+/// How long a session must have held its transaction open to be named before the step waits
+/// on it: longer than any request of an app.
+const LONG_HOLDER_SECS: f64 = 1.0;
+
+/// Looks at the sessions holding locks on the step's tables before a try: cancels an ordinary
+/// autovacuum, says when one that prevents wraparound is in the way (PostgreSQL does not let it
+/// be cancelled), and names, once, a transaction that has held its lock for a while.
+async fn clear_known_holders(
+    conn: &mut PgConnection,
+    tables: &[String],
+    settings: &ExecSettings,
+    report: &mut StepReport,
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (a.pid) a.pid, coalesce(a.backend_type, ''), coalesce(a.query, ''),
+                l.relation::regclass::text, l.mode,
+                coalesce(extract(epoch FROM now() - a.xact_start), 0)::float8,
+                coalesce(a.state, '?'), coalesce(nullif(a.application_name, ''), '?'),
+                coalesce(a.usename::text, '?')
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.granted AND l.pid <> pg_backend_pid()
+           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
+         ORDER BY a.pid",
+    )
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in &rows {
+        let pid: i32 = r.get(0);
+        let backend: String = r.get(1);
+        let query: String = r.get(2);
+        let table: String = r.get(3);
+        if backend == "autovacuum worker" {
+            if query.contains("to prevent wraparound") {
+                if !report.named_holders.contains(&pid) {
+                    report.named_holders.push(pid);
+                    eprintln!(
+                        "  waiting: an autovacuum that prevents wraparound works on {table} (pid {pid}); PostgreSQL does not let it be cancelled, so the step tries again until it ends"
+                    );
+                }
+                continue;
+            }
+            match sqlx::query_scalar::<_, bool>("SELECT pg_cancel_backend($1)")
+                .bind(pid)
+                .fetch_one(&mut *conn)
+                .await
+            {
+                Ok(true) => {
+                    eprintln!(
+                        "  cancelled the autovacuum of {table} (pid {pid}): PostgreSQL would cancel it for this lock anyway, but only after deadlock_timeout; it runs again later"
+                    );
+                    report.cancelled_autovacuum.push(table);
+                }
+                Ok(false) => {}
+                Err(e) if !report.named_holders.contains(&pid) => {
+                    report.named_holders.push(pid);
+                    eprintln!(
+                        "  waiting: an autovacuum works on {table} (pid {pid}) and cannot be cancelled by this role ({e}; it needs superuser, or pg_signal_autovacuum_worker from PostgreSQL 18); the step tries again until it ends"
+                    );
+                }
+                Err(_) => {}
+            }
+            continue;
+        }
+        let held: f64 = r.get(5);
+        if held >= LONG_HOLDER_SECS && !report.named_holders.contains(&pid) {
+            report.named_holders.push(pid);
+            eprintln!(
+                "  waiting: pid {pid} ({}, user {}, {} for {held:.0} s: {}) holds {} on {table}; the step tries again every few hundred ms, {} times at most",
+                r.get::<String, _>(7),
+                r.get::<String, _>(8),
+                r.get::<String, _>(6),
+                query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect::<String>(),
+                r.get::<String, _>(4),
+                settings.retries
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The sessions holding locks on these tables, for an error message: `; blocked by …`.

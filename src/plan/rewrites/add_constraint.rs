@@ -32,7 +32,7 @@ pub(super) fn unique_via_index(
             let nn = t.and_then(|t| t.column(c)).is_some_and(|col| col.not_null);
             if !nn {
                 // ADD PRIMARY KEY sets NOT NULL, which scans the table unless a check proves it.
-                tighten_not_null(ctx, &mut r, table, c);
+                tighten_not_null(ctx, &mut r, table, c, None);
             }
         }
     }

@@ -32,12 +32,13 @@ pub(super) fn change_type(
         || format!("NEW.{qs}::text /* cast to the column's current type */"),
         |t| format!("NEW.{qs}::{t}"),
     ));
-    let (create, drop) = sync_trigger(table, column, &shadow, to_new, to_old);
+    let sync = sync_trigger(table, column, &shadow, to_new, to_old);
+    let drop = sync.drop.clone();
     // The column and the triggers that fill it belong together: one transaction.
     r.steps.push(exclusive(
         Phase::Expand,
         "add the column of the new type, with triggers converting every write into it and back",
-        format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type};\n{create}"),
+        sync.around(&format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}")),
         table,
     ));
     let mut renames = copy_indexes(ctx, &mut r, table, column, &shadow);

@@ -36,7 +36,7 @@ pub(super) fn drop_column(
         // Abort: the old version wrote the column all along, so the check validates unless
         // the new version already inserted rows without it.
         let mut tighten = new_rewrite(what);
-        tighten_not_null(ctx, &mut tighten, table, column);
+        tighten_not_null(ctx, &mut tighten, table, column, None);
         r.abort.extend(tighten.steps.into_iter().map(|mut s| {
             s.phase = Phase::Expand;
             s

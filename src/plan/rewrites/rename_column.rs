@@ -55,18 +55,19 @@ fn dual_columns(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what
             ";\nALTER TABLE {table} ALTER COLUMN {qt} SET DEFAULT {d}"
         ));
     }
-    let (create, drop) = sync_trigger(
+    let sync = sync_trigger(
         table,
         from,
         to,
         Conversion::Direct(format!("NEW.{qf}")),
         Conversion::Direct(format!("NEW.{qt}")),
     );
+    let drop = sync.drop.clone();
     // The column and the triggers that fill it belong together: one transaction.
     r.steps.push(exclusive(
         Phase::Expand,
         "add the new column (same type and default), kept equal to the old one by triggers whichever version writes",
-        format!("{add};\n{create}"),
+        sync.around(&add),
         table,
     ));
     let mut renames = copy_indexes(ctx, &mut r, table, from, to);

@@ -3,12 +3,15 @@
 
 use super::*;
 
-/// CHECK NOT VALID → VALIDATE → SET NOT NULL (PG12+ skips the scan) → drop the check.
+/// CHECK NOT VALID → VALIDATE → SET NOT NULL (PG12+ skips the scan) and drop the check in one
+/// short transaction, with `also` (more SQL under the same lock, such as dropping a fill
+/// trigger): a table's ACCESS EXCLUSIVE is asked for once at the end, not once per statement.
 pub(super) fn tighten_not_null(
     ctx: &StmtCtx,
     r: &mut Rewrite,
     table: &QualifiedName,
     column: &str,
+    also: Option<&str>,
 ) {
     // Not `<table>_<column>_not_null`: from PostgreSQL 18 that is the name of the NOT NULL
     // constraint itself, which would then be made as `…_not_null1`.
@@ -29,22 +32,30 @@ pub(super) fn tighten_not_null(
         scan(table, LockLevel::ShareUpdateExclusive),
     ));
     if ctx.pg().at_least(12) {
+        let mut sql = format!(
+            "ALTER TABLE {table} ALTER COLUMN {c} SET NOT NULL;\nALTER TABLE {table} DROP CONSTRAINT {ck}"
+        );
+        if let Some(more) = also {
+            sql.push_str(&format!(";\n{more}"));
+        }
         r.steps.push(exclusive(
             Phase::Contract,
-            "set NOT NULL: the validated check proves it, no scan",
-            format!("ALTER TABLE {table} ALTER COLUMN {c} SET NOT NULL"),
-            table,
-        ));
-        r.steps.push(exclusive(
-            Phase::Contract,
-            "drop the now redundant check",
-            format!("ALTER TABLE {table} DROP CONSTRAINT {ck}"),
+            "set NOT NULL (the validated check proves it, no scan) and drop the check",
+            sql,
             table,
         ));
     } else {
         r.notes.push(format!(
             "before PostgreSQL 12, SET NOT NULL always scans the table: the validated check {ck} is kept instead"
         ));
+        if let Some(more) = also {
+            r.steps.push(exclusive(
+                Phase::Contract,
+                "the rest, under a brief lock",
+                more,
+                table,
+            ));
+        }
     }
 }
 
@@ -98,13 +109,9 @@ pub(super) fn set_not_null(
                 StepKind::Ddl,
                 brief(table, LockLevel::ShareRowExclusive),
             ));
-            tighten_not_null(ctx, &mut r, table, column);
-            r.steps.push(exclusive(
-                Phase::Contract,
-                "drop the fill trigger",
-                drop.clone(),
-                table,
-            ));
+            // The fill trigger goes in the transaction that sets NOT NULL: no write between
+            // the two can leave a NULL the constraint then refuses.
+            tighten_not_null(ctx, &mut r, table, column, Some(&drop));
             r.abort.push(exclusive(
                 Phase::Expand,
                 "drop the fill trigger",
@@ -117,7 +124,7 @@ pub(super) fn set_not_null(
                 "no backfill fills NULLs in {table}.{c} before this: the contract's VALIDATE fails if NULLs remain; write `UPDATE {table} SET {c} = … WHERE {c} IS NULL;` before it",
                 c = quote_ident(column)
             ));
-            tighten_not_null(ctx, &mut r, table, column);
+            tighten_not_null(ctx, &mut r, table, column, None);
         }
     }
     r

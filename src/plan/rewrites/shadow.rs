@@ -55,7 +55,7 @@ pub(super) fn sync_trigger(
     b: &str,
     to_b: Conversion,
     to_a: Conversion,
-) -> (String, String) {
+) -> SyncTrigger {
     let func = generated_name("migrate_sync", &[&table.name, a, b]);
     let fq = QualifiedName::new(table.schema.as_deref(), &func);
     let (qa, qb) = (quote_ident(a), quote_ident(b));
@@ -91,15 +91,37 @@ BEGIN
   END IF;
   RETURN NEW;
 END
-$migrate$;
-CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW{when} EXECUTE FUNCTION {fq}()",
-        quote_ident(&func)
+$migrate$"
     );
     let drop = format!(
         "DROP TRIGGER IF EXISTS {} ON {table};\nDROP FUNCTION IF EXISTS {fq}()",
         quote_ident(&func)
     );
-    (create, drop)
+    let trigger = format!(
+        "CREATE TRIGGER {} BEFORE INSERT OR UPDATE ON {table} FOR EACH ROW{when} EXECUTE FUNCTION {fq}()",
+        quote_ident(&func)
+    );
+    SyncTrigger {
+        function: create,
+        trigger,
+        drop,
+    }
+}
+
+/// The SQL of a sync trigger: its function, the trigger, and what drops both.
+pub(super) struct SyncTrigger {
+    pub function: String,
+    pub trigger: String,
+    pub drop: String,
+}
+
+impl SyncTrigger {
+    /// `add` (the shadow column's ALTER) with the trigger, in one transaction: the function is
+    /// created first, before the ALTER takes its ACCESS EXCLUSIVE lock, which is then held only
+    /// for the ALTER and the trigger.
+    pub fn around(&self, add: &str) -> String {
+        format!("{};\n{add};\n{}", self.function, self.trigger)
+    }
 }
 
 /// Copies of the indexes on `from`, built concurrently on `to`.

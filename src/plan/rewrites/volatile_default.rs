@@ -40,7 +40,7 @@ pub(super) fn volatile_default(
         row_locks(table),
     ));
     if column.not_null {
-        tighten_not_null(ctx, &mut r, table, &column.name);
+        tighten_not_null(ctx, &mut r, table, &column.name, None);
     }
     r.abort.push(exclusive(
         Phase::Expand,

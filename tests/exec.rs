@@ -297,3 +297,66 @@ fn every_example_plan_runs_end_to_end_on_a_real_server() {
         assert_eq!(leftovers, 0, "contract dropped every sync and fill trigger");
     });
 }
+
+/// An autovacuum at work on the table (PostgreSQL cancels one that blocks a lock request only
+/// after deadlock_timeout, 1 s, which a 100 ms try never reaches) is cancelled before the
+/// step asks for its lock: the step gets it on its first try.
+#[test]
+fn an_autovacuum_on_the_table_is_cancelled_and_the_step_gets_its_lock_on_the_first_try() {
+    // A cluster of the test's own: autovacuum has to wake every second, which is no setting
+    // for the shared server.
+    let cluster = common::cluster::Cluster::start(None);
+    let url = cluster.url(None);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = PgConnection::connect(&url).await.unwrap();
+        for sql in [
+            "ALTER SYSTEM SET autovacuum_naptime = '1s'",
+            "SELECT pg_reload_conf()",
+            // Many dead rows, and an autovacuum slowed to a crawl: it is still running when
+            // the step comes.
+            "CREATE TABLE dead (id int PRIMARY KEY, pad text) WITH (autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, autovacuum_vacuum_cost_limit = 1)",
+            "INSERT INTO dead SELECT g, repeat('x', 200) FROM generate_series(1, 100000) g",
+            "DELETE FROM dead",
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap();
+        }
+        let started = Instant::now();
+        loop {
+            let working: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' AND query LIKE '%dead%'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            if working > 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no autovacuum of the table started within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let report = run_step(
+            &mut c,
+            &ddl("ALTER TABLE dead ADD COLUMN note text", "dead"),
+            &ExecSettings::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.lock_timeouts, 0, "{report:?}");
+        assert_eq!(report.cancelled_autovacuum, ["dead"], "{report:?}");
+        let added: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'dead' AND column_name = 'note'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(added, 1);
+    });
+}

@@ -58,7 +58,8 @@ fn a_held_lock_makes_expand_wait_bounded_then_give_up_naming_the_blocker_changin
             ),
             (
                 "migrate.toml",
-                "views = false\nlock_timeout = \"300ms\"\nlock_retries = 2\n",
+                // The default tries of 100 ms; two retries keep the test short.
+                "views = false\nlock_retries = 2\n",
             ),
         ],
     );
@@ -82,6 +83,8 @@ fn a_held_lock_makes_expand_wait_bounded_then_give_up_naming_the_blocker_changin
             .execute(&mut holder)
             .await
             .unwrap();
+        // A transaction that has held its lock for a while is named before the step waits.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         // A reader arriving while expand waits for its lock queues behind that request: it must
         // wait no longer than one lock_timeout, not as long as the holder holds.
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -116,7 +119,7 @@ fn a_held_lock_makes_expand_wait_bounded_then_give_up_naming_the_blocker_changin
         let (longest, reads) = reader.join().unwrap();
         assert!(reads > 20, "{reads} reads");
         assert!(
-            longest < Duration::from_millis(300 + 200),
+            longest < Duration::from_millis(100 + 200),
             "a reader waited {longest:?} behind the migration's lock request"
         );
         let err = String::from_utf8_lossy(&o.stderr);
@@ -127,7 +130,11 @@ fn a_held_lock_makes_expand_wait_bounded_then_give_up_naming_the_blocker_changin
                 && err.contains("SELECT * FROM users"),
             "{err}"
         );
-        // Three tries of at most 300 ms each, plus backoff: bounded, never an endless wait.
+        assert!(
+            err.contains(&format!("waiting: pid {pid}")),
+            "the holder is named while the step waits: {err}"
+        );
+        // Three tries of 100 ms each, plus the pauses: bounded, never an endless wait.
         assert!(took < Duration::from_secs(4), "{took:?}");
         drop(holder);
     });

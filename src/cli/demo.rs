@@ -124,10 +124,24 @@ fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
     for p in &r.problems {
         writeln!(out, "  wrong: {p}")?;
     }
+    let bound = crate::demo::LOCK_WAIT_BOUND_MS;
+    if r.long_lock_waits.is_empty() {
+        writeln!(
+            out,
+            "lock waits: no request waited longer than {bound:.0} ms (sampled every 10 ms)"
+        )?;
+    }
+    for w in &r.long_lock_waits {
+        writeln!(
+            out,
+            "  lock wait: during {}, a request waited {:.0} ms (over {bound:.0}) behind: {}",
+            w.phase, w.ms, w.behind
+        )?;
+    }
     if r.ok() {
         writeln!(
             out,
-            "zero downtime: no request failed and every row is right"
+            "zero downtime: no request failed or waited on a lock past the bound, and every row is right"
         )?;
     } else {
         writeln!(out, "NOT zero downtime: see the failures above")?;

@@ -54,6 +54,8 @@ struct Shared {
     inserted_users: AtomicUsize,
     errors: Mutex<Vec<String>>,
     lock_wait_ms: Mutex<[f64; 6]>,
+    /// What the longest lock wait of each phase waited behind (the blocking statement).
+    lock_wait_behind: Mutex<[String; 6]>,
     /// Each version's `search_path` (its version schema), set before it starts.
     search_path: Mutex<[Option<String>; 2]>,
     /// The versions read through views: `SELECT *` and no casts.
@@ -87,6 +89,22 @@ pub struct DemoReport {
     pub rows_wrong: i64,
     /// What the final check found wrong.
     pub problems: Vec<String>,
+    /// Phases in which a request waited on a lock longer than `LOCK_WAIT_BOUND_MS`, with the
+    /// statement it waited behind.
+    pub long_lock_waits: Vec<LockWait>,
+}
+
+/// The longest an app request may wait on a lock: about one try of a step (100 ms), with room
+/// for the sampling.
+pub const LOCK_WAIT_BOUND_MS: f64 = 150.0;
+
+/// A lock wait of an app request longer than the bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockWait {
+    pub phase: &'static str,
+    pub ms: f64,
+    /// The statement the request waited behind, as `pg_blocking_pids` saw it.
+    pub behind: String,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -95,7 +113,10 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 impl DemoReport {
     pub fn ok(&self) -> bool {
-        self.failed_requests == 0 && self.rows_wrong == 0 && self.problems.is_empty()
+        self.failed_requests == 0
+            && self.rows_wrong == 0
+            && self.problems.is_empty()
+            && self.long_lock_waits.is_empty()
     }
 }
 
@@ -198,6 +219,7 @@ impl Workload {
         }
         let cells = self.shared.cells.lock().unwrap();
         let waits = *self.shared.lock_wait_ms.lock().unwrap();
+        let behind = self.shared.lock_wait_behind.lock().unwrap().clone();
         let mut report = DemoReport::default();
         for (p, phase) in PHASES.iter().enumerate() {
             for (v, version) in VERSIONS.iter().enumerate() {
@@ -223,6 +245,15 @@ impl Workload {
                     p99_ms: pct(0.99),
                     max_ms: l.last().copied().unwrap_or(0.0),
                     longest_lock_wait_ms: waits[p],
+                });
+            }
+        }
+        for (p, phase) in PHASES.iter().enumerate() {
+            if waits[p] > LOCK_WAIT_BOUND_MS {
+                report.long_lock_waits.push(LockWait {
+                    phase,
+                    ms: waits[p],
+                    behind: behind[p].clone(),
                 });
             }
         }
@@ -476,22 +507,29 @@ async fn request_through_views(
     Ok(())
 }
 
-/// Samples, every 100 ms, how long the app's requests have been waiting for a lock.
+/// Samples, every 10 ms, how long the app's requests have been waiting for a lock, and what
+/// the longest-waiting one waits behind.
 async fn sample_locks(s: Arc<Shared>, mut c: PgConnection) {
     while !s.stop_all.load(Ordering::SeqCst) {
-        let wait: Result<f64, _> = sqlx::query_scalar(
-            "SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)), 0)::float8 * 1000
-             FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND application_name LIKE 'migrate-demo-%'",
+        let wait: Result<Option<(f64, String)>, _> = sqlx::query_as(
+            "SELECT (extract(epoch FROM clock_timestamp() - a.query_start) * 1000)::float8,
+                    coalesce((SELECT left(regexp_replace(b.query, '\\s+', ' ', 'g'), 120)
+                              FROM pg_stat_activity b WHERE b.pid = (pg_blocking_pids(a.pid))[1]), '?')
+             FROM pg_stat_activity a
+             WHERE a.wait_event_type = 'Lock' AND a.application_name LIKE 'migrate-demo-%'
+             ORDER BY 1 DESC LIMIT 1",
         )
-        .fetch_one(&mut c)
+        .fetch_optional(&mut c)
         .await;
-        if let Ok(ms) = wait {
+        if let Ok(Some((ms, behind))) = wait {
             let p = s.phase.load(Ordering::SeqCst);
             let mut waits = s.lock_wait_ms.lock().unwrap();
-            waits[p] = waits[p].max(ms);
+            if ms > waits[p] {
+                waits[p] = ms;
+                s.lock_wait_behind.lock().unwrap()[p] = behind;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let _ = c.close().await;
 }

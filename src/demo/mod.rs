@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use load::DemoReport;
+pub use load::{DemoReport, LOCK_WAIT_BOUND_MS};
 
 /// What the demo runs with.
 #[derive(Debug, Clone)]

@@ -124,6 +124,25 @@ fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
     for p in &r.problems {
         writeln!(out, "  wrong: {p}")?;
     }
+    for w in r
+        .waits
+        .iter()
+        .filter(|w| w.phase == "backfill" || w.phase == "contract")
+    {
+        let top: Vec<String> = w
+            .events
+            .iter()
+            .take(4)
+            .map(|(e, share)| format!("{e} {:.0}%", share * 100.0))
+            .collect();
+        writeln!(
+            out,
+            "{}: requests in flight were seen {} ({} samples)",
+            w.phase,
+            top.join(", "),
+            w.samples
+        )?;
+    }
     let bound = crate::demo::LOCK_WAIT_BOUND_MS;
     if r.long_lock_waits.is_empty() {
         writeln!(

@@ -56,6 +56,8 @@ struct Shared {
     lock_wait_ms: Mutex<[f64; 6]>,
     /// What the longest lock wait of each phase waited behind (the blocking statement).
     lock_wait_behind: Mutex<[String; 6]>,
+    /// Per phase, how often a request in flight was seen in each wait event (every 10 ms).
+    wait_samples: Mutex<[HashMap<String, u64>; 6]>,
     /// Each version's `search_path` (its version schema), set before it starts.
     search_path: Mutex<[Option<String>; 2]>,
     /// The versions read through views: `SELECT *` and no casts.
@@ -92,6 +94,17 @@ pub struct DemoReport {
     /// Phases in which a request waited on a lock longer than `LOCK_WAIT_BOUND_MS`, with the
     /// statement it waited behind.
     pub long_lock_waits: Vec<LockWait>,
+    /// What the requests in flight were doing, per phase: the share of 10 ms samples in each
+    /// wait event (`running` when on the CPU), most frequent first.
+    pub waits: Vec<PhaseWaits>,
+}
+
+/// The wait events of one phase's requests in flight, as shares of the samples.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseWaits {
+    pub phase: &'static str,
+    pub samples: u64,
+    pub events: Vec<(String, f64)>,
 }
 
 /// The longest an app request may wait on a lock: about one try of a step (100 ms), with room
@@ -245,6 +258,22 @@ impl Workload {
                     p99_ms: pct(0.99),
                     max_ms: l.last().copied().unwrap_or(0.0),
                     longest_lock_wait_ms: waits[p],
+                });
+            }
+        }
+        let samples = self.shared.wait_samples.lock().unwrap().clone();
+        for (p, phase) in PHASES.iter().enumerate() {
+            let total: u64 = samples[p].values().sum();
+            if total > 0 {
+                let mut events: Vec<(String, f64)> = samples[p]
+                    .iter()
+                    .map(|(e, n)| (e.clone(), *n as f64 / total as f64))
+                    .collect();
+                events.sort_by(|a, b| b.1.total_cmp(&a.1));
+                report.waits.push(PhaseWaits {
+                    phase,
+                    samples: total,
+                    events,
                 });
             }
         }
@@ -521,6 +550,21 @@ async fn sample_locks(s: Arc<Shared>, mut c: PgConnection) {
         )
         .fetch_optional(&mut c)
         .await;
+        let seen: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+            "SELECT coalesce(wait_event_type || ':' || wait_event, 'running'), count(*)
+             FROM pg_stat_activity
+             WHERE application_name LIKE 'migrate-demo-%' AND state = 'active'
+             GROUP BY 1",
+        )
+        .fetch_all(&mut c)
+        .await;
+        if let Ok(seen) = seen {
+            let p = s.phase.load(Ordering::SeqCst);
+            let mut samples = s.wait_samples.lock().unwrap();
+            for (event, n) in seen {
+                *samples[p].entry(event).or_default() += n as u64;
+            }
+        }
         if let Ok(Some((ms, behind))) = wait {
             let p = s.phase.load(Ordering::SeqCst);
             let mut waits = s.lock_wait_ms.lock().unwrap();

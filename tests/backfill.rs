@@ -235,7 +235,8 @@ fn a_held_row_lock_shrinks_the_batch_and_is_retried() {
     let dir = items_expanded(
         &db,
         "rowlock",
-        "lock_retries = 2\n[backfill]\ninitial_rows = 4000\nmin_rows = 100\nlock_timeout = \"50ms\"\n",
+        // Retries enough to outlast the 1.5 s holder below (the pauses start at 100 ms).
+        "lock_retries = 10\n[backfill]\ninitial_rows = 4000\nmin_rows = 100\nlock_timeout = \"50ms\"\n",
     );
 
     // Held for 1.5 s, far longer than a batch may wait: the batch shrinks and tries again.

@@ -19,37 +19,13 @@ ROUNDS="${ROUNDS:-2}"
 RATE="${RATE:-500}"
 SECONDS_PER_RUN="${SECONDS_PER_RUN:-15}"
 OUT="${OUT:-/tmp/migrate-bench-rename}"
-PGBIN="${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)}"
-BASE="/tmp/migrate-bench-cluster.$PORT"
-RUN_USER="${RUN_USER:-migrate_bench}"
-
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$RUN_USER" -- "$@"; else "$@"; fi; }
-if [ "$(id -u)" = 0 ] && ! id "$RUN_USER" >/dev/null 2>&1; then useradd -m "$RUN_USER"; fi
-bash scripts/setup.sh >/dev/null
-cargo build --release --locked --quiet
-MIGRATE="${CARGO_TARGET_DIR:-target}/release/migrate"
-
-cleanup() {
-  set +e
-  [ -f "$BASE/data/postmaster.pid" ] && as_pg "$PGBIN/pg_ctl" -D "$BASE/data" -m immediate -w stop >/dev/null
-  rm -rf "$BASE"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-rm -rf "$BASE" "$OUT"
-mkdir -p "$BASE" "$OUT"
-[ "$(id -u)" = 0 ] && chown "$RUN_USER": "$BASE" && chmod 777 "$OUT"
-as_pg "$PGBIN/initdb" -D "$BASE/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
+source bench/cluster.sh
+MIGRATE="$MIGRATE_BIN"
 cat >>"$BASE/data/postgresql.conf" <<EOF
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$BASE'
 shared_buffers = 1GB
 max_wal_size = 4GB
-lc_messages = 'C'
 EOF
-as_pg "$PGBIN/pg_ctl" -D "$BASE/data" -l "$BASE/log" -w start >/dev/null
+start_cluster
 url() { echo "postgres://postgres@127.0.0.1:$PORT/$1"; }
 q() { psql "$(url "$1")" -qAtX -c "$2"; }
 

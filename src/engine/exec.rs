@@ -289,6 +289,71 @@ async fn run_concurrent(
 /// on it: longer than any request of an app.
 const LONG_HOLDER_SECS: f64 = 1.0;
 
+/// A session holding a lock on one of a step's tables.
+struct Holder {
+    pid: i32,
+    backend: String,
+    /// Its current or last statement, white space folded, at most 120 characters.
+    query: String,
+    table: String,
+    mode: String,
+    /// Seconds since its transaction began.
+    held: f64,
+    state: String,
+    application: String,
+    user: String,
+}
+
+impl Holder {
+    /// `pid 123 (AccessShareLock on users, report, user app, idle in transaction for 12 s: …)`
+    fn describe(&self) -> String {
+        format!(
+            "pid {} ({} on {}, {}, user {}, {} for {:.0} s: {})",
+            self.pid,
+            self.mode,
+            self.table,
+            self.application,
+            self.user,
+            self.state,
+            self.held,
+            self.query
+        )
+    }
+}
+
+/// The sessions (other than this one) holding granted locks on these tables, one row each.
+async fn holders(conn: &mut PgConnection, tables: &[String]) -> Result<Vec<Holder>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT ON (l.pid) l.pid, coalesce(a.backend_type, ''),
+                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 120),
+                l.relation::regclass::text, l.mode,
+                coalesce(extract(epoch FROM now() - a.xact_start), 0)::float8,
+                coalesce(a.state, '?'), coalesce(nullif(a.application_name, ''), '?'),
+                coalesce(a.usename::text, '?')
+         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.granted AND l.pid <> pg_backend_pid()
+           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
+         ORDER BY l.pid",
+    )
+    .bind(tables)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Holder {
+            pid: r.get(0),
+            backend: r.get(1),
+            query: r.get(2),
+            table: r.get(3),
+            mode: r.get(4),
+            held: r.get(5),
+            state: r.get(6),
+            application: r.get(7),
+            user: r.get(8),
+        })
+        .collect())
+}
+
 /// Looks at the sessions holding locks on the step's tables before a try: cancels an ordinary
 /// autovacuum, says when one that prevents wraparound is in the way (PostgreSQL does not let it
 /// be cancelled), and names, once, a transaction that has held its lock for a while.
@@ -298,27 +363,10 @@ async fn clear_known_holders(
     settings: &ExecSettings,
     report: &mut StepReport,
 ) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT ON (a.pid) a.pid, coalesce(a.backend_type, ''), coalesce(a.query, ''),
-                l.relation::regclass::text, l.mode,
-                coalesce(extract(epoch FROM now() - a.xact_start), 0)::float8,
-                coalesce(a.state, '?'), coalesce(nullif(a.application_name, ''), '?'),
-                coalesce(a.usename::text, '?')
-         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.granted AND l.pid <> pg_backend_pid()
-           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
-         ORDER BY a.pid",
-    )
-    .bind(tables)
-    .fetch_all(&mut *conn)
-    .await?;
-    for r in &rows {
-        let pid: i32 = r.get(0);
-        let backend: String = r.get(1);
-        let query: String = r.get(2);
-        let table: String = r.get(3);
-        if backend == "autovacuum worker" {
-            if query.contains("to prevent wraparound") {
+    for h in holders(conn, tables).await? {
+        let (pid, table) = (h.pid, &h.table);
+        if h.backend == "autovacuum worker" {
+            if h.query.contains("to prevent wraparound") {
                 if !report.named_holders.contains(&pid) {
                     report.named_holders.push(pid);
                     eprintln!(
@@ -336,7 +384,7 @@ async fn clear_known_holders(
                     eprintln!(
                         "  cancelled the autovacuum of {table} (pid {pid}): PostgreSQL would cancel it for this lock anyway, but only after deadlock_timeout; it runs again later"
                     );
-                    report.cancelled_autovacuum.push(table);
+                    report.cancelled_autovacuum.push(h.table.clone());
                 }
                 Ok(false) => {}
                 Err(e) if !report.named_holders.contains(&pid) => {
@@ -349,16 +397,11 @@ async fn clear_known_holders(
             }
             continue;
         }
-        let held: f64 = r.get(5);
-        if held >= LONG_HOLDER_SECS && !report.named_holders.contains(&pid) {
+        if h.held >= LONG_HOLDER_SECS && !report.named_holders.contains(&pid) {
             report.named_holders.push(pid);
             eprintln!(
-                "  waiting: pid {pid} ({}, user {}, {} for {held:.0} s: {}) holds {} on {table}; the step tries again every few hundred ms, {} times at most",
-                r.get::<String, _>(7),
-                r.get::<String, _>(8),
-                r.get::<String, _>(6),
-                query.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(120).collect::<String>(),
-                r.get::<String, _>(4),
+                "  waiting: {} holds its lock; the step tries again every few hundred ms, {} times at most",
+                h.describe(),
                 settings.retries
             );
         }
@@ -371,37 +414,9 @@ pub(crate) async fn blockers(conn: &mut PgConnection, tables: &[String]) -> Stri
     if tables.is_empty() {
         return String::new();
     }
-    let rows = sqlx::query(
-        "SELECT DISTINCT ON (l.pid) l.pid, l.mode, l.relation::regclass::text,
-                coalesce(nullif(a.application_name, ''), '?'), coalesce(a.usename::text, '?'),
-                coalesce(a.state, '?'), extract(epoch FROM now() - a.xact_start)::int,
-                left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 120)
-         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-         WHERE l.granted AND l.pid <> pg_backend_pid()
-           AND l.relation = ANY (SELECT to_regclass(t) FROM unnest($1::text[]) AS t)
-         ORDER BY l.pid",
-    )
-    .bind(tables)
-    .fetch_all(&mut *conn)
-    .await;
-    match rows {
-        Ok(rows) if !rows.is_empty() => {
-            let list: Vec<String> = rows
-                .iter()
-                .map(|r| {
-                    format!(
-                        "pid {} ({} on {}, {}, user {}, {} for {} s: {})",
-                        r.get::<i32, _>(0),
-                        r.get::<String, _>(1),
-                        r.get::<String, _>(2),
-                        r.get::<String, _>(3),
-                        r.get::<String, _>(4),
-                        r.get::<String, _>(5),
-                        r.get::<Option<i32>, _>(6).unwrap_or(0),
-                        r.get::<String, _>(7)
-                    )
-                })
-                .collect();
+    match holders(conn, tables).await {
+        Ok(list) if !list.is_empty() => {
+            let list: Vec<String> = list.iter().map(Holder::describe).collect();
             format!("; blocked by {}", list.join("; "))
         }
         _ => "; the blocking session has ended since".to_string(),

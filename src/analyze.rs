@@ -7,7 +7,10 @@
 use crate::config::Settings;
 use crate::error::Error;
 use crate::files::{self, LintTarget, MigrationFile, TransactionMode};
-use crate::lint::rules::{self, allow_directive::AllowDirective, syntax_error::SyntaxErrorRule};
+use crate::lint::rules::{
+    self, allow_directive::AllowDirective, syntax_error::SyntaxErrorRule,
+    unreadable_file::UnreadableFile,
+};
 use crate::lint::{make_finding, FileCtx, Finding, HeldLock, Rule, StmtCtx, StmtSummary, TxState};
 use crate::model::catalog::{Catalog, Origin};
 use crate::model::convert;
@@ -124,7 +127,7 @@ fn pipeline<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync, mut consu
 }
 
 /// Lints and plans every target. `base` is the catalog to start from (empty, or read from a
-/// live database).
+/// live database). A file that cannot be read is a finding of its own; the run goes on.
 pub fn analyze_targets(
     targets: &[LintTarget],
     settings: &Settings,
@@ -132,31 +135,59 @@ pub fn analyze_targets(
 ) -> Result<Vec<FileReport>, Error> {
     let mut reports = Vec::new();
     let load =
-        |entry: &files::MigrationEntry| files::load(entry, settings.transaction).map(Prepared::new);
+        |t: &files::TargetEntry| files::load(&t.entry, settings.transaction).map(Prepared::new);
     for target in targets {
         let mut catalog = base.clone();
-        // An unreadable earlier migration only weakens the context; it is not this run's subject.
-        pipeline(&target.context, load, |prepared| {
-            if let Ok(p) = prepared {
-                replay(&p, &mut catalog);
+        let mut subjects = target.entries.iter();
+        pipeline(&target.entries, load, |prepared| {
+            let Some(t) = subjects.next() else { return };
+            match prepared {
+                Ok(p) if t.report => {
+                    reports.push(analyze_file(p, &mut catalog, settings));
+                    catalog.settle();
+                }
+                Ok(p) => replay(&p, &mut catalog),
+                Err(e) if t.report => reports.push(unreadable(&t.entry, &e)),
+                // An unreadable earlier migration only weakens the context; it is not this
+                // run's subject.
+                Err(_) => {}
             }
         });
-        let mut failed = None;
-        pipeline(&target.entries, load, |prepared| match prepared {
-            Ok(p) if failed.is_none() => {
-                reports.push(analyze_file(p, &mut catalog, settings));
-                catalog.settle();
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failed.get_or_insert(e);
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
     }
     Ok(reports)
+}
+
+/// The report of a migration that could not be read: one finding, at its first line.
+fn unreadable(entry: &files::MigrationEntry, e: &Error) -> FileReport {
+    let text = String::new();
+    let finding = Finding {
+        rule: UnreadableFile::META.id,
+        level: UnreadableFile::META.level,
+        file: entry.path.clone(),
+        line: 1,
+        column: 1,
+        end_line: 1,
+        end_column: 1,
+        message: format!("cannot read the migration: {e}"),
+        help: "fix the file (it must be readable UTF-8 text); the other files were still checked"
+            .into(),
+        statement: None,
+        start: 0,
+        end: 0,
+    };
+    FileReport {
+        path: entry.path.clone(),
+        name: entry.name.clone(),
+        lines: crate::sql::LineIndex::new(&text),
+        text,
+        findings: vec![finding],
+        plan: MigrationPlan {
+            migration: entry.name.clone(),
+            transaction: TransactionMode::PerFile,
+            explicit_phases: false,
+            rewrites: Vec::new(),
+        },
+    }
 }
 
 /// Applies a migration's operations to the catalog without reporting on it.

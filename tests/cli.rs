@@ -234,6 +234,66 @@ fn a_single_file_is_linted_with_the_earlier_files_as_context() {
 }
 
 #[test]
+fn files_given_are_checked_in_one_walk_as_in_the_directory_run() {
+    // Each file given sees every earlier file of its directory, given or not; files after the
+    // last one given are not read at all (0005 does not even parse).
+    let dir = common::project(
+        "migrate-cli",
+        "walk",
+        &[
+            (
+                "0001_users.sql",
+                "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+            ),
+            (
+                "0002_orders.sql",
+                "CREATE TABLE orders (id bigint PRIMARY KEY, user_id bigint);\n",
+            ),
+            (
+                "0003_index.sql",
+                "CREATE INDEX orders_user_idx ON orders (user_id);\n",
+            ),
+            (
+                "0004_fk.sql",
+                "ALTER TABLE orders ADD FOREIGN KEY (user_id) REFERENCES users (id);\n",
+            ),
+            ("0005_broken.sql", "ALTER TABLE orders ADD COLUMN;\n"),
+        ],
+    );
+    let file = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let (f4, f2) = (file("0004_fk.sql"), file("0002_orders.sql"));
+    let (_, given) = json(&[&f4, &f2, &f4]);
+    let (_, whole) = json(&[dir.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let of = |v: &serde_json::Value, name: &str| -> Vec<serde_json::Value> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["file"].as_str().unwrap().ends_with(name))
+            .cloned()
+            .collect()
+    };
+    // Named twice, reported once, in migration order.
+    assert_eq!(given["summary"]["files"], 2, "{given}");
+    assert_eq!(given["files"][0]["migration"], "0002_orders");
+    for name in ["0002_orders.sql", "0004_fk.sql"] {
+        assert_eq!(of(&given, name), of(&whole, name), "{name}");
+    }
+    let fk = rules_of(&serde_json::json!({ "findings": of(&given, "0004_fk.sql") }));
+    // orders is a live table (from 0002, reported), so its foreign key is validated at once.
+    assert!(
+        fk.contains(&"constraint-missing-not-valid".to_string()),
+        "{fk:?}"
+    );
+    assert!(
+        !fk.contains(&"fk-without-index".to_string()),
+        "0003's index counts: {fk:?}"
+    );
+    assert!(of(&given, "0005_broken.sql").is_empty());
+}
+
+#[test]
 fn pg_version_changes_version_specific_rules() {
     let dir = tempdir("pgversion");
     std::fs::write(

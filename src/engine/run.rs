@@ -122,10 +122,7 @@ impl Runner {
     /// Plans one migration against the live catalog; refuses findings at error level.
     async fn plan(&mut self, m: &Migration) -> Result<MigrationPlan, Error> {
         let catalog = introspect::read_catalog(&mut self.conn).await?;
-        let target = LintTarget {
-            context: Vec::new(),
-            entries: vec![m.entry.clone()],
-        };
+        let target = LintTarget::all(vec![m.entry.clone()]);
         let mut reports = analyze_targets(&[target], &self.settings, &catalog)?;
         let report = reports
             .pop()

@@ -40,42 +40,119 @@ pub struct MigrationEntry {
     pub name: String,
 }
 
-/// What `migrate plan PATH…` is asked to lint: each target with the migrations before it.
-#[derive(Debug, Clone)]
+/// What `migrate plan PATH…` is asked to lint: one directory's migrations, in order, walked
+/// once. Each is either reported on or, when it was not asked for, only replayed into the
+/// catalog as context for the ones after it.
+#[derive(Debug, Clone, Default)]
 pub struct LintTarget {
-    /// Earlier migrations of the same directory, replayed into the catalog only.
-    pub context: Vec<MigrationEntry>,
-    pub entries: Vec<MigrationEntry>,
+    pub entries: Vec<TargetEntry>,
 }
 
-/// Resolves command-line paths into lint targets. A directory lints all its migrations; a file
-/// lints that file with the earlier files of its directory as context.
+/// One migration of a [`LintTarget`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetEntry {
+    pub entry: MigrationEntry,
+    /// Asked for: linted and reported. Otherwise it is context only.
+    pub report: bool,
+}
+
+impl LintTarget {
+    /// Every migration reported on, none only replayed.
+    pub fn all(entries: Vec<MigrationEntry>) -> LintTarget {
+        LintTarget {
+            entries: entries
+                .into_iter()
+                .map(|entry| TargetEntry {
+                    entry,
+                    report: true,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Resolves command-line paths into lint targets. A directory lints all its migrations. Files
+/// are grouped by their directory: each group is one walk over that directory in migration
+/// order, reporting the files given and replaying the earlier ones as context, so the cost
+/// grows with the directory, not with the directory times the files given.
 pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
     let mut targets = Vec::new();
+    // Files by directory, in the order each directory was first named.
+    let mut groups: Vec<(Option<PathBuf>, Vec<MigrationEntry>)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
         if meta.is_dir() {
-            targets.push(LintTarget {
-                context: Vec::new(),
-                entries: list_dir(path)?,
-            });
-        } else {
-            let (dir, me) = entry_for_file(path);
-            let siblings = match &dir {
-                Some(d) => list_dir(d).unwrap_or_default(),
-                None => Vec::new(),
-            };
-            let context = siblings
-                .into_iter()
-                .filter(|e| natural_cmp(&e.name, &me.name) == Ordering::Less && e.path != me.path)
-                .collect();
-            targets.push(LintTarget {
-                context,
-                entries: vec![me],
-            });
+            targets.push(LintTarget::all(list_dir(path)?));
+            continue;
+        }
+        let (dir, me) = entry_for_file(path);
+        if !seen.insert(me.path.clone()) {
+            continue;
+        }
+        match groups.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, given)) => given.push(me),
+            None => groups.push((dir, vec![me])),
         }
     }
+    for (dir, given) in groups {
+        let siblings = match &dir {
+            // `x.sql` alone: its directory is the current one, its siblings named as it is.
+            Some(d) if d.as_os_str().is_empty() => list_dir(Path::new("."))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| MigrationEntry {
+                    path: e
+                        .path
+                        .strip_prefix(".")
+                        .map(Path::to_path_buf)
+                        .unwrap_or(e.path),
+                    name: e.name,
+                })
+                .collect(),
+            Some(d) => list_dir(d).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        targets.push(walk_for(siblings, given));
+    }
     Ok(targets)
+}
+
+/// The walk over a directory's `siblings` that reports the `given` files: every sibling up to
+/// the last file given, in order. A given file the listing does not hold (a name no layout
+/// knows) takes its place by name.
+fn walk_for(siblings: Vec<MigrationEntry>, given: Vec<MigrationEntry>) -> LintTarget {
+    let wanted: std::collections::HashSet<&Path> = given.iter().map(|e| e.path.as_path()).collect();
+    let mut entries: Vec<TargetEntry> = siblings
+        .into_iter()
+        .map(|entry| TargetEntry {
+            report: wanted.contains(entry.path.as_path()),
+            entry,
+        })
+        .collect();
+    let listed: std::collections::HashSet<PathBuf> = entries
+        .iter()
+        .filter(|e| e.report)
+        .map(|e| e.entry.path.clone())
+        .collect();
+    for me in given {
+        if !listed.contains(&me.path) {
+            let at = entries
+                .iter()
+                .position(|e| natural_cmp(&e.entry.name, &me.name) == Ordering::Greater)
+                .unwrap_or(entries.len());
+            entries.insert(
+                at,
+                TargetEntry {
+                    entry: me,
+                    report: true,
+                },
+            );
+        }
+    }
+    let last = entries.iter().rposition(|e| e.report).map_or(0, |i| i + 1);
+    entries.truncate(last);
+    LintTarget { entries }
 }
 
 fn entry_for_file(path: &Path) -> (Option<PathBuf>, MigrationEntry) {

@@ -322,8 +322,83 @@ fn range_vars(nodes: &[Node]) -> Vec<QualifiedName> {
         .collect()
 }
 
-/// Deparses an expression by wrapping it in `SELECT expr`.
+/// Deparses an expression by wrapping it in `SELECT expr`. The common small expressions of
+/// defaults and checks are written directly, as the deparser writes them: each deparser call
+/// encodes and decodes the tree once more.
 pub fn expr_sql(node: &Node) -> String {
+    if let Some(sql) = simple_sql(node) {
+        return sql;
+    }
+    deparse_expr(node)
+}
+
+/// A constant, a bare column, a call without arguments or a cast of a constant to a one-word
+/// type, written as the deparser would; None for anything else.
+fn simple_sql(node: &Node) -> Option<String> {
+    use protobuf::a_const::Val;
+    let plain = |name: &str| (crate::model::quote_ident(name) == name).then(|| name.to_string());
+    match node.node.as_ref()? {
+        NodeEnum::AConst(c) => {
+            if c.isnull {
+                return Some("NULL".into());
+            }
+            match c.val.as_ref()? {
+                Val::Ival(i) => Some(i.ival.to_string()),
+                Val::Boolval(b) => Some(if b.boolval { "true" } else { "false" }.into()),
+                // Backslashes and control characters take the deparser's E'…' form.
+                Val::Sval(v) if !v.sval.chars().any(|c| c == '\\' || c.is_control()) => {
+                    Some(format!("'{}'", v.sval.replace('\'', "''")))
+                }
+                _ => None,
+            }
+        }
+        NodeEnum::ColumnRef(r) => match r.fields.as_slice() {
+            [Node {
+                node: Some(NodeEnum::String(name)),
+            }] => plain(&name.sval),
+            _ => None,
+        },
+        NodeEnum::FuncCall(f)
+            if f.args.is_empty()
+                && f.agg_order.is_empty()
+                && f.agg_filter.is_none()
+                && f.over.is_none()
+                && !f.agg_star
+                && !f.agg_distinct
+                && !f.func_variadic =>
+        {
+            match f.funcname.as_slice() {
+                [Node {
+                    node: Some(NodeEnum::String(name)),
+                }] => plain(&name.sval).map(|n| format!("{n}()")),
+                _ => None,
+            }
+        }
+        NodeEnum::TypeCast(t) => {
+            let arg = t.arg.as_deref()?;
+            // A negative number is parenthesized by the deparser; leave casts of those to it.
+            let inner = match arg.node.as_ref()? {
+                NodeEnum::AConst(c) if !c.isnull && matches!(c.val, Some(Val::Sval(_))) => {
+                    simple_sql(arg)?
+                }
+                _ => return None,
+            };
+            let ty = t.type_name.as_ref()?;
+            if !ty.typmods.is_empty() || !ty.array_bounds.is_empty() || ty.setof || ty.pct_type {
+                return None;
+            }
+            match ty.names.as_slice() {
+                [Node {
+                    node: Some(NodeEnum::String(name)),
+                }] => plain(&name.sval).map(|n| format!("{inner}::{n}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+fn deparse_expr(node: &Node) -> String {
     let target = protobuf::ResTarget {
         val: Some(Box::new(node.clone())),
         ..Default::default()
@@ -376,6 +451,24 @@ fn column_refs(node: &Node) -> Vec<String> {
 /// An expression with its volatility, found by walking its tree for function calls.
 pub fn expr(node: &Node) -> Expr {
     let sql = expr_sql(node);
+    // The simple forms need no walk: a constant or cast constant, a column, a call.
+    match node.node.as_ref() {
+        Some(NodeEnum::AConst(_) | NodeEnum::TypeCast(_)) if simple_sql(node).is_some() => {
+            return Expr {
+                sql,
+                volatility: Volatility::Constant,
+                volatile_fn: None,
+            };
+        }
+        Some(NodeEnum::ColumnRef(_)) if simple_sql(node).is_some() => {
+            return Expr {
+                sql,
+                volatility: Volatility::Stable,
+                volatile_fn: None,
+            };
+        }
+        _ => {}
+    }
     let value = serde_json::to_value(node).unwrap_or_default();
     let mut volatility = Volatility::Constant;
     let mut volatile_fn = None;
@@ -1016,6 +1109,68 @@ mod tests {
             .into_iter()
             .map(|(op, _)| op)
             .collect()
+    }
+
+    #[test]
+    fn simple_expressions_are_written_as_the_deparser_writes_them() {
+        let exprs = [
+            "0",
+            "-1",
+            "42",
+            "true",
+            "false",
+            "NULL",
+            "'x'",
+            "''",
+            "'it''s'",
+            "'{}'::jsonb",
+            "'a'::text",
+            "now()",
+            "gen_random_uuid()",
+            "created_at",
+            "\"Mixed\"",
+            "\"select\"",
+            "'é'",
+            "E'a\\nb'",
+            "1.5",
+            "-1::int",
+            "'1'::int",
+            "x + 1",
+            "lower(name)",
+            "'{}'::text[]",
+            "'a'::varchar(3)",
+            "pg_catalog.now()",
+            "t.c",
+            "count(*)",
+            "CURRENT_TIMESTAMP",
+            "'x'::\"Custom\"",
+        ];
+        for e in exprs {
+            let sql = format!("SELECT {e}");
+            let tree = crate::sql::parse::parse_statement(&sql).unwrap().unwrap();
+            let NodeEnum::SelectStmt(sel) = tree else {
+                panic!("{e}")
+            };
+            let Some(NodeEnum::ResTarget(t)) = sel.target_list[0].node.as_ref() else {
+                panic!("{e}")
+            };
+            let node = t.val.as_deref().unwrap();
+            if let Some(fast) = simple_sql(node) {
+                assert_eq!(fast, deparse_expr(node), "{e}");
+            }
+        }
+        // The fast path is taken for the common defaults.
+        for e in ["0", "'x'", "now()", "'{}'::jsonb", "true"] {
+            let sql = format!("SELECT {e}");
+            let tree = crate::sql::parse::parse_statement(&sql).unwrap().unwrap();
+            let NodeEnum::SelectStmt(sel) = tree else {
+                panic!()
+            };
+            let Some(NodeEnum::ResTarget(t)) = sel.target_list[0].node.as_ref() else {
+                panic!()
+            };
+            assert!(simple_sql(t.val.as_deref().unwrap()).is_some(), "{e}");
+        }
     }
 
     #[test]

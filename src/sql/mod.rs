@@ -30,6 +30,34 @@ pub struct SqlSource {
     pub comments: Vec<Comment>,
 }
 
+/// `text` with each view's defining query replaced by an empty `SELECT` of the same length, so
+/// every offset stays where it was; None when the file defines no view.
+fn without_view_queries(text: &str, spans: &[split::StatementSpan]) -> Option<String> {
+    const EMPTY: &[u8] = b" SELECT";
+    let mut out: Option<Vec<u8>> = None;
+    for span in spans {
+        let Some(at) = span.view_query else { continue };
+        if span.end < at + EMPTY.len() {
+            continue;
+        }
+        let bytes = out.get_or_insert_with(|| text.as_bytes().to_vec());
+        bytes[at..at + EMPTY.len()].copy_from_slice(EMPTY);
+        bytes[at + EMPTY.len()..span.end].fill(b' ');
+    }
+    // Only ASCII was written, over whole characters: still UTF-8.
+    out.and_then(|b| String::from_utf8(b).ok())
+}
+
+/// Whether every view's statement passes the grammar (the rest is parsed in full anyway).
+fn views_parse(text: &str, spans: &[split::StatementSpan]) -> bool {
+    let mut views = String::new();
+    for span in spans.iter().filter(|s| s.view_query.is_some()) {
+        views.push_str(&text[span.start..span.end]);
+        views.push_str(";\n");
+    }
+    pg_query::split_with_parser(&views).is_ok()
+}
+
 impl SqlSource {
     pub fn parse(text: String) -> SqlSource {
         let split = split::split(&text);
@@ -73,7 +101,12 @@ impl SqlSource {
     /// The fast path: the whole file in one parser call, its statements matched to the
     /// splitter's spans. None when the file does not parse, or the two disagree.
     fn parse_whole(text: &str, spans: &[split::StatementSpan]) -> Option<Vec<Statement>> {
-        let trees = parse::parse_file(text).ok()?;
+        let trees = match without_view_queries(text, spans) {
+            // The grammar still checks every query; only the trees are left out.
+            Some(reduced) if views_parse(text, spans) => parse::parse_file(&reduced).ok()?,
+            Some(_) => return None,
+            None => parse::parse_file(text).ok()?,
+        };
         let trees: Vec<_> = trees.into_iter().filter(|(_, t)| t.is_some()).collect();
         if trees.len() != spans.len() {
             return None;
@@ -111,6 +144,42 @@ mod tests {
             .iter()
             .map(|s| (s.start, s.end, s.tree.is_some(), s.error.is_some()))
             .collect()
+    }
+
+    #[test]
+    fn view_queries_are_grammar_checked_but_not_kept() {
+        let text = "CREATE OR REPLACE VIEW v (a) WITH (security_barrier) AS SELECT a FROM t WHERE b IN (1, 2);\nCREATE MATERIALIZED VIEW IF NOT EXISTS m AS WITH x AS (SELECT 1 AS one) SELECT * FROM x;\nALTER TABLE t ADD c int;\n";
+        let src = SqlSource::parse(text.to_string());
+        assert_eq!(src.statements.len(), 3);
+        for s in &src.statements {
+            assert_eq!(&text[s.start..s.end], s.text, "spans are the file's");
+            assert!(s.error.is_none());
+        }
+        match src.statements[0].tree.as_ref() {
+            Some(NodeEnum::ViewStmt(v)) => {
+                assert_eq!(v.view.as_ref().unwrap().relname, "v");
+                let Some(NodeEnum::SelectStmt(q)) = v.query.as_ref().and_then(|q| q.node.as_ref())
+                else {
+                    panic!("{:?}", v.query)
+                };
+                assert!(q.from_clause.is_empty(), "the query's tree is left out");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            src.statements[1].tree,
+            Some(NodeEnum::CreateTableAsStmt(_))
+        ));
+        assert!(matches!(
+            src.statements[2].tree,
+            Some(NodeEnum::AlterTableStmt(_))
+        ));
+        // A broken query is still a syntax error at its own position.
+        let broken = "CREATE VIEW v AS SELECT a FROM WHERE;\nALTER TABLE t ADD c int;\n";
+        let src = SqlSource::parse(broken.to_string());
+        let e = src.statements[0].error.as_ref().expect("syntax error");
+        assert_eq!(&broken[src.statements[0].start + e.offset..][..5], "WHERE");
+        assert!(src.statements[1].tree.is_some());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::model::locks::locks_of;
 use crate::model::{Operation, TxControl};
 use crate::plan::rewrites::plan_statement;
 use crate::plan::{MigrationPlan, Phase};
+use crate::sql::directives::{self, Directive};
 use crate::sql::SqlSource;
 use std::path::PathBuf;
 
@@ -206,7 +207,7 @@ fn live_statements(file: &MigrationFile) -> impl Iterator<Item = &crate::sql::St
         .source
         .comments
         .iter()
-        .find(|c| c.body == "migrate:down")
+        .find(|c| directives::parse(&c.body) == Some(Directive::Down))
         .map_or(usize::MAX, |c| c.start);
     file.source
         .statements
@@ -219,14 +220,9 @@ fn markers(file: &MigrationFile) -> Vec<(usize, Phase)> {
     file.source
         .comments
         .iter()
-        .filter_map(|c| {
-            let phase = match c.body.as_str() {
-                "migrate:expand" => Phase::Expand,
-                "migrate:backfill" => Phase::Backfill,
-                "migrate:contract" => Phase::Contract,
-                _ => return None,
-            };
-            Some((c.start, phase))
+        .filter_map(|c| match directives::parse(&c.body)? {
+            Directive::Phase(phase) => Some((c.start, phase)),
+            _ => None,
         })
         .collect()
 }
@@ -312,8 +308,17 @@ fn lint_and_plan(
         for rule in &enabled {
             rule.check(&ctx, &mut findings);
         }
-        rewrites.extend(plan_statement(&ctx, sqls, &earlier));
         let (line, _) = file.source.position(stmt.start);
+        let plan_ctx = crate::plan::PlanCtx {
+            index,
+            line,
+            ops,
+            catalog,
+            section,
+            pg: settings.pg_version,
+            views: settings.views,
+        };
+        rewrites.extend(plan_statement(&plan_ctx, sqls, &earlier));
         summaries.push(StmtSummary {
             index,
             section,
@@ -429,10 +434,9 @@ fn apply_allows(
         .comments
         .iter()
         .filter_map(|c| {
-            let rest = c.body.strip_prefix("migrate:allow")?;
-            let mut parts = rest.trim().splitn(2, char::is_whitespace);
-            let rule = parts.next().unwrap_or("").to_string();
-            let reason = parts.next().unwrap_or("").trim().to_string();
+            let Directive::Allow { rule, reason } = directives::parse(&c.body)? else {
+                return None;
+            };
             let target = statements.iter().position(|s| s.start >= c.end);
             Some((c, rule, reason, target))
         })
@@ -472,6 +476,20 @@ fn apply_allows(
             ));
         }
     }
+    // A misspelt directive would otherwise be an ordinary comment, silently.
+    for c in &file.source.comments {
+        if let Some(Directive::Unknown(what)) = directives::parse(&c.body) {
+            out.push(make_finding(
+                file,
+                &AllowDirective::META,
+                c.start,
+                c.end,
+                None,
+                format!("`-- migrate:{what}` is not a directive: the comment has no effect"),
+                "the directives are migrate:expand, migrate:backfill, migrate:contract, migrate:no-transaction, migrate:allow <rule> <reason>, and dbmate's migrate:up / migrate:down",
+            ));
+        }
+    }
     out
 }
 
@@ -489,11 +507,9 @@ pub fn analyze_sources(context: &[&str], sql: &str, settings: &Settings) -> Vec<
         replay(&Prepared::new(make(i + 1, c)), &mut catalog);
     }
     let mut file = make(context.len() + 1, sql);
-    if sql
-        .lines()
-        .next()
-        .is_some_and(|l| l.trim() == "-- migrate:no-transaction")
-    {
+    if file.source.comments.first().is_some_and(|c| {
+        c.start == 0 && directives::parse(&c.body) == Some(Directive::NoTransaction)
+    }) {
         file.transaction = TransactionMode::None;
     }
     vec![analyze_file(Prepared::new(file), &mut catalog, settings)]

@@ -5,58 +5,11 @@
 
 use crate::error::Error;
 use crate::files::TransactionMode;
-use crate::lint::Level;
+use crate::vocab::Level;
+pub use crate::vocab::PgVersion;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// A PostgreSQL server version, major and minor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PgVersion {
-    pub major: u32,
-    pub minor: u32,
-}
-
-impl PgVersion {
-    pub const DEFAULT: PgVersion = PgVersion {
-        major: 15,
-        minor: 0,
-    };
-
-    pub fn at_least(&self, major: u32) -> bool {
-        self.major >= major
-    }
-}
-
-impl std::str::FromStr for PgVersion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("`{s}` is not a PostgreSQL version; write it as 15 or 14.3");
-        let mut parts = s.trim().split('.');
-        let major: u32 = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
-        let minor: u32 = match parts.next() {
-            Some(p) => p.parse().map_err(|_| bad())?,
-            None => 0,
-        };
-        // 9.6 style versions: the first two parts are the major version.
-        let (major, minor) = if major == 9 {
-            (9, minor)
-        } else {
-            (major, minor)
-        };
-        if !(9..=99).contains(&major) || parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(PgVersion { major, minor })
-    }
-}
-
-impl fmt::Display for PgVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.major, self.minor)
-    }
-}
 
 /// A rule's configured level, or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -300,7 +253,7 @@ pub struct Settings {
     /// The schemas whose tables the version schemas show.
     pub managed_schemas: Vec<String>,
     /// Per-rule level overrides; `None` turns a rule off.
-    pub rule_levels: BTreeMap<&'static str, Option<Level>>,
+    pub rule_levels: BTreeMap<String, Option<Level>>,
 }
 
 impl Default for Settings {
@@ -326,8 +279,13 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Reads `migrate.toml` from `path` (an explicit `--config` must exist; the default one may not).
-    pub fn load(path: Option<&Path>) -> Result<(Settings, RawConfig), Error> {
+    /// Reads `migrate.toml` from `path` (an explicit `--config` must exist; the default one may
+    /// not). `rule_exists` checks the ids under `[rules]` against the rule registry, which this
+    /// module does not import.
+    pub fn load(
+        path: Option<&Path>,
+        rule_exists: fn(&str) -> bool,
+    ) -> Result<(Settings, RawConfig), Error> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from("migrate.toml"), false),
@@ -340,8 +298,14 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => RawConfig::default(),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let settings =
-            Settings::from_raw(&raw).map_err(|message| Error::Config { path, message })?;
+        let settings = Settings::from_raw(&raw)
+            .and_then(|s| match s.rule_levels.keys().find(|id| !rule_exists(id)) {
+                Some(id) => Err(format!(
+                    "[rules]: there is no rule `{id}`; `migrate rules` lists them"
+                )),
+                None => Ok(s),
+            })
+            .map_err(|message| Error::Config { path, message })?;
         Ok((settings, raw))
     }
 
@@ -419,19 +383,16 @@ impl Settings {
             s.managed_schemas = list.clone();
         }
         s.backfill = BackfillSettings::from_raw(&raw.backfill)?;
+        // Whether each id names a rule is checked against the registry by `lint`, which
+        // config does not import (`lint::rules::check_configured`).
         for (id, setting) in &raw.rules {
-            let Some(rule) = crate::lint::rules::find(id) else {
-                return Err(format!(
-                    "[rules]: there is no rule `{id}`; `migrate rules` lists them"
-                ));
-            };
             let level = match setting {
                 RuleSetting::Off => None,
                 RuleSetting::Info => Some(Level::Info),
                 RuleSetting::Warning => Some(Level::Warning),
                 RuleSetting::Error => Some(Level::Error),
             };
-            s.rule_levels.insert(rule.id(), level);
+            s.rule_levels.insert(id.clone(), level);
         }
         Ok(s)
     }
@@ -553,8 +514,19 @@ mod tests {
 
     #[test]
     fn unknown_rule_is_an_error() {
-        let raw: RawConfig = toml::from_str("[rules]\nno-such-rule = \"off\"").unwrap();
-        let err = Settings::from_raw(&raw).unwrap_err();
-        assert!(err.contains("no-such-rule"), "{err}");
+        let path = std::env::temp_dir().join(format!("migrate-rules-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[rules]\nno-such-rule = \"off\"\ntruncate = \"error\"\n",
+        )
+        .unwrap();
+        let outcome = Settings::load(Some(&path), |id| id == "truncate");
+        std::fs::remove_file(&path).unwrap();
+        match outcome {
+            Err(Error::Config { message, .. }) => {
+                assert!(message.contains("no-such-rule"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -16,3 +16,4 @@ pub mod model;
 pub mod plan;
 pub mod report;
 pub mod sql;
+pub mod vocab;

@@ -20,7 +20,7 @@ pub struct DbArgs {
 
 impl DbArgs {
     pub fn settings(&self) -> Result<Settings, Error> {
-        let (mut s, _) = Settings::load(self.config.as_deref())?;
+        let (mut s, _) = Settings::load(self.config.as_deref(), crate::lint::rules::exists)?;
         if let Some(d) = &self.dir {
             s.migrations_dir = d.clone();
         }

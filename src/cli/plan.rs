@@ -44,7 +44,7 @@ pub enum TransactionArg {
 
 /// Validated settings from the arguments over migrate.toml.
 fn settings(args: &PlanArgs) -> Result<Settings, Error> {
-    let (mut s, _) = Settings::load(args.config.as_deref())?;
+    let (mut s, _) = Settings::load(args.config.as_deref(), crate::lint::rules::exists)?;
     if let Some(v) = args.pg_version {
         s.pg_version = v;
     }

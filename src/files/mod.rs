@@ -295,13 +295,16 @@ fn transaction_opt_out(path: &Path, text: &str) -> Option<String> {
     if first_line == "-- no-transaction" {
         return Some("first line `-- no-transaction` (sqlx)".into());
     }
+    use crate::sql::directives::{self, Directive};
     for line in text.lines().map(str::trim).filter(|l| l.starts_with("--")) {
-        let body = line.trim_start_matches('-').trim();
-        if body == "migrate:no-transaction" {
-            return Some("`-- migrate:no-transaction`".into());
-        }
-        if body.starts_with("migrate:up") && body.contains("transaction:false") {
-            return Some("`-- migrate:up transaction:false` (dbmate)".into());
+        match directives::parse(line.trim_start_matches('-')) {
+            Some(Directive::NoTransaction) => {
+                return Some("`-- migrate:no-transaction`".into());
+            }
+            Some(Directive::Up { transaction: false }) => {
+                return Some("`-- migrate:up transaction:false` (dbmate)".into());
+            }
+            _ => {}
         }
     }
     let file_name = path

@@ -4,44 +4,18 @@
 
 pub mod rules;
 
-use crate::config::{PgVersion, Settings};
+pub use crate::vocab::Level;
+
+use crate::config::Settings;
 use crate::files::{MigrationFile, TransactionMode};
 use crate::model::catalog::Catalog;
 use crate::model::locks::LockLevel;
 use crate::model::{Operation, QualifiedName};
-use crate::plan::Phase;
 use crate::sql::Statement;
+use crate::vocab::PgVersion;
+use crate::vocab::Phase;
 use serde::Serialize;
-use std::fmt;
 use std::path::PathBuf;
-
-/// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// Style: nothing breaks.
-    Info,
-    /// Unsafe as written; the plan makes it safe, or a person must look.
-    Warning,
-    /// Cannot be made safe automatically: the build fails.
-    Error,
-}
-
-impl Level {
-    pub fn name(self) -> &'static str {
-        match self {
-            Level::Info => "info",
-            Level::Warning => "warning",
-            Level::Error => "error",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// What a rule is, from its declaration.
 #[derive(Debug)]

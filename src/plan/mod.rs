@@ -6,38 +6,35 @@ pub mod rewrites;
 use crate::files::TransactionMode;
 use crate::model::locks::TableLock;
 use crate::model::QualifiedName;
+pub use crate::vocab::Phase;
 use serde::Serialize;
-use std::fmt;
 
-/// The three phases of a zero-downtime change.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Additive, backward-compatible: before the code deploy.
-    Expand,
-    /// Data moved in batches, while traffic runs.
-    Backfill,
-    /// Destructive and tightening: after the old version is gone.
-    Contract,
+/// What the planner sees of one statement: its operations, the schema before it, and the
+/// settings that change a plan. Built by the pipeline beside the linter's own context; the
+/// planner needs nothing of the linter.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanCtx<'a> {
+    /// The statement's index in its file, and its first line.
+    pub index: usize,
+    pub line: usize,
+    pub ops: &'a [crate::model::Operation],
+    /// The schema before this statement.
+    pub catalog: &'a crate::model::catalog::Catalog,
+    /// The `-- migrate:<phase>` section the statement stands in, if the file has markers.
+    pub section: Option<Phase>,
+    pub pg: crate::vocab::PgVersion,
+    /// Whether the apps read through version schemas (`views` in migrate.toml).
+    pub views: bool,
 }
 
-impl Phase {
-    pub const ALL: [Phase; 3] = [Phase::Expand, Phase::Backfill, Phase::Contract];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Expand => "expand",
-            Phase::Backfill => "backfill",
-            Phase::Contract => "contract",
-        }
+impl PlanCtx<'_> {
+    pub fn pg(&self) -> crate::vocab::PgVersion {
+        self.pg
     }
-}
 
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    /// Whether the table may hold rows and traffic: not created in this migration.
+    pub fn is_live_table(&self, table: &QualifiedName) -> bool {
+        !self.catalog.is_new_table(table)
     }
 }
 

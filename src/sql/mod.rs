@@ -1,5 +1,6 @@
 //! Reading SQL: statements with exact spans, their parse trees, comments and positions.
 
+pub mod directives;
 pub mod parse;
 pub mod split;
 

@@ -1,12 +1,13 @@
 use crate::lint::Rule;
 
 crate::declare_rule! {
-    /// A `-- migrate:allow` directive that is malformed or excuses nothing.
+    /// A `-- migrate:` directive that is malformed, unknown, or excuses nothing.
     ///
     /// ## What it catches
     /// `-- migrate:allow <rule-id> <reason>` on the line before a statement suppresses that rule
     /// on that statement. A directive with no reason, an unknown rule id, or one that suppresses
-    /// nothing on the next statement is reported.
+    /// nothing on the next statement is reported, and so is a `-- migrate:` comment that is no
+    /// directive at all (`-- migrate:contrct`), which would otherwise be ignored.
     ///
     /// ## Why it hurts
     /// An excuse without a reason cannot be reviewed, and a stale one hides the next real
@@ -58,5 +59,19 @@ mod tests {
             "-- migrate:allow no-such-rule because\nSELECT 1;",
         );
         fires("allow-directive", &[USERS], "-- migrate:allow renaming-column not renaming anything\nCREATE INDEX CONCURRENTLY i ON users (name);");
+    }
+
+    #[test]
+    fn a_misspelt_directive_is_reported_and_the_real_ones_are_not() {
+        fires(
+            "allow-directive",
+            &[USERS],
+            "-- migrate:contrct\nALTER TABLE users DROP COLUMN name;",
+        );
+        silent(
+            "allow-directive",
+            &[USERS],
+            "-- migrate:expand\nALTER TABLE users ADD COLUMN a int;\n-- migrate:contract\nALTER TABLE users DROP COLUMN name;",
+        );
     }
 }

@@ -73,6 +73,11 @@ registry! {
     identifier_too_long::IdentifierTooLong,
 }
 
+/// Whether a rule has this id (for checking the ids in migrate.toml).
+pub fn exists(id: &str) -> bool {
+    find(id).is_some()
+}
+
 /// The rule with this id.
 pub fn find(id: &str) -> Option<&'static dyn Rule> {
     RULES.iter().copied().find(|r| r.id() == id)

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn unique_via_index(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     table: &QualifiedName,
     name: &str,
     columns: &[String],

@@ -6,7 +6,7 @@
 use super::*;
 
 pub(super) fn change_type(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     table: &QualifiedName,
     column: &str,
     new_type: &str,
@@ -98,7 +98,7 @@ pub(super) fn change_type(
         table,
     ));
     abort_shadow(&mut r, table, drop, &shadow);
-    if !ctx.settings.views {
+    if !ctx.views {
         r.notes.push(format!(
             "without views, the swap changes the type a prepared `SELECT {qc}` returns (\"cached plan must not change result type\"): the new version reads {qc} with a cast to {new_type} until contract"
         ));

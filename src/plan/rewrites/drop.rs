@@ -8,7 +8,7 @@
 use super::*;
 
 pub(super) fn drop_column(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     op: &Operation,
     sql: &str,
     table: &QualifiedName,

@@ -46,7 +46,7 @@ pub(super) fn word_spans(s: &str) -> Vec<(usize, &str)> {
     out
 }
 
-pub(super) fn concurrent_index(ctx: &StmtCtx, op: &Operation, phase: Phase) -> Rewrite {
+pub(super) fn concurrent_index(ctx: &PlanCtx, op: &Operation, phase: Phase) -> Rewrite {
     let Operation::CreateIndex(ix) = op else {
         unreachable!("concurrent_index takes CreateIndex")
     };

@@ -29,15 +29,13 @@ use set_not_null::*;
 use shadow::*;
 use volatile_default::*;
 
-use super::{Phase, Rewrite, Step, StepKind, ViewChange};
-use crate::lint::StmtCtx;
+use super::{Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange};
 use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
 use crate::model::types::{type_change, TypeChange};
 use crate::model::{quote_ident, ConstraintKind, Operation, QualifiedName, TxControl, Volatility};
 
 /// Plans one statement: a rewrite for each of its operations that produces steps.
-pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[&Operation]) -> Vec<Rewrite> {
-    let (line, _) = ctx.file.source.position(ctx.stmt.start);
+pub fn plan_statement(ctx: &PlanCtx, op_sql: &[String], earlier: &[&Operation]) -> Vec<Rewrite> {
     ctx.ops
         .iter()
         .zip(op_sql)
@@ -47,7 +45,7 @@ pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[&Operation]) 
                 None => intent(ctx, op, sql, earlier),
             }?;
             r.statement = ctx.index;
-            r.line = line;
+            r.line = ctx.line;
             r.touches = touches(ctx, op);
             Some(r)
         })
@@ -56,7 +54,7 @@ pub fn plan_statement(ctx: &StmtCtx, op_sql: &[String], earlier: &[&Operation]) 
 
 /// The columns an operation changes or builds on, as far as it says: the columns it names, and
 /// for an expression (a CHECK, an UPDATE) the table's columns that appear in it as words.
-fn touches(ctx: &StmtCtx, op: &Operation) -> Vec<(QualifiedName, String)> {
+fn touches(ctx: &PlanCtx, op: &Operation) -> Vec<(QualifiedName, String)> {
     use Operation as O;
     let named = |table: &QualifiedName, cols: &[String]| -> Vec<(QualifiedName, String)> {
         cols.iter().map(|c| (table.clone(), c.clone())).collect()
@@ -345,7 +343,7 @@ fn split_camel(s: &str) -> String {
 
 /// A file with `-- migrate:<phase>` markers: statements run as written in their section, with
 /// only the mechanical safety changes (indexes built concurrently, backfills batched).
-fn explicit(ctx: &StmtCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Rewrite> {
+fn explicit(ctx: &PlanCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Rewrite> {
     match op {
         Operation::Transaction(_) | Operation::SetVariable { .. } => None,
         Operation::CreateIndex(ix) if !ix.concurrently && ctx.is_live_table(&ix.table) => {
@@ -361,7 +359,7 @@ fn explicit(ctx: &StmtCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Re
 }
 
 /// Plain SQL: each intent becomes its safe phased form.
-fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> Option<Rewrite> {
+fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> Option<Rewrite> {
     use Operation as O;
     let what = describe(op);
     let live = |t: &QualifiedName| ctx.is_live_table(t);
@@ -396,7 +394,7 @@ fn intent(ctx: &StmtCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
         } if live(table) => {
             let current = ctx.catalog.table(table).and_then(|t| t.column(column)).map(|c| &c.ty);
             match type_change(current, ty, using.is_some()) {
-                TypeChange::NoRewrite if !ctx.settings.views => as_written(op, sql, Phase::Expand, &what),
+                TypeChange::NoRewrite if !ctx.views => as_written(op, sql, Phase::Expand, &what),
                 TypeChange::NoRewrite => {
                     // In place, PostgreSQL refuses the change while a view reads the column, and
                     // made again, every version's view would show the new type modifier: a

@@ -11,13 +11,13 @@
 use super::*;
 
 pub(super) fn rename_column(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     table: &QualifiedName,
     from: &str,
     to: &str,
     what: &str,
 ) -> Rewrite {
-    if ctx.settings.views {
+    if ctx.views {
         let mut r = new_rewrite(what);
         r.view.push(ViewChange::RenameColumn {
             table: table.clone(),
@@ -39,7 +39,7 @@ pub(super) fn rename_column(
     dual_columns(ctx, table, from, to, what)
 }
 
-fn dual_columns(ctx: &StmtCtx, table: &QualifiedName, from: &str, to: &str, what: &str) -> Rewrite {
+fn dual_columns(ctx: &PlanCtx, table: &QualifiedName, from: &str, to: &str, what: &str) -> Rewrite {
     let mut r = new_rewrite(what);
     let col = ctx.catalog.table(table).and_then(|t| t.column(from));
     let ty = col.map_or_else(

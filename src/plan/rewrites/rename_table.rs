@@ -7,9 +7,9 @@
 
 use super::*;
 
-pub(super) fn rename_table(ctx: &StmtCtx, table: &QualifiedName, to: &str, what: &str) -> Rewrite {
+pub(super) fn rename_table(ctx: &PlanCtx, table: &QualifiedName, to: &str, what: &str) -> Rewrite {
     let mut r = new_rewrite(what);
-    if ctx.settings.views {
+    if ctx.views {
         r.view.push(ViewChange::RenameTable {
             table: table.clone(),
             to: to.to_string(),

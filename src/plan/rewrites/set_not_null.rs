@@ -7,7 +7,7 @@ use super::*;
 /// short transaction, with `also` (more SQL under the same lock, such as dropping a fill
 /// trigger): a table's ACCESS EXCLUSIVE is asked for once at the end, not once per statement.
 pub(super) fn tighten_not_null(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     r: &mut Rewrite,
     table: &QualifiedName,
     column: &str,
@@ -79,7 +79,7 @@ pub(super) fn fill_trigger(
 }
 
 pub(super) fn set_not_null(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     table: &QualifiedName,
     column: &str,
     earlier: &[&Operation],

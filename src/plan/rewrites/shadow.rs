@@ -129,7 +129,7 @@ impl SyncTrigger {
 /// give the copies their originals' names, for contract, once dropping `from` has dropped the
 /// originals.
 pub(super) fn copy_indexes(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     r: &mut Rewrite,
     table: &QualifiedName,
     from: &str,
@@ -194,7 +194,7 @@ pub(super) fn copy_indexes(
 /// contract's validations and the renames that give the copies their originals' names once
 /// dropping `from` has dropped the originals.
 pub(super) fn copy_constraints(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     r: &mut Rewrite,
     table: &QualifiedName,
     from: &str,

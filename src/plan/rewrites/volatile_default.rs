@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) fn volatile_default(
-    ctx: &StmtCtx,
+    ctx: &PlanCtx,
     op: &Operation,
     table: &QualifiedName,
     column: &crate::model::ColumnSpec,

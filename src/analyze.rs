@@ -14,7 +14,7 @@ use crate::lint::rules::{
 use crate::lint::{make_finding, FileCtx, Finding, HeldLock, Rule, StmtCtx, StmtSummary, TxState};
 use crate::model::catalog::{Catalog, Origin};
 use crate::model::convert;
-use crate::model::locks::locks_of;
+use crate::model::locks::{locks_in, TableLock};
 use crate::model::{Operation, TxControl};
 use crate::plan::rewrites::plan_statement;
 use crate::plan::{MigrationPlan, Phase};
@@ -334,7 +334,7 @@ fn lint_and_plan(
                 .collect(),
             ops,
         });
-        advance(&mut tx, ops, index, line, catalog);
+        advance(&mut tx, ops, (index, line), catalog, settings.pg_version);
         for op in ops {
             catalog.apply(op, Origin::New);
         }
@@ -371,7 +371,13 @@ fn lint_and_plan(
 }
 
 /// Moves the transaction state past a statement.
-fn advance(tx: &mut TxState, ops: &[Operation], index: usize, line: usize, catalog: &Catalog) {
+fn advance(
+    tx: &mut TxState,
+    ops: &[Operation],
+    (index, line): (usize, usize),
+    catalog: &Catalog,
+    pg: crate::vocab::PgVersion,
+) {
     for op in ops {
         match op {
             Operation::Transaction(TxControl::Begin) => {
@@ -389,8 +395,7 @@ fn advance(tx: &mut TxState, ops: &[Operation], index: usize, line: usize, catal
                 tx.added_constraints.clear();
             }
             _ => {
-                let rewrites = matches!(op, Operation::AlterColumnType { .. });
-                for l in locks_of(op, rewrites) {
+                for l in locks_in(op, catalog, pg) {
                     if catalog.is_new_table(&l.table) {
                         continue;
                     }
@@ -488,6 +493,43 @@ fn apply_allows(
                 format!("`-- migrate:{what}` is not a directive: the comment has no effect"),
                 "the directives are migrate:expand, migrate:backfill, migrate:contract, migrate:no-transaction, migrate:allow <rule> <reason>, and dbmate's migrate:up / migrate:down",
             ));
+        }
+    }
+    out
+}
+
+/// What the linter claims each statement of `sql` locks, and for how long, on the schema the
+/// `context` migrations leave (for the tests that hold these claims against a live server).
+pub fn claimed_locks(context: &[&str], sql: &str, settings: &Settings) -> Vec<Vec<TableLock>> {
+    let mut catalog = Catalog::default();
+    for c in context {
+        let file = MigrationFile {
+            path: PathBuf::from("context.sql"),
+            name: "context".into(),
+            transaction: settings.transaction,
+            opt_out: None,
+            source: SqlSource::parse(c.to_string()),
+        };
+        replay(&Prepared::new(file), &mut catalog);
+    }
+    let file = MigrationFile {
+        path: PathBuf::from("claimed.sql"),
+        name: "claimed".into(),
+        transaction: settings.transaction,
+        opt_out: None,
+        source: SqlSource::parse(sql.to_string()),
+    };
+    let prepared = Prepared::new(file);
+    let mut out = Vec::new();
+    for ops in &prepared.ops {
+        out.push(
+            ops.iter()
+                .flat_map(|op| locks_in(op, &catalog, settings.pg_version))
+                .filter(|l| !catalog.is_new_table(&l.table))
+                .collect(),
+        );
+        for op in ops {
+            catalog.apply(op, Origin::New);
         }
     }
     out

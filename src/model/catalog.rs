@@ -114,7 +114,9 @@ impl Table {
     /// Whether a validated `CHECK (column IS NOT NULL)` exists.
     pub fn has_valid_not_null_check(&self, column: &str) -> bool {
         self.constraints.iter().any(|c| {
-            c.validated && matches!(&c.kind, ConstraintKind::Check { not_null_of: Some(col), .. } if col == column)
+            c.validated
+                && matches!(&c.kind, ConstraintKind::Check { implies_not_null, .. }
+                    if implies_not_null.iter().any(|c| c == column))
         })
     }
 }

@@ -170,10 +170,22 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
                             .any(|c| sets.iter().any(|(t, _)| t == c))
                 })
             });
+            let plain: Vec<&str> = targets
+                .iter()
+                .filter(|r| r.indirection.is_empty())
+                .map(|r| r.name.as_str())
+                .collect();
+            let assigned_twice = plain
+                .iter()
+                .enumerate()
+                .find(|(i, n)| plain[..*i].contains(n))
+                .map(|(_, n)| n.to_string());
             vec![Operation::Update {
                 table,
                 sets,
                 repeatable,
+                indirect: targets.iter().any(|r| !r.indirection.is_empty()),
+                assigned_twice,
                 filter: s.where_clause.as_deref().map(expr_sql),
                 has_from: !s.from_clause.is_empty() || s.with_clause.is_some(),
             }]
@@ -191,7 +203,16 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
                 s.select_stmt.as_deref().and_then(|n| n.node.as_ref()),
                 Some(N::SelectStmt(sel)) if sel.values_lists.is_empty()
             );
+            let columns = s
+                .cols
+                .iter()
+                .filter_map(|c| match &c.node {
+                    Some(N::ResTarget(r)) if r.indirection.is_empty() => Some(r.name.clone()),
+                    _ => None,
+                })
+                .collect();
             vec![Operation::Insert {
+                columns,
                 table: s
                     .relation
                     .as_ref()
@@ -684,6 +705,7 @@ fn constraint_spec(k: &protobuf::Constraint, column: Option<&str>) -> Option<Con
             ConstraintKind::Check {
                 expr: e.map(expr_sql).unwrap_or_default(),
                 not_null_of: e.and_then(is_not_null_test),
+                implies_not_null: e.map(not_null_terms).unwrap_or_default(),
             }
         }
         ConstrType::ConstrForeign => ConstraintKind::ForeignKey {
@@ -728,6 +750,35 @@ fn is_not_null_test(node: &Node) -> Option<String> {
         Some(NodeEnum::ColumnRef(c)) => strings(&c.fields).pop(),
         _ => None,
     }
+}
+
+/// Whether a `USING` expression is what PostgreSQL does without one: the column itself, or the
+/// column cast to the new type. Written out, it changes nothing, and a type change that needs no
+/// rewrite still needs none.
+fn is_default_transform(using: &Node, column: &str, ty: Option<&protobuf::TypeName>) -> bool {
+    let is_column = |n: &Node| match &n.node {
+        Some(NodeEnum::ColumnRef(c)) => strings(&c.fields) == [column],
+        _ => false,
+    };
+    match &using.node {
+        Some(NodeEnum::TypeCast(cast)) => {
+            cast.arg.as_deref().is_some_and(is_column)
+                && cast.type_name.as_ref().map(sql_type) == ty.map(sql_type)
+        }
+        _ => is_column(using),
+    }
+}
+
+/// The columns an expression proves non-null: each `c IS NOT NULL` that is the whole
+/// expression or a term of a top-level AND (nested ANDs too).
+fn not_null_terms(node: &Node) -> Vec<String> {
+    if let Some(NodeEnum::BoolExpr(b)) = &node.node {
+        if b.boolop() == protobuf::BoolExprType::AndExpr {
+            return b.args.iter().flat_map(not_null_terms).collect();
+        }
+        return Vec::new();
+    }
+    is_not_null_test(node).into_iter().collect()
 }
 
 fn create_table(s: &protobuf::CreateStmt) -> Operation {
@@ -903,6 +954,11 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
             },
             A::AtAlterColumnType => match def {
                 Some(NodeEnum::ColumnDef(cd)) => Operation::AlterColumnType {
+                    using: cd
+                        .raw_default
+                        .as_deref()
+                        .filter(|u| !is_default_transform(u, &col, cd.type_name.as_ref()))
+                        .map(expr_sql),
                     table: t,
                     column: col,
                     ty: cd.type_name.as_ref().map(sql_type).unwrap_or(SqlType {
@@ -911,7 +967,6 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                         mods: vec![],
                         array: false,
                     }),
-                    using: cd.raw_default.as_deref().map(expr_sql),
                     collate: cd.coll_clause.is_some(),
                 },
                 _ => continue,

@@ -103,6 +103,119 @@ fn lock(table: &QualifiedName, level: LockLevel, hold: LockHold) -> TableLock {
     }
 }
 
+/// The locks an operation takes on a schema as it stands, with how long each is held: whether
+/// it rewrites the table, scans it, or only changes the catalog, as PostgreSQL decides it
+/// (each case settled on a live server by tests/forms.rs).
+pub fn locks_in(
+    op: &Operation,
+    catalog: &super::catalog::Catalog,
+    pg: crate::vocab::PgVersion,
+) -> Vec<TableLock> {
+    use super::types::{type_change, TypeChange};
+    use super::{ConstraintKind as K, Volatility};
+    use LockHold::*;
+    let with_hold = |mut locks: Vec<TableLock>, table: &QualifiedName, hold: LockHold| {
+        for l in locks.iter_mut().filter(|l| &l.table == table) {
+            l.hold = l.hold.max(hold);
+        }
+        locks
+    };
+    match op {
+        Operation::AddColumn { table, column, .. } => {
+            let default = column
+                .default
+                .as_ref()
+                .filter(|d| !d.sql.eq_ignore_ascii_case("null"));
+            let rewrite = column.identity
+                || column.ty.is_serial()
+                || column.generated_stored == Some(true)
+                || default.is_some_and(|d| d.volatility == Volatility::Volatile)
+                || (default.is_some() && !pg.at_least(11));
+            // An inline CHECK, UNIQUE or PRIMARY KEY is verified by reading every row, even
+            // though the new column is all NULL (or all the default); a REFERENCES only when a
+            // default gives the column values to look up.
+            let scan = column.constraints.iter().any(|c| match &c.kind {
+                K::Check { .. } | K::Unique { .. } | K::PrimaryKey { .. } | K::Exclusion => true,
+                K::ForeignKey { .. } => default.is_some(),
+                K::NotNull { .. } => false,
+            });
+            let hold = if rewrite {
+                Rewrite
+            } else if scan {
+                Scan
+            } else {
+                Brief
+            };
+            with_hold(locks_of(op, false), table, hold)
+        }
+        Operation::AlterColumnType {
+            table,
+            column,
+            ty,
+            using,
+            ..
+        } => {
+            let current = catalog
+                .table(table)
+                .and_then(|t| t.column(column))
+                .map(|c| &c.ty);
+            let rewrites = !matches!(
+                type_change(current, ty, using.is_some()),
+                TypeChange::NoRewrite
+            );
+            locks_of(op, rewrites)
+        }
+        Operation::SetNotNull { table, column } => {
+            let proven = pg.at_least(12)
+                && catalog
+                    .table(table)
+                    .is_some_and(|t| t.has_valid_not_null_check(column));
+            locks_of(op, !proven)
+        }
+        // DROP INDEX locks the index's table too, when the catalog knows which it is.
+        Operation::DropIndex {
+            names,
+            concurrently,
+            ..
+        } => names
+            .iter()
+            .filter_map(|n| catalog.index(n))
+            .map(|ix| {
+                let level = if *concurrently {
+                    LockLevel::ShareUpdateExclusive
+                } else {
+                    LockLevel::AccessExclusive
+                };
+                lock(&ix.table, level, Brief)
+            })
+            .collect(),
+        // PRIMARY KEY USING INDEX sets NOT NULL on its columns: a scan for each not known so.
+        Operation::AddConstraint {
+            table, constraint, ..
+        } => match &constraint.kind {
+            K::PrimaryKey {
+                using_index: Some(ix),
+                ..
+            } => {
+                let t = catalog.table(table);
+                let ix = catalog.index(&QualifiedName::new(table.schema.as_deref(), ix));
+                let nullable = ix.is_none_or(|ix| {
+                    ix.columns
+                        .iter()
+                        .any(|c| !t.and_then(|t| t.column(c)).is_some_and(|c| c.not_null))
+                });
+                with_hold(
+                    locks_of(op, false),
+                    table,
+                    if nullable { Scan } else { Brief },
+                )
+            }
+            _ => locks_of(op, false),
+        },
+        _ => locks_of(op, matches!(op, Operation::AlterColumnType { .. })),
+    }
+}
+
 /// The locks an operation takes, with how long each is held. `rewrites` says whether a type
 /// change rewrites the table (decided by the caller, who knows the current type).
 pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {

@@ -296,6 +296,11 @@ pub enum ConstraintKind {
         expr: String,
         /// The column a `CHECK (c IS NOT NULL)` proves non-null.
         not_null_of: Option<String>,
+        /// Every column the check proves non-null, as PostgreSQL's predicate proof sees it: the
+        /// exact form, or `c IS NOT NULL` as one term of an AND (`c IS NOT NULL AND c > 0`).
+        /// An OR proves nothing. A validated such check lets SET NOT NULL skip its scan.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        implies_not_null: Vec<String>,
     },
     ForeignKey {
         columns: Vec<String>,
@@ -564,6 +569,11 @@ pub enum Operation {
         filter: Option<String>,
         /// `UPDATE … FROM`: the batching engine cannot take it apart.
         has_from: bool,
+        /// An assignment to an array element or a field (`SET tags[1] = …`, `SET pos.x = …`):
+        /// `sets` names only the column, so the statement cannot be rebuilt from it.
+        indirect: bool,
+        /// A column assigned twice (`SET a = 1, a = 2`), which PostgreSQL refuses.
+        assigned_twice: Option<String>,
         /// Whether running the assignments again would change nothing: no volatile function,
         /// no subquery, no assigned column read. Only then can the engine check afterwards
         /// that every row got its values.
@@ -576,6 +586,8 @@ pub enum Operation {
     Insert {
         table: QualifiedName,
         from_select: bool,
+        /// The column list as written (empty when there is none).
+        columns: Vec<String>,
     },
     Transaction(TxControl),
     SetVariable {

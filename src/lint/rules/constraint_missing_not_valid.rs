@@ -5,7 +5,11 @@ crate::declare_rule! {
     /// `ADD CONSTRAINT` CHECK or FOREIGN KEY without `NOT VALID` on an existing table.
     ///
     /// ## What it catches
-    /// A check or foreign key constraint added to a table that may hold rows, validated at once.
+    /// A check or foreign key constraint added to a table that may hold rows, validated at once:
+    /// `ADD CONSTRAINT` without `NOT VALID`, and a `CHECK` written on a new column in `ADD
+    /// COLUMN` (PostgreSQL scans every row although the new column is all NULL), or a
+    /// `REFERENCES` on a new column with a default. A `REFERENCES` on a new column without a
+    /// default is not flagged: every value is NULL and PostgreSQL skips the check.
     ///
     /// ## Why it hurts
     /// Validation scans the whole table while holding the constraint's lock: ACCESS EXCLUSIVE
@@ -30,6 +34,34 @@ impl Rule for ConstraintMissingNotValid {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
+            // Written on a new column: no NOT VALID is possible inline, and PostgreSQL reads
+            // every row to verify a CHECK though the column is all NULL (or all its default);
+            // a REFERENCES only when a default gives the column values.
+            if let Operation::AddColumn { table, column, .. } = op {
+                if !ctx.is_live_table(table) {
+                    continue;
+                }
+                let has_default = column
+                    .default
+                    .as_ref()
+                    .is_some_and(|d| !d.sql.eq_ignore_ascii_case("null"));
+                for c in &column.constraints {
+                    let (kind, lock) = match &c.kind {
+                        ConstraintKind::Check { .. } => ("CHECK", "ACCESS EXCLUSIVE: no reads or writes"),
+                        ConstraintKind::ForeignKey { .. } if has_default => (
+                            "REFERENCES",
+                            "ACCESS EXCLUSIVE: no reads or writes",
+                        ),
+                        _ => continue,
+                    };
+                    out.push(ctx.finding(
+                        &Self::META,
+                        format!("the {kind} written on new column {table}.{} is verified by scanning all of {table} under {lock}", column.name),
+                        "add the column alone, then ADD CONSTRAINT … NOT VALID and VALIDATE CONSTRAINT in a separate transaction",
+                    ));
+                }
+                continue;
+            }
             let Operation::AddConstraint {
                 table, constraint, ..
             } = op

@@ -1,15 +1,18 @@
 use crate::lint::{Finding, Rule, StmtCtx};
-use crate::model::Operation;
 
 crate::declare_rule! {
     /// An identifier longer than PostgreSQL's 63-byte limit.
     ///
     /// ## What it catches
-    /// Table, column, index and constraint names over 63 bytes.
+    /// Any identifier over 63 bytes, in any statement: the name of a new table, column, index
+    /// or constraint, and a reference to one.
     ///
     /// ## Why it hurts
-    /// PostgreSQL truncates them silently: two long names can collide, and later migrations or
-    /// code that use the full name do not find the object.
+    /// PostgreSQL truncates them silently, with at most a NOTICE: two long names that share 63
+    /// bytes collide (`already exists`), and whatever names the object in full where no
+    /// truncation happens — a string such as `'…'::regclass`, a catalog query, an ORM's schema
+    /// check, another tool — does not find it. The migration that wrote the name works; a later
+    /// one fails.
     ///
     /// ## Example
     /// ```sql
@@ -18,7 +21,7 @@ crate::declare_rule! {
     ///
     /// ## Instead
     /// Keep names to 63 bytes.
-    pub struct IdentifierTooLong => "identifier-too-long", Info;
+    pub struct IdentifierTooLong => "identifier-too-long", Error;
 }
 
 impl Rule for IdentifierTooLong {
@@ -28,22 +31,7 @@ impl Rule for IdentifierTooLong {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         // The parser has already truncated long names in the tree: read the source tokens.
-        let creates = ctx.ops.iter().any(|op| {
-            matches!(
-                op,
-                Operation::CreateTable { .. }
-                    | Operation::AddColumn { .. }
-                    | Operation::CreateIndex(_)
-                    | Operation::AddConstraint { .. }
-                    | Operation::RenameTable { .. }
-                    | Operation::RenameColumn { .. }
-                    | Operation::RenameConstraint { .. }
-                    | Operation::CreateView { .. }
-                    | Operation::CreateTableAs { .. }
-                    | Operation::CreateEnum { .. }
-            )
-        });
-        if !creates || !has_long_word(&ctx.stmt.text) {
+        if !has_long_word(&ctx.stmt.text) {
             return;
         }
         let Ok(scan) = pg_query::scan(&ctx.stmt.text) else {

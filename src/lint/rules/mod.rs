@@ -19,6 +19,7 @@ registry! {
     syntax_error::SyntaxErrorRule,
     unreadable_file::UnreadableFile,
     unknown_table_or_column::UnknownTableOrColumn,
+    fails_at_run_time::FailsAtRunTime,
     allow_directive::AllowDirective,
     phase_mismatch::PhaseMismatch,
     require_concurrent_index_creation::RequireConcurrentIndexCreation,

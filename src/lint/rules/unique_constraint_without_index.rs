@@ -5,7 +5,8 @@ crate::declare_rule! {
     /// `ADD UNIQUE` or `ADD PRIMARY KEY` that builds its index under ACCESS EXCLUSIVE.
     ///
     /// ## What it catches
-    /// A unique or primary key constraint added to an existing table without `USING INDEX`; and
+    /// A unique or primary key constraint added to an existing table without `USING INDEX`, or
+    /// written on a new column (`ADD COLUMN c int UNIQUE`); and
     /// `PRIMARY KEY USING INDEX` over columns not known to be NOT NULL, which makes PostgreSQL
     /// scan the table to set NOT NULL.
     ///
@@ -32,6 +33,22 @@ impl Rule for UniqueConstraintWithoutIndex {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         for op in ctx.ops {
+            // `ADD COLUMN c … UNIQUE` / `PRIMARY KEY`: the index is built in the statement.
+            if let Operation::AddColumn { table, column, .. } = op {
+                let inline = column.constraints.iter().find_map(|c| match c.kind {
+                    ConstraintKind::Unique { .. } => Some("UNIQUE"),
+                    ConstraintKind::PrimaryKey { .. } => Some("PRIMARY KEY"),
+                    _ => None,
+                });
+                if let (Some(kind), true) = (inline, ctx.is_live_table(table)) {
+                    out.push(ctx.finding(
+                        &Self::META,
+                        format!("the {kind} written on new column {table}.{} builds its index under ACCESS EXCLUSIVE: no reads or writes until it is done", column.name),
+                        "add the column alone, CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT … USING INDEX",
+                    ));
+                }
+                continue;
+            }
             let Operation::AddConstraint {
                 table, constraint, ..
             } = op

@@ -34,11 +34,18 @@ impl Rule for ValidateInSameTransaction {
             let Operation::ValidateConstraint { table, name } = op else {
                 continue;
             };
+            // Added earlier in the transaction, or by an earlier action of this very statement
+            // (`ADD CONSTRAINT c … NOT VALID, VALIDATE CONSTRAINT c`: the scan runs under the
+            // ADD's ACCESS EXCLUSIVE).
             let same = ctx
                 .tx
                 .added_constraints
                 .iter()
-                .any(|(t, n)| t.same(table) && n == name);
+                .any(|(t, n)| t.same(table) && n == name)
+                || ctx.ops.iter().any(|o| {
+                    matches!(o, Operation::AddConstraint { table: t, constraint, .. }
+                        if t.same(table) && constraint.name.as_deref() == Some(name.as_str()))
+                });
             if same && ctx.is_live_table(table) {
                 out.push(ctx.finding(
                     &Self::META,

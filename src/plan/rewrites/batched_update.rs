@@ -9,15 +9,19 @@ pub(super) fn batched_update(op: &Operation, sql: &str) -> Rewrite {
         filter,
         has_from,
         repeatable,
+        indirect,
+        ..
     } = op
     else {
         unreachable!("batched_update takes Update")
     };
-    if *has_from {
+    if *has_from || *indirect {
         let mut r = as_written(op, sql, Phase::Backfill, &describe(op));
-        r.notes.push(
-            "UPDATE … FROM / WITH cannot be batched by key range: it runs as one statement".into(),
-        );
+        r.notes.push(if *has_from {
+            "UPDATE … FROM / WITH cannot be batched by key range: it runs as one statement".into()
+        } else {
+            "an assignment to an array element or field cannot be batched by key range: it runs as one statement".into()
+        });
         return r;
     }
     let mut r = new_rewrite(describe(op));

@@ -92,6 +92,7 @@ pub(super) fn set_not_null(
             table: t,
             sets,
             has_from: false,
+            indirect: false,
             ..
         } if t.same(table) => sets
             .iter()

@@ -1,0 +1,682 @@
+//! Every form of each hazard, settled on a live server.
+//!
+//! Each form is a statement PostgreSQL accepts, written one of the ways teams write it (inline
+//! column constraints, several actions in one ALTER TABLE, a check that proves NOT NULL through a
+//! conjunction…), with what PostgreSQL does with it. The test holds both sides to that:
+//! - the linter: the rule fires or stays silent, and the locks it claims for the statement
+//!   (level, and whether it rewrites, scans or only changes the catalog) are the ones written;
+//! - the server: run on a table of 100 rows inside a transaction that is rolled back, a new
+//!   relfilenode proves a rewrite, a `seq_scan` delta in `pg_stat_xact_user_tables` a scan, and
+//!   `pg_locks` the strongest lock taken; a form that PostgreSQL refuses fails with its SQLSTATE.
+//!
+//! The server's major version is the target the linter is told (`scripts/test-pg-versions.sh`
+//! runs this on 13 to 18).
+
+mod common;
+
+use common::TestDb;
+use migrate::analyze::{analyze_sources, claimed_locks};
+use migrate::config::Settings;
+use migrate::model::locks::{LockHold, LockLevel};
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
+
+/// What a form does to table `t`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Does {
+    /// The catalog only, under this lock.
+    Brief(LockLevel),
+    /// A read of every row, under this lock.
+    Scan(LockLevel),
+    /// A new copy of the table and its indexes, under ACCESS EXCLUSIVE.
+    Rewrite,
+    /// Rows written (and read as its WHERE says), under this lock.
+    Rows(LockLevel),
+    /// PostgreSQL refuses it, with this SQLSTATE.
+    Fails(&'static str),
+}
+
+use Does::*;
+use LockLevel::*;
+
+struct Form {
+    rule: &'static str,
+    form: &'static str,
+    /// Run after BASE, in an earlier migration.
+    setup: &'static str,
+    sql: &'static str,
+    fires: bool,
+    does: Does,
+}
+
+/// Every form starts from these tables, with rows.
+const BASE: &str = "CREATE TABLE u (id int PRIMARY KEY);
+INSERT INTO u VALUES (1);
+CREATE TABLE t (id int PRIMARY KEY, a int, b int, s varchar(50), tags text[]);
+INSERT INTO t SELECT g, 1, g, 'x', '{a}' FROM generate_series(1, 100) g;";
+
+const fn form(
+    rule: &'static str,
+    form: &'static str,
+    setup: &'static str,
+    sql: &'static str,
+    fires: bool,
+    does: Does,
+) -> Form {
+    Form {
+        rule,
+        form,
+        setup,
+        sql,
+        fires,
+        does,
+    }
+}
+
+const FORMS: &[Form] = &[
+    // CHECK and FOREIGN KEY validation.
+    form(
+        "constraint-missing-not-valid",
+        "ADD CONSTRAINT CHECK",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "ADD CONSTRAINT CHECK NOT VALID",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "CHECK written on a new column: scanned though all NULL",
+        "",
+        "ALTER TABLE t ADD COLUMN x int CHECK (x > 0)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "CHECK on a new column with a default",
+        "",
+        "ALTER TABLE t ADD COLUMN x int DEFAULT 0 CHECK (x >= 0)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "ADD CONSTRAINT FOREIGN KEY",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id)",
+        true,
+        Scan(ShareRowExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "FOREIGN KEY NOT VALID",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID",
+        false,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "REFERENCES on a new column without default: nothing to check",
+        "",
+        "ALTER TABLE t ADD COLUMN u_id int REFERENCES u (id)",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "constraint-missing-not-valid",
+        "REFERENCES on a new column with a default: checked",
+        "",
+        "ALTER TABLE t ADD COLUMN u_id int DEFAULT 1 REFERENCES u (id)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "validate-in-same-transaction",
+        "ADD … NOT VALID, VALIDATE in one statement",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID, VALIDATE CONSTRAINT t_a_pos",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "validate-in-same-transaction",
+        "VALIDATE alone",
+        "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID;",
+        "ALTER TABLE t VALIDATE CONSTRAINT t_a_pos",
+        false,
+        Scan(ShareUpdateExclusive),
+    ),
+    // SET NOT NULL and the checks that prove it.
+    form(
+        "setting-not-null",
+        "SET NOT NULL",
+        "",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "setting-not-null",
+        "over a validated CHECK (a IS NOT NULL)",
+        "ALTER TABLE t ADD CONSTRAINT t_a_nn CHECK (a IS NOT NULL);",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "setting-not-null",
+        "over a validated conjunction",
+        "ALTER TABLE t ADD CONSTRAINT t_a_nn CHECK (a > 0 AND a IS NOT NULL);",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "setting-not-null",
+        "over a disjunction: proves nothing",
+        "ALTER TABLE t ADD CONSTRAINT t_ab_nn CHECK (a IS NOT NULL OR b IS NOT NULL);",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "setting-not-null",
+        "over a NOT VALID check",
+        "ALTER TABLE t ADD CONSTRAINT t_a_nn CHECK (a IS NOT NULL) NOT VALID;",
+        "ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "setting-not-null",
+        "on a column added by the same statement",
+        "",
+        "ALTER TABLE t ADD COLUMN x int DEFAULT 0, ALTER COLUMN x SET NOT NULL",
+        true,
+        Scan(AccessExclusive),
+    ),
+    // Adding columns.
+    form(
+        "adding-required-field",
+        "NOT NULL without a default on a table with rows",
+        "",
+        "ALTER TABLE t ADD COLUMN x int NOT NULL",
+        true,
+        Fails("23502"),
+    ),
+    form(
+        "adding-required-field",
+        "NOT NULL with a default",
+        "",
+        "ALTER TABLE t ADD COLUMN x int NOT NULL DEFAULT 0",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "adding-field-with-volatile-default",
+        "volatile default",
+        "",
+        "ALTER TABLE t ADD COLUMN x uuid DEFAULT gen_random_uuid()",
+        true,
+        Rewrite,
+    ),
+    form(
+        "adding-field-with-volatile-default",
+        "stable default, evaluated once",
+        "",
+        "ALTER TABLE t ADD COLUMN x timestamptz DEFAULT now()",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "adding-field-with-volatile-default",
+        "constant default",
+        "",
+        "ALTER TABLE t ADD COLUMN x int DEFAULT 0",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "adding-serial-column",
+        "serial",
+        "",
+        "ALTER TABLE t ADD COLUMN x serial",
+        true,
+        Rewrite,
+    ),
+    form(
+        "adding-serial-column",
+        "identity",
+        "",
+        "ALTER TABLE t ADD COLUMN x int GENERATED ALWAYS AS IDENTITY",
+        true,
+        Rewrite,
+    ),
+    form(
+        "adding-stored-generated-column",
+        "stored generated",
+        "",
+        "ALTER TABLE t ADD COLUMN x int GENERATED ALWAYS AS (a * 2) STORED",
+        true,
+        Rewrite,
+    ),
+    form(
+        "multiple-alter-table",
+        "two cheap actions in one statement",
+        "",
+        "ALTER TABLE t ADD COLUMN x int, ADD COLUMN y int DEFAULT 1",
+        false,
+        Brief(AccessExclusive),
+    ),
+    // Unique constraints and indexes.
+    form(
+        "unique-constraint-without-index",
+        "ADD UNIQUE",
+        "",
+        "ALTER TABLE t ADD UNIQUE (b)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "unique-constraint-without-index",
+        "UNIQUE written on a new column",
+        "",
+        "ALTER TABLE t ADD COLUMN x int UNIQUE",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "unique-constraint-without-index",
+        "UNIQUE USING INDEX",
+        "CREATE UNIQUE INDEX t_b_key ON t (b);",
+        "ALTER TABLE t ADD CONSTRAINT t_b_key UNIQUE USING INDEX t_b_key",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "require-concurrent-index-creation",
+        "CREATE INDEX",
+        "",
+        "CREATE INDEX t_b_idx ON t (b)",
+        true,
+        Scan(Share),
+    ),
+    // Type changes.
+    form(
+        "changing-column-type",
+        "int to bigint",
+        "",
+        "ALTER TABLE t ALTER COLUMN a TYPE bigint",
+        true,
+        Rewrite,
+    ),
+    form(
+        "changing-column-type",
+        "int to numeric",
+        "",
+        "ALTER TABLE t ALTER COLUMN a TYPE numeric",
+        true,
+        Rewrite,
+    ),
+    form(
+        "changing-column-type",
+        "varchar widened",
+        "",
+        "ALTER TABLE t ALTER COLUMN s TYPE varchar(100)",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "changing-column-type",
+        "varchar to text",
+        "",
+        "ALTER TABLE t ALTER COLUMN s TYPE text",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "changing-column-type",
+        "beside another action",
+        "",
+        "ALTER TABLE t ADD COLUMN x int, ALTER COLUMN a TYPE bigint",
+        true,
+        Rewrite,
+    ),
+    form(
+        "changing-column-type",
+        "varchar narrowed",
+        "",
+        "ALTER TABLE t ALTER COLUMN s TYPE varchar(20)",
+        true,
+        Rewrite,
+    ),
+    form(
+        "changing-column-type",
+        "varchar widened with a USING that only relabels",
+        "",
+        "ALTER TABLE t ALTER COLUMN s TYPE varchar(100) USING s::varchar(100)",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "changing-column-type",
+        "a USING that computes",
+        "",
+        "ALTER TABLE t ALTER COLUMN s TYPE varchar(100) USING upper(s)",
+        true,
+        Rewrite,
+    ),
+    // Renames, drops and other catalog-only changes that still take ACCESS EXCLUSIVE.
+    form(
+        "renaming-column",
+        "RENAME COLUMN",
+        "",
+        "ALTER TABLE t RENAME COLUMN b TO c",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "renaming-table",
+        "RENAME TO",
+        "",
+        "ALTER TABLE t RENAME TO t_renamed",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "dropping-column",
+        "DROP COLUMN",
+        "",
+        "ALTER TABLE t DROP COLUMN b",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "dropping-not-null",
+        "DROP NOT NULL",
+        "ALTER TABLE t ALTER COLUMN b SET NOT NULL;",
+        "ALTER TABLE t ALTER COLUMN b DROP NOT NULL",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "adding-field-with-volatile-default",
+        "SET DEFAULT of a volatile function: new rows only",
+        "",
+        "ALTER TABLE t ALTER COLUMN b SET DEFAULT (random() * 100)::int",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "require-concurrent-index-deletion",
+        "DROP INDEX",
+        "CREATE INDEX t_b_idx ON t (b);",
+        "DROP INDEX t_b_idx",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "unique-constraint-without-index",
+        "PRIMARY KEY USING INDEX over a nullable column",
+        "ALTER TABLE t DROP CONSTRAINT t_pkey; CREATE UNIQUE INDEX t_b_key ON t (b);",
+        "ALTER TABLE t ADD PRIMARY KEY USING INDEX t_b_key",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "adding-exclusion-constraint",
+        "EXCLUDE",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_b_excl EXCLUDE (b WITH =)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "lock-table",
+        "LOCK TABLE",
+        "",
+        "LOCK TABLE t IN SHARE MODE",
+        true,
+        Brief(Share),
+    ),
+    form(
+        "truncate",
+        "TRUNCATE: new, empty storage, no row read",
+        "",
+        "TRUNCATE t",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "cluster",
+        "CLUSTER",
+        "",
+        "CLUSTER t USING t_pkey",
+        true,
+        Rewrite,
+    ),
+    // What PostgreSQL refuses at run time.
+    form(
+        "fails-at-run-time",
+        "UPDATE assigns a column twice",
+        "",
+        "UPDATE t SET a = 1, a = 2",
+        true,
+        Fails("42601"),
+    ),
+    form(
+        "fails-at-run-time",
+        "UPDATE of two elements of one array",
+        "",
+        "UPDATE t SET tags[1] = 'x', tags[2] = 'y'",
+        false,
+        Rows(RowExclusive),
+    ),
+    form(
+        "fails-at-run-time",
+        "INSERT names a column twice",
+        "",
+        "INSERT INTO t (id, a, id) VALUES (1000, 1, 1001)",
+        true,
+        Fails("42701"),
+    ),
+    form(
+        "fails-at-run-time",
+        "ADD COLUMN twice in one statement",
+        "",
+        "ALTER TABLE t ADD COLUMN x int, ADD COLUMN x int",
+        true,
+        Fails("42701"),
+    ),
+    form(
+        "fails-at-run-time",
+        "ADD COLUMN of an existing column",
+        "",
+        "ALTER TABLE t ADD COLUMN a int",
+        true,
+        Fails("42701"),
+    ),
+    form(
+        "fails-at-run-time",
+        "ADD COLUMN IF NOT EXISTS of an existing column",
+        "",
+        "ALTER TABLE t ADD COLUMN IF NOT EXISTS a int",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "identifier-too-long",
+        "a 64-byte index name",
+        "",
+        "CREATE INDEX index_on_t_by_b_for_the_nightly_report_that_finance_reads_every_day ON t (b)",
+        true,
+        Scan(Share),
+    ),
+];
+
+/// What the linter says of a form: whether the rule fires, and the locks claimed on `t`.
+fn linted(f: &Form, settings: &Settings) -> (bool, Does) {
+    let context = format!("{BASE}\n{}", f.setup);
+    let reports = analyze_sources(&[&context], &format!("{};\n", f.sql), settings);
+    let fired = reports[0].findings.iter().any(|x| x.rule == f.rule);
+    let claims = claimed_locks(&[&context], &format!("{};\n", f.sql), settings);
+    let on_t: Vec<_> = claims[0].iter().filter(|l| l.table.name == "t").collect();
+    let level = on_t.iter().map(|l| l.level).max().unwrap_or(AccessShare);
+    let hold = on_t.iter().map(|l| l.hold).max().unwrap_or(LockHold::Brief);
+    let does = match hold {
+        LockHold::Rewrite => Rewrite,
+        LockHold::Scan => Scan(level),
+        LockHold::Rows => Rows(level),
+        LockHold::Brief => Brief(level),
+    };
+    (fired, does)
+}
+
+fn lock_level(mode: &str) -> LockLevel {
+    match mode {
+        "AccessShareLock" => AccessShare,
+        "RowShareLock" => RowShare,
+        "RowExclusiveLock" => RowExclusive,
+        "ShareUpdateExclusiveLock" => ShareUpdateExclusive,
+        "ShareLock" => Share,
+        "ShareRowExclusiveLock" => ShareRowExclusive,
+        "ExclusiveLock" => Exclusive,
+        "AccessExclusiveLock" => AccessExclusive,
+        other => panic!("lock mode {other}"),
+    }
+}
+
+/// What PostgreSQL does with a form, in a schema of its own, rolled back.
+async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
+    let schema = format!("form_{i}");
+    conn.execute(AssertSqlSafe(format!(
+        "CREATE SCHEMA {schema}; SET search_path = {schema}, public; {BASE} {}",
+        f.setup
+    )))
+    .await
+    .unwrap_or_else(|e| panic!("setup of `{}`: {e}", f.form));
+    let probe = "SELECT c.relfilenode::bigint AS node,
+            coalesce((SELECT seq_scan FROM pg_stat_xact_user_tables s WHERE s.relid = c.oid), 0) AS scans,
+            pg_relation_size(c.oid) AS size,
+            (SELECT array_agg(mode::text) FROM pg_locks l
+              WHERE l.relation = c.oid AND l.pid = pg_backend_pid()) AS modes
+       FROM pg_class c WHERE c.oid = $1";
+    conn.execute("BEGIN").await.unwrap();
+    // By oid: a rename keeps it.
+    let oid: sqlx::postgres::types::Oid = sqlx::query_scalar("SELECT 't'::regclass::oid")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let before = sqlx::query(probe)
+        .bind(oid)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    let outcome = conn.execute(AssertSqlSafe(f.sql.to_string())).await;
+    let does = match outcome {
+        Err(sqlx::Error::Database(e)) => Fails(match e.code().as_deref() {
+            Some("23502") => "23502",
+            Some("42601") => "42601",
+            Some("42701") => "42701",
+            other => panic!("`{}` failed with {other:?}: {e}", f.form),
+        }),
+        Err(e) => panic!("`{}`: {e}", f.form),
+        Ok(_) => {
+            let after = sqlx::query(probe)
+                .bind(oid)
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            let node: i64 = after.get("node");
+            let scans: i64 = after.get::<i64, _>("scans") - before.get::<i64, _>("scans");
+            let modes: Vec<String> = after
+                .get::<Option<Vec<String>>, _>("modes")
+                .unwrap_or_default();
+            let level = modes
+                .iter()
+                .map(|m| lock_level(m))
+                .max()
+                .unwrap_or(AccessShare);
+            // A rewrite reads the old storage into the new; TRUNCATE swaps in empty storage
+            // without reading a row.
+            if node != before.get::<i64, _>("node") && after.get::<i64, _>("size") > 0 {
+                Rewrite
+            } else if node != before.get::<i64, _>("node") {
+                // New, empty storage: emptied, not read (the xact counters of a truncated
+                // relation are not a read of it).
+                Brief(level)
+            } else if level == RowExclusive {
+                Rows(level)
+            } else if scans > 0 {
+                Scan(level)
+            } else {
+                Brief(level)
+            }
+        }
+    };
+    conn.execute("ROLLBACK").await.unwrap();
+    conn.execute(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+        .await
+        .unwrap();
+    does
+}
+
+#[test]
+fn every_form_fires_as_written_and_does_what_postgres_does() {
+    let db = TestDb::new();
+    let mut failures = Vec::new();
+    db.rt.block_on(async {
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let settings = Settings {
+            pg_version: format!("{}.{}", version / 10000, version % 100)
+                .parse()
+                .unwrap(),
+            ..Settings::default()
+        };
+        for (i, f) in FORMS.iter().enumerate() {
+            let (fired, claimed) = linted(f, &settings);
+            let live = measured(&mut conn, i, f).await;
+            if fired != f.fires {
+                failures.push(format!(
+                    "{} / {}: the rule {} but should {}",
+                    f.rule,
+                    f.form,
+                    if fired { "fires" } else { "is silent" },
+                    if f.fires { "fire" } else { "stay silent" }
+                ));
+            }
+            if live != f.does {
+                failures.push(format!(
+                    "{} / {}: PostgreSQL {} did {live:?}, the form says {:?}",
+                    f.rule, f.form, settings.pg_version, f.does
+                ));
+            }
+            // A refused statement takes no locks worth claiming; the rule is what matters.
+            if !matches!(f.does, Fails(_)) && claimed != f.does {
+                failures.push(format!(
+                    "{} / {}: the linter claims {claimed:?}, PostgreSQL does {:?}",
+                    f.rule, f.form, f.does
+                ));
+            }
+        }
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} forms disagree:\n{}",
+        failures.len(),
+        FORMS.len(),
+        failures.join("\n")
+    );
+}

@@ -304,6 +304,7 @@ fn lint_and_plan(
             tx: &tx,
             settings,
             section,
+            earlier: &earlier,
         };
         for rule in &enabled {
             rule.check(&ctx, &mut findings);
@@ -393,6 +394,19 @@ fn advance(
                 tx.begin_line = None;
                 tx.held.clear();
                 tx.added_constraints.clear();
+                tx.local_timeouts = Default::default();
+            }
+            Operation::SetVariable { name, local } => {
+                let set = if *local {
+                    &mut tx.local_timeouts
+                } else {
+                    &mut tx.session_timeouts
+                };
+                match name.as_str() {
+                    "lock_timeout" => set.lock = true,
+                    "statement_timeout" => set.statement = true,
+                    _ => {}
+                }
             }
             _ => {
                 for l in locks_in(op, catalog, pg) {
@@ -420,6 +434,7 @@ fn advance(
     if !tx.in_transaction() {
         tx.held.clear();
         tx.added_constraints.clear();
+        tx.local_timeouts = Default::default();
     }
 }
 

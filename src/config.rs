@@ -43,6 +43,8 @@ pub struct RawConfig {
     pub views: Option<bool>,
     /// The schemas whose tables the version schemas show (`["public"]`).
     pub schemas: Option<Vec<String>>,
+    /// Who applies the files: `migrate` (the default) or `other` (Flyway, sqlx, diesel, …).
+    pub applied_by: Option<AppliedBy>,
     #[serde(default)]
     pub rules: BTreeMap<String, RuleSetting>,
     #[serde(default)]
@@ -234,6 +236,18 @@ impl BackfillSettings {
     }
 }
 
+/// Who applies the migration files, which decides what `migrate plan` must check itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppliedBy {
+    /// `migrate expand` / `contract`: the engine sets short lock timeouts, retries, and
+    /// checkpoints every step so a failed run resumes.
+    Migrate,
+    /// Another runner applies the files as written: timeouts must be in the file, and a file
+    /// outside a transaction must survive being run again after a failure.
+    Other,
+}
+
 /// Validated settings for linting and planning.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -254,6 +268,7 @@ pub struct Settings {
     pub managed_schemas: Vec<String>,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<String, Option<Level>>,
+    pub applied_by: AppliedBy,
 }
 
 impl Default for Settings {
@@ -272,6 +287,7 @@ impl Default for Settings {
             lock_retry_max_pause: std::time::Duration::from_secs(3),
             backfill: BackfillSettings::default(),
             views: true,
+            applied_by: AppliedBy::Migrate,
             managed_schemas: vec!["public".to_string()],
             rule_levels: BTreeMap::new(),
         }
@@ -361,6 +377,9 @@ impl Settings {
                 "lock_retry_max_pause: shorter than lock_retry_pause; make it at least as long"
                     .into(),
             );
+        }
+        if let Some(a) = raw.applied_by {
+            s.applied_by = a;
         }
         if let Some(v) = raw.views {
             s.views = v;

@@ -294,6 +294,33 @@ fn files_given_are_checked_in_one_walk_as_in_the_directory_run() {
 }
 
 #[test]
+fn files_applied_by_another_runner_need_their_own_timeouts_and_reruns() {
+    let dir = common::project(
+        "migrate-cli",
+        "runner",
+        &[
+            ("0001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n"),
+            ("0002_index.sql", "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS users_email_idx ON users (email);\nALTER TABLE users ADD COLUMN nick text;\n"),
+            ("other.toml", "applied_by = \"other\"\n"),
+        ],
+    );
+    let d = dir.to_str().unwrap().to_string();
+    let config = dir.join("other.toml").to_str().unwrap().to_string();
+    let (_, ours) = json(&[&d]);
+    let (_, flag) = json(&["--applied-by", "other", &d]);
+    let (_, toml) = json(&["--config", &config, &d]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    for r in ["missing-timeouts", "prefer-robust-statements"] {
+        assert!(
+            !rules_of(&ours).contains(&r.to_string()),
+            "{r}: migrate handles it"
+        );
+        assert!(rules_of(&flag).contains(&r.to_string()), "{r}");
+        assert_eq!(rules_of(&flag), rules_of(&toml));
+    }
+}
+
+#[test]
 fn pg_version_changes_version_specific_rules() {
     let dir = tempdir("pgversion");
     std::fs::write(

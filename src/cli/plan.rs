@@ -2,7 +2,7 @@
 
 use super::{ColorChoice, EXIT_FINDINGS, EXIT_OK};
 use crate::analyze::analyze_targets;
-use crate::config::{PgVersion, Settings};
+use crate::config::{AppliedBy, PgVersion, Settings};
 use crate::error::Error;
 use crate::files::{self, TransactionMode};
 use crate::model::catalog::Catalog;
@@ -25,6 +25,10 @@ pub struct PlanArgs {
     /// The transaction each file runs in, unless the file opts out itself.
     #[arg(long, value_enum)]
     pub transaction: Option<TransactionArg>,
+    /// Who applies the files: `other` when a runner such as Flyway, sqlx or diesel runs them as
+    /// written, so that the timeouts and reruns migrate's engine handles are checked in the files.
+    #[arg(long, value_enum, value_name = "RUNNER")]
+    pub applied_by: Option<AppliedByArg>,
     /// Settings file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -34,6 +38,12 @@ pub struct PlanArgs {
     /// When to colour the human report.
     #[arg(long, value_enum, default_value = "auto")]
     pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AppliedByArg {
+    Migrate,
+    Other,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -47,6 +57,12 @@ fn settings(args: &PlanArgs) -> Result<Settings, Error> {
     let (mut s, _) = Settings::load(args.config.as_deref(), crate::lint::rules::exists)?;
     if let Some(v) = args.pg_version {
         s.pg_version = v;
+    }
+    if let Some(a) = args.applied_by {
+        s.applied_by = match a {
+            AppliedByArg::Migrate => AppliedBy::Migrate,
+            AppliedByArg::Other => AppliedBy::Other,
+        };
     }
     if let Some(t) = args.transaction {
         s.transaction = match t {

@@ -119,11 +119,35 @@ pub struct TxState {
     pub held: Vec<HeldLock>,
     /// Constraints added by earlier statements of the current transaction.
     pub added_constraints: Vec<(QualifiedName, String)>,
+    /// Timeouts set by an earlier `SET` of the file (for the rest of the session)…
+    pub session_timeouts: Timeouts,
+    /// …or by a `SET LOCAL` of the current transaction.
+    pub local_timeouts: Timeouts,
+}
+
+/// Which of the timeouts that bound a lock wait and a statement are set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timeouts {
+    pub lock: bool,
+    pub statement: bool,
 }
 
 impl TxState {
     pub fn in_transaction(&self) -> bool {
         self.implicit || self.explicit > 0
+    }
+
+    /// Whether `lock_timeout` (and `statement_timeout`) bound the next statement.
+    pub fn timeouts(&self) -> Timeouts {
+        let local = if self.in_transaction() {
+            self.local_timeouts
+        } else {
+            Timeouts::default()
+        };
+        Timeouts {
+            lock: self.session_timeouts.lock || local.lock,
+            statement: self.session_timeouts.statement || local.statement,
+        }
     }
 
     /// The strongest lock held on `table` since an earlier statement, if any.
@@ -147,6 +171,8 @@ pub struct StmtCtx<'a> {
     pub settings: &'a Settings,
     /// The `-- migrate:<phase>` section the statement stands in, if the file has markers.
     pub section: Option<Phase>,
+    /// The operations of the file's earlier statements, in order.
+    pub earlier: &'a [&'a Operation],
 }
 
 impl StmtCtx<'_> {

@@ -64,6 +64,7 @@ registry! {
     unclosed_transaction::UnclosedTransaction,
     syntax_newer_than_target::SyntaxNewerThanTarget,
     opaque_statement::OpaqueStatement,
+    missing_timeouts::MissingTimeouts,
     prefer_robust_statements::PreferRobustStatements,
     prefer_jsonb::PreferJsonb,
     prefer_bigint::PreferBigint,

@@ -67,7 +67,7 @@ binaries() {
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-cargo test --locked --no-run "${TESTS[@]}" >/dev/null 2>&1 || cargo test --locked --no-run "${TESTS[@]}"
+cargo test --locked --features failpoints --no-run "${TESTS[@]}" >/dev/null 2>&1 || cargo test --locked --features failpoints --no-run "${TESTS[@]}"
 
 declare -A RESULT TIME SERVER
 failed=0
@@ -91,7 +91,7 @@ for v in $VERSIONS; do
   SERVER[$v]=$(LD_LIBRARY_PATH= psql -XAtc 'SHOW server_version' "$url" | cut -d' ' -f1)
   say "PostgreSQL ${SERVER[$v]}: running the integration tests"
   start=$(date +%s)
-  if LD_LIBRARY_PATH= MIGRATE_TEST_DATABASE_URL="$url" cargo test --locked "${TESTS[@]}" >>"$OUT/$v.log" 2>&1; then
+  if LD_LIBRARY_PATH= MIGRATE_TEST_DATABASE_URL="$url" cargo test --locked --features failpoints "${TESTS[@]}" >>"$OUT/$v.log" 2>&1; then
     RESULT[$v]="pass"
   else
     RESULT[$v]="FAIL (see $OUT/$v.log)"

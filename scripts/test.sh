@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/setup.sh --postgres)"
-cargo test --locked "$@"
+# The failpoints feature builds the test hook that stops the binary at a chosen checkpoint.
+cargo test --locked --features failpoints "$@"

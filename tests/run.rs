@@ -56,7 +56,14 @@ fn run(db: &TestDb, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Outpu
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
     cmd.args(&all).env("NO_COLOR", "1");
     match failpoint {
-        Some(fp) => cmd.env("MIGRATE_FAILPOINT", fp),
+        Some(fp) => {
+            // Loudly, not a silent pass: without the feature the binary ignores the failpoint.
+            assert!(
+                cfg!(feature = "failpoints"),
+                "this test stops the binary at a failpoint: run it with `--features failpoints` (scripts/test.sh does)"
+            );
+            cmd.env("MIGRATE_FAILPOINT", fp)
+        }
         None => cmd.env_remove("MIGRATE_FAILPOINT"),
     };
     cmd.output().unwrap()

@@ -1,5 +1,6 @@
 //! Batched backfills: keyset batches over the primary key — any type (integer, bigint, uuid,
-//! text, …) and composite keys — each batch its own short transaction under a short
+//! text, …) and composite keys — or, in a table without one, over its unique index of NOT
+//! NULL columns; each batch its own short transaction under a short
 //! lock_timeout, its cursor saved in the same transaction. The last key is fixed when the
 //! backfill starts; rows written later are kept right by the expand triggers, so it always
 //! ends. Each batch walks the key index from the cursor, so its cost stays flat from the first
@@ -253,32 +254,44 @@ impl Progress {
     }
 }
 
-/// A primary-key column: its name and type.
+/// A column of the key a backfill walks: its name and type.
 struct KeyColumn {
     name: String,
     ty: String,
 }
 
-/// The primary key's columns in order, or a clear error naming the fix.
-async fn primary_key(
-    conn: &mut PgConnection,
-    table: &QualifiedName,
-) -> Result<Vec<KeyColumn>, Error> {
+/// The key a backfill walks the table by: the primary key, or else the unique index over NOT
+/// NULL columns with the fewest columns (valid, not partial, no expressions), which orders and
+/// identifies every row just as well. None of either is a clear error naming the fix.
+async fn walk_key(conn: &mut PgConnection, table: &QualifiedName) -> Result<Vec<KeyColumn>, Error> {
     let rows = sqlx::query(
-        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
-         FROM pg_index i
-         CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+        "WITH candidates AS (
+             SELECT i.indexrelid, i.indisprimary, i.indnkeyatts,
+                    pg_relation_size(i.indexrelid) AS size
+             FROM pg_index i
+             WHERE i.indrelid = to_regclass($1)
+               AND (i.indisprimary OR (i.indisunique AND i.indisvalid AND i.indpred IS NULL
+                    AND i.indexprs IS NULL
+                    AND NOT EXISTS (
+                        SELECT FROM unnest(i.indkey[0:i.indnkeyatts - 1]) AS k(attnum)
+                        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                        WHERE NOT a.attnotnull)))
+             ORDER BY i.indisprimary DESC, i.indnkeyatts, size, i.indexrelid
+             LIMIT 1)
+         SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+         FROM candidates c
+         JOIN pg_index i ON i.indexrelid = c.indexrelid
+         CROSS JOIN LATERAL unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord)
          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         WHERE i.indrelid = to_regclass($1) AND i.indisprimary
          ORDER BY k.ord",
     )
     .bind(table.sql())
     .fetch_all(&mut *conn)
     .await
-    .map_err(|e| Error::Database(format!("reading the primary key of {table}: {e}")))?;
+    .map_err(|e| Error::Database(format!("reading the key of {table}: {e}")))?;
     if rows.is_empty() {
         return Err(Error::Usage(format!(
-            "{table} has no primary key, so it cannot be backfilled in batches: add one (for example a bigint identity column) first"
+            "{table} has no primary key and no unique index over NOT NULL columns, so it cannot be backfilled in batches: add a primary key (for example a bigint identity column), or CREATE UNIQUE INDEX CONCURRENTLY over columns that are NOT NULL, first"
         )));
     }
     Ok(rows
@@ -317,7 +330,7 @@ pub async fn run(
     exec: &ExecSettings,
 ) -> Result<BackfillReport, Error> {
     let settings = &exec.backfill;
-    let keys = primary_key(conn, b.table).await?;
+    let keys = walk_key(conn, b.table).await?;
     let table = b.table.sql();
     let name = table.clone();
     let db = move |what: &'static str| {

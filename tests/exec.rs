@@ -155,6 +155,7 @@ fn an_invalid_index_from_a_failed_concurrent_build_is_dropped_and_rebuilt() {
             sql: "CREATE UNIQUE INDEX CONCURRENTLY accounts_email_key ON accounts (email)".into(),
             kind: StepKind::Concurrent {
                 index: Some(index.clone()),
+                partitioned: None,
             },
             locks: Vec::new(),
         };

@@ -197,7 +197,8 @@ fn a_table_without_a_usable_key_cannot_be_backfilled_and_says_how_to_fix_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("logs has no primary key") && err.contains("add one"),
+        err.contains("logs has no primary key and no unique index over NOT NULL columns")
+            && err.contains("add a primary key"),
         "{err}"
     );
     // Recorded where it stopped: the next run (after the fix) resumes there.

@@ -153,8 +153,15 @@ pub async fn run_step(
             let _ = clear_known_holders(conn, &tables, settings, &mut report).await;
         }
         let outcome = match &step.kind {
-            StepKind::Concurrent { index } => {
-                match run_concurrent(conn, step, index.as_ref(), timeout, &mut report).await {
+            StepKind::Concurrent { index, partitioned } => {
+                let run = run_concurrent(
+                    conn,
+                    step,
+                    (index.as_ref(), partitioned.as_deref()),
+                    timeout,
+                    &mut report,
+                );
+                match run.await {
                     Ok(()) => match checkpoint {
                         Some(cp) => cp
                             .meta
@@ -241,10 +248,24 @@ async fn index_state(
     Ok(row.map(|r| r.get::<bool, _>(0)))
 }
 
+/// Whether the step's table is a partitioned table (which has no concurrent index build).
+async fn is_partitioned(conn: &mut PgConnection, step: &Step) -> Result<bool, sqlx::Error> {
+    let Some(table) = step.locks.first().map(|l| l.table.sql()) else {
+        return Ok(false);
+    };
+    let r = sqlx::query_scalar::<_, bool>(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)",
+    )
+    .bind(table)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(r.unwrap_or(false))
+}
+
 async fn run_concurrent(
     conn: &mut PgConnection,
     step: &Step,
-    index: Option<&QualifiedName>,
+    (index, partitioned): (Option<&QualifiedName>, Option<&str>),
     timeout: Duration,
     report: &mut StepReport,
 ) -> Result<(), sqlx::Error> {
@@ -256,6 +277,13 @@ async fn run_concurrent(
         .execute(&mut *conn)
         .await?;
     let result = async {
+        if let (Some(index), Some(parent_only)) = (index, partitioned) {
+            if is_partitioned(conn, step).await? {
+                let table = step.locks[0].table.sql();
+                return super::partitions::build_index(conn, &table, index, parent_only, report)
+                    .await;
+            }
+        }
         if let Some(index) = index {
             match index_state(conn, index).await? {
                 Some(true) => {
@@ -272,10 +300,21 @@ async fn run_concurrent(
                 None => {}
             }
         }
-        sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
+        let ran = sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
             .execute(&mut *conn)
             .await
-            .map(|_| ())
+            .map(|_| ());
+        match (ran, index, partitioned) {
+            // A drop of a partitioned index: PostgreSQL has no concurrent form, so the plain
+            // one, under the session's short lock_timeout.
+            (Err(e), None, Some(plain)) if sqlstate(&e).as_deref() == Some("0A000") => {
+                sqlx::raw_sql(AssertSqlSafe(plain.to_string()))
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| ())
+            }
+            (ran, _, _) => ran,
+        }
     }
     .await;
     // Back to the session defaults whatever happened; the step's own error wins.

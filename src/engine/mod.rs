@@ -5,6 +5,7 @@
 pub mod exec;
 pub mod introspect;
 pub mod lock;
+pub mod partitions;
 pub mod run;
 pub mod state;
 pub mod versions;

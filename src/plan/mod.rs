@@ -46,7 +46,15 @@ pub enum StepKind {
     Ddl,
     /// A `CONCURRENTLY` statement: alone, outside any transaction; an INVALID index of this
     /// name left by a failed build is dropped and rebuilt.
-    Concurrent { index: Option<QualifiedName> },
+    Concurrent {
+        index: Option<QualifiedName>,
+        /// What to run instead when the table is partitioned as the step runs: PostgreSQL has
+        /// no concurrent build or drop of a partitioned index. For a build, the index `ON ONLY`
+        /// the parent, after which the engine builds each partition's index concurrently and
+        /// attaches it; for a drop, the plain `DROP INDEX`, under a short lock_timeout.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partitioned: Option<String>,
+    },
     /// A batched `UPDATE table SET … WHERE …`, one short transaction per key range.
     Backfill {
         table: QualifiedName,

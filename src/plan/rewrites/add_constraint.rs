@@ -23,6 +23,7 @@ pub(super) fn unique_via_index(
         ),
         StepKind::Concurrent {
             index: Some(index.clone()),
+            partitioned: None,
         },
         scan(table, LockLevel::ShareUpdateExclusive),
     ));
@@ -51,7 +52,10 @@ pub(super) fn unique_via_index(
         Phase::Expand,
         "drop the index",
         format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"),
-        StepKind::Concurrent { index: None },
+        StepKind::Concurrent {
+            index: None,
+            partitioned: None,
+        },
         Vec::new(),
     ));
     r.notes

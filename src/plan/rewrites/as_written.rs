@@ -10,16 +10,26 @@ pub(super) fn as_written(op: &Operation, sql: &str, phase: Phase, intent: &str) 
                 .name
                 .as_ref()
                 .map(|n| QualifiedName::new(ix.table.schema.as_deref(), n)),
+            partitioned: ix.name.as_ref().map(|_| on_only(sql)),
         },
         Operation::DropIndex {
             concurrently: true, ..
-        }
-        | Operation::Reindex {
+        } => StepKind::Concurrent {
+            index: None,
+            partitioned: Some(without_concurrently(sql)),
+        },
+        Operation::Reindex {
             concurrently: true, ..
-        } => StepKind::Concurrent { index: None },
+        } => StepKind::Concurrent {
+            index: None,
+            partitioned: None,
+        },
         Operation::DetachPartition {
             concurrently: true, ..
-        } => StepKind::Concurrent { index: None },
+        } => StepKind::Concurrent {
+            index: None,
+            partitioned: None,
+        },
         Operation::Opaque { .. }
         | Operation::Update { .. }
         | Operation::Delete { .. }
@@ -68,7 +78,10 @@ pub(super) fn undo(op: &Operation) -> Option<Step> {
                 Phase::Expand,
                 "drop the created index",
                 format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"),
-                StepKind::Concurrent { index: None },
+                StepKind::Concurrent {
+                    index: None,
+                    partitioned: None,
+                },
                 Vec::new(),
             ));
         }

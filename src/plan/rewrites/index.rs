@@ -26,6 +26,35 @@ pub(super) fn add_concurrently(sql: &str, keyword: &str, reindex: bool) -> Strin
     }
 }
 
+/// The statement without its `CONCURRENTLY` word (for a partitioned table, which has no
+/// concurrent form).
+pub(super) fn without_concurrently(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    match word_spans(&lower)
+        .into_iter()
+        .find(|(_, w)| *w == "concurrently")
+    {
+        Some((pos, w)) => format!("{}{}", &sql[..pos].trim_end(), &sql[pos + w.len()..]),
+        None => sql.to_string(),
+    }
+}
+
+/// `CREATE INDEX … ON ONLY parent …`: the index of a partitioned table alone, INVALID until
+/// every partition's index is attached to it.
+pub(super) fn on_only(sql: &str) -> String {
+    let sql = without_concurrently(sql);
+    let lower = sql.to_ascii_lowercase();
+    let words = word_spans(&lower);
+    match words.iter().position(|(_, w)| *w == "on") {
+        Some(i) if words.get(i + 1).is_some_and(|(_, w)| *w == "only") => sql,
+        Some(i) => {
+            let (pos, w) = words[i];
+            format!("{} ONLY{}", &sql[..pos + w.len()], &sql[pos + w.len()..])
+        }
+        None => sql,
+    }
+}
+
 pub(super) fn word_spans(s: &str) -> Vec<(usize, &str)> {
     let mut out = Vec::new();
     let mut start = None;
@@ -67,12 +96,14 @@ pub(super) fn concurrent_index(ctx: &PlanCtx, op: &Operation, phase: Phase) -> R
         }
     }
     let qualified = QualifiedName::new(ix.table.schema.as_deref(), &name);
+    let parent_only = on_only(&sql);
     r.steps.push(step(
         phase,
         "build the index without blocking writes (an INVALID leftover is dropped and rebuilt)",
         sql,
         StepKind::Concurrent {
             index: Some(qualified.clone()),
+            partitioned: Some(parent_only),
         },
         scan(&ix.table, LockLevel::ShareUpdateExclusive),
     ));
@@ -80,7 +111,10 @@ pub(super) fn concurrent_index(ctx: &PlanCtx, op: &Operation, phase: Phase) -> R
         Phase::Expand,
         "drop the index",
         format!("DROP INDEX CONCURRENTLY IF EXISTS {qualified}"),
-        StepKind::Concurrent { index: None },
+        StepKind::Concurrent {
+            index: None,
+            partitioned: Some(format!("DROP INDEX IF EXISTS {qualified}")),
+        },
         Vec::new(),
     ));
     if ctx.pg().major == 14 && ctx.pg().minor < 4 {
@@ -100,7 +134,10 @@ pub(super) fn concurrent_drop_index(op: &Operation, phase: Phase) -> Rewrite {
             phase,
             "drop the index without blocking reads or writes",
             format!("DROP INDEX CONCURRENTLY IF EXISTS {n}"),
-            StepKind::Concurrent { index: None },
+            StepKind::Concurrent {
+                index: None,
+                partitioned: Some(format!("DROP INDEX IF EXISTS {n}")),
+            },
             Vec::new(),
         ));
     }
@@ -115,6 +152,23 @@ pub(super) fn concurrent_drop_index(op: &Operation, phase: Phase) -> Rewrite {
 #[cfg(test)]
 mod tests {
     use super::super::testing::plan;
+
+    #[test]
+    fn the_forms_for_a_partitioned_table() {
+        use super::{on_only, without_concurrently};
+        assert_eq!(
+            on_only("CREATE INDEX CONCURRENTLY i ON events (at)"),
+            "CREATE INDEX i ON ONLY events (at)"
+        );
+        assert_eq!(
+            on_only("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON public.events USING btree (id, at)"),
+            "CREATE UNIQUE INDEX IF NOT EXISTS i ON ONLY public.events USING btree (id, at)"
+        );
+        assert_eq!(
+            without_concurrently("DROP INDEX CONCURRENTLY IF EXISTS i"),
+            "DROP INDEX IF EXISTS i"
+        );
+    }
 
     #[test]
     fn built_and_dropped_concurrently() {

@@ -459,7 +459,7 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
         O::Reindex { concurrently: false, .. } if pg.at_least(12) => {
             let mut r = new_rewrite(&what);
             let concurrent = add_concurrently(sql, "REINDEX", true);
-            r.steps.push(step(Phase::Expand, "rebuild concurrently", concurrent, StepKind::Concurrent { index: None }, Vec::new()));
+            r.steps.push(step(Phase::Expand, "rebuild concurrently", concurrent, StepKind::Concurrent { index: None, partitioned: None }, Vec::new()));
             r
         }
         O::DetachPartition {
@@ -472,7 +472,7 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
             let detach = format!("ALTER TABLE {table} DETACH PARTITION {partition} CONCURRENTLY");
             let mut locks = brief(table, LockLevel::ShareUpdateExclusive);
             locks.extend(brief(partition, LockLevel::ShareUpdateExclusive));
-            r.steps.push(step(Phase::Contract, "detach without blocking the parent", detach, StepKind::Concurrent { index: None }, locks));
+            r.steps.push(step(Phase::Contract, "detach without blocking the parent", detach, StepKind::Concurrent { index: None, partitioned: None }, locks));
             r
         }
         O::Opaque { .. } => {

@@ -165,6 +165,7 @@ pub(super) fn copy_indexes(
             ),
             StepKind::Concurrent {
                 index: Some(qn.clone()),
+                partitioned: None,
             },
             scan(table, LockLevel::ShareUpdateExclusive),
         ));
@@ -172,7 +173,10 @@ pub(super) fn copy_indexes(
             Phase::Expand,
             "drop the copied index",
             format!("DROP INDEX CONCURRENTLY IF EXISTS {qn}"),
-            StepKind::Concurrent { index: None },
+            StepKind::Concurrent {
+                index: None,
+                partitioned: None,
+            },
             Vec::new(),
         ));
         renames.push(format!(

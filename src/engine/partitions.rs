@@ -1,0 +1,185 @@
+//! Indexes of partitioned tables. PostgreSQL builds no index of a partitioned table
+//! concurrently, so the build is taken apart the way its documentation describes: the index
+//! `ON ONLY` the parent (INVALID, instant), then for each partition an index built
+//! `CONCURRENTLY` and attached to it; the parent's index turns valid once every partition's is
+//! attached. Sub-partitions get an `ON ONLY` index of their own, recursively.
+//!
+//! The catalog is the checkpoint: a partition whose index is attached is done, an INVALID
+//! leftover of a build killed halfway is dropped and rebuilt, so a rerun after a crash goes on
+//! at the first partition not attached — including partitions attached since the plan was made.
+
+use super::exec::StepReport;
+use crate::model::{quote_ident, QualifiedName};
+use sha2::{Digest, Sha256};
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+
+/// Builds `index` on the partitioned `table`: `parent_only` is its `CREATE INDEX … ON ONLY`.
+/// Runs under the session's lock_timeout; a lock timeout comes back as the error, and the
+/// retry resumes where this try stopped.
+pub async fn build_index(
+    conn: &mut PgConnection,
+    table: &str,
+    index: &QualifiedName,
+    parent_only: &str,
+    report: &mut StepReport,
+) -> Result<(), sqlx::Error> {
+    match index_valid(conn, &index.sql()).await? {
+        Some(true) => {
+            report.already_done = true;
+            return Ok(());
+        }
+        Some(false) => {}
+        None => {
+            sqlx::raw_sql(AssertSqlSafe(parent_only.to_string()))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    let mut attached = 0usize;
+    let parent = (index.sql(), index.name.clone());
+    attach_children(conn, table, parent, report, &mut attached).await
+}
+
+/// Whether an index exists, and if so whether it is valid.
+async fn index_valid(conn: &mut PgConnection, index: &str) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
+        .bind(index)
+        .fetch_optional(&mut *conn)
+        .await
+}
+
+/// The definition of `index` after `ON ONLY <table>`, and whether it is unique: what each
+/// partition's index is built from (`USING btree (at) WHERE …`).
+async fn definition(conn: &mut PgConnection, index: &str) -> Result<(bool, String), sqlx::Error> {
+    let r = sqlx::query(
+        "SELECT x.indisunique, pg_get_indexdef(x.indexrelid)
+         FROM pg_index x WHERE x.indexrelid = to_regclass($1)",
+    )
+    .bind(index)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (unique, def): (bool, String) = (r.get(0), r.get(1));
+    // `CREATE [UNIQUE] INDEX name ON [ONLY] table USING method (…) …`: from the method on.
+    let tail = def
+        .find(" ON ")
+        .and_then(|on| {
+            def[on..]
+                .find(" USING ")
+                .map(|u| def[on + u + 1..].to_string())
+        })
+        .ok_or_else(|| sqlx::Error::Protocol(format!("unexpected index definition: {def}")))?;
+    Ok((unique, tail))
+}
+
+/// The name of the index of `partition` that belongs to `parent_index`: both names, cut to
+/// PostgreSQL's 63 bytes with a hash of the whole when too long, so it is the same every run.
+fn child_index_name(partition: &str, parent_index: &str) -> String {
+    let full = format!("{partition}_{parent_index}");
+    if full.len() <= 63 {
+        return full;
+    }
+    let hash = Sha256::digest(full.as_bytes());
+    let tag: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let mut cut = 54;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{tag}", &full[..cut])
+}
+
+/// Builds and attaches the index of every partition of `table` under `parent_index`.
+/// `parent` is the parent's index, as SQL and as its bare name.
+async fn attach_children(
+    conn: &mut PgConnection,
+    table: &str,
+    (parent_index, parent_name): (String, String),
+    report: &mut StepReport,
+    attached: &mut usize,
+) -> Result<(), sqlx::Error> {
+    let parent_index = parent_index.as_str();
+    let (unique, tail) = definition(conn, parent_index).await?;
+    // The partitions as they are now, and which already have their index attached.
+    let children = sqlx::query(
+        "SELECT c.oid::regclass::text, c.relkind = 'p', c.relname::text, n.nspname::text,
+                EXISTS (SELECT FROM pg_inherits ih JOIN pg_index x ON x.indexrelid = ih.inhrelid
+                        WHERE ih.inhparent = to_regclass($2) AND x.indrelid = c.oid)
+         FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE h.inhparent = to_regclass($1)
+         ORDER BY c.relname",
+    )
+    .bind(table)
+    .bind(parent_index)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in children {
+        let (partition, partitioned, relname, schema, done): (String, bool, String, String, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        if done && !partitioned {
+            continue;
+        }
+        let child_name = child_index_name(&relname, &parent_name);
+        let child = format!("{}.{}", quote_ident(&schema), quote_ident(&child_name));
+        let unique_kw = if unique { "UNIQUE " } else { "" };
+        if partitioned {
+            if index_valid(conn, &child).await?.is_none() {
+                let sql = format!(
+                    "CREATE {unique_kw}INDEX {} ON ONLY {partition} {tail}",
+                    quote_ident(&child_name)
+                );
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let parent = (child.clone(), child_name.clone());
+            Box::pin(attach_children(conn, &partition, parent, report, attached)).await?;
+        } else {
+            match index_valid(conn, &child).await? {
+                Some(true) => {}
+                state => {
+                    if state == Some(false) {
+                        // A build killed halfway left it INVALID: drop it and build again.
+                        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {child}");
+                        sqlx::raw_sql(AssertSqlSafe(drop))
+                            .execute(&mut *conn)
+                            .await?;
+                        report.rebuilt_invalid_index = true;
+                    }
+                    let sql = format!(
+                        "CREATE {unique_kw}INDEX CONCURRENTLY {} ON {partition} {tail}",
+                        quote_ident(&child_name)
+                    );
+                    sqlx::raw_sql(AssertSqlSafe(sql))
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+        }
+        if !done {
+            let attach = format!("ALTER INDEX {parent_index} ATTACH PARTITION {child}");
+            sqlx::raw_sql(AssertSqlSafe(attach))
+                .execute(&mut *conn)
+                .await?;
+            *attached += 1;
+            super::run::failpoint("partition", *attached);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::child_index_name;
+
+    #[test]
+    fn child_index_names_fit_and_stay_the_same() {
+        assert_eq!(
+            child_index_name("events_2026", "events_at_idx"),
+            "events_2026_events_at_idx"
+        );
+        let long = child_index_name(&"p".repeat(40), &"i".repeat(40));
+        assert!(long.len() <= 63, "{long}");
+        assert_eq!(long, child_index_name(&"p".repeat(40), &"i".repeat(40)));
+        assert_ne!(long, child_index_name(&"p".repeat(40), &"j".repeat(40)));
+    }
+}

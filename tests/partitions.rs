@@ -1,0 +1,212 @@
+//! Indexes of partitioned tables through `migrate expand` and `abort`, with writers running:
+//! PostgreSQL builds none of them concurrently, so the engine builds the parent's index `ON
+//! ONLY`, each partition's concurrently, and attaches them; sub-partitions too. Every write
+//! succeeds, every index ends valid on the parent and on every partition, and a kill between
+//! partitions resumes at the next one.
+
+mod common;
+
+use common::TestDb;
+use sqlx::{Connection, PgConnection};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+const FAILPOINTS: bool = cfg!(feature = "failpoints");
+
+const TABLES: &str =
+    "CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, kind text, payload text)
+    PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')
+    PARTITION BY HASH (id);
+CREATE TABLE events_2026_a PARTITION OF events_2026 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE events_2026_b PARTITION OF events_2026 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE events_old PARTITION OF events DEFAULT;
+INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k' || (g % 10), 'p' || g
+    FROM generate_series(1, 30000) g;\n";
+
+const INDEXES: &str = "CREATE INDEX events_kind_idx ON events (kind);
+CREATE UNIQUE INDEX events_id_at_key ON events (id, at);\n";
+
+fn project(tag: &str) -> PathBuf {
+    common::project(
+        "migrate-parts",
+        tag,
+        &[("0001_events.sql", TABLES), ("0002_indexes.sql", INDEXES)],
+    )
+}
+
+fn run(db: &TestDb, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
+    cmd.args(args)
+        .args(["--database-url", &db.url, "--dir", dir.to_str().unwrap()])
+        .env("NO_COLOR", "1");
+    match failpoint {
+        Some(fp) => {
+            if !FAILPOINTS {
+                panic!("this test stops the binary at a failpoint: run it with `--features failpoints` (scripts/test.sh does)");
+            }
+            cmd.env("MIGRATE_FAILPOINT", fp)
+        }
+        None => cmd.env_remove("MIGRATE_FAILPOINT"),
+    };
+    cmd.output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "{}", text(o));
+}
+
+/// Per index of the migration: (valid on the parent, leaf partitions with a valid attached
+/// index, leaf partitions in all); and the INVALID indexes left anywhere.
+async fn index_state(c: &mut PgConnection) -> (Vec<(String, bool, i64, i64)>, i64) {
+    let per: Vec<(String, bool, i64, i64)> = sqlx::query_as(
+        "SELECT i.relname::text, x.indisvalid,
+                (SELECT count(*) FROM pg_partition_tree(i.oid) t
+                   JOIN pg_index cx ON cx.indexrelid = t.relid
+                  WHERE t.isleaf AND cx.indisvalid),
+                (SELECT count(*) FROM pg_partition_tree('events') t WHERE t.isleaf)
+         FROM pg_class i JOIN pg_index x ON x.indexrelid = i.oid
+         WHERE i.relname IN ('events_kind_idx', 'events_id_at_key')
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap();
+    let invalid: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    (per, invalid)
+}
+
+/// Writers insert into every partition while `f` runs; returns (writes, failed writes).
+fn with_writers(db: &TestDb, f: impl FnOnce()) -> (u64, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let url = db.url.clone();
+    let writer = {
+        let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = PgConnection::connect(&url).await.unwrap();
+                let mut id = 1_000_000i64;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    // A prepared insert, as an app's driver sends it.
+                    let r = sqlx::query(
+                        "INSERT INTO events (id, at, kind, payload) VALUES ($1, date '2023-06-01' + ($1 % 1200)::int, 'w', 'x')",
+                    )
+                    .bind(id)
+                    .execute(&mut c)
+                    .await;
+                    match r {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            });
+        })
+    };
+    f();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed))
+}
+
+#[test]
+fn indexes_of_a_partitioned_table_are_built_per_partition_under_writes() {
+    let db = TestDb::new();
+    let dir = project("build");
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let (writes, failed) = with_writers(&db, || ok(&run(&db, &dir, &["expand"], None)));
+    assert!(writes > 0);
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let (per, invalid) = index_state(&mut c).await;
+        // Four leaves: 2024, 2025, 2026_a, 2026_b, and the default.
+        assert_eq!(
+            per,
+            vec![
+                ("events_id_at_key".to_string(), true, 5, 5),
+                ("events_kind_idx".to_string(), true, 5, 5)
+            ]
+        );
+        assert_eq!(invalid, 0);
+        // The unique index holds: a duplicate key is refused through the parent.
+        let dup = sqlx::query("INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')")
+            .execute(&mut c)
+            .await;
+        assert!(
+            matches!(&dup, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505")),
+            "{dup:?}"
+        );
+    });
+    // Abort drops them: no concurrent drop of a partitioned index exists, so the plain one.
+    ok(&run(&db, &dir, &["abort", "0002_indexes"], None));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let (per, _) = index_state(&mut c).await;
+        assert!(per.is_empty(), "{per:?}");
+    });
+}
+
+#[test]
+fn a_kill_between_partitions_resumes_at_the_next_one() {
+    let db = TestDb::new();
+    let dir = project("kill");
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let out = run(&db, &dir, &["expand"], Some("partition:3"));
+    assert_eq!(out.status.code(), Some(86), "{}", text(&out));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let (per, _) = index_state(&mut c).await;
+        // Killed after the third attach of the first index: 2024 and 2025 are attached to the
+        // parent's index, 2026_a to the index of the sub-partitioned 2026, which is not attached
+        // yet; the parent's index is not valid.
+        assert_eq!(
+            per,
+            vec![("events_kind_idx".to_string(), false, 2, 5)],
+            "{per:?}"
+        );
+        let sub: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_partition_tree('events_2026_events_kind_idx') t
+               JOIN pg_index x ON x.indexrelid = t.relid WHERE t.isleaf AND x.indisvalid",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(sub, 1);
+    });
+    let out = run(&db, &dir, &["expand"], None);
+    ok(&out);
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let (per, invalid) = index_state(&mut c).await;
+        assert_eq!(
+            per,
+            vec![
+                ("events_id_at_key".to_string(), true, 5, 5),
+                ("events_kind_idx".to_string(), true, 5, 5)
+            ]
+        );
+        assert_eq!(invalid, 0);
+    });
+}

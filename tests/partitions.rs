@@ -210,3 +210,70 @@ fn a_kill_between_partitions_resumes_at_the_next_one() {
         assert_eq!(invalid, 0);
     });
 }
+
+/// A column added, backfilled and made NOT NULL, and a CHECK added, on the partitioned table
+/// with writers throughout expand and contract: no write fails, every row is right, and the
+/// constraints are validated on the parent and on every partition.
+#[test]
+fn columns_and_constraints_of_a_partitioned_table_expand_and_contract_under_writes() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-parts",
+        "columns",
+        &[
+            (
+                "0001_events.sql",
+                &format!("{TABLES}ALTER TABLE events ADD PRIMARY KEY (id, at);\n"),
+            ),
+            (
+                "0002_region.sql",
+                "ALTER TABLE events ADD COLUMN region text DEFAULT 'eu';
+                 UPDATE events SET region = 'eu' WHERE region IS NULL;
+                 ALTER TABLE events ALTER COLUMN region SET NOT NULL;
+                 ALTER TABLE events ADD CONSTRAINT events_kind_len CHECK (length(kind) < 10);\n",
+            ),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let (writes, failed) = with_writers(&db, || {
+        ok(&run(&db, &dir, &["expand"], None));
+        ok(&run(&db, &dir, &["contract"], None));
+    });
+    assert!(writes > 0);
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let wrong: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE region IS DISTINCT FROM 'eu'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(wrong, 0);
+        // NOT NULL on the parent and every leaf; the CHECK validated everywhere.
+        let nullable: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_partition_tree('events') t
+               JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = 'region'
+              WHERE NOT a.attnotnull",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(nullable, 0);
+        let checks: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT conrelid::regclass::text, convalidated FROM pg_constraint
+              WHERE conname = 'events_kind_len' ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        // The parent, the sub-partitioned 2026 and the five leaves.
+        assert_eq!(checks.len(), 7, "{checks:?}");
+        assert!(checks.iter().all(|(_, v)| *v), "{checks:?}");
+        let refused = sqlx::query("INSERT INTO events (id, at, kind) VALUES (-1, date '2024-02-02', 'much too long')")
+            .execute(&mut c)
+            .await;
+        assert!(
+            matches!(&refused, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514")),
+            "{refused:?}"
+        );
+    });
+}

@@ -4,7 +4,6 @@
 //! and plan (`plan`) → reports (`report`). A rule never talks to the database.
 
 pub mod analyze;
-pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod demo;

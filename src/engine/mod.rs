@@ -2,6 +2,7 @@
 //! metadata schema and the runner lock. Next: running plan steps with short lock timeouts,
 //! retries and checkpoints.
 
+pub mod backfill;
 pub mod exec;
 pub mod introspect;
 pub mod lock;

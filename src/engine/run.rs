@@ -3,11 +3,11 @@
 //! right step. The plan is stored when a migration starts and followed from the store
 //! thereafter: a resume never re-plans.
 
+use super::backfill::{self, Backfill};
 use super::exec::{run_step, Checkpoint, ExecSettings};
 use super::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
 use super::{connect, introspect, lock, versions};
 use crate::analyze::analyze_targets;
-use crate::backfill::{self, Backfill};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::files::{self, LintTarget, MigrationEntry};

@@ -1,0 +1,88 @@
+//! Progress: a bar on a terminal, a log line every few seconds elsewhere.
+
+use std::time::{Duration, Instant};
+
+/// Rows done, rows/s and time left: a bar on a terminal, a line every few seconds elsewhere.
+pub(super) struct Progress {
+    pub(super) bar: Option<indicatif::ProgressBar>,
+    pub(super) label: String,
+    pub(super) started: Instant,
+    pub(super) last_line: Instant,
+    pub(super) start_walked: i64,
+    pub(super) total: i64,
+}
+
+/// How often the progress line is written when the output is not a terminal.
+pub(super) const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Progress {
+    pub(super) fn new(label: String, done: i64, total: i64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::with_draw_target(
+                Some(total.max(done) as u64),
+                indicatif::ProgressDrawTarget::stderr_with_hz(4),
+            );
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {human_pos}/~{human_len} rows  {per_sec}  ETA {eta}  {msg}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.clone());
+            bar.set_position(done as u64);
+            bar.reset_eta();
+            bar
+        });
+        Progress {
+            bar,
+            label,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            start_walked: done,
+            total,
+        }
+    }
+
+    pub(super) fn update(&mut self, walked: i64, size: i64) {
+        if walked > self.total {
+            self.total = walked;
+        }
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(self.total as u64);
+                bar.set_position(walked as u64);
+                bar.set_message(format!("batch {size}"));
+            }
+            None if self.last_line.elapsed() >= LOG_EVERY => {
+                self.last_line = Instant::now();
+                let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+                let rate = (walked - self.start_walked) as f64 / secs;
+                let left = (self.total - walked).max(0) as f64;
+                eprintln!(
+                    "{}: {walked} / ~{} rows ({:.0}%), {:.0} rows/s, ~{:.0} s left, batch {size} rows",
+                    self.label,
+                    self.total,
+                    100.0 * walked as f64 / self.total.max(1) as f64,
+                    rate,
+                    if rate > 0.0 { left / rate } else { 0.0 }
+                );
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn say(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(message.to_string()),
+            None => eprintln!("{}: {message}", self.label),
+        }
+    }
+
+    pub(super) fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -277,3 +277,78 @@ fn columns_and_constraints_of_a_partitioned_table_expand_and_contract_under_writ
         );
     });
 }
+
+/// A foreign key from the partitioned table, with writers throughout: before PostgreSQL 18 the
+/// parent refuses it NOT VALID, so expand adds it NOT VALID to each partition and contract
+/// validates each and then adds the parent's, which attaches them. It ends validated on the
+/// parent and on every partition, and refuses a row without its account. Abort takes it off
+/// every partition.
+#[test]
+fn a_foreign_key_from_a_partitioned_table_is_added_per_partition_and_attached() {
+    let db = TestDb::new();
+    let fk = "ALTER TABLE events ADD CONSTRAINT events_account_fk FOREIGN KEY (account) REFERENCES accounts (id);\n";
+    let tables = format!(
+        "CREATE TABLE accounts (id int PRIMARY KEY);
+         INSERT INTO accounts SELECT generate_series(1, 100);
+         {TABLES}ALTER TABLE events ADD PRIMARY KEY (id, at);
+         ALTER TABLE events ADD COLUMN account int;
+         UPDATE events SET account = 1 + id % 100;\n"
+    );
+    let dir = common::project(
+        "migrate-parts",
+        "fk",
+        &[("0001_events.sql", &tables), ("0002_fk.sql", fk)],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let state = |db: &TestDb| {
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as::<_, (String, bool, bool)>(
+                "SELECT conrelid::regclass::text, convalidated, conparentid <> 0 FROM pg_constraint
+                  WHERE conname = 'events_account_fk' ORDER BY 1",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+        })
+    };
+    let (writes, failed) = with_writers(&db, || {
+        ok(&run(&db, &dir, &["expand"], None));
+        let after_expand = state(&db);
+        assert!(!after_expand.is_empty());
+        assert!(
+            after_expand.iter().all(|(_, valid, _)| !valid),
+            "{after_expand:?}"
+        );
+        ok(&run(&db, &dir, &["contract"], None));
+    });
+    assert!(writes > 0);
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    let done = state(&db);
+    // The parent, the sub-partitioned 2026 and the five leaves; all but the parent attached.
+    assert_eq!(done.len(), 7, "{done:?}");
+    assert!(done.iter().all(|(_, valid, _)| *valid), "{done:?}");
+    assert_eq!(
+        done.iter().filter(|(_, _, attached)| !attached).count(),
+        1,
+        "{done:?}"
+    );
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let refused = sqlx::query("INSERT INTO events (id, at, account) VALUES (-1, date '2024-02-02', 9999)")
+            .execute(&mut c)
+            .await;
+        assert!(
+            matches!(&refused, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503")),
+            "{refused:?}"
+        );
+    });
+
+    // Abort after expand, on a second database: nothing is left on any partition.
+    let db2 = TestDb::new();
+    ok(&run(&db2, &dir, &["expand", "0001_events"], None));
+    ok(&run(&db2, &dir, &["expand"], None));
+    assert!(!state(&db2).is_empty());
+    ok(&run(&db2, &dir, &["abort", "0002_fk"], None));
+    assert_eq!(state(&db2), vec![]);
+}

@@ -173,6 +173,36 @@ pub async fn run_step(
                     Err(e) => Err(TryError::Sql(e)),
                 }
             }
+            StepKind::ForeignKey {
+                table,
+                name,
+                definition,
+                action,
+            } => {
+                let fk = super::partitions::ForeignKey {
+                    table: &table.sql(),
+                    name,
+                    definition,
+                };
+                match super::partitions::split_foreign_key(conn, &fk).await {
+                    Ok(false) => run_transactional(conn, step, timeout, settings, checkpoint).await,
+                    Ok(true) => {
+                        let lock = set_local_lock_timeout(timeout);
+                        match super::partitions::foreign_key(conn, &fk, *action, &lock).await {
+                            Ok(()) => match checkpoint {
+                                Some(cp) => cp
+                                    .meta
+                                    .checkpoint(&mut *conn, cp.migration, cp.phase, cp.step)
+                                    .await
+                                    .map_err(TryError::Other),
+                                None => Ok(()),
+                            },
+                            Err(e) => Err(TryError::Sql(e)),
+                        }
+                    }
+                    Err(e) => Err(TryError::Sql(e)),
+                }
+            }
             _ => run_transactional(conn, step, timeout, settings, checkpoint).await,
         };
         match outcome {

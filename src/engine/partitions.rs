@@ -7,6 +7,10 @@
 //! The catalog is the checkpoint: a partition whose index is attached is done, an INVALID
 //! leftover of a build killed halfway is dropped and rebuilt, so a rerun after a crash goes on
 //! at the first partition not attached — including partitions attached since the plan was made.
+//!
+//! Foreign keys from a partitioned table, before PostgreSQL 18 (which refuses them NOT VALID on
+//! the parent): NOT VALID on each partition in expand, then in contract each validated and the
+//! parent's constraint added, which attaches the validated ones without reading a row.
 
 use super::exec::StepReport;
 use crate::model::{quote_ident, QualifiedName};
@@ -162,6 +166,147 @@ async fn attach_children(
                 .await?;
             *attached += 1;
             super::run::failpoint("partition", *attached);
+        }
+    }
+    Ok(())
+}
+
+/// A foreign key of a [`crate::plan::StepKind::ForeignKey`] step.
+pub struct ForeignKey<'a> {
+    pub table: &'a str,
+    pub name: &'a str,
+    /// `FOREIGN KEY (…) REFERENCES …`.
+    pub definition: &'a str,
+}
+
+/// Whether the foreign key must be taken apart: the table is partitioned and the server
+/// refuses a NOT VALID foreign key on it (before 18).
+pub async fn split_foreign_key(
+    conn: &mut PgConnection,
+    fk: &ForeignKey<'_>,
+) -> Result<bool, sqlx::Error> {
+    let r: Option<(bool, i32)> = sqlx::query_as(
+        "SELECT c.relkind = 'p', current_setting('server_version_num')::int
+         FROM pg_class c WHERE c.oid = to_regclass($1)",
+    )
+    .bind(fk.table)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(matches!(r, Some((true, v)) if v < 180000))
+}
+
+/// The table's constraint `name`, if it has one: whether it is validated.
+async fn constraint_state(
+    conn: &mut PgConnection,
+    table: &str,
+    name: &str,
+) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT convalidated FROM pg_constraint WHERE conrelid = to_regclass($1) AND conname = $2",
+    )
+    .bind(table)
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await
+}
+
+/// One statement in a transaction of its own, under `lock` (`SET LOCAL lock_timeout …`).
+async fn short(conn: &mut PgConnection, lock: &str, sql: String) -> Result<(), sqlx::Error> {
+    sqlx::raw_sql(AssertSqlSafe(format!("BEGIN; {lock}; {sql}; COMMIT")))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+/// Runs a foreign-key step on a partitioned table, partition by partition. Idempotent: what a
+/// killed or timed-out try did is seen in the catalog and not done again.
+pub async fn foreign_key(
+    conn: &mut PgConnection,
+    fk: &ForeignKey<'_>,
+    action: crate::plan::FkAction,
+    lock: &str,
+) -> Result<(), sqlx::Error> {
+    let result = foreign_key_steps(conn, fk, action, lock).await;
+    if result.is_err() {
+        // A statement that failed inside `short` left its transaction open: end it.
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    }
+    result
+}
+
+async fn foreign_key_steps(
+    conn: &mut PgConnection,
+    fk: &ForeignKey<'_>,
+    action: crate::plan::FkAction,
+    lock: &str,
+) -> Result<(), sqlx::Error> {
+    use crate::plan::FkAction;
+    let name = quote_ident(fk.name);
+    let leaves: Vec<String> = sqlx::query_scalar(
+        "SELECT relid::regclass::text FROM pg_partition_tree(to_regclass($1)) WHERE isleaf ORDER BY 1",
+    )
+    .bind(fk.table)
+    .fetch_all(&mut *conn)
+    .await?;
+    let on_parent = constraint_state(conn, fk.table, fk.name).await?;
+    match action {
+        FkAction::AddNotValid => {
+            if on_parent.is_some() {
+                return Ok(());
+            }
+            for leaf in &leaves {
+                if constraint_state(conn, leaf, fk.name).await?.is_none() {
+                    let sql = format!(
+                        "ALTER TABLE {leaf} ADD CONSTRAINT {name} {} NOT VALID",
+                        fk.definition
+                    );
+                    short(conn, lock, sql).await?;
+                }
+            }
+        }
+        FkAction::Validate => {
+            match on_parent {
+                Some(true) => return Ok(()),
+                Some(false) => {
+                    let sql = format!("ALTER TABLE {} VALIDATE CONSTRAINT {name}", fk.table);
+                    return short(conn, lock, sql).await;
+                }
+                None => {}
+            }
+            for leaf in &leaves {
+                match constraint_state(conn, leaf, fk.name).await? {
+                    Some(true) => continue,
+                    // A partition attached since expand: it never had the constraint.
+                    None => {
+                        let sql = format!(
+                            "ALTER TABLE {leaf} ADD CONSTRAINT {name} {} NOT VALID",
+                            fk.definition
+                        );
+                        short(conn, lock, sql).await?;
+                    }
+                    Some(false) => {}
+                }
+                let sql = format!("ALTER TABLE {leaf} VALIDATE CONSTRAINT {name}");
+                short(conn, lock, sql).await?;
+            }
+            // Every partition's constraint is validated: the parent's attaches them unread.
+            let sql = format!(
+                "ALTER TABLE {} ADD CONSTRAINT {name} {}",
+                fk.table, fk.definition
+            );
+            short(conn, lock, sql).await?;
+        }
+        FkAction::Drop => {
+            if on_parent.is_some() {
+                let sql = format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {name}", fk.table);
+                short(conn, lock, sql).await?;
+            }
+            for leaf in &leaves {
+                if constraint_state(conn, leaf, fk.name).await?.is_some() {
+                    let sql = format!("ALTER TABLE {leaf} DROP CONSTRAINT IF EXISTS {name}");
+                    short(conn, lock, sql).await?;
+                }
+            }
         }
     }
     Ok(())

@@ -38,6 +38,15 @@ impl PlanCtx<'_> {
     }
 }
 
+/// What a [`StepKind::ForeignKey`] step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FkAction {
+    AddNotValid,
+    Validate,
+    Drop,
+}
+
 /// What a step does, in a form the engine can act on without parsing SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -54,6 +63,18 @@ pub enum StepKind {
         /// attaches it; for a drop, the plain `DROP INDEX`, under a short lock_timeout.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         partitioned: Option<String>,
+    },
+    /// A foreign key added NOT VALID, validated, or dropped: transactional DDL, except on a
+    /// table partitioned when the step runs on a server before 18, which refuses a NOT VALID
+    /// foreign key on a partitioned table. There the engine adds it NOT VALID to each
+    /// partition, validates each, and only then adds it to the parent, which attaches the
+    /// partitions' constraints without a scan.
+    ForeignKey {
+        table: QualifiedName,
+        name: String,
+        /// `FOREIGN KEY (…) REFERENCES …`, as written.
+        definition: String,
+        action: FkAction,
     },
     /// A batched `UPDATE table SET … WHERE …`, one short transaction per key range.
     Backfill {

@@ -29,10 +29,33 @@ use set_not_null::*;
 use shadow::*;
 use volatile_default::*;
 
-use super::{Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange};
+use super::{FkAction, Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange};
 use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
 use crate::model::types::{type_change, TypeChange};
 use crate::model::{quote_ident, ConstraintKind, Operation, QualifiedName, TxControl, Volatility};
+
+/// The constraint of `ALTER TABLE t ADD CONSTRAINT name <definition> NOT VALID` (as the
+/// deparser writes it): the definition alone.
+fn constraint_definition(add_not_valid: &str) -> Option<String> {
+    let rest = &add_not_valid[add_not_valid.find(" ADD CONSTRAINT ")? + " ADD CONSTRAINT ".len()..];
+    // Past the name: a quoted identifier, or a word.
+    let after_name = if let Some(quoted) = rest.strip_prefix('"') {
+        let mut i = 0;
+        let b = quoted.as_bytes();
+        loop {
+            match b.get(i) {
+                Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+                Some(b'"') => break &quoted[i + 1..],
+                Some(_) => i += 1,
+                None => return None,
+            }
+        }
+    } else {
+        &rest[rest.find(' ')?..]
+    };
+    let definition = after_name.trim().strip_suffix("NOT VALID")?.trim_end();
+    Some(definition.to_string())
+}
 
 /// Plans one statement: a rewrite for each of its operations that produces steps.
 pub fn plan_statement(ctx: &PlanCtx, op_sql: &[String], earlier: &[&Operation]) -> Vec<Rewrite> {
@@ -429,10 +452,23 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
                     let mut r = new_rewrite(&what);
                     let mut locks = locks_of(op, false);
                     locks.iter_mut().for_each(|l| l.hold = LockHold::Brief);
-                    r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", not_valid_sql.sql(), StepKind::Ddl, locks.clone()));
+                    let add = not_valid_sql.sql();
+                    // A foreign key has a form for partitioned tables (see StepKind::ForeignKey).
+                    let fk = |action| match (&constraint.kind, constraint_definition(&add)) {
+                        (ConstraintKind::ForeignKey { .. }, Some(definition)) => StepKind::ForeignKey {
+                            table: table.clone(),
+                            name: name.clone(),
+                            definition,
+                            action,
+                        },
+                        _ => StepKind::Ddl,
+                    };
+                    r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", add.clone(), fk(FkAction::AddNotValid), locks.clone()));
                     let validate = format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident(&name));
-                    r.steps.push(step(Phase::Contract, "validate existing rows without blocking writes", validate, StepKind::Ddl, scan(table, LockLevel::ShareUpdateExclusive)));
-                    r.abort.push(exclusive(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), table));
+                    r.steps.push(step(Phase::Contract, "validate existing rows without blocking writes", validate, fk(FkAction::Validate), scan(table, LockLevel::ShareUpdateExclusive)));
+                    let mut drop = exclusive(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), table);
+                    drop.kind = fk(FkAction::Drop);
+                    r.abort.push(drop);
                     r
                 }
                 ConstraintKind::Unique { columns, using_index: None } | ConstraintKind::PrimaryKey { columns, using_index: None } => {
@@ -556,6 +592,18 @@ CREATE TABLE legacy (id bigint PRIMARY KEY);";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_definition_of_a_constraint_added_not_valid() {
+        assert_eq!(
+            constraint_definition("ALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org_id) REFERENCES orgs (id) ON DELETE CASCADE NOT VALID").as_deref(),
+            Some("FOREIGN KEY (org_id) REFERENCES orgs (id) ON DELETE CASCADE")
+        );
+        assert_eq!(
+            constraint_definition("ALTER TABLE public.t ADD CONSTRAINT \"Odd \"\" name\" FOREIGN KEY (a) REFERENCES u (id) NOT VALID").as_deref(),
+            Some("FOREIGN KEY (a) REFERENCES u (id)")
+        );
+    }
 
     #[test]
     fn generated_names_fit_in_63_bytes() {

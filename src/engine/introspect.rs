@@ -40,7 +40,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     let mut catalog = Catalog::default();
     catalog.live = true;
     let tables = sqlx::query(concat!(
-        "SELECT n.nspname::text, c.relname::text, c.reltuples::float8
+        "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, c.relkind = 'p'
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p', 'm', 'f', 'v') AND ",
         user_schemas!(),
@@ -50,13 +50,15 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     .await
     .map_err(db_err)?;
     for row in &tables {
-        let (schema, rel, rows): (String, String, f64) = (row.get(0), row.get(1), row.get(2));
+        let (schema, rel, rows, partitioned): (String, String, f64, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         catalog.insert_table(Table {
             name: name(&schema, &rel),
             columns: Vec::new(),
             constraints: Vec::new(),
             origin: Origin::Existing,
             rows: (rows >= 0.0).then_some(rows as i64),
+            partitioned,
         });
     }
     let mut tables: std::collections::BTreeMap<(String, String), Table> = catalog

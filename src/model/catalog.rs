@@ -100,6 +100,9 @@ pub struct Table {
     pub origin: Origin,
     /// Estimated rows, when read from a live database.
     pub rows: Option<i64>,
+    /// A partitioned table (`PARTITION BY`): no index of it is built concurrently, and before
+    /// PostgreSQL 18 no foreign key of it is added NOT VALID.
+    pub partitioned: bool,
 }
 
 impl Table {
@@ -147,6 +150,11 @@ pub struct Catalog {
 impl Catalog {
     pub fn table(&self, name: &QualifiedName) -> Option<&Table> {
         self.tables.get(name)
+    }
+
+    /// Whether the table is known to be partitioned (from its CREATE TABLE or the live catalog).
+    pub fn is_partitioned(&self, name: &QualifiedName) -> bool {
+        self.table(name).is_some_and(|t| t.partitioned)
     }
 
     pub fn index(&self, name: &QualifiedName) -> Option<&Index> {
@@ -238,6 +246,7 @@ impl Catalog {
                 table,
                 columns,
                 constraints,
+                partitioned,
                 ..
             } => {
                 let mut t = Table {
@@ -246,6 +255,7 @@ impl Catalog {
                     constraints: Vec::new(),
                     origin,
                     rows: None,
+                    partitioned: *partitioned,
                 };
                 for c in columns {
                     for k in &c.constraints {
@@ -269,6 +279,7 @@ impl Catalog {
                     constraints: Vec::new(),
                     origin,
                     rows: None,
+                    partitioned: false,
                 });
             }
             O::AddColumn { table, column, .. } => {

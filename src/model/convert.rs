@@ -813,6 +813,7 @@ fn create_table(s: &protobuf::CreateStmt) -> Operation {
         columns,
         constraints,
         partition_of,
+        partitioned: s.partspec.is_some(),
         if_not_exists: s.if_not_exists,
     }
 }

@@ -389,6 +389,8 @@ pub enum Operation {
         columns: Vec<ColumnSpec>,
         constraints: Vec<ConstraintSpec>,
         partition_of: Option<QualifiedName>,
+        /// `PARTITION BY …`: the table holds no rows itself, its partitions do.
+        partitioned: bool,
         if_not_exists: bool,
     },
     /// `CREATE TABLE … AS`, `SELECT … INTO`, `CREATE MATERIALIZED VIEW`.

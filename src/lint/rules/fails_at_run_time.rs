@@ -1,3 +1,4 @@
+use crate::config::AppliedBy;
 use crate::lint::{Finding, Rule, StmtCtx};
 use crate::model::Operation;
 
@@ -10,6 +11,9 @@ crate::declare_rule! {
     /// `CREATE TABLE` that names a column twice (`column specified more than once`), and an
     /// `ADD COLUMN` of a column that an earlier action of the statement, an earlier migration or
     /// the live database already has (`column already exists`), unless it says `IF NOT EXISTS`.
+    /// For files another runner applies (`applied_by = "other"`), also what migrate's engine
+    /// would take apart: `CREATE INDEX CONCURRENTLY` on a partitioned table, and before
+    /// PostgreSQL 18 a foreign key added `NOT VALID` to one.
     ///
     /// ## Why it hurts
     /// The deploy stops at this statement; in a file that runs outside a transaction, after the
@@ -72,6 +76,29 @@ impl Rule for FailsAtRunTime {
                         )
                     })
                 }
+                // What the engine takes apart itself, another runner sends as written.
+                Operation::CreateIndex(ix)
+                    if ix.concurrently
+                        && ctx.settings.applied_by == AppliedBy::Other
+                        && ctx.catalog.is_partitioned(&ix.table) =>
+                {
+                    Some(format!(
+                        "{} is partitioned: PostgreSQL builds no index of it CONCURRENTLY (cannot create index on partitioned table concurrently)",
+                        ix.table
+                    ))
+                }
+                Operation::AddConstraint {
+                    table, constraint, ..
+                } if constraint.not_valid
+                    && matches!(constraint.kind, crate::model::ConstraintKind::ForeignKey { .. })
+                    && ctx.settings.applied_by == AppliedBy::Other
+                    && !ctx.pg().at_least(18)
+                    && ctx.catalog.is_partitioned(table) =>
+                {
+                    Some(format!(
+                        "{table} is partitioned: before PostgreSQL 18 it takes no NOT VALID foreign key"
+                    ))
+                }
                 _ => None,
             };
             if let Some(message) = problem {
@@ -109,6 +136,30 @@ mod tests {
         fires(rule, &[], "CREATE TABLE t (a int, b int, a text);");
         fires(rule, &[USERS], "ALTER TABLE users ADD COLUMN x int, ADD COLUMN x int;");
         fires(rule, &[USERS], "ALTER TABLE users ADD COLUMN age int;");
+    }
+
+    #[test]
+    fn partitioned_tables_for_other_runners() {
+        use crate::config::{AppliedBy, Settings};
+        let parts = "CREATE TABLE accounts (id int PRIMARY KEY);
+CREATE TABLE events (id int, account int, at date) PARTITION BY RANGE (at);";
+        let index = "-- migrate:no-transaction\nCREATE INDEX CONCURRENTLY events_at_idx ON events (at);";
+        let fk = "ALTER TABLE events ADD CONSTRAINT events_account_fk FOREIGN KEY (account) REFERENCES accounts (id) NOT VALID;";
+        let other = Settings {
+            applied_by: AppliedBy::Other,
+            ..Settings::default()
+        };
+        let on_18 = Settings {
+            pg_version: "18".parse().unwrap(),
+            ..other.clone()
+        };
+        let fired = |sql: &str, s: &Settings| rules_fired(&[parts], sql, s).contains(&"fails-at-run-time");
+        assert!(fired(index, &other));
+        assert!(fired(fk, &other));
+        assert!(!fired(fk, &on_18), "18 takes it");
+        // migrate's engine takes both apart.
+        assert!(!fired(index, &Settings::default()));
+        assert!(!fired(fk, &Settings::default()));
     }
 
     #[test]

@@ -32,10 +32,15 @@ impl Rule for RequireConcurrentIndexCreation {
         for op in ctx.ops {
             if let Operation::CreateIndex(ix) = op {
                 if !ix.concurrently && ctx.is_live_table(&ix.table) {
+                    let help = if ctx.catalog.is_partitioned(&ix.table) {
+                        "a partitioned table has no concurrent build: create it ON ONLY the parent, build each partition's index CONCURRENTLY and ATTACH it (the plan does)"
+                    } else {
+                        "build it with CREATE INDEX CONCURRENTLY, outside a transaction (the plan does)"
+                    };
                     out.push(ctx.finding(
                         &Self::META,
                         format!("CREATE INDEX on {} blocks writes to it for the whole build (SHARE lock)", ix.table),
-                        "build it with CREATE INDEX CONCURRENTLY, outside a transaction (the plan does)",
+                        help,
                     ));
                 }
             }

@@ -117,6 +117,9 @@ pub(super) fn concurrent_index(ctx: &PlanCtx, op: &Operation, phase: Phase) -> R
         },
         Vec::new(),
     ));
+    if ctx.catalog.is_partitioned(&ix.table) {
+        r.notes.push(format!("{} is partitioned, and PostgreSQL builds no index of it concurrently: the engine creates it ON ONLY {}, builds each partition's index concurrently and attaches it, one partition at a time", ix.table, ix.table));
+    }
     if ctx.pg().major == 14 && ctx.pg().minor < 4 {
         r.notes.push("PostgreSQL 14.0–14.3 can corrupt indexes built concurrently: upgrade to 14.4 or later first".into());
     }

@@ -469,6 +469,12 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
                     let mut drop = exclusive(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), table);
                     drop.kind = fk(FkAction::Drop);
                     r.abort.push(drop);
+                    if matches!(constraint.kind, ConstraintKind::ForeignKey { .. })
+                        && ctx.catalog.is_partitioned(table)
+                        && !ctx.pg().at_least(18)
+                    {
+                        r.notes.push(format!("{table} is partitioned, and before PostgreSQL 18 it takes no NOT VALID foreign key: the engine adds it NOT VALID to each partition, validates each in contract, then adds the parent's, which attaches them without a scan"));
+                    }
                     r
                 }
                 ConstraintKind::Unique { columns, using_index: None } | ConstraintKind::PrimaryKey { columns, using_index: None } => {

@@ -513,28 +513,28 @@ fn apply_allows(
     out
 }
 
+/// Migration number `i` of a test's SQL, as if read from `000i_migration.sql`.
+fn source_file(i: usize, text: &str, settings: &Settings) -> MigrationFile {
+    MigrationFile {
+        path: PathBuf::from(format!("{i:04}_migration.sql")),
+        name: format!("{i:04}_migration"),
+        transaction: settings.transaction,
+        opt_out: None,
+        source: SqlSource::parse(text.to_string()),
+    }
+}
+
 /// What the linter claims each statement of `sql` locks, and for how long, on the schema the
 /// `context` migrations leave (for the tests that hold these claims against a live server).
 pub fn claimed_locks(context: &[&str], sql: &str, settings: &Settings) -> Vec<Vec<TableLock>> {
     let mut catalog = Catalog::default();
-    for c in context {
-        let file = MigrationFile {
-            path: PathBuf::from("context.sql"),
-            name: "context".into(),
-            transaction: settings.transaction,
-            opt_out: None,
-            source: SqlSource::parse(c.to_string()),
-        };
-        replay(&Prepared::new(file), &mut catalog);
+    for (i, c) in context.iter().enumerate() {
+        replay(
+            &Prepared::new(source_file(i + 1, c, settings)),
+            &mut catalog,
+        );
     }
-    let file = MigrationFile {
-        path: PathBuf::from("claimed.sql"),
-        name: "claimed".into(),
-        transaction: settings.transaction,
-        opt_out: None,
-        source: SqlSource::parse(sql.to_string()),
-    };
-    let prepared = Prepared::new(file);
+    let prepared = Prepared::new(source_file(context.len() + 1, sql, settings));
     let mut out = Vec::new();
     for ops in &prepared.ops {
         out.push(
@@ -553,17 +553,13 @@ pub fn claimed_locks(context: &[&str], sql: &str, settings: &Settings) -> Vec<Ve
 /// Lints `sql` as a migration that follows the `context` migrations (for tests and fuzzing).
 pub fn analyze_sources(context: &[&str], sql: &str, settings: &Settings) -> Vec<FileReport> {
     let mut catalog = Catalog::default();
-    let make = |i: usize, text: &str| MigrationFile {
-        path: PathBuf::from(format!("{i:04}_migration.sql")),
-        name: format!("{i:04}_migration"),
-        transaction: settings.transaction,
-        opt_out: None,
-        source: SqlSource::parse(text.to_string()),
-    };
     for (i, c) in context.iter().enumerate() {
-        replay(&Prepared::new(make(i + 1, c)), &mut catalog);
+        replay(
+            &Prepared::new(source_file(i + 1, c, settings)),
+            &mut catalog,
+        );
     }
-    let mut file = make(context.len() + 1, sql);
+    let mut file = source_file(context.len() + 1, sql, settings);
     if file.source.comments.first().is_some_and(|c| {
         c.start == 0 && directives::parse(&c.body) == Some(Directive::NoTransaction)
     }) {

@@ -6,14 +6,12 @@
 
 mod common;
 
-use common::TestDb;
+use common::{ok, text, TestDb};
 use sqlx::{Connection, PgConnection};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-
-const FAILPOINTS: bool = cfg!(feature = "failpoints");
 
 const TABLES: &str =
     "CREATE TABLE events (id bigint NOT NULL, at date NOT NULL, kind text, payload text)
@@ -40,32 +38,7 @@ fn project(tag: &str) -> PathBuf {
 }
 
 fn run(db: &TestDb, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
-    cmd.args(args)
-        .args(["--database-url", &db.url, "--dir", dir.to_str().unwrap()])
-        .env("NO_COLOR", "1");
-    match failpoint {
-        Some(fp) => {
-            if !FAILPOINTS {
-                panic!("this test stops the binary at a failpoint: run it with `--features failpoints` (scripts/test.sh does)");
-            }
-            cmd.env("MIGRATE_FAILPOINT", fp)
-        }
-        None => cmd.env_remove("MIGRATE_FAILPOINT"),
-    };
-    cmd.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: &Output) {
-    assert_eq!(o.status.code(), Some(0), "{}", text(o));
+    common::migrate_in(&db.url, dir, args, failpoint)
 }
 
 /// Per index of the migration: (valid on the parent, leaf partitions with a valid attached

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TestDb;
+use common::{ok, TestDb};
 use sqlx::{Connection, PgConnection, Row};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -45,40 +45,8 @@ fn example_project(tag: &str) -> PathBuf {
     project(tag, &refs)
 }
 
-/// Whether the binary under test has the failpoint hook.
-const FAILPOINTS: bool = cfg!(feature = "failpoints");
-
 fn run(db: &TestDb, dir: &Path, args: &[&str], failpoint: Option<&str>) -> Output {
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend(["--database-url", &db.url, "--dir", dir.to_str().unwrap()]);
-    let config = dir.join("migrate.toml");
-    let config = config.to_str().unwrap();
-    if Path::new(config).exists() && !args.contains(&"--config") {
-        all.extend(["--config", config]);
-    }
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"));
-    cmd.args(&all).env("NO_COLOR", "1");
-    match failpoint {
-        Some(fp) => {
-            // Loudly, not a silent pass: without the feature the binary ignores the failpoint.
-            if !FAILPOINTS {
-                panic!("this test stops the binary at a failpoint: run it with `--features failpoints` (scripts/test.sh does)");
-            }
-            cmd.env("MIGRATE_FAILPOINT", fp)
-        }
-        None => cmd.env_remove("MIGRATE_FAILPOINT"),
-    };
-    cmd.output().unwrap()
-}
-
-fn ok(o: &Output) {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    common::migrate_in(&db.url, dir, args, failpoint)
 }
 
 fn phases(db: &TestDb, dir: &Path) -> Vec<(String, String)> {

@@ -161,17 +161,8 @@ pub async fn run_step(
                     timeout,
                     &mut report,
                 );
-                match run.await {
-                    Ok(()) => match checkpoint {
-                        Some(cp) => cp
-                            .meta
-                            .checkpoint(&mut *conn, cp.migration, cp.phase, cp.step)
-                            .await
-                            .map_err(TryError::Other),
-                        None => Ok(()),
-                    },
-                    Err(e) => Err(TryError::Sql(e)),
-                }
+                let done = run.await;
+                checkpoint_after(conn, done, checkpoint).await
             }
             StepKind::ForeignKey {
                 table,
@@ -188,17 +179,8 @@ pub async fn run_step(
                     Ok(false) => run_transactional(conn, step, timeout, settings, checkpoint).await,
                     Ok(true) => {
                         let lock = set_local_lock_timeout(timeout);
-                        match super::partitions::foreign_key(conn, &fk, *action, &lock).await {
-                            Ok(()) => match checkpoint {
-                                Some(cp) => cp
-                                    .meta
-                                    .checkpoint(&mut *conn, cp.migration, cp.phase, cp.step)
-                                    .await
-                                    .map_err(TryError::Other),
-                                None => Ok(()),
-                            },
-                            Err(e) => Err(TryError::Sql(e)),
-                        }
+                        let done = super::partitions::foreign_key(conn, &fk, *action, &lock).await;
+                        checkpoint_after(conn, done, checkpoint).await
                     }
                     Err(e) => Err(TryError::Sql(e)),
                 }
@@ -234,6 +216,23 @@ pub async fn run_step(
                 )))
             }
         }
+    }
+}
+
+/// Records the checkpoint of a step that ran outside one transaction, once it is done.
+async fn checkpoint_after(
+    conn: &mut PgConnection,
+    done: Result<(), sqlx::Error>,
+    checkpoint: Option<&Checkpoint<'_>>,
+) -> Result<(), TryError> {
+    done.map_err(TryError::Sql)?;
+    match checkpoint {
+        Some(cp) => cp
+            .meta
+            .checkpoint(&mut *conn, cp.migration, cp.phase, cp.step)
+            .await
+            .map_err(TryError::Other),
+        None => Ok(()),
     }
 }
 

@@ -30,6 +30,54 @@ pub fn project(prefix: &str, tag: &str, files: &[(&str, &str)]) -> std::path::Pa
     dir
 }
 
+/// What the binary printed, stdout then stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Asserts the binary exited 0, showing what it printed if not.
+#[track_caller]
+pub fn ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "{}", text(o));
+}
+
+/// Whether the binary under test has the failpoint hook (`--features failpoints`).
+pub const FAILPOINTS: bool = cfg!(feature = "failpoints");
+
+/// Runs `migrate ARGS` against the database at `url` with the migrations of `dir` (and its
+/// migrate.toml, when it has one), stopped at `failpoint` when given.
+pub fn migrate_in(
+    url: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+    failpoint: Option<&str>,
+) -> Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--database-url", url, "--dir", dir.to_str().unwrap()]);
+    let config = dir.join("migrate.toml");
+    let config = config.to_str().unwrap();
+    if std::path::Path::new(config).exists() && !args.contains(&"--config") {
+        all.extend(["--config", config]);
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_migrate"));
+    cmd.args(&all).env("NO_COLOR", "1");
+    match failpoint {
+        Some(fp) => {
+            // Loudly, not a silent pass: without the feature the binary ignores the failpoint.
+            if !FAILPOINTS {
+                panic!("this test stops the binary at a failpoint: run it with `--features failpoints` (scripts/test.sh does)");
+            }
+            cmd.env("MIGRATE_FAILPOINT", fp)
+        }
+        None => cmd.env_remove("MIGRATE_FAILPOINT"),
+    };
+    cmd.output().unwrap()
+}
+
 /// Runs the built `migrate` binary from the repository root, without colour.
 pub fn migrate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_migrate"))

@@ -463,6 +463,78 @@ const FORMS: &[Form] = &[
         true,
         Rewrite,
     ),
+    form(
+        "dropping-constraint",
+        "DROP CONSTRAINT of a unique key the running version may rely on",
+        "ALTER TABLE t ADD CONSTRAINT t_b_key UNIQUE (b);",
+        "ALTER TABLE t DROP CONSTRAINT t_b_key",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "dropping-constraint",
+        "DROP CONSTRAINT of a CHECK",
+        "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0);",
+        "ALTER TABLE t DROP CONSTRAINT t_a_pos",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "require-concurrent-reindex",
+        "REINDEX INDEX",
+        "CREATE INDEX t_b_idx ON t (b);",
+        "REINDEX INDEX t_b_idx",
+        true,
+        Scan(Share),
+    ),
+    form(
+        "table-rewrite",
+        "SET UNLOGGED",
+        "",
+        "ALTER TABLE t SET UNLOGGED",
+        true,
+        Rewrite,
+    ),
+    form(
+        "require-concurrent-reindex",
+        "REINDEX TABLE",
+        "",
+        "REINDEX TABLE t",
+        true,
+        Scan(Share),
+    ),
+    form(
+        "multiple-alter-table",
+        "two ALTERs of one table",
+        "",
+        "ALTER TABLE t ADD COLUMN x int; ALTER TABLE t ADD COLUMN y int",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "statement-after-access-exclusive",
+        "an index build after an ALTER, in one transaction",
+        "",
+        "ALTER TABLE t ADD COLUMN x int; CREATE INDEX t_b_idx ON t (b)",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "backfill-in-ddl-transaction",
+        "an UPDATE after the ALTER that added its column",
+        "",
+        "ALTER TABLE t ADD COLUMN x int; UPDATE t SET x = b",
+        true,
+        Scan(AccessExclusive),
+    ),
+    form(
+        "concurrently-in-transaction",
+        "CREATE INDEX CONCURRENTLY in the file's transaction",
+        "",
+        "CREATE INDEX CONCURRENTLY t_b_idx ON t (b)",
+        true,
+        Fails("25001"),
+    ),
     // What PostgreSQL refuses at run time.
     form(
         "fails-at-run-time",
@@ -527,13 +599,21 @@ fn linted(f: &Form, settings: &Settings) -> (bool, Does) {
     let context = format!("{BASE}\n{}", f.setup);
     let reports = analyze_sources(&[&context], &format!("{};\n", f.sql), settings);
     let fired = reports[0].findings.iter().any(|x| x.rule == f.rule);
+    // Over all the form's statements: they run in one transaction, which holds every lock.
     let claims = claimed_locks(&[&context], &format!("{};\n", f.sql), settings);
-    let on_t: Vec<_> = claims[0].iter().filter(|l| l.table.name == "t").collect();
+    let on_t: Vec<_> = claims
+        .iter()
+        .flatten()
+        .filter(|l| l.table.name == "t")
+        .collect();
     let level = on_t.iter().map(|l| l.level).max().unwrap_or(AccessShare);
     let hold = on_t.iter().map(|l| l.hold).max().unwrap_or(LockHold::Brief);
     let does = match hold {
         LockHold::Rewrite => Rewrite,
         LockHold::Scan => Scan(level),
+        // Row locks under a stronger table lock: the statement reads the rows it writes
+        // while every other session waits.
+        LockHold::Rows if level > RowExclusive => Scan(level),
         LockHold::Rows => Rows(level),
         LockHold::Brief => Brief(level),
     };
@@ -586,6 +666,7 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
             Some("23502") => "23502",
             Some("42601") => "42601",
             Some("42701") => "42701",
+            Some("25001") => "25001",
             other => panic!("`{}` failed with {other:?}: {e}", f.form),
         }),
         Err(e) => panic!("`{}`: {e}", f.form),

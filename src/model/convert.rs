@@ -135,6 +135,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             };
             vec![Operation::Reindex {
                 target,
+                relation: s.relation.as_ref().map(range_var),
                 table_level: s.kind() != ReindexObjectType::ReindexObjectIndex,
                 concurrently,
             }]

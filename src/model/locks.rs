@@ -172,6 +172,26 @@ pub fn locks_in(
                     .is_some_and(|t| t.has_valid_not_null_check(column));
             locks_of(op, !proven)
         }
+        // REINDEX reads the table under SHARE (writes wait), or SHARE UPDATE EXCLUSIVE
+        // concurrently; REINDEX INDEX locks the index's table the same way.
+        Operation::Reindex {
+            relation: Some(r),
+            table_level,
+            concurrently,
+            ..
+        } => {
+            let table = if *table_level {
+                Some(r.clone())
+            } else {
+                catalog.index(r).map(|ix| ix.table.clone())
+            };
+            let level = if *concurrently {
+                LockLevel::ShareUpdateExclusive
+            } else {
+                LockLevel::Share
+            };
+            table.map(|t| lock(&t, level, Scan)).into_iter().collect()
+        }
         // DROP INDEX locks the index's table too, when the catalog knows which it is.
         Operation::DropIndex {
             names,

@@ -491,6 +491,8 @@ pub enum Operation {
     },
     Reindex {
         target: String,
+        /// The table or index named, for `REINDEX TABLE` / `REINDEX INDEX`.
+        relation: Option<QualifiedName>,
         table_level: bool,
         concurrently: bool,
     },

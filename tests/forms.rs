@@ -535,6 +535,13 @@ const FORMS: &[Form] = &[
         true,
         Fails("25001"),
     ),
+    // A table created in the same migration is new and empty: nothing to scan, nobody to block.
+    form("constraint-missing-not-valid", "CHECK on a table this migration creates", "",
+        "CREATE TABLE t2 (id int PRIMARY KEY, a int); ALTER TABLE t2 ADD CONSTRAINT t2_a_pos CHECK (a > 0)", false, Brief(AccessShare)),
+    form("require-concurrent-index-creation", "index on a table this migration creates", "",
+        "CREATE TABLE t2 (id int PRIMARY KEY, a int); CREATE INDEX t2_a_idx ON t2 (a)", false, Brief(AccessShare)),
+    form("setting-not-null", "SET NOT NULL on a table this migration creates as a copy of a live one", "",
+        "CREATE TABLE t2 (LIKE t INCLUDING DEFAULTS); ALTER TABLE t2 ALTER COLUMN a SET NOT NULL", false, Brief(AccessShare)),
     // What PostgreSQL refuses at run time.
     form(
         "fails-at-run-time",

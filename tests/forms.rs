@@ -542,6 +542,12 @@ const FORMS: &[Form] = &[
         "CREATE TABLE t2 (id int PRIMARY KEY, a int); CREATE INDEX t2_a_idx ON t2 (a)", false, Brief(AccessShare)),
     form("setting-not-null", "SET NOT NULL on a table this migration creates as a copy of a live one", "",
         "CREATE TABLE t2 (LIKE t INCLUDING DEFAULTS); ALTER TABLE t2 ALTER COLUMN a SET NOT NULL", false, Brief(AccessShare)),
+    form("dropping-table", "DROP TABLE", "",
+        "DROP TABLE t", true, Brief(AccessExclusive)),
+    form("vacuum-full", "VACUUM FULL: no transaction may hold it", "",
+        "VACUUM FULL t", true, Fails("25001")),
+    form("domain-constraint", "a CHECK added to a domain a live column uses", "CREATE DOMAIN positive AS int; ALTER TABLE t ADD COLUMN p positive;",
+        "ALTER DOMAIN positive ADD CONSTRAINT positive_check CHECK (VALUE > 0)", true, Scan(Share)),
     // What PostgreSQL refuses at run time.
     form(
         "fails-at-run-time",
@@ -650,12 +656,12 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
     )))
     .await
     .unwrap_or_else(|e| panic!("setup of `{}`: {e}", f.form));
-    let probe = "SELECT c.relfilenode::bigint AS node,
-            coalesce((SELECT seq_scan FROM pg_stat_xact_user_tables s WHERE s.relid = c.oid), 0) AS scans,
-            pg_relation_size(c.oid) AS size,
+    // Every field by the oid alone, so a dropped table still shows the lock its drop holds.
+    let probe = "SELECT (SELECT relfilenode::bigint FROM pg_class WHERE oid = $1) AS node,
+            coalesce((SELECT seq_scan FROM pg_stat_xact_user_tables s WHERE s.relid = $1), 0) AS scans,
+            (SELECT pg_relation_size(oid) FROM pg_class WHERE oid = $1) AS size,
             (SELECT array_agg(mode::text) FROM pg_locks l
-              WHERE l.relation = c.oid AND l.pid = pg_backend_pid()) AS modes
-       FROM pg_class c WHERE c.oid = $1";
+              WHERE l.relation = $1 AND l.pid = pg_backend_pid()) AS modes";
     conn.execute("BEGIN").await.unwrap();
     // By oid: a rename keeps it.
     let oid: sqlx::postgres::types::Oid = sqlx::query_scalar("SELECT 't'::regclass::oid")
@@ -683,7 +689,7 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
                 .fetch_one(&mut *conn)
                 .await
                 .unwrap();
-            let node: i64 = after.get("node");
+            let node: Option<i64> = after.get("node");
             let scans: i64 = after.get::<i64, _>("scans") - before.get::<i64, _>("scans");
             let modes: Vec<String> = after
                 .get::<Option<Vec<String>>, _>("modes")
@@ -695,9 +701,11 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
                 .unwrap_or(AccessShare);
             // A rewrite reads the old storage into the new; TRUNCATE swaps in empty storage
             // without reading a row.
-            if node != before.get::<i64, _>("node") && after.get::<i64, _>("size") > 0 {
+            let new_storage = node.is_some() && node != before.get::<Option<i64>, _>("node");
+            if new_storage && after.get::<Option<i64>, _>("size") > Some(0) {
                 Rewrite
-            } else if node != before.get::<i64, _>("node") {
+            } else if new_storage || node.is_none() {
+                // Dropped, or
                 // New, empty storage: emptied, not read (the xact counters of a truncated
                 // relation are not a read of it).
                 Brief(level)

@@ -192,6 +192,18 @@ pub fn locks_in(
             };
             table.map(|t| lock(&t, level, Scan)).into_iter().collect()
         }
+        // A domain's new constraint is checked on every column of that type, each table under
+        // SHARE (writes wait) for the scan; NOT VALID checks nothing.
+        Operation::AlterDomainAddConstraint { ty, not_valid } => catalog
+            .tables()
+            .filter(|t| {
+                !*not_valid
+                    && t.columns
+                        .iter()
+                        .any(|c| c.ty.base == ty.name && !c.ty.array)
+            })
+            .map(|t| lock(&t.name, LockLevel::Share, Scan))
+            .collect(),
         // DROP INDEX locks the index's table too, when the catalog knows which it is.
         Operation::DropIndex {
             names,

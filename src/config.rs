@@ -76,6 +76,8 @@ pub struct RawBackfill {
     pub busy_pause: Option<String>,
     /// Commits per second by other sessions from which the database counts as busy.
     pub busy_tps: Option<u32>,
+    /// Connections walking disjoint key ranges at once (1 to 16).
+    pub workers: Option<u32>,
 }
 
 /// A pause between batches.
@@ -123,6 +125,9 @@ pub struct BackfillSettings {
     /// `None`: `pause` applies whether the database is busy or not.
     pub busy_pause: Option<Pause>,
     pub busy_tps: u32,
+    /// Connections that walk disjoint ranges of the key at once, each batch still its own
+    /// short transaction; each range keeps its own cursor, so a kill resumes every one.
+    pub workers: u32,
 }
 
 impl Default for BackfillSettings {
@@ -142,6 +147,7 @@ impl Default for BackfillSettings {
             // writeback stalls.
             busy_pause: None,
             busy_tps: 20,
+            workers: 1,
         }
     }
 }
@@ -192,6 +198,12 @@ impl BackfillSettings {
         }
         if let Some(t) = raw.busy_tps {
             b.busy_tps = t;
+        }
+        if let Some(w) = raw.workers {
+            if !(1..=16).contains(&w) {
+                return Err(format!("[backfill] workers: {w} is not between 1 and 16"));
+            }
+            b.workers = w;
         }
         if let Some(t) = &raw.lock_timeout {
             b.lock_timeout =

@@ -67,9 +67,20 @@ const ROWS: i64 = 60_000;
 /// end every row holds what its last writer wrote, in both columns, and deleted rows are gone.
 #[test]
 fn rows_written_by_others_during_the_backfill_all_end_right() {
+    rows_written_by_others("writers", "");
+}
+
+/// The same with two workers, each walking its half of the key on its own connection.
+#[test]
+fn rows_written_by_others_during_a_backfill_by_two_workers_all_end_right() {
+    rows_written_by_others("writers2", "workers = 2\n");
+}
+
+fn rows_written_by_others(tag: &str, workers: &str) {
     let db = TestDb::new();
+    let config = format!("views = false\n[backfill]\nbatch_rows = 400\npause = \"4ms\"\n{workers}");
     let dir = project(
-        "writers",
+        tag,
         &[
             (
                 "0001_users.sql",
@@ -80,7 +91,7 @@ fn rows_written_by_others_during_the_backfill_all_end_right() {
             ),
             ("0002_rename.sql", "ALTER TABLE users RENAME COLUMN name TO full_name;\n"),
             // Small batches with pauses, so that the backfill lasts while the writers work.
-            ("migrate.toml", "views = false\n[backfill]\nbatch_rows = 400\npause = \"4ms\"\n"),
+            ("migrate.toml", &config),
         ],
     );
     ok(&run(&db, &dir, &["expand", "0001_users"]));
@@ -493,4 +504,52 @@ fn keyless_tables_are_walked_by_a_unique_not_null_key_or_refused_by_name() {
         count("SELECT count(*) FROM logs WHERE len IS DISTINCT FROM length(line)"),
         0
     );
+}
+
+/// Two workers walk disjoint ranges of the key, each with its own cursor in the backfill's
+/// record: a kill mid-backfill loses only the batches in flight, and the next run resumes every
+/// range where it stopped, with every row right at the end.
+#[test]
+fn two_workers_split_the_key_and_a_kill_resumes_every_range() {
+    let db = TestDb::new();
+    let dir = items_expanded(
+        &db,
+        "workers",
+        "[backfill]\nbatch_rows = 1000\nworkers = 2\n",
+    );
+    let out = common::migrate_in(&db.url, &dir, &["backfill"], Some("batch:3"));
+    assert_eq!(out.status.code(), Some(86), "{}", text(&out));
+    let record = |db: &TestDb| -> (i32, i64, i64, bool) {
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_as(
+                "SELECT jsonb_array_length(cursor->'ranges'),
+                        (SELECT count(*) FROM jsonb_array_elements(cursor->'ranges') r WHERE (r->>'done')::bool),
+                        rows_done, finished_at IS NOT NULL
+                 FROM migrate.backfills",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        })
+    };
+    let right = |db: &TestDb| -> i64 {
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT count(*) FROM items WHERE total IS NOT DISTINCT FROM qty * 2",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        })
+    };
+    let (ranges, done, rows, finished) = record(&db);
+    assert_eq!((ranges, done, finished), (2, 0, false));
+    // Both ranges moved before the kill: the rows recorded are the rows right, batch for batch.
+    assert!((3000..20_000).contains(&rows), "{rows}");
+    assert_eq!(right(&db), rows);
+    ok(&run(&db, &dir, &["backfill"]));
+    assert_eq!(record(&db), (2, 2, 20_000, true));
+    assert_eq!(right(&db), 20_000);
 }

@@ -22,6 +22,8 @@ use std::time::Instant;
 /// A connection holding the runner lock, with the metadata schema ready.
 pub struct Runner {
     conn: PgConnection,
+    /// For the connections of backfill workers; never printed.
+    url: String,
     meta: Metadata,
     settings: Settings,
     exec: ExecSettings,
@@ -73,6 +75,7 @@ impl Runner {
         meta.ensure(&mut conn).await?;
         Ok(Runner {
             conn,
+            url: url.to_string(),
             meta,
             settings,
             exec,
@@ -198,6 +201,7 @@ impl Runner {
                         set,
                         filter: filter.as_deref(),
                         verify: verify.as_deref(),
+                        url: Some(&self.url),
                     };
                     match backfill::run(&mut self.conn, &self.meta, &b, &self.exec).await {
                         Ok(r) => {

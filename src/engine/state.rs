@@ -98,6 +98,20 @@ pub struct BackfillCursor {
     /// The batch size reached, so that a resumed backfill starts where the last one had got to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    /// With several workers: the key ranges they walk, each with its own cursor.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranges: Vec<RangeCursor>,
+}
+
+/// One worker's key range: after `last` (from the start when None) up to `upper`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RangeCursor {
+    pub last: Option<Vec<String>>,
+    pub upper: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    #[serde(default)]
+    pub done: bool,
 }
 
 /// One recorded migration.
@@ -462,6 +476,37 @@ impl Metadata {
             .bind(rows_done)
             .bind(estimate)
             .bind(finished)
+            .execute(conn)
+            .await
+            .map_err(db("saving the backfill cursor"))?;
+        Ok(())
+    }
+
+    /// Saves one worker's range of a backfill and adds the rows it walked, in the caller's
+    /// transaction (the batch's own), so a range's cursor and its rows commit together.
+    pub async fn save_backfill_range<'e>(
+        &self,
+        conn: impl sqlx::PgExecutor<'e>,
+        name: &str,
+        ordinal: i32,
+        range: usize,
+        cursor: &RangeCursor,
+        walked: i64,
+    ) -> Result<(), Error> {
+        let json = serde_json::to_string(cursor)
+            .map_err(|e| Error::Database(format!("saving the backfill cursor: {e}")))?;
+        let sql = format!(
+            "UPDATE {s}.backfills SET cursor = jsonb_set(cursor, ARRAY['ranges', $3::text], $4::jsonb),
+                 rows_done = rows_done + $5, updated_at = now()
+             WHERE migration = $1 AND ordinal = $2",
+            s = self.q()
+        );
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(name)
+            .bind(ordinal)
+            .bind(range as i32)
+            .bind(json)
+            .bind(walked)
             .execute(conn)
             .await
             .map_err(db("saving the backfill cursor"))?;

@@ -17,15 +17,17 @@ mod throttle;
 
 pub use sizing::Sizer;
 
-use key::{key_list, key_params, table_estimate, walk_key};
+use key::{key_list, key_params, table_estimate, walk_key, KeyColumn};
 use progress::{Progress, LOG_EVERY};
 use throttle::{replica_lag, Busy};
 
 use crate::engine::exec::ExecSettings;
-use crate::engine::state::{BackfillCursor, Metadata};
+use crate::engine::state::{BackfillCursor, Metadata, RangeCursor};
 use crate::error::Error;
 use crate::model::{quote_ident, QualifiedName};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// One backfill of a migration's plan.
@@ -39,6 +41,8 @@ pub struct Backfill<'a> {
     /// True of a row still wrong: every row a batch updates is checked as written, in the
     /// batch's own statement.
     pub verify: Option<&'a str>,
+    /// Where the extra workers connect (`[backfill] workers`); never printed.
+    pub url: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,23 +75,39 @@ pub async fn run(
     let settings = &exec.backfill;
     let keys = walk_key(conn, b.table).await?;
     let table = b.table.sql();
-    let name = table.clone();
-    let db = move |what: &'static str| {
-        let name = name.clone();
-        move |e: sqlx::Error| Error::Database(format!("backfilling {name}: {what}: {e}"))
-    };
-    let n = keys.len();
-    let plain = key_list(&keys, "");
     let as_text: Vec<String> = keys
         .iter()
         .map(|k| format!("{}::text", quote_ident(&k.name)))
         .collect();
+    let sets: Vec<String> = b
+        .set
+        .iter()
+        .map(|(c, e)| format!("{} = {e}", quote_ident(c)))
+        .collect();
+    let q = Batches {
+        b,
+        table: table.clone(),
+        keys: &keys,
+        plain: key_list(&keys, ""),
+        as_text: as_text.join(", "),
+        sets: sets.join(", "),
+        filter: b.filter.map(|f| format!(" AND ({f})")).unwrap_or_default(),
+        lock: format!(
+            "SET LOCAL lock_timeout = '{}ms'{}",
+            settings.lock_timeout.as_millis().max(1),
+            if settings.synchronous_commit {
+                ""
+            } else {
+                "; SET LOCAL synchronous_commit = off"
+            }
+        ),
+    };
     let desc: Vec<String> = keys
         .iter()
         .map(|k| format!("{} DESC", quote_ident(&k.name)))
         .collect();
 
-    let (mut cursor, mut walked, estimate) =
+    let (mut cursor, walked, estimate) =
         match meta.backfill_cursor(conn, b.migration, b.ordinal).await? {
             Some((saved, done)) => {
                 let estimate = table_estimate(conn, b.table).await?;
@@ -97,18 +117,23 @@ pub async fn run(
                 // The bound: the last key that exists now.
                 let r = sqlx::query(AssertSqlSafe(format!(
                     "SELECT ARRAY[{}] FROM {table} ORDER BY {} LIMIT 1",
-                    as_text.join(", "),
+                    q.as_text,
                     desc.join(", ")
                 )))
                 .fetch_optional(&mut *conn)
                 .await
-                .map_err(db("reading the last key"))?;
+                .map_err(q.db("reading the last key"))?;
                 let upper = r.map(|r| r.get::<Vec<String>, _>(0));
                 let estimate = table_estimate(conn, b.table).await?;
+                let ranges = match (&upper, settings.workers) {
+                    (Some(upper), w) if w > 1 => split(conn, &q, upper, estimate, w).await?,
+                    _ => Vec::new(),
+                };
                 let cursor = BackfillCursor {
                     last: None,
                     upper,
                     size: None,
+                    ranges,
                 };
                 meta.save_backfill(
                     &mut *conn,
@@ -124,263 +149,28 @@ pub async fn run(
                 (cursor, 0, estimate)
             }
         };
-    let mut sizer = Sizer::new(settings, cursor.size);
-    let mut report = BackfillReport {
-        smallest: i64::MAX,
-        ..Default::default()
+    let shared = Shared {
+        walked: Cell::new(walked),
+        progress: RefCell::new(Progress::new(format!("backfill {table}"), walked, estimate)),
     };
     // A table empty when the backfill started has no bound: nothing to walk.
-    if let Some(upper) = cursor.upper.clone() {
-        // Two statements per batch, both index range scans over the key: find the key `size`
-        // rows on from the cursor (the batch's end; the bound when fewer are left), then update
-        // the rows between. The size is a number we chose, written into the statement, and
-        // statements are not kept prepared, so every batch is planned with its real bounds.
-        let sets: Vec<String> = b
-            .set
-            .iter()
-            .map(|(c, e)| format!("{} = {e}", quote_ident(c)))
-            .collect();
-        let sets = sets.join(", ");
-        let filter = b.filter.map(|f| format!(" AND ({f})")).unwrap_or_default();
-        let lower = |after: bool| {
-            if after {
-                format!("{plain} > {} AND ", key_params(&keys, 1))
-            } else {
-                String::new()
-            }
-        };
-        let at = |after: bool| if after { n + 1 } else { 1 };
-        let end_sql = |after: bool, size: i64| {
-            format!(
-                "SELECT ARRAY[{}] FROM {table} WHERE {}{plain} <= {} ORDER BY {plain} OFFSET {} LIMIT 1",
-                as_text.join(", "),
-                lower(after),
-                key_params(&keys, at(after)),
-                size - 1
-            )
-        };
-        // With a `verify` condition, the statement checks every row as written (after any
-        // trigger) through RETURNING and gives back the rows changed and the key of the first
-        // row still wrong: the check costs no second read of the rows. The rows of the range
-        // it leaves alone do not match the filter, and the condition includes the filter.
-        let update = |after: bool| {
-            format!(
-                "UPDATE {table} SET {sets} WHERE {}{plain} <= {}{filter}",
-                lower(after),
-                key_params(&keys, at(after))
-            )
-        };
-        let update_sql = |after: bool| match b.verify {
-            Some(wrong) => format!(
-                "WITH u AS ({} RETURNING ARRAY[{}] AS k, ({wrong}) AS wrong) \
-                 SELECT (SELECT count(*) FROM u), (SELECT k FROM u WHERE wrong LIMIT 1)",
-                update(after),
-                as_text.join(", ")
-            ),
-            None => update(after),
-        };
-        let count_sql = |after: bool| {
-            format!(
-                "SELECT count(*) FROM {table} WHERE {}{plain} <= {}",
-                lower(after),
-                key_params(&keys, at(after))
-            )
-        };
-        // Per batch: how long to wait for a row lock, and whether the commit waits for the
-        // batch's WAL (see `BackfillSettings::synchronous_commit`; left as the server has it
-        // when on).
-        let lock = format!(
-            "SET LOCAL lock_timeout = '{}ms'{}",
-            settings.lock_timeout.as_millis().max(1),
-            if settings.synchronous_commit {
-                ""
-            } else {
-                "; SET LOCAL synchronous_commit = off"
-            }
-        );
-        // Pages this session writes go to disk as it goes (see `BackfillSettings::flush_after`);
-        // a server that refuses the setting only loses that.
-        if let Some(f) = &settings.flush_after {
-            let _ = sqlx::query("SELECT set_config('backend_flush_after', $1, false)")
-                .bind(f)
-                .execute(&mut *conn)
-                .await;
+    let outcome = match cursor.upper.clone() {
+        None => Ok(BackfillReport::default()),
+        Some(upper) if cursor.ranges.is_empty() => {
+            let mut range = Range {
+                last: cursor.last.take(),
+                upper,
+                size: cursor.size,
+            };
+            let r = walk(conn, meta, exec, &q, &mut range, Save::Whole, &shared).await;
+            cursor.last = range.last;
+            cursor.size = range.size;
+            r
         }
-        let mut progress = Progress::new(format!("backfill {table}"), walked, estimate);
-        let mut timeouts = 0u32;
-        let mut lag_checked: Option<Instant> = None;
-        // Other sessions' commits, from pg_stat_database, minus our own transactions.
-        let mut busy = Busy::new(conn).await;
-        loop {
-            // Replicas first: a batch adds WAL they must replay.
-            if let Some(bound) = settings.max_replica_lag {
-                if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    lag_checked = Some(Instant::now());
-                    busy.own += 1;
-                    let mut said: Option<Instant> = None;
-                    while let Some(lag) = replica_lag(conn).await?.filter(|l| *l > bound) {
-                        if said.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-                            said = Some(Instant::now());
-                            progress.say(&format!(
-                                "waiting: a replica is {:.1} s behind (max_replica_lag {:.1} s)",
-                                lag.as_secs_f64(),
-                                bound.as_secs_f64()
-                            ));
-                        }
-                        let wait = Instant::now();
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        report.replica_wait += wait.elapsed();
-                    }
-                }
-            }
-            let size = sizer.rows();
-            let batch_started = Instant::now();
-            let mut tx = conn.begin().await.map_err(db("starting a batch"))?;
-            sqlx::raw_sql(AssertSqlSafe(lock.clone()))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("setting lock_timeout"))?;
-            let after = cursor.last.is_some();
-            let batch = async {
-                let mut q = sqlx::query(AssertSqlSafe(end_sql(after, size))).persistent(false);
-                for v in cursor.last.iter().flatten().chain(upper.iter()) {
-                    q = q.bind(v.clone());
-                }
-                let end: Option<Vec<String>> = q.fetch_optional(&mut *tx).await?.map(|r| r.get(0));
-                let last_batch = end.is_none();
-                let end = end.unwrap_or_else(|| upper.clone());
-                let mut u = sqlx::query(AssertSqlSafe(update_sql(after))).persistent(false);
-                for v in cursor.last.iter().flatten().chain(end.iter()) {
-                    u = u.bind(v.clone());
-                }
-                let changed = if b.verify.is_some() {
-                    let r = u.fetch_one(&mut *tx).await?;
-                    if let Some(row) = r.get::<Option<Vec<String>>, _>(1) {
-                        return Ok(Err(row));
-                    }
-                    r.get::<i64, _>(0)
-                } else {
-                    u.execute(&mut *tx).await?.rows_affected() as i64
-                };
-                let taken = if last_batch {
-                    let mut c =
-                        sqlx::query_scalar(AssertSqlSafe(count_sql(after))).persistent(false);
-                    for v in cursor.last.iter().flatten().chain(end.iter()) {
-                        c = c.bind(v.clone());
-                    }
-                    c.fetch_one(&mut *tx).await?
-                } else {
-                    size
-                };
-                Ok::<_, sqlx::Error>(Ok((taken, changed, end, last_batch)))
-            }
-            .await;
-            match batch {
-                Ok(Err(row)) => {
-                    drop(tx);
-                    progress.finish();
-                    return Err(wrong_rows(&table, b.verify.unwrap_or_default(), &row));
-                }
-                Ok(Ok((taken, changed, last, last_batch))) => {
-                    walked += taken;
-                    cursor.last = Some(last);
-                    cursor.size = Some(size);
-                    meta.save_backfill(
-                        &mut *tx,
-                        b.migration,
-                        b.ordinal,
-                        &b.table.name,
-                        &cursor,
-                        walked,
-                        None,
-                        false,
-                    )
-                    .await?;
-                    let committing = Instant::now();
-                    tx.commit().await.map_err(db("committing a batch"))?;
-                    let commit = committing.elapsed();
-                    let took = batch_started.elapsed();
-                    report.rows += changed;
-                    report.walked += taken;
-                    report.batches += 1;
-                    report.smallest = report.smallest.min(taken.max(1));
-                    report.largest = report.largest.max(taken);
-                    timeouts = 0;
-                    crate::engine::run::failpoint("batch", report.batches as usize);
-                    sizer.observe(taken, took);
-                    progress.update(walked, sizer.rows());
-                    // A commit slower than a whole batch should be (with synchronous_commit) is
-                    // the disk falling behind: give it that long again to catch up before adding
-                    // more writes.
-                    busy.own += 1;
-                    if settings.busy_pause.is_some() && busy.due() {
-                        let was = busy.busy;
-                        busy.sample(conn, settings.busy_tps).await;
-                        if busy.busy != was {
-                            progress.say(&if busy.busy {
-                                format!(
-                                    "other sessions are busy ({:.0} commits/s): slowing down",
-                                    busy.tps
-                                )
-                            } else {
-                                "the database is quiet again: full speed".to_string()
-                            });
-                        }
-                    }
-                    report.busy_batches += i64::from(busy.busy);
-                    let mut pause = match settings.busy_pause {
-                        Some(p) if busy.busy => p.after(took),
-                        _ => settings.pause.after(took),
-                    };
-                    if commit > settings.target {
-                        pause += commit.min(Duration::from_secs(2));
-                    }
-                    if last_batch {
-                        break;
-                    }
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                Err(e)
-                    if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") =>
-                {
-                    drop(tx);
-                    report.lock_timeouts += 1;
-                    // Smaller batches first; only once at the smallest do tries count down.
-                    if sizer.at_min() {
-                        timeouts += 1;
-                    }
-                    sizer.lock_timeout();
-                    if timeouts > exec.retries {
-                        progress.finish();
-                        return Err(Error::LockTimeout(format!(
-                            "backfilling {table}: the next {} rows stayed locked by another session through {} tries of {} ms{}; run again to resume from the saved cursor",
-                            sizer.rows(),
-                            timeouts,
-                            settings.lock_timeout.as_millis(),
-                            crate::engine::exec::blockers(conn, &[b.table.sql()]).await
-                        )));
-                    }
-                    progress.say(&format!(
-                        "a row lock held elsewhere; retrying with {} rows",
-                        sizer.rows()
-                    ));
-                    tokio::time::sleep(crate::engine::exec::backoff(exec, timeouts.max(1))).await;
-                }
-                Err(e) => {
-                    progress.finish();
-                    return Err(db("a batch failed")(e));
-                }
-            }
-        }
-        progress.finish();
-        if settings.flush_after.is_some() {
-            let _ = sqlx::query("RESET backend_flush_after")
-                .execute(&mut *conn)
-                .await;
-        }
-    }
+        Some(_) => in_parallel(conn, meta, exec, &q, &mut cursor, &shared).await,
+    };
+    shared.progress.borrow_mut().finish();
+    let mut report = outcome?;
     // Every row the batches updated was checked as written (rows after the bound are the
     // triggers' job).
     report.verified = b.verify.is_some();
@@ -393,11 +183,479 @@ pub async fn run(
         b.ordinal,
         &b.table.name,
         &cursor,
-        walked,
+        shared.walked.get(),
         None,
         true,
     )
     .await?;
+    Ok(report)
+}
+
+/// Cuts the key into `workers` ranges of about the same number of rows, at the keys found
+/// that many rows apart in the key index.
+async fn split(
+    conn: &mut PgConnection,
+    q: &Batches<'_>,
+    upper: &[String],
+    estimate: i64,
+    workers: u32,
+) -> Result<Vec<RangeCursor>, Error> {
+    let rows = if estimate > 0 {
+        estimate
+    } else {
+        // Never analyzed: count, once.
+        sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM {}", q.table)))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(q.db("counting the rows"))?
+    };
+    let mut bounds: Vec<Vec<String>> = Vec::new();
+    for k in 1..i64::from(workers) {
+        let at = rows * k / i64::from(workers);
+        if at < 1 {
+            continue;
+        }
+        let mut s = sqlx::query(AssertSqlSafe(q.end_sql(false, at))).persistent(false);
+        for v in upper {
+            s = s.bind(v.clone());
+        }
+        let found: Option<Vec<String>> = s
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(q.db("splitting the key into ranges"))?
+            .map(|r| r.get(0));
+        match found {
+            Some(key) if key.as_slice() != upper && bounds.last() != Some(&key) => bounds.push(key),
+            _ => {}
+        }
+    }
+    let mut ranges = Vec::new();
+    let mut last = None;
+    for key in bounds.into_iter().chain(std::iter::once(upper.to_vec())) {
+        ranges.push(RangeCursor {
+            last: last.replace(key.clone()),
+            upper: key,
+            size: None,
+            done: false,
+        });
+    }
+    Ok(ranges)
+}
+
+/// Runs a worker per range not yet done, each on a connection of its own (the first on
+/// `conn`), and waits for all: a failed worker stops only itself, and its range resumes from
+/// its saved cursor on the next run.
+async fn in_parallel(
+    conn: &mut PgConnection,
+    meta: &Metadata,
+    exec: &ExecSettings,
+    q: &Batches<'_>,
+    cursor: &mut BackfillCursor,
+    shared: &Shared,
+) -> Result<BackfillReport, Error> {
+    let todo: Vec<usize> = (0..cursor.ranges.len())
+        .filter(|i| !cursor.ranges[*i].done)
+        .collect();
+    let mut others = Vec::new();
+    for _ in 1..todo.len() {
+        let url = q.b.url.ok_or_else(|| {
+            Error::Usage("backfill workers need the database URL to open their connections".into())
+        })?;
+        others.push(crate::engine::connect(url).await?);
+    }
+    let mut ranges: Vec<Range> = todo
+        .iter()
+        .map(|i| {
+            let r = &cursor.ranges[*i];
+            Range {
+                last: r.last.clone(),
+                upper: r.upper.clone(),
+                size: r.size,
+            }
+        })
+        .collect();
+    let conns = std::iter::once(conn).chain(others.iter_mut());
+    let mut futures: Vec<_> = conns
+        .zip(ranges.iter_mut())
+        .zip(&todo)
+        .map(|((c, range), i)| Box::pin(walk(c, meta, exec, q, range, Save::Range(*i), shared)))
+        .collect();
+    // All at once on this task: each waits on its own connection.
+    let mut results: Vec<Option<Result<BackfillReport, Error>>> =
+        futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (f, r) in futures.iter_mut().zip(results.iter_mut()) {
+            if r.is_none() {
+                if let std::task::Poll::Ready(out) = f.as_mut().poll(cx) {
+                    *r = Some(out);
+                }
+            }
+        }
+        if results.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    drop(futures);
+    let mut total = BackfillReport {
+        smallest: i64::MAX,
+        ..Default::default()
+    };
+    let mut first_error = None;
+    for (r, i) in results.into_iter().flatten().zip(&todo) {
+        match r {
+            Ok(r) => {
+                cursor.ranges[*i].done = true;
+                total.rows += r.rows;
+                total.walked += r.walked;
+                total.batches += r.batches;
+                total.smallest = total.smallest.min(r.smallest);
+                total.largest = total.largest.max(r.largest);
+                total.lock_timeouts += r.lock_timeouts;
+                total.replica_wait += r.replica_wait;
+                total.busy_batches += r.busy_batches;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for (range, i) in ranges.into_iter().zip(&todo) {
+        cursor.ranges[*i].last = range.last;
+        cursor.ranges[*i].size = range.size;
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
+}
+
+/// One worker's key range: after `last` (from the start when None) up to `upper`.
+struct Range {
+    last: Option<Vec<String>>,
+    upper: Vec<String>,
+    size: Option<i64>,
+}
+
+/// Where a worker's cursor is saved: the backfill's only cursor, or its range of several.
+#[derive(Clone, Copy)]
+enum Save {
+    Whole,
+    Range(usize),
+}
+
+/// What the workers of one backfill share: the rows walked so far and the progress shown.
+struct Shared {
+    walked: Cell<i64>,
+    progress: RefCell<Progress>,
+}
+
+/// The SQL of a backfill's batches, built once from its key and assignments.
+struct Batches<'a> {
+    b: &'a Backfill<'a>,
+    table: String,
+    keys: &'a [KeyColumn],
+    plain: String,
+    as_text: String,
+    sets: String,
+    filter: String,
+    /// Per batch: how long to wait for a row lock, and whether the commit waits for the
+    /// batch's WAL (see `BackfillSettings::synchronous_commit`; left as the server has it
+    /// when on).
+    lock: String,
+}
+
+impl Batches<'_> {
+    fn db(&self, what: &'static str) -> impl Fn(sqlx::Error) -> Error + '_ {
+        move |e| Error::Database(format!("backfilling {}: {what}: {e}", self.table))
+    }
+
+    fn lower(&self, after: bool) -> String {
+        if after {
+            format!("{} > {} AND ", self.plain, key_params(self.keys, 1))
+        } else {
+            String::new()
+        }
+    }
+
+    fn at(&self, after: bool) -> usize {
+        if after {
+            self.keys.len() + 1
+        } else {
+            1
+        }
+    }
+
+    /// The key `size` rows on from the cursor: the batch's end (none when fewer are left).
+    /// The size is a number we chose, written into the statement, and statements are not
+    /// kept prepared, so every batch is planned with its real bounds.
+    fn end_sql(&self, after: bool, size: i64) -> String {
+        format!(
+            "SELECT ARRAY[{}] FROM {} WHERE {}{} <= {} ORDER BY {} OFFSET {} LIMIT 1",
+            self.as_text,
+            self.table,
+            self.lower(after),
+            self.plain,
+            key_params(self.keys, self.at(after)),
+            self.plain,
+            size - 1
+        )
+    }
+
+    /// The batch's UPDATE. With a `verify` condition, the statement checks every row as
+    /// written (after any trigger) through RETURNING and gives back the rows changed and the
+    /// key of the first row still wrong: the check costs no second read of the rows. The rows
+    /// of the range it leaves alone do not match the filter, and the condition includes it.
+    fn update_sql(&self, after: bool) -> String {
+        let update = format!(
+            "UPDATE {} SET {} WHERE {}{} <= {}{}",
+            self.table,
+            self.sets,
+            self.lower(after),
+            self.plain,
+            key_params(self.keys, self.at(after)),
+            self.filter
+        );
+        match self.b.verify {
+            Some(wrong) => format!(
+                "WITH u AS ({update} RETURNING ARRAY[{}] AS k, ({wrong}) AS wrong) \
+                 SELECT (SELECT count(*) FROM u), (SELECT k FROM u WHERE wrong LIMIT 1)",
+                self.as_text
+            ),
+            None => update,
+        }
+    }
+
+    fn count_sql(&self, after: bool) -> String {
+        format!(
+            "SELECT count(*) FROM {} WHERE {}{} <= {}",
+            self.table,
+            self.lower(after),
+            self.plain,
+            key_params(self.keys, self.at(after))
+        )
+    }
+}
+
+/// Walks one key range in batches on `conn` until its end. Two statements per batch, both
+/// index range scans over the key: find the batch's end, then update the rows up to it.
+async fn walk(
+    conn: &mut PgConnection,
+    meta: &Metadata,
+    exec: &ExecSettings,
+    q: &Batches<'_>,
+    range: &mut Range,
+    save: Save,
+    shared: &Shared,
+) -> Result<BackfillReport, Error> {
+    let settings = &exec.backfill;
+    let mut sizer = Sizer::new(settings, range.size);
+    let mut report = BackfillReport {
+        smallest: i64::MAX,
+        ..Default::default()
+    };
+    // Pages this session writes go to disk as it goes (see `BackfillSettings::flush_after`);
+    // a server that refuses the setting only loses that.
+    if let Some(f) = &settings.flush_after {
+        let _ = sqlx::query("SELECT set_config('backend_flush_after', $1, false)")
+            .bind(f)
+            .execute(&mut *conn)
+            .await;
+    }
+    let mut timeouts = 0u32;
+    let mut lag_checked: Option<Instant> = None;
+    // Other sessions' commits, from pg_stat_database, minus our own transactions.
+    let mut busy = Busy::new(conn).await;
+    loop {
+        // Replicas first: a batch adds WAL they must replay.
+        if let Some(bound) = settings.max_replica_lag {
+            if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                lag_checked = Some(Instant::now());
+                busy.own += 1;
+                let mut said: Option<Instant> = None;
+                while let Some(lag) = replica_lag(conn).await?.filter(|l| *l > bound) {
+                    if said.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                        said = Some(Instant::now());
+                        shared.progress.borrow_mut().say(&format!(
+                            "waiting: a replica is {:.1} s behind (max_replica_lag {:.1} s)",
+                            lag.as_secs_f64(),
+                            bound.as_secs_f64()
+                        ));
+                    }
+                    let wait = Instant::now();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    report.replica_wait += wait.elapsed();
+                }
+            }
+        }
+        let size = sizer.rows();
+        let batch_started = Instant::now();
+        let mut tx = conn.begin().await.map_err(q.db("starting a batch"))?;
+        sqlx::raw_sql(AssertSqlSafe(q.lock.clone()))
+            .execute(&mut *tx)
+            .await
+            .map_err(q.db("setting lock_timeout"))?;
+        let after = range.last.is_some();
+        let batch = async {
+            let mut e = sqlx::query(AssertSqlSafe(q.end_sql(after, size))).persistent(false);
+            for v in range.last.iter().flatten().chain(range.upper.iter()) {
+                e = e.bind(v.clone());
+            }
+            let end: Option<Vec<String>> = e.fetch_optional(&mut *tx).await?.map(|r| r.get(0));
+            let last_batch = end.is_none();
+            let end = end.unwrap_or_else(|| range.upper.clone());
+            let mut u = sqlx::query(AssertSqlSafe(q.update_sql(after))).persistent(false);
+            for v in range.last.iter().flatten().chain(end.iter()) {
+                u = u.bind(v.clone());
+            }
+            let changed = if q.b.verify.is_some() {
+                let r = u.fetch_one(&mut *tx).await?;
+                if let Some(row) = r.get::<Option<Vec<String>>, _>(1) {
+                    return Ok(Err(row));
+                }
+                r.get::<i64, _>(0)
+            } else {
+                u.execute(&mut *tx).await?.rows_affected() as i64
+            };
+            let taken = if last_batch {
+                let mut c = sqlx::query_scalar(AssertSqlSafe(q.count_sql(after))).persistent(false);
+                for v in range.last.iter().flatten().chain(end.iter()) {
+                    c = c.bind(v.clone());
+                }
+                c.fetch_one(&mut *tx).await?
+            } else {
+                size
+            };
+            Ok::<_, sqlx::Error>(Ok((taken, changed, end, last_batch)))
+        }
+        .await;
+        match batch {
+            Ok(Err(row)) => {
+                drop(tx);
+
+                return Err(wrong_rows(&q.table, q.b.verify.unwrap_or_default(), &row));
+            }
+            Ok(Ok((taken, changed, last, last_batch))) => {
+                shared.walked.set(shared.walked.get() + taken);
+                range.last = Some(last);
+                range.size = Some(size);
+                // The cursor commits with the batch: its range alone, or the whole.
+                match save {
+                    Save::Whole => {
+                        let cursor = BackfillCursor {
+                            last: range.last.clone(),
+                            upper: Some(range.upper.clone()),
+                            size: range.size,
+                            ranges: Vec::new(),
+                        };
+                        let (m, o, t) = (q.b.migration, q.b.ordinal, &q.b.table.name);
+                        let walked = shared.walked.get();
+                        meta.save_backfill(&mut *tx, m, o, t, &cursor, walked, None, false)
+                            .await?;
+                    }
+                    Save::Range(i) => {
+                        let cursor = RangeCursor {
+                            last: range.last.clone(),
+                            upper: range.upper.clone(),
+                            size: range.size,
+                            done: last_batch,
+                        };
+                        meta.save_backfill_range(
+                            &mut *tx,
+                            q.b.migration,
+                            q.b.ordinal,
+                            i,
+                            &cursor,
+                            taken,
+                        )
+                        .await?;
+                    }
+                }
+                let committing = Instant::now();
+                tx.commit().await.map_err(q.db("committing a batch"))?;
+                let commit = committing.elapsed();
+                let took = batch_started.elapsed();
+                report.rows += changed;
+                report.walked += taken;
+                report.batches += 1;
+                report.smallest = report.smallest.min(taken.max(1));
+                report.largest = report.largest.max(taken);
+                timeouts = 0;
+                crate::engine::run::failpoint("batch", report.batches as usize);
+                sizer.observe(taken, took);
+                shared
+                    .progress
+                    .borrow_mut()
+                    .update(shared.walked.get(), sizer.rows());
+                // A commit slower than a whole batch should be (with synchronous_commit) is
+                // the disk falling behind: give it that long again to catch up before adding
+                // more writes.
+                busy.own += 1;
+                if settings.busy_pause.is_some() && busy.due() {
+                    let was = busy.busy;
+                    busy.sample(conn, settings.busy_tps).await;
+                    if busy.busy != was {
+                        shared.progress.borrow_mut().say(&if busy.busy {
+                            format!(
+                                "other sessions are busy ({:.0} commits/s): slowing down",
+                                busy.tps
+                            )
+                        } else {
+                            "the database is quiet again: full speed".to_string()
+                        });
+                    }
+                }
+                report.busy_batches += i64::from(busy.busy);
+                let mut pause = match settings.busy_pause {
+                    Some(p) if busy.busy => p.after(took),
+                    _ => settings.pause.after(took),
+                };
+                if commit > settings.target {
+                    pause += commit.min(Duration::from_secs(2));
+                }
+                if last_batch {
+                    break;
+                }
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") => {
+                drop(tx);
+                report.lock_timeouts += 1;
+                // Smaller batches first; only once at the smallest do tries count down.
+                if sizer.at_min() {
+                    timeouts += 1;
+                }
+                sizer.lock_timeout();
+                if timeouts > exec.retries {
+                    return Err(Error::LockTimeout(format!(
+                            "backfilling {}: the next {} rows stayed locked by another session through {} tries of {} ms{}; run again to resume from the saved cursor",
+                            q.table,
+                            sizer.rows(),
+                            timeouts,
+                            settings.lock_timeout.as_millis(),
+                            crate::engine::exec::blockers(conn, &[q.b.table.sql()]).await
+                        )));
+                }
+                shared.progress.borrow_mut().say(&format!(
+                    "a row lock held elsewhere; retrying with {} rows",
+                    sizer.rows()
+                ));
+                tokio::time::sleep(crate::engine::exec::backoff(exec, timeouts.max(1))).await;
+            }
+            Err(e) => {
+                return Err(q.db("a batch failed")(e));
+            }
+        }
+    }
+    if settings.flush_after.is_some() {
+        let _ = sqlx::query("RESET backend_flush_after")
+            .execute(&mut *conn)
+            .await;
+    }
     Ok(report)
 }
 

@@ -151,6 +151,7 @@ pub async fn run(
         };
     let shared = Shared {
         walked: Cell::new(walked),
+        own: Cell::new(0),
         progress: RefCell::new(Progress::new(format!("backfill {table}"), walked, estimate)),
     };
     // A table empty when the backfill started has no bound: nothing to walk.
@@ -346,9 +347,11 @@ enum Save {
     Range(usize),
 }
 
-/// What the workers of one backfill share: the rows walked so far and the progress shown.
+/// What the workers of one backfill share: the rows walked so far, the progress shown, and
+/// the count of their own transactions, which the busy throttle leaves out of the others'.
 struct Shared {
     walked: Cell<i64>,
+    own: Cell<i64>,
     progress: RefCell<Progress>,
 }
 
@@ -467,13 +470,13 @@ async fn walk(
     let mut timeouts = 0u32;
     let mut lag_checked: Option<Instant> = None;
     // Other sessions' commits, from pg_stat_database, minus our own transactions.
-    let mut busy = Busy::new(conn).await;
+    let mut busy = Busy::new(conn, &shared.own).await;
     loop {
         // Replicas first: a batch adds WAL they must replay.
         if let Some(bound) = settings.max_replica_lag {
             if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 lag_checked = Some(Instant::now());
-                busy.own += 1;
+                shared.own.set(shared.own.get() + 1);
                 let mut said: Option<Instant> = None;
                 while let Some(lag) = replica_lag(conn).await?.filter(|l| *l > bound) {
                     if said.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
@@ -592,10 +595,10 @@ async fn walk(
                 // A commit slower than a whole batch should be (with synchronous_commit) is
                 // the disk falling behind: give it that long again to catch up before adding
                 // more writes.
-                busy.own += 1;
+                shared.own.set(shared.own.get() + 1);
                 if settings.busy_pause.is_some() && busy.due() {
                     let was = busy.busy;
-                    busy.sample(conn, settings.busy_tps).await;
+                    busy.sample(conn, settings.busy_tps, &shared.own).await;
                     if busy.busy != was {
                         shared.progress.borrow_mut().say(&if busy.busy {
                             format!(

@@ -5,12 +5,13 @@ use sqlx::PgConnection;
 use std::time::{Duration, Instant};
 
 /// Whether other sessions are using the database: their commits per second, from
-/// `pg_stat_database`, sampled every two seconds, less the transactions we made ourselves.
+/// `pg_stat_database`, sampled every two seconds, less the transactions we made ourselves —
+/// all of the backfill's workers, whose count they share.
 pub(super) struct Busy {
     pub(super) at: Instant,
     pub(super) commits: Option<i64>,
-    /// Our own transactions since the last sample.
-    pub(super) own: i64,
+    /// The count of our own transactions (every worker's) at the last sample.
+    own_at: i64,
     pub(super) tps: f64,
     pub(super) busy: bool,
 }
@@ -27,11 +28,14 @@ impl Busy {
         .ok()
     }
 
-    pub(super) async fn new(conn: &mut PgConnection) -> Busy {
+    /// `own` counts every transaction the backfill's workers made; the query here is one.
+    pub(super) async fn new(conn: &mut PgConnection, own: &std::cell::Cell<i64>) -> Busy {
+        let commits = Self::commits(conn).await;
+        own.set(own.get() + 1);
         Busy {
             at: Instant::now(),
-            commits: Self::commits(conn).await,
-            own: 1,
+            commits,
+            own_at: own.get() - 1,
             tps: 0.0,
             busy: false,
         }
@@ -41,18 +45,25 @@ impl Busy {
         self.at.elapsed() >= BUSY_SAMPLE
     }
 
-    pub(super) async fn sample(&mut self, conn: &mut PgConnection, threshold: u32) {
+    pub(super) async fn sample(
+        &mut self,
+        conn: &mut PgConnection,
+        threshold: u32,
+        own: &std::cell::Cell<i64>,
+    ) {
         let now = Self::commits(conn).await;
+        own.set(own.get() + 1);
         let secs = self.at.elapsed().as_secs_f64();
         if let (Some(before), Some(after)) = (self.commits, now) {
             // Statistics reach pg_stat_database up to a second late, ours too: the estimate
             // is rough, which a threshold well above our own batch rate absorbs.
-            self.tps = ((after - before - self.own) as f64 / secs).max(0.0);
+            let ours = own.get() - self.own_at;
+            self.tps = ((after - before - ours) as f64 / secs).max(0.0);
             self.busy = self.tps > f64::from(threshold);
         }
         self.commits = now;
         self.at = Instant::now();
-        self.own = 1;
+        self.own_at = own.get() - 1;
     }
 }
 

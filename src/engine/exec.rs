@@ -14,6 +14,7 @@
 //! steps run alone, outside any transaction, with `statement_timeout` lifted; an INVALID index
 //! left by a failed concurrent build is dropped and built again.
 
+use super::partitions;
 use super::state::{Metadata, MigrationPhase};
 use crate::error::Error;
 use crate::model::QualifiedName;
@@ -170,16 +171,16 @@ pub async fn run_step(
                 definition,
                 action,
             } => {
-                let fk = super::partitions::ForeignKey {
+                let fk = partitions::ForeignKey {
                     table: &table.sql(),
                     name,
                     definition,
                 };
-                match super::partitions::split_foreign_key(conn, &fk).await {
+                match partitions::split_foreign_key(conn, &fk).await {
                     Ok(false) => run_transactional(conn, step, timeout, settings, checkpoint).await,
                     Ok(true) => {
                         let lock = set_local_lock_timeout(timeout);
-                        let done = super::partitions::foreign_key(conn, &fk, *action, &lock).await;
+                        let done = partitions::foreign_key(conn, &fk, *action, &lock).await;
                         checkpoint_after(conn, done, checkpoint).await
                     }
                     Err(e) => Err(TryError::Sql(e)),
@@ -264,33 +265,6 @@ async fn run_transactional(
     tx.commit().await.map_err(TryError::Sql)
 }
 
-/// Whether an index exists, and if so whether it is valid.
-async fn index_state(
-    conn: &mut PgConnection,
-    index: &QualifiedName,
-) -> Result<Option<bool>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)")
-            .bind(index.sql())
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row.map(|r| r.get::<bool, _>(0)))
-}
-
-/// Whether the step's table is a partitioned table (which has no concurrent index build).
-async fn is_partitioned(conn: &mut PgConnection, step: &Step) -> Result<bool, sqlx::Error> {
-    let Some(table) = step.locks.first().map(|l| l.table.sql()) else {
-        return Ok(false);
-    };
-    let r = sqlx::query_scalar::<_, bool>(
-        "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)",
-    )
-    .bind(table)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(r.unwrap_or(false))
-}
-
 async fn run_concurrent(
     conn: &mut PgConnection,
     step: &Step,
@@ -307,14 +281,15 @@ async fn run_concurrent(
         .await?;
     let result = async {
         if let (Some(index), Some(parent_only)) = (index, partitioned) {
-            if is_partitioned(conn, step).await? {
-                let table = step.locks[0].table.sql();
-                return super::partitions::build_index(conn, &table, index, parent_only, report)
-                    .await;
+            // The step's table; a partitioned one has no concurrent index build.
+            if let Some(table) = step.locks.first().map(|l| l.table.sql()) {
+                if partitions::is_partitioned(conn, &table).await? {
+                    return partitions::build_index(conn, &table, index, parent_only, report).await;
+                }
             }
         }
         if let Some(index) = index {
-            match index_state(conn, index).await? {
+            match partitions::index_valid(conn, &index.sql()).await? {
                 Some(true) => {
                     report.already_done = true;
                     return Ok(());

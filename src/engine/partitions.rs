@@ -44,8 +44,21 @@ pub async fn build_index(
     attach_children(conn, table, parent, report, &mut attached).await
 }
 
+/// Whether a table is partitioned (None when there is no such table).
+pub async fn is_partitioned(conn: &mut PgConnection, table: &str) -> Result<bool, sqlx::Error> {
+    let r: Option<bool> =
+        sqlx::query_scalar("SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass($1)")
+            .bind(table)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(r.unwrap_or(false))
+}
+
 /// Whether an index exists, and if so whether it is valid.
-async fn index_valid(conn: &mut PgConnection, index: &str) -> Result<Option<bool>, sqlx::Error> {
+pub async fn index_valid(
+    conn: &mut PgConnection,
+    index: &str,
+) -> Result<Option<bool>, sqlx::Error> {
     sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
         .bind(index)
         .fetch_optional(&mut *conn)
@@ -185,14 +198,13 @@ pub async fn split_foreign_key(
     conn: &mut PgConnection,
     fk: &ForeignKey<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let r: Option<(bool, i32)> = sqlx::query_as(
-        "SELECT c.relkind = 'p', current_setting('server_version_num')::int
-         FROM pg_class c WHERE c.oid = to_regclass($1)",
-    )
-    .bind(fk.table)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(matches!(r, Some((true, v)) if v < 180000))
+    if !is_partitioned(conn, fk.table).await? {
+        return Ok(false);
+    }
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(version < 180000)
 }
 
 /// The table's constraint `name`, if it has one: whether it is validated.

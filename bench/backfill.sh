@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Backfill benchmark: migrate's batched backfill against a plain single UPDATE of the same rows,
-# side by side in one run, alone and under a pgbench workload of point reads and updates; and
-# the cost of the expand triggers on old-version writes.
+# Backfill benchmark: migrate's batched backfill, with one worker and with two, against a plain
+# single UPDATE of the same rows and a bare loop of batches, side by side in one run, alone and
+# under a pgbench workload of point reads and updates; and the cost of the expand triggers on
+# old-version writes.
 #
 #   bench/backfill.sh                 # N=5000000 rows (takes ~15 min)
 #   N=500000 ROUNDS=1 bench/backfill.sh
+#   VARIANT='pause = "50%"' bench/backfill.sh   # the second configuration (default: workers = 2)
 #   SWEEP='pause = "50%";target = "20ms"' bench/backfill.sh   # only the workload's view, per config
 #   EXTRA_CONF="wal_compression = lz4" bench/backfill.sh        # a server setting for the run
 #

@@ -28,6 +28,13 @@ pub enum Error {
     /// A step could not get its lock within its tries; the message names the blockers.
     #[error("lock timeout: {0}")]
     LockTimeout(String),
+    /// A target of a rollout stopped cleanly between steps because another one failed; a
+    /// rerun resumes it.
+    #[error("{0}")]
+    Stopped(String),
+    /// A rollout over many databases ended with failures; the message lists every target.
+    #[error("{0}")]
+    Rollout(String),
 }
 
 impl Error {

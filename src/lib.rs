@@ -1,7 +1,8 @@
 //! migrate: zero-downtime PostgreSQL schema changes by expand and contract.
 //!
 //! Data flows one way: files → statements (`sql`) → operations (`model`) → findings (`lint`)
-//! and plan (`plan`) → reports (`report`). A rule never talks to the database.
+//! and plan (`plan`) → reports (`report`). A rule never talks to the database. `engine` runs a
+//! plan on one database; `fleet` runs a command over many.
 
 pub mod analyze;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod fleet;
 pub mod lint;
 pub mod model;
 pub mod plan;

@@ -39,6 +39,7 @@ fn fast() -> ExecSettings {
         max_backoff: Duration::from_millis(100),
         statement_timeout: None,
         backfill: Default::default(),
+        rollout: None,
     }
 }
 

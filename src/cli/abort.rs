@@ -5,6 +5,7 @@ use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
 use crate::engine::run::Runner;
 use crate::error::Error;
+use crate::fleet::rollout::Op;
 
 #[derive(Debug, clap::Args)]
 pub struct AbortArgs {
@@ -15,6 +16,12 @@ pub struct AbortArgs {
 }
 
 pub fn run(args: AbortArgs) -> Result<u8, Error> {
+    if args.db.fleet.is_some() {
+        let op = Op::Abort {
+            name: args.name.clone(),
+        };
+        return super::fleet::run(&args.db, op);
+    }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     block_on(async {

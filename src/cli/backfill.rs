@@ -16,6 +16,12 @@ pub struct BackfillArgs {
 }
 
 pub fn run(args: BackfillArgs) -> Result<u8, Error> {
+    if args.db.fleet.is_some() {
+        let op = crate::fleet::rollout::Op::Backfill {
+            upto: args.name.clone(),
+        };
+        return super::fleet::run(&args.db, op);
+    }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {

@@ -3,6 +3,7 @@
 
 use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
+use crate::config::Settings;
 use crate::engine::state::{checksum, Metadata};
 use crate::engine::{connect, lock};
 use crate::error::Error;
@@ -16,12 +17,17 @@ pub struct BaselineArgs {
     pub db: DbArgs,
 }
 
-/// Records the migrations; returns (newly recorded, already recorded).
-pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
-    let settings = args.db.settings()?;
+/// Records the migrations up to `upto` in the database at `url`; returns (newly recorded,
+/// already recorded).
+pub async fn baseline(
+    settings: &Settings,
+    url: &str,
+    upto: Option<&str>,
+    out: &mut dyn std::io::Write,
+) -> Result<(usize, usize), Error> {
     let mut entries = files::list_dir(&settings.migrations_dir)?;
-    if let Some(last) = &args.name {
-        let Some(i) = entries.iter().position(|e| &e.name == last) else {
+    if let Some(last) = upto {
+        let Some(i) = entries.iter().position(|e| e.name == last) else {
             return Err(Error::Usage(format!(
                 "no migration `{last}` in {}; `migrate status` lists them",
                 settings.migrations_dir.display()
@@ -38,7 +44,7 @@ pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
                 .map_err(|err| Error::io(&e.path, err))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut conn = connect(args.db.url()?).await?;
+    let mut conn = connect(url).await?;
     lock::acquire(&mut conn, &settings.metadata_schema).await?;
     let meta = Metadata::new(&settings.metadata_schema);
     meta.ensure(&mut conn).await?;
@@ -58,14 +64,13 @@ pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
     let _ = sqlx::Connection::close(conn).await;
     if settings.views {
         // The schema this version reads through, as after an expand.
-        let url = args.db.url()?;
         let mut runner = crate::engine::run::Runner::open(
             url,
-            super::db::exec_settings(&settings),
+            super::db::exec_settings(settings),
             settings.clone(),
         )
         .await?;
-        let made = runner.make_baseline_version(&mut std::io::stdout()).await;
+        let made = runner.make_baseline_version(out).await;
         runner.close().await;
         made?;
     }
@@ -73,7 +78,16 @@ pub async fn baseline(args: &BaselineArgs) -> Result<(usize, usize), Error> {
 }
 
 pub fn run(args: BaselineArgs) -> Result<u8, Error> {
-    let (added, existing) = block_on(baseline(&args))?;
+    if args.db.fleet.is_some() {
+        let op = crate::fleet::rollout::Op::Baseline {
+            upto: args.name.clone(),
+        };
+        return super::fleet::run(&args.db, op);
+    }
+    let settings = args.db.settings()?;
+    let url = args.db.url()?;
+    let upto = args.name.as_deref();
+    let (added, existing) = block_on(baseline(&settings, url, upto, &mut std::io::stdout()))?;
     println!("recorded {added} migration(s) as applied; {existing} already recorded");
     Ok(EXIT_OK)
 }

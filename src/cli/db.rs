@@ -16,6 +16,11 @@ pub struct DbArgs {
     /// Migrations directory (default: `migrations` from migrate.toml, else ./migrations).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Run over every database of a fleet file (or of `[fleet]` in migrate.toml, with no
+    /// FILE) instead of one: canary first, then a few at once; the URLs come from the
+    /// environment variables the file names.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub fleet: Option<Option<PathBuf>>,
 }
 
 impl DbArgs {
@@ -25,6 +30,30 @@ impl DbArgs {
             s.migrations_dir = d.clone();
         }
         Ok(s)
+    }
+
+    /// The fleet, when `--fleet` was given.
+    pub async fn fleet(&self) -> Result<Option<crate::fleet::Fleet>, Error> {
+        match &self.fleet {
+            None => Ok(None),
+            Some(Some(file)) => crate::fleet::Fleet::from_file(file).await.map(Some),
+            Some(None) => {
+                let (_, raw) = Settings::load(self.config.as_deref(), crate::lint::rules::exists)?;
+                let path = self
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("migrate.toml"));
+                let Some(value) = raw.fleet else {
+                    return Err(Error::Usage(format!(
+                        "--fleet without a file reads [fleet] from {}, which has none: pass --fleet FILE, or add a [fleet] table",
+                        path.display()
+                    )));
+                };
+                crate::fleet::Fleet::from_settings(&value, &path)
+                    .await
+                    .map(Some)
+            }
+        }
     }
 
     pub fn url(&self) -> Result<&str, Error> {

@@ -6,6 +6,7 @@ use super::db::{block_on, DbArgs};
 use super::EXIT_OK;
 use crate::engine::run::Runner;
 use crate::error::Error;
+use crate::fleet::rollout::Op;
 
 #[derive(Debug, clap::Args)]
 pub struct ExpandArgs {
@@ -19,6 +20,13 @@ pub struct ExpandArgs {
 }
 
 pub fn run(args: ExpandArgs) -> Result<u8, Error> {
+    if args.db.fleet.is_some() {
+        let op = Op::Expand {
+            upto: args.name.clone(),
+            backfill: !args.skip_backfill,
+        };
+        return super::fleet::run(&args.db, op);
+    }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {

@@ -21,6 +21,9 @@ pub fn run(args: LatestArgs) -> Result<u8, Error> {
             "views = false in migrate.toml: there are no version schemas, every version uses the tables themselves".into(),
         ));
     }
+    if args.db.fleet.is_some() {
+        return super::fleet::run(&args.db, crate::fleet::rollout::Op::Latest);
+    }
     let url = args.db.url()?.to_string();
     let latest = block_on(async {
         let mut runner = Runner::open(&url, exec_settings(&settings), settings.clone()).await?;

@@ -8,6 +8,7 @@ pub mod contract;
 pub mod db;
 pub mod demo;
 pub mod expand;
+pub mod fleet;
 pub mod latest;
 pub mod plan;
 pub mod rules;

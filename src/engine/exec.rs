@@ -37,6 +37,45 @@ pub struct ExecSettings {
     /// The limit for transactional steps (concurrent builds have none).
     pub statement_timeout: Option<Duration>,
     pub backfill: crate::config::BackfillSettings,
+    /// Set when this database is one target of a rollout over many (`--fleet`).
+    pub rollout: Option<RolloutHooks>,
+}
+
+/// What a rollout over many databases shares with the run on each of them: the flag that
+/// stops it at the next step or batch (another target failed), the budget of backfills that
+/// may run at once across the fleet, and where the backfill's progress goes instead of a bar
+/// of its own.
+#[derive(Debug, Clone)]
+pub struct RolloutHooks {
+    pub target: String,
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub backfills: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Rows walked and the estimate of the backfill running on this target, if any.
+    pub progress: std::sync::Arc<std::sync::Mutex<Option<(i64, i64)>>>,
+}
+
+impl ExecSettings {
+    /// A message to the person running the command, on stderr; in a rollout, after the
+    /// target's name.
+    pub fn say(&self, message: &str) {
+        match &self.rollout {
+            Some(h) => eprintln!("{}{message}", h.target),
+            None => eprintln!("{message}"),
+        }
+    }
+}
+
+impl RolloutHooks {
+    /// The error that ends this target's run early, when the rollout is stopping.
+    pub fn check(&self, before: &str) -> Result<(), Error> {
+        if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Stopped(format!(
+                "{}: stopped before {before}, because the rollout is stopping; run the command again to resume here",
+                self.target
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ExecSettings {
@@ -49,6 +88,7 @@ impl Default for ExecSettings {
             max_backoff: Duration::from_secs(3),
             statement_timeout: None,
             backfill: Default::default(),
+            rollout: None,
         }
     }
 }
@@ -412,9 +452,9 @@ async fn clear_known_holders(
             if h.query.contains("to prevent wraparound") {
                 if !report.named_holders.contains(&pid) {
                     report.named_holders.push(pid);
-                    eprintln!(
+                    settings.say(&format!(
                         "  waiting: an autovacuum that prevents wraparound works on {table} (pid {pid}); PostgreSQL does not let it be cancelled, so the step tries again until it ends"
-                    );
+                    ));
                 }
                 continue;
             }
@@ -424,17 +464,17 @@ async fn clear_known_holders(
                 .await
             {
                 Ok(true) => {
-                    eprintln!(
+                    settings.say(&format!(
                         "  cancelled the autovacuum of {table} (pid {pid}): PostgreSQL would cancel it for this lock anyway, but only after deadlock_timeout; it runs again later"
-                    );
+                    ));
                     report.cancelled_autovacuum.push(h.table.clone());
                 }
                 Ok(false) => {}
                 Err(e) if !report.named_holders.contains(&pid) => {
                     report.named_holders.push(pid);
-                    eprintln!(
+                    settings.say(&format!(
                         "  waiting: an autovacuum works on {table} (pid {pid}) and cannot be cancelled by this role ({e}; it needs superuser, or pg_signal_autovacuum_worker from PostgreSQL 18); the step tries again until it ends"
-                    );
+                    ));
                 }
                 Err(_) => {}
             }
@@ -442,11 +482,11 @@ async fn clear_known_holders(
         }
         if h.held >= LONG_HOLDER_SECS && !report.named_holders.contains(&pid) {
             report.named_holders.push(pid);
-            eprintln!(
+            settings.say(&format!(
                 "  waiting: {} holds its lock; the step tries again every few hundred ms, {} times at most",
                 h.describe(),
                 settings.retries
-            );
+            ));
         }
     }
     Ok(())

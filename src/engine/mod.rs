@@ -9,6 +9,7 @@ pub mod lock;
 pub mod partitions;
 pub mod run;
 pub mod state;
+pub mod status;
 pub mod versions;
 
 use crate::error::Error;

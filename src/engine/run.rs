@@ -180,6 +180,9 @@ impl Runner {
         out: &mut dyn Write,
     ) -> Result<(), Error> {
         for (i, step) in steps.iter().enumerate().skip(from) {
+            if let Some(h) = &self.exec.rollout {
+                h.check(&format!("{name} {label} {}/{}", i + 1, steps.len()))?;
+            }
             let started = Instant::now();
             let cp = Checkpoint {
                 meta: &self.meta,
@@ -241,10 +244,12 @@ impl Runner {
                     .map(|_| ()),
             };
             if let Err(e) = result {
-                let _ = self
-                    .meta
-                    .note_error(&mut self.conn, name, &e.to_string())
-                    .await;
+                if !matches!(e, Error::Stopped(_)) {
+                    let _ = self
+                        .meta
+                        .note_error(&mut self.conn, name, &e.to_string())
+                        .await;
+                }
                 return Err(e);
             }
             let _ = writeln!(
@@ -395,6 +400,16 @@ impl Runner {
     ) -> Result<(), Error> {
         let steps: Vec<&Step> = plan.steps_in(Phase::Backfill).collect();
         let phases = (MigrationPhase::Backfilling, MigrationPhase::Backfilled);
+        // In a rollout, at most so many targets backfill at once (the fleet's `backfills`).
+        let slots = self.exec.rollout.as_ref().map(|h| h.backfills.clone());
+        let _slot = match &slots {
+            Some(s) if !steps.is_empty() => Some(
+                s.acquire()
+                    .await
+                    .map_err(|_| Error::Usage("the rollout's backfill budget closed".into()))?,
+            ),
+            _ => None,
+        };
         self.run_phase(name, phases, "backfill", &steps, from, out)
             .await
     }

@@ -1,6 +1,11 @@
-//! Progress: a bar on a terminal, a log line every few seconds elsewhere.
+//! Progress: a bar on a terminal, a log line every few seconds elsewhere; in a rollout over
+//! many databases, figures for the rollout's own view instead.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Where a rollout reads a target's backfill progress: rows walked and the estimate.
+pub(super) type Sink = Arc<Mutex<Option<(i64, i64)>>>;
 
 /// Rows done, rows/s and time left: a bar on a terminal, a line every few seconds elsewhere.
 pub(super) struct Progress {
@@ -10,15 +15,22 @@ pub(super) struct Progress {
     pub(super) last_line: Instant,
     pub(super) start_walked: i64,
     pub(super) total: i64,
+    /// In a rollout: the target's name and its figures, and no bar or lines of its own.
+    pub(super) sink: Option<(String, Sink)>,
 }
 
 /// How often the progress line is written when the output is not a terminal.
 pub(super) const LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Progress {
-    pub(super) fn new(label: String, done: i64, total: i64) -> Progress {
+    pub(super) fn new(
+        label: String,
+        done: i64,
+        total: i64,
+        sink: Option<(String, Sink)>,
+    ) -> Progress {
         use std::io::IsTerminal;
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = (sink.is_none() && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::with_draw_target(
                 Some(total.max(done) as u64),
                 indicatif::ProgressDrawTarget::stderr_with_hz(4),
@@ -42,12 +54,19 @@ impl Progress {
             last_line: Instant::now(),
             start_walked: done,
             total,
+            sink,
         }
     }
 
     pub(super) fn update(&mut self, walked: i64, size: i64) {
         if walked > self.total {
             self.total = walked;
+        }
+        if let Some((_, sink)) = &self.sink {
+            if let Ok(mut s) = sink.lock() {
+                *s = Some((walked, self.total));
+            }
+            return;
         }
         match &self.bar {
             Some(bar) => {
@@ -74,15 +93,21 @@ impl Progress {
     }
 
     pub(super) fn say(&self, message: &str) {
-        match &self.bar {
-            Some(bar) => bar.set_message(message.to_string()),
-            None => eprintln!("{}: {message}", self.label),
+        match (&self.bar, &self.sink) {
+            (Some(bar), _) => bar.set_message(message.to_string()),
+            (None, Some((target, _))) => eprintln!("{target}  {}: {message}", self.label),
+            (None, None) => eprintln!("{}: {message}", self.label),
         }
     }
 
     pub(super) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        if let Some((_, sink)) = &self.sink {
+            if let Ok(mut s) = sink.lock() {
+                *s = None;
+            }
         }
     }
 }

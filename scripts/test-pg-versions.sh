@@ -21,7 +21,7 @@ if [ "$(id -u)" = 0 ]; then
 else
   CACHE="${PG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migrate-pg}"
 fi
-TESTS=(--test run --test backfill --test catalogue --test exec --test failures --test state --test live_catalog --test demo --test versions --test forms --test partitions)
+TESTS=(--test run --test backfill --test catalogue --test exec --test failures --test state --test live_catalog --test demo --test versions --test forms --test partitions --test fleet)
 
 say() { printf '%s\n' "$*" >&2; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$RUN_USER" -- "$@"; else "$@"; fi; }

@@ -24,6 +24,22 @@ fn demo(args: &[&str], url: Option<&str>) -> (u32, std::process::Output) {
     (pid, child.wait_with_output().unwrap())
 }
 
+/// How many databases on the server have a name LIKE `pattern`.
+fn databases_like(admin: &str, pattern: &str) -> i64 {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = PgConnection::connect(admin).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+                .bind(pattern)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        })
+}
+
 fn report(out: &std::process::Output) -> serde_json::Value {
     assert_eq!(
         out.status.code(),
@@ -92,18 +108,7 @@ fn the_demo_on_a_given_server_has_no_failed_request_and_leaves_nothing() {
     );
     let r = report(&out);
     assert_zero_downtime(&r, rows);
-    let left: i64 = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let mut c = PgConnection::connect(&admin).await.unwrap();
-            sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
-                .bind(format!("migrate_demo_{pid}"))
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        });
+    let left = databases_like(&admin, &format!("migrate\\_demo\\_{pid}"));
     assert_eq!(left, 0, "the demo database was dropped");
 }
 
@@ -148,4 +153,36 @@ fn the_demo_with_views_off_has_no_failed_request_either() {
         Some(&common::admin_url()),
     );
     assert_zero_downtime(&report(&out), rows);
+}
+
+/// `--fleet 2`: the same scenario over two databases on one server, rolled out as `--fleet`
+/// does; each database's traffic and rows hold as in the single demo, and both databases are
+/// dropped.
+#[test]
+fn the_fleet_demo_has_no_failed_request_on_any_database_and_leaves_nothing() {
+    let admin = common::admin_url();
+    let rows = 20_000;
+    let (pid, out) = demo(
+        &[
+            "--rows",
+            &rows.to_string(),
+            "--rate",
+            "100",
+            "--phase-seconds",
+            "1",
+            "--fleet",
+            "2",
+            "--json",
+        ],
+        Some(&admin),
+    );
+    let all = report(&out);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2, "{all:#?}");
+    for db in all {
+        // The rows are shared out: each database holds half.
+        assert_zero_downtime(&db["report"], rows / 2);
+    }
+    let left = databases_like(&admin, &format!("migrate\\_demo\\_{pid}%"));
+    assert_eq!(left, 0, "the demo databases were dropped");
 }

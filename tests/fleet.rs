@@ -158,6 +158,18 @@ impl Fleet {
             .unwrap()
     }
 
+    /// Every target has backfilled 0002_total, and every row's total is right.
+    fn assert_all_backfilled(&self) {
+        for i in 0..self.names.len() {
+            assert_eq!(
+                self.phase_of(i, "0002_total").as_deref(),
+                Some("backfilled"),
+                "target {i}"
+            );
+            assert_eq!(self.wrong_totals(i), 0, "target {i}");
+        }
+    }
+
     fn has_column(&self, i: usize, column: &str) -> bool {
         !self
             .query(
@@ -221,14 +233,7 @@ fn a_rollout_runs_the_canary_alone_then_a_few_at_once_and_contracts_only_when_al
     f.add("0002_total.sql", TOTAL);
     let out = f.run(&["expand"]);
     ok(&out);
-    for i in 0..24 {
-        assert_eq!(
-            f.phase_of(i, "0002_total").as_deref(),
-            Some("backfilled"),
-            "target {i}"
-        );
-        assert_eq!(f.wrong_totals(i), 0, "target {i}");
-    }
+    f.assert_all_backfilled();
     // The canary (the first target) was done before any other began, and never more than
     // four targets were worked on at once.
     let spans = intervals(&f, "0002_total");
@@ -359,14 +364,7 @@ fn a_held_lock_stops_the_rollout_naming_the_target_and_a_rerun_finishes() {
     tx.send(()).unwrap();
     holder.join().unwrap();
     ok(&f.run(&["expand"]));
-    for i in 0..24 {
-        assert_eq!(
-            f.phase_of(i, "0002_total").as_deref(),
-            Some("backfilled"),
-            "target {i}"
-        );
-        assert_eq!(f.wrong_totals(i), 0, "target {i}");
-    }
+    f.assert_all_backfilled();
 }
 
 /// `kill -9` of the rollout while targets are mid-backfill; the rerun ends every target just
@@ -405,13 +403,8 @@ fn a_rollout_killed_mid_way_ends_the_same_after_a_rerun() {
         .count();
     assert!(unfinished > 0, "every target was done before the kill");
     ok(&f.run(&["expand"]));
+    f.assert_all_backfilled();
     for i in 0..24 {
-        assert_eq!(
-            f.phase_of(i, "0002_total").as_deref(),
-            Some("backfilled"),
-            "target {i}"
-        );
-        assert_eq!(f.wrong_totals(i), 0, "target {i}");
         let cols: i64 = f.query(
             i,
             "SELECT count(*)::text FROM pg_attribute WHERE attrelid = 'public.items'::regclass AND attname = 'total' AND NOT attisdropped",

@@ -34,6 +34,11 @@ pub struct DemoArgs {
     /// across the type change.
     #[arg(long)]
     pub no_views: bool,
+    /// Roll the migrations out over this many databases on one server, each under its own
+    /// traffic, as `--fleet` does: the canary first, then two at once. The rows and the rate
+    /// are shared out among them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub fleet: Option<u32>,
 }
 
 pub fn run(args: DemoArgs) -> Result<u8, Error> {
@@ -54,7 +59,35 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
         }),
         exec: exec_settings(&settings),
         views: !args.no_views,
+        json: args.json,
     };
+    if let Some(n) = args.fleet {
+        let mut progress: Box<dyn Write> = if args.json {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        let reports = block_on(crate::demo::run_fleet(&opts, n as usize, &mut progress))?;
+        drop(progress);
+        let mut out = std::io::stdout().lock();
+        let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
+        if args.json {
+            let all: Vec<serde_json::Value> = reports
+                .iter()
+                .map(|(name, r)| serde_json::json!({ "database": name, "report": r }))
+                .collect();
+            serde_json::to_writer_pretty(&mut out, &all)
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            writeln!(out).map_err(io)?;
+        } else {
+            print_fleet_table(&mut out, &reports).map_err(io)?;
+        }
+        return Ok(if reports.iter().all(|(_, r)| r.ok()) {
+            EXIT_OK
+        } else {
+            EXIT_FINDINGS
+        });
+    }
     let mut progress: Box<dyn Write> = if args.json {
         Box::new(std::io::stderr())
     } else {
@@ -72,6 +105,70 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
         print_table(&mut out, &report).map_err(io)?;
     }
     Ok(if report.ok() { EXIT_OK } else { EXIT_FINDINGS })
+}
+
+/// One row per database: what its traffic saw over the whole rollout, and its rows' check.
+fn print_fleet_table(out: &mut dyn Write, reports: &[(String, DemoReport)]) -> std::io::Result<()> {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "database",
+        "requests",
+        "failed",
+        "worst p99 ms",
+        "max ms",
+        "longest lock wait ms",
+        "rows checked",
+        "rows wrong",
+    ]);
+    for (name, r) in reports {
+        let worst =
+            |f: fn(&crate::demo::PhaseRow) -> f64| r.phases.iter().map(f).fold(0.0f64, f64::max);
+        t.add_row([
+            name.clone(),
+            r.phases
+                .iter()
+                .map(|p| p.requests)
+                .sum::<usize>()
+                .to_string(),
+            r.failed_requests.to_string(),
+            match r.phases.iter().max_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms)) {
+                Some(p) => format!("{:.1} ({} {})", p.p99_ms, p.phase, p.version),
+                None => "—".into(),
+            },
+            format!("{:.1}", worst(|p| p.max_ms)),
+            format!("{:.0}", worst(|p| p.longest_lock_wait_ms)),
+            r.rows_checked.to_string(),
+            r.rows_wrong.to_string(),
+        ]);
+    }
+    right_align(&mut t, 1..8);
+    writeln!(out, "{t}")?;
+    for (name, r) in reports {
+        for e in &r.errors {
+            writeln!(out, "  {name} failure: {e}")?;
+        }
+        for p in &r.problems {
+            writeln!(out, "  {name} wrong: {p}")?;
+        }
+        for w in &r.long_lock_waits {
+            writeln!(
+                out,
+                "  {name} lock wait: during {}, a request waited {:.0} ms behind: {}",
+                w.phase, w.ms, w.behind
+            )?;
+        }
+    }
+    if reports.iter().all(|(_, r)| r.ok()) {
+        writeln!(
+            out,
+            "zero downtime on all {} databases: no request failed or waited on a lock past the bound, and every row is right",
+            reports.len()
+        )?;
+    } else {
+        writeln!(out, "NOT zero downtime: see the failures above")?;
+    }
+    Ok(())
 }
 
 fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
@@ -99,11 +196,7 @@ fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
             format!("{:.0}", p.longest_lock_wait_ms),
         ]);
     }
-    for i in 1..8 {
-        if let Some(c) = t.column_mut(i) {
-            c.set_cell_alignment(comfy_table::CellAlignment::Right);
-        }
-    }
+    right_align(&mut t, 1..8);
     writeln!(out, "{t}")?;
     let secs = r.backfill_time.as_secs_f64().max(1e-3);
     writeln!(
@@ -166,4 +259,13 @@ fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
         writeln!(out, "NOT zero downtime: see the failures above")?;
     }
     Ok(())
+}
+
+/// Numbers line up on the right.
+fn right_align(t: &mut comfy_table::Table, columns: std::ops::Range<usize>) {
+    for i in columns {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
 }

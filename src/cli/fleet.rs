@@ -16,7 +16,7 @@ pub fn run(db: &DbArgs, op: Op) -> Result<u8, Error> {
     let settings = db.settings()?;
     let report = block_on(async {
         let fleet = db.fleet().await?.expect("--fleet was given");
-        rollout::run(&fleet, &settings, &exec_settings(&settings), &op).await
+        rollout::run(&fleet, &settings, &exec_settings(&settings), &op, false).await
     })?;
     if report.failed() {
         return Err(Error::Rollout(report.summary()));

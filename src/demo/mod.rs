@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use load::{DemoReport, LOCK_WAIT_BOUND_MS};
+pub use load::{DemoReport, PhaseRow, LOCK_WAIT_BOUND_MS};
 
 /// What the demo runs with.
 #[derive(Debug, Clone)]
@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub exec: ExecSettings,
     /// Each version reads through its version schema (`views` in migrate.toml).
     pub views: bool,
+    /// The report goes to stdout as JSON: everything else to stderr.
+    pub json: bool,
 }
 
 /// The rows the demo loads, in the shape of `0001_create_tables.sql`.
@@ -98,19 +100,7 @@ fn heading(out: &mut dyn Write, text: &str) {
 
 /// Runs the demo; returns its report (the caller prints the table and sets the exit code).
 pub async fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, Error> {
-    let entries = std::fs::read_dir(&opts.migrations).map_err(|e| {
-        Error::Usage(format!(
-            "{}: {e}; run the demo from the repository root, or pass --dir with the example migrations",
-            opts.migrations.display()
-        ))
-    })?;
-    let first = entries
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".sql"))
-        .min()
-        .ok_or_else(|| Error::Usage(format!("{}: no migrations", opts.migrations.display())))?;
-    let first = first.trim_end_matches(".sql").to_string();
+    let first = first_migration(opts)?;
 
     heading(out, "starting a throwaway database");
     let server = server::Server::start(opts.database_url.as_deref()).await?;
@@ -123,6 +113,215 @@ pub async fn run(opts: &DemoOptions, out: &mut dyn Write) -> Result<DemoReport, 
     heading(out, "removing the throwaway database");
     server.stop().await;
     result
+}
+
+/// The fleet demo: the same migrations over `n` databases on one throwaway server, each under
+/// its own two versions' traffic, rolled out as `--fleet` does — the canary first and alone,
+/// then two at once. Returns each database's report.
+pub async fn run_fleet(
+    opts: &DemoOptions,
+    n: usize,
+    out: &mut dyn Write,
+) -> Result<Vec<(String, DemoReport)>, Error> {
+    let first = first_migration(opts)?;
+    heading(
+        out,
+        &format!("starting a throwaway server with {n} databases"),
+    );
+    let mut server = server::Server::start(opts.database_url.as_deref()).await?;
+    let _ = writeln!(out, "    {}", server.what);
+    let mut targets = Vec::new();
+    let mut made = Ok(());
+    for i in 1..=n {
+        let name = format!("migrate_demo_{}_tenant_{i}", std::process::id());
+        match server.extra(&name).await {
+            Ok(url) => targets.push(crate::fleet::Target::new(&format!("tenant_{i}"), &url)),
+            Err(e) => {
+                made = Err(e);
+                break;
+            }
+        }
+    }
+    let result = match made {
+        Ok(()) => tokio::select! {
+            r = fleet_scenario(opts, targets, &first, out) => r,
+            _ = tokio::signal::ctrl_c() => Err(Error::Usage("interrupted".into())),
+        },
+        Err(e) => Err(e),
+    };
+    heading(out, "removing the throwaway databases");
+    server.stop().await;
+    result
+}
+
+async fn fleet_scenario(
+    opts: &DemoOptions,
+    targets: Vec<crate::fleet::Target>,
+    first: &str,
+    out: &mut dyn Write,
+) -> Result<Vec<(String, DemoReport)>, Error> {
+    use crate::fleet::rollout::{self, Op};
+    let settings = Settings {
+        migrations_dir: opts.migrations.clone(),
+        views: opts.views,
+        ..Settings::default()
+    };
+    let n = targets.len();
+    let rows = (opts.rows / n as i64).max(1000);
+    let rate = opts.rate.div_ceil(n as u32).max(1);
+    let fleet = crate::fleet::Fleet {
+        targets: targets.clone(),
+        canary: vec![0],
+        canary_wait: Duration::ZERO,
+        parallel: 2,
+        backfills: 1,
+        source: PathBuf::from("the demo's fleet"),
+    };
+    let roll = |op: Op| {
+        let (fleet, settings) = (&fleet, &settings);
+        async move {
+            let report = rollout::run(fleet, settings, &opts.exec, &op, opts.json).await?;
+            if report.failed() {
+                return Err(Error::Rollout(report.summary()));
+            }
+            Ok(report.summary())
+        }
+    };
+    heading(
+        out,
+        &format!("creating the tables ({first}) and loading {rows} users into each database"),
+    );
+    let _ = out.flush();
+    roll(Op::Expand {
+        upto: Some(first.to_string()),
+        backfill: true,
+    })
+    .await?;
+    let mut conns = Vec::new();
+    for t in &targets {
+        let mut conn = PgConnection::connect(t.url())
+            .await
+            .map_err(|e| Error::Database(format!("connecting to {}: {e}", t.name)))?;
+        load(&mut conn, rows).await?;
+        conns.push(conn);
+    }
+    let mut workloads = Vec::new();
+    for t in &targets {
+        let w = Workload::start(t.url(), rows, rate, opts.views).await?;
+        if opts.views {
+            let schema = crate::engine::versions::schema_name(&settings.metadata_schema, first);
+            let path = crate::engine::versions::search_path(&schema, &settings.managed_schemas);
+            w.set_search_path(Version::Old, path);
+        }
+        w.set_phase(Phase::Before);
+        w.run_version(Version::Old);
+        workloads.push(w);
+    }
+    heading(
+        out,
+        &format!("old version serving {rate} requests/s on each of the {n} databases"),
+    );
+    tokio::time::sleep(opts.phase_time).await;
+    let every = |p: Phase| workloads.iter().for_each(|w| w.set_phase(p));
+    let steps = async {
+        heading(
+            out,
+            "expand over the fleet: the canary first and alone, then two at once",
+        );
+        let _ = out.flush();
+        every(Phase::Expand);
+        let said = roll(Op::Expand {
+            upto: None,
+            backfill: false,
+        })
+        .await?;
+        let _ = writeln!(out, "    {said}");
+        if opts.views {
+            for (t, w) in targets.iter().zip(&workloads) {
+                let mut r = Runner::open(t.url(), opts.exec.clone(), settings.clone()).await?;
+                let latest = r.latest().await;
+                r.close().await;
+                if let Some((schema, _)) = latest? {
+                    let path =
+                        crate::engine::versions::search_path(&schema, &settings.managed_schemas);
+                    w.set_search_path(Version::New, path);
+                }
+            }
+        }
+        heading(
+            out,
+            "backfill over the fleet: one database backfilling at a time",
+        );
+        let _ = out.flush();
+        every(Phase::Backfill);
+        let bf_started = Instant::now();
+        let said = roll(Op::Backfill { upto: None }).await?;
+        let bf_time = bf_started.elapsed();
+        let _ = writeln!(out, "    {said}");
+        heading(
+            out,
+            "deploy: the new version starts beside the old one everywhere",
+        );
+        every(Phase::Deploy);
+        workloads.iter().for_each(|w| w.run_version(Version::New));
+        tokio::time::sleep(opts.phase_time).await;
+        heading(out, "the old version stops");
+        for w in &workloads {
+            w.stop_version(Version::Old).await;
+        }
+        heading(out, "contract over the fleet (old version gone everywhere)");
+        let _ = out.flush();
+        every(Phase::Contract);
+        let said = roll(Op::Contract { upto: None }).await?;
+        let _ = writeln!(out, "    {said}");
+        heading(out, "new version alone");
+        every(Phase::After);
+        tokio::time::sleep(opts.phase_time).await;
+        Ok::<Duration, Error>(bf_time)
+    }
+    .await;
+    let mut stopped = Vec::new();
+    for w in workloads {
+        stopped.push(w.stop().await);
+    }
+    let bf_time = steps?;
+    heading(out, "checking every row of every database");
+    let mut reports = Vec::new();
+    for ((t, mut conn), (mut report, expected, inserted)) in targets.iter().zip(conns).zip(stopped)
+    {
+        report.backfill_rows = backfilled_rows(&mut conn).await?;
+        // The fleet's backfills ran one database at a time: the rollout's time is theirs.
+        report.backfill_time = bf_time;
+        load::check(&mut conn, rows, expected, inserted, &mut report).await?;
+        let _ = conn.close().await;
+        reports.push((t.name.clone(), report));
+    }
+    Ok(reports)
+}
+
+/// The rows every backfill of the database walked, from the metadata.
+async fn backfilled_rows(conn: &mut PgConnection) -> Result<i64, Error> {
+    sqlx::query_scalar("SELECT coalesce(sum(rows_done), 0)::bigint FROM migrate.backfills")
+        .fetch_one(conn)
+        .await
+        .map_err(|e| Error::Database(format!("reading backfill totals: {e}")))
+}
+
+/// The first migration of the example: the one that creates the tables.
+fn first_migration(opts: &DemoOptions) -> Result<String, Error> {
+    let entries = std::fs::read_dir(&opts.migrations).map_err(|e| {
+        Error::Usage(format!(
+            "{}: {e}; run the demo from the repository root, or pass --dir with the example migrations",
+            opts.migrations.display()
+        ))
+    })?;
+    let first = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql"))
+        .min()
+        .ok_or_else(|| Error::Usage(format!("{}: no migrations", opts.migrations.display())))?;
+    Ok(first.trim_end_matches(".sql").to_string())
 }
 
 async fn scenario(
@@ -243,12 +442,7 @@ async fn scenario(
     let bf_time = steps?;
 
     heading(out, "checking every row");
-    let rows_moved: i64 =
-        sqlx::query_scalar("SELECT coalesce(sum(rows_done), 0)::bigint FROM migrate.backfills")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| Error::Database(format!("reading backfill totals: {e}")))?;
-    report.backfill_rows = rows_moved;
+    report.backfill_rows = backfilled_rows(&mut conn).await?;
     report.backfill_time = bf_time;
     load::check(&mut conn, opts.rows, expected, inserted, &mut report).await?;
     let _ = conn.close().await;

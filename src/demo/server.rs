@@ -19,19 +19,8 @@ pub struct Server {
     pub url: String,
     pub what: String,
     throwaway: Throwaway,
-}
-
-/// The URL with its database replaced.
-fn with_database(url: &str, db: &str) -> String {
-    let (head, query) = match url.find('?') {
-        Some(q) => (&url[..q], &url[q..]),
-        None => (url, ""),
-    };
-    let authority_end = head.find("://").map_or(0, |i| i + 3);
-    match head[authority_end..].find('/') {
-        Some(slash) => format!("{}/{db}{query}", &head[..authority_end + slash]),
-        None => format!("{head}/{db}{query}"),
-    }
+    /// More databases made on the same server (the fleet demo's), dropped at the end.
+    extras: Vec<String>,
 }
 
 /// The directory of the newest installed PostgreSQL server binaries.
@@ -141,7 +130,7 @@ impl Server {
                 ))
             })?;
         let _ = c.close().await;
-        let url = with_database(admin_url, &name);
+        let url = crate::fleet::with_database(admin_url, &name).map_err(Error::Usage)?;
         Ok(Server {
             what: format!("database {name} on {}", redact_url(admin_url)),
             url,
@@ -149,6 +138,7 @@ impl Server {
                 admin_url: admin_url.to_string(),
                 name,
             },
+            extras: Vec::new(),
         })
     }
 
@@ -178,6 +168,7 @@ impl Server {
                 bin: bin.clone(),
                 dir: dir.clone(),
             },
+            extras: Vec::new(),
         };
         run_as(
             user,
@@ -210,8 +201,40 @@ impl Server {
         Ok(server)
     }
 
-    /// Removes what `start` made.
+    /// One more throwaway database on the same server; its URL.
+    pub async fn extra(&mut self, name: &str) -> Result<String, Error> {
+        let mut c = PgConnection::connect(&self.url)
+            .await
+            .map_err(|e| Error::Database(format!("connecting to the demo's server: {e}")))?;
+        let q = crate::model::quote_ident(name);
+        let made = c
+            .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {q}")))
+            .await
+            .and(
+                c.execute(AssertSqlSafe(format!("CREATE DATABASE {q}")))
+                    .await,
+            );
+        let _ = c.close().await;
+        made.map_err(|e| Error::Database(format!("creating the demo database {name}: {e}")))?;
+        self.extras.push(name.to_string());
+        crate::fleet::with_database(&self.url, name).map_err(Error::Usage)
+    }
+
+    /// Removes what `start` and `extra` made.
     pub async fn stop(self) {
+        if !self.extras.is_empty() {
+            if let Ok(mut c) = PgConnection::connect(&self.url).await {
+                for name in &self.extras {
+                    let q = crate::model::quote_ident(name);
+                    let _ = c
+                        .execute(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {q} WITH (FORCE)"
+                        )))
+                        .await;
+                }
+                let _ = c.close().await;
+            }
+        }
         match self.throwaway {
             Throwaway::Database { admin_url, name } => {
                 if let Ok(mut c) = PgConnection::connect(&admin_url).await {
@@ -233,19 +256,5 @@ impl Server {
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_replaced_in_urls() {
-        assert_eq!(
-            with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "d"),
-            "postgres://u:p@h:5432/d?sslmode=disable"
-        );
-        assert_eq!(with_database("postgres://h", "d"), "postgres://h/d");
     }
 }

@@ -263,6 +263,7 @@ where
 struct View {
     width: usize,
     bar: Option<indicatif::ProgressBar>,
+    to_stderr: bool,
 }
 
 impl View {
@@ -270,6 +271,7 @@ impl View {
         let line = format!("{target:<w$}  {text}", w = self.width);
         match &self.bar {
             Some(bar) => bar.println(line),
+            None if self.to_stderr => eprintln!("{line}"),
             None => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{line}");
@@ -316,11 +318,13 @@ struct Slot {
 }
 
 /// Runs `op` over the fleet: canaries first, alone, then the rest; see the module's text.
+/// The targets' lines go to stdout, or to stderr when stdout is for a machine format.
 pub async fn run(
     fleet: &Fleet,
     settings: &Settings,
     exec: &ExecSettings,
     op: &Op,
+    lines_to_stderr: bool,
 ) -> Result<Report, Error> {
     let started = Instant::now();
     preflight(fleet, settings, op).await?;
@@ -349,6 +353,7 @@ pub async fn run(
             .unwrap_or(0)
             .min(24),
         bar,
+        to_stderr: lines_to_stderr,
     });
     let slots: Rc<RefCell<Vec<Slot>>> = Rc::new(RefCell::new(
         fleet

@@ -489,20 +489,30 @@ fn progress_line(slots: &[Slot], names: &[String]) -> String {
         .iter()
         .filter(|s| !s.running && s.outcome == Outcome::NotStarted)
         .count();
-    let slowest = slots
+    let backfills: Vec<(i64, i64, &String)> = slots
         .iter()
         .zip(names)
         .filter_map(|(s, n)| {
             let (walked, total) = (*s.progress.lock().ok()?)?;
-            Some((walked as f64 / total.max(1) as f64, n))
+            Some((walked, total, n))
         })
-        .min_by(|a, b| a.0.total_cmp(&b.0));
+        .collect();
+    // The furthest from its end by share where the table had an estimate; else by rows.
+    let slowest = backfills
+        .iter()
+        .filter(|b| b.1 > 0)
+        .min_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)))
+        .or_else(|| backfills.iter().min_by_key(|b| b.0));
     let mut line = format!("targets: {done} done, {running} running, {waiting} waiting");
-    if let Some((share, name)) = slowest {
-        line.push_str(&format!(
+    match slowest {
+        Some((walked, total, name)) if *total > 0 => line.push_str(&format!(
             "; slowest backfill {name} {:.0}%",
-            100.0 * share.min(1.0)
-        ));
+            100.0 * (*walked as f64 / *total as f64).min(1.0)
+        )),
+        Some((walked, _, name)) => {
+            line.push_str(&format!("; slowest backfill {name} {walked} rows"))
+        }
+        None => {}
     }
     line
 }
@@ -557,6 +567,38 @@ async fn on_target(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot(outcome: Outcome, running: bool, progress: Option<(i64, i64)>) -> Slot {
+        Slot {
+            outcome,
+            running,
+            progress: Arc::new(Mutex::new(progress)),
+        }
+    }
+
+    #[test]
+    fn the_progress_line_counts_targets_and_names_the_backfill_furthest_from_its_end() {
+        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        let slots = vec![
+            slot(Outcome::Done("x".into()), false, None),
+            slot(Outcome::NotStarted, true, Some((900, 1000))),
+            slot(Outcome::NotStarted, true, Some((100, 1000))),
+            slot(Outcome::NotStarted, false, None),
+        ];
+        assert_eq!(
+            progress_line(&slots, &names),
+            "targets: 1 done, 2 running, 1 waiting; slowest backfill c 10%"
+        );
+        // Tables never analyzed have no estimate: rows, not a share.
+        let slots = vec![
+            slot(Outcome::NotStarted, true, Some((5000, 0))),
+            slot(Outcome::NotStarted, true, Some((700, 0))),
+        ];
+        assert_eq!(
+            progress_line(&slots, &names[..2]),
+            "targets: 0 done, 2 running, 0 waiting; slowest backfill b 700 rows"
+        );
+    }
 
     #[test]
     fn the_summary_names_every_target_that_is_not_done() {

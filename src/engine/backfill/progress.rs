@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Where a rollout reads a target's backfill progress: rows walked and the estimate.
+/// Where a rollout reads a target's backfill progress: rows walked and the estimate (0 when
+/// the table has none: never analyzed).
 pub(super) type Sink = Arc<Mutex<Option<(i64, i64)>>>;
 
 /// Rows done, rows/s and time left: a bar on a terminal, a line every few seconds elsewhere.
@@ -17,6 +18,8 @@ pub(super) struct Progress {
     pub(super) total: i64,
     /// In a rollout: the target's name and its figures, and no bar or lines of its own.
     pub(super) sink: Option<(String, Sink)>,
+    /// Whether the table had a row estimate when the backfill started.
+    pub(super) estimated: bool,
 }
 
 /// How often the progress line is written when the output is not a terminal.
@@ -55,6 +58,7 @@ impl Progress {
             start_walked: done,
             total,
             sink,
+            estimated: total > 0,
         }
     }
 
@@ -64,7 +68,8 @@ impl Progress {
         }
         if let Some((_, sink)) = &self.sink {
             if let Ok(mut s) = sink.lock() {
-                *s = Some((walked, self.total));
+                let estimate = if self.estimated { self.total } else { 0 };
+                *s = Some((walked, estimate));
             }
             return;
         }

@@ -66,12 +66,14 @@ impl ExecSettings {
 }
 
 impl RolloutHooks {
-    /// The error that ends this target's run early, when the rollout is stopping.
-    pub fn check(&self, before: &str) -> Result<(), Error> {
+    /// The error that ends this target's run early, when the rollout is stopping; `before`
+    /// says where (built only then: it is checked before every backfill batch).
+    pub fn check(&self, before: impl FnOnce() -> String) -> Result<(), Error> {
         if self.stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(Error::Stopped(format!(
-                "{}: stopped before {before}, because the rollout is stopping; run the command again to resume here",
-                self.target
+                "{}: stopped before {}, because the rollout is stopping; run the command again to resume here",
+                self.target,
+                before()
             )));
         }
         Ok(())

@@ -181,7 +181,7 @@ impl Runner {
     ) -> Result<(), Error> {
         for (i, step) in steps.iter().enumerate().skip(from) {
             if let Some(h) = &self.exec.rollout {
-                h.check(&format!("{name} {label} {}/{}", i + 1, steps.len()))?;
+                h.check(|| format!("{name} {label} {}/{}", i + 1, steps.len()))?;
             }
             let started = Instant::now();
             let cp = Checkpoint {

@@ -495,7 +495,7 @@ async fn walk(
     let mut busy = Busy::new(conn, &shared.own).await;
     loop {
         if let Some(h) = &exec.rollout {
-            h.check(&format!("the next batch of backfilling {}", q.table))?;
+            h.check(|| format!("the next batch of backfilling {}", q.table))?;
         }
         // Replicas first: a batch adds WAL they must replay.
         if let Some(bound) = settings.max_replica_lag {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::{ok, text};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -77,9 +78,7 @@ impl Fleet {
     }
 
     fn url(&self, i: usize) -> String {
-        let admin = common::admin_url();
-        let base = &admin[..admin.rfind('/').unwrap()];
-        format!("{base}/{}", self.names[i])
+        migrate::fleet::with_database(&common::admin_url(), &self.names[i]).unwrap()
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -199,14 +198,6 @@ impl Drop for Fleet {
         });
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn text(o: &Output) -> String {
-    common::text(o)
-}
-
-fn ok(o: &Output) {
-    common::ok(o)
 }
 
 /// The interval each target worked on a migration, from its own metadata: the record created

@@ -325,3 +325,213 @@ fn a_foreign_key_from_a_partitioned_table_is_added_per_partition_and_attached() 
     ok(&run(&db2, &dir, &["abort", "0002_fk"], None));
     assert_eq!(state(&db2), vec![]);
 }
+
+/// The unique indexes of the leaf partitions: (index, its relfilenode), in order.
+async fn leaf_unique_indexes(c: &mut PgConnection) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT i.relname::text, i.relfilenode::bigint
+         FROM pg_partition_tree('events') t JOIN pg_index x ON x.indrelid = t.relid
+         JOIN pg_class i ON i.oid = x.indexrelid
+         WHERE t.isleaf AND x.indisunique ORDER BY 1",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap()
+}
+
+/// Per key constraint of the tree: (table, kind, has a parent constraint), in order.
+async fn key_constraints(c: &mut PgConnection) -> Vec<(String, String, bool)> {
+    sqlx::query_as(
+        "SELECT con.conrelid::regclass::text, con.contype::text, con.conparentid <> 0
+         FROM pg_constraint con JOIN pg_partition_tree('events') t ON t.relid = con.conrelid
+         WHERE con.contype IN ('p', 'u') ORDER BY 1, 2",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .unwrap()
+}
+
+/// A UNIQUE constraint and a PRIMARY KEY added to the live partitioned table, with writers
+/// throughout: PostgreSQL has neither a concurrent build nor `USING INDEX` on a partitioned
+/// table, so expand builds each leaf's index concurrently and contract makes each the leaf's
+/// constraint and adds the parent's, which takes them over: the contract builds no index
+/// (every leaf index keeps its relfilenode), and the keys hold through the parent.
+#[test]
+fn keys_of_a_partitioned_table_are_built_per_partition_and_attached_without_a_build() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-parts",
+        "keys",
+        &[
+            ("0001_events.sql", TABLES),
+            (
+                "0002_keys.sql",
+                "ALTER TABLE events ADD CONSTRAINT events_id_at_uq UNIQUE (id, at);
+                 ALTER TABLE events ADD PRIMARY KEY (id, at);\n",
+            ),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let mut built = Vec::new();
+    let (writes, failed) = with_writers(&db, || {
+        ok(&run(&db, &dir, &["expand"], None));
+        built = db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            leaf_unique_indexes(&mut c).await
+        });
+        ok(&run(&db, &dir, &["contract"], None));
+    });
+    assert!(writes > 0);
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    // Two keys on each of the five leaves.
+    assert_eq!(built.len(), 10, "{built:?}");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let after = leaf_unique_indexes(&mut c).await;
+        let files = |v: &[(String, i64)]| {
+            let mut f: Vec<i64> = v.iter().map(|(_, n)| *n).collect();
+            f.sort();
+            f
+        };
+        assert_eq!(files(&after), files(&built), "contract built an index");
+        let keys = key_constraints(&mut c).await;
+        let parent: Vec<_> = keys.iter().filter(|(t, _, _)| t == "events").collect();
+        assert_eq!(
+            parent,
+            vec![
+                &("events".to_string(), "p".to_string(), false),
+                &("events".to_string(), "u".to_string(), false)
+            ]
+        );
+        // Every other table of the tree (the sub-partitioned 2026 and the five leaves) has
+        // both, each attached to its parent's.
+        assert_eq!(keys.len(), 2 + 2 * 6, "{keys:?}");
+        assert!(
+            keys.iter().filter(|(t, _, _)| t != "events").all(|k| k.2),
+            "{keys:?}"
+        );
+        let invalid: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(invalid, 0);
+        let dup = sqlx::query("INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')")
+            .execute(&mut c)
+            .await;
+        assert!(
+            matches!(&dup, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505")),
+            "{dup:?}"
+        );
+    });
+}
+
+/// A kill between the leaves of a key's build: the rerun goes on at the next leaf, and abort
+/// drops every leaf's index.
+#[test]
+fn a_kill_between_the_partitions_of_a_key_resumes_and_abort_drops_every_leaf_index() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-parts",
+        "keykill",
+        &[
+            ("0001_events.sql", TABLES),
+            (
+                "0002_pk.sql",
+                "ALTER TABLE events ADD PRIMARY KEY (id, at);\n",
+            ),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let out = run(&db, &dir, &["expand"], Some("partition:2"));
+    assert_eq!(out.status.code(), Some(86), "{}", text(&out));
+    let first = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        leaf_unique_indexes(&mut c).await
+    });
+    assert_eq!(first.len(), 2, "{first:?}");
+    ok(&run(&db, &dir, &["expand"], None));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let all = leaf_unique_indexes(&mut c).await;
+        assert_eq!(all.len(), 5, "{all:?}");
+        // The two built before the kill were kept, not built again.
+        assert!(first.iter().all(|f| all.contains(f)), "{first:?} {all:?}");
+    });
+    ok(&run(&db, &dir, &["abort", "0002_pk"], None));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        assert_eq!(leaf_unique_indexes(&mut c).await, Vec::new());
+    });
+}
+
+/// The type of a primary-key column of a partitioned table changed, with writers throughout:
+/// the copied key's index is built per leaf and, at the swap, becomes the primary key again on
+/// the parent and every partition, over the new type.
+#[test]
+fn a_type_change_of_a_primary_key_column_of_a_partitioned_table_keeps_the_key() {
+    let db = TestDb::new();
+    let tables = "CREATE TABLE events (id integer NOT NULL, at date NOT NULL, kind text, payload text)
+    PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')
+    PARTITION BY RANGE (at);
+CREATE TABLE events_2025_h1 PARTITION OF events_2025 FOR VALUES FROM ('2025-01-01') TO ('2025-07-01');
+CREATE TABLE events_2025_h2 PARTITION OF events_2025 FOR VALUES FROM ('2025-07-01') TO ('2026-01-01');
+CREATE TABLE events_old PARTITION OF events DEFAULT;
+ALTER TABLE events ADD PRIMARY KEY (id, at);
+INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k', 'p' FROM generate_series(1, 20000) g;\n";
+    let dir = common::project(
+        "migrate-parts",
+        "pktype",
+        &[
+            ("0001_events.sql", tables),
+            (
+                "0002_bigint.sql",
+                "ALTER TABLE events ALTER COLUMN id TYPE bigint;\n",
+            ),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let (writes, failed) = with_writers(&db, || {
+        ok(&run(&db, &dir, &["expand"], None));
+        ok(&run(&db, &dir, &["contract"], None));
+    });
+    assert!(writes > 0);
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let keys: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT con.conrelid::regclass::text, pg_get_constraintdef(con.oid), con.conparentid <> 0
+             FROM pg_constraint con JOIN pg_partition_tree('events') t ON t.relid = con.conrelid
+             WHERE con.contype = 'p' ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        // The parent, the sub-partitioned 2025 and its two halves, 2024 and the default.
+        assert_eq!(keys.len(), 6, "{keys:?}");
+        assert!(keys.iter().all(|(_, d, _)| d == "PRIMARY KEY (id, at)"), "{keys:?}");
+        assert!(keys.iter().all(|(t, _, p)| *p == (t != "events")), "{keys:?}");
+        let (parent_name, ty): (String, String) = sqlx::query_as(
+            "SELECT (SELECT conname::text FROM pg_constraint WHERE conrelid = 'events'::regclass AND contype = 'p'),
+                    format_type(atttypid, atttypmod) FROM pg_attribute
+              WHERE attrelid = 'events'::regclass AND attname = 'id'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!((parent_name.as_str(), ty.as_str()), ("events_pkey", "bigint"));
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE id <= 20000")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(rows, 20000);
+        let dup = sqlx::query("INSERT INTO events (id, at, kind, payload) VALUES (1, date '2023-06-02', 'x', 'y')")
+            .execute(&mut c)
+            .await;
+        assert!(
+            matches!(&dup, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505")),
+            "{dup:?}"
+        );
+    });
+}

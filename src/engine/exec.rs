@@ -18,7 +18,7 @@ use super::partitions;
 use super::state::{Metadata, MigrationPhase};
 use crate::error::Error;
 use crate::model::QualifiedName;
-use crate::plan::{Step, StepKind};
+use crate::plan::{Key, KeyAction, Step, StepKind};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use std::time::{Duration, Instant};
 
@@ -197,15 +197,26 @@ pub async fn run_step(
         }
         let outcome = match &step.kind {
             StepKind::Concurrent { index, partitioned } => {
-                let run = run_concurrent(
-                    conn,
-                    step,
-                    (index.as_ref(), partitioned.as_deref()),
-                    timeout,
-                    &mut report,
-                );
+                let split = match (index, partitioned.as_deref()) {
+                    (Some(_), Some(parent_only)) => Split::OnOnly(parent_only),
+                    (None, Some(plain)) => Split::PlainDrop(plain),
+                    _ => Split::No,
+                };
+                let run = run_concurrent(conn, step, index.as_ref(), split, timeout, &mut report);
                 let done = run.await;
                 checkpoint_after(conn, done, checkpoint).await
+            }
+            StepKind::Keys { keys, action } => {
+                run_keys(
+                    conn,
+                    step,
+                    (keys, action),
+                    timeout,
+                    settings,
+                    checkpoint,
+                    &mut report,
+                )
+                .await
             }
             StepKind::ForeignKey {
                 table,
@@ -219,7 +230,9 @@ pub async fn run_step(
                     definition,
                 };
                 match partitions::split_foreign_key(conn, &fk).await {
-                    Ok(false) => run_transactional(conn, step, timeout, settings, checkpoint).await,
+                    Ok(false) => {
+                        run_transactional(conn, step, timeout, settings, checkpoint, None).await
+                    }
                     Ok(true) => {
                         let lock = set_local_lock_timeout(timeout);
                         let done = partitions::foreign_key(conn, &fk, *action, &lock).await;
@@ -228,7 +241,7 @@ pub async fn run_step(
                     Err(e) => Err(TryError::Sql(e)),
                 }
             }
-            _ => run_transactional(conn, step, timeout, settings, checkpoint).await,
+            _ => run_transactional(conn, step, timeout, settings, checkpoint, None).await,
         };
         match outcome {
             Ok(()) => return Ok(report),
@@ -279,12 +292,58 @@ async fn checkpoint_after(
     }
 }
 
+/// A [`StepKind::Keys`] step: the step's SQL on a plain table; on a partitioned one, each
+/// leaf partition's index, then (attach) each leaf's constraint and the parent's.
+async fn run_keys(
+    conn: &mut PgConnection,
+    step: &Step,
+    (keys, action): (&[Key], &KeyAction),
+    timeout: Duration,
+    settings: &ExecSettings,
+    checkpoint: Option<&Checkpoint<'_>>,
+    report: &mut StepReport,
+) -> Result<(), TryError> {
+    let Some(first) = keys.first() else {
+        return run_transactional(conn, step, timeout, settings, checkpoint, None).await;
+    };
+    let partitioned = partitions::is_partitioned(conn, &first.table.sql()).await?;
+    let index = QualifiedName::new(first.table.schema.as_deref(), &first.index);
+    match action {
+        KeyAction::Build | KeyAction::Drop => {
+            let split = match (partitioned, action) {
+                (false, _) => Split::No,
+                (true, KeyAction::Build) => Split::BuildKey(first),
+                (true, _) => Split::DropKey(first),
+            };
+            let index = matches!(action, KeyAction::Build).then_some(&index);
+            let done = run_concurrent(conn, step, index, split, timeout, report).await;
+            checkpoint_after(conn, done, checkpoint).await
+        }
+        KeyAction::Attach { .. } if !partitioned => {
+            run_transactional(conn, step, timeout, settings, checkpoint, None).await
+        }
+        KeyAction::Attach { before } => {
+            // A partition attached since expand has no index yet: build it first, outside the
+            // transaction (nothing to do on the others).
+            for key in keys {
+                let split = Split::BuildKey(key);
+                run_concurrent(conn, step, None, split, timeout, report).await?;
+            }
+            let attach = Some((before.as_str(), keys));
+            run_transactional(conn, step, timeout, settings, checkpoint, attach).await
+        }
+    }
+}
+
+/// Runs the step in one transaction under the try's lock_timeout, with its checkpoint; with
+/// `keys`, runs their `before` and attaches them on a partitioned table instead of the SQL.
 async fn run_transactional(
     conn: &mut PgConnection,
     step: &Step,
     timeout: Duration,
     settings: &ExecSettings,
     checkpoint: Option<&Checkpoint<'_>>,
+    keys: Option<(&str, &[Key])>,
 ) -> Result<(), TryError> {
     let mut tx = conn.begin().await?;
     // SET LOCAL: the timeouts end with the transaction, on this very connection.
@@ -294,9 +353,23 @@ async fn run_transactional(
         let st = format!("SET LOCAL statement_timeout = '{}'", pg_duration(st));
         sqlx::raw_sql(AssertSqlSafe(st)).execute(&mut *tx).await?;
     }
-    sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
-        .execute(&mut *tx)
-        .await?;
+    match keys {
+        None => {
+            sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        Some((before, keys)) => {
+            if !before.is_empty() {
+                sqlx::raw_sql(AssertSqlSafe(before.to_string()))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for key in keys {
+                partitions::attach_key(&mut tx, key).await?;
+            }
+        }
+    }
     if let Some(cp) = checkpoint {
         // In the same transaction: the step and its record commit together or not at all.
         cp.meta
@@ -307,10 +380,28 @@ async fn run_transactional(
     tx.commit().await.map_err(TryError::Sql)
 }
 
+/// What a concurrent step does instead on a table partitioned as it runs.
+enum Split<'a> {
+    /// Nothing different.
+    No,
+    /// Its index `ON ONLY` the parent, then each partition's built and attached.
+    OnOnly(&'a str),
+    /// A drop PostgreSQL refuses concurrently on a partitioned index: this plain one.
+    PlainDrop(&'a str),
+    /// A key's index built on each leaf partition.
+    BuildKey(&'a Key),
+    /// A key's index dropped from each leaf partition.
+    DropKey(&'a Key),
+}
+
+/// Runs a `CONCURRENTLY` step outside a transaction under the try's lock_timeout (and no
+/// statement_timeout). `index` is the index it builds: kept when valid, dropped and rebuilt
+/// when a killed build left it INVALID.
 async fn run_concurrent(
     conn: &mut PgConnection,
     step: &Step,
-    (index, partitioned): (Option<&QualifiedName>, Option<&str>),
+    index: Option<&QualifiedName>,
+    split: Split<'_>,
     timeout: Duration,
     report: &mut StepReport,
 ) -> Result<(), sqlx::Error> {
@@ -322,13 +413,19 @@ async fn run_concurrent(
         .execute(&mut *conn)
         .await?;
     let result = async {
-        if let (Some(index), Some(parent_only)) = (index, partitioned) {
-            // The step's table; a partitioned one has no concurrent index build.
-            if let Some(table) = step.locks.first().map(|l| l.table.sql()) {
-                if partitions::is_partitioned(conn, &table).await? {
-                    return partitions::build_index(conn, &table, index, parent_only, report).await;
+        match (&split, index) {
+            (Split::BuildKey(key), _) => return partitions::build_key(conn, key, report).await,
+            (Split::DropKey(key), _) => return partitions::drop_key(conn, key).await,
+            (Split::OnOnly(parent_only), Some(index)) => {
+                // The step's table; a partitioned one has no concurrent index build.
+                if let Some(table) = step.locks.first().map(|l| l.table.sql()) {
+                    if partitions::is_partitioned(conn, &table).await? {
+                        return partitions::build_index(conn, &table, index, parent_only, report)
+                            .await;
+                    }
                 }
             }
+            _ => {}
         }
         if let Some(index) = index {
             match partitions::index_valid(conn, &index.sql()).await? {
@@ -350,16 +447,16 @@ async fn run_concurrent(
             .execute(&mut *conn)
             .await
             .map(|_| ());
-        match (ran, index, partitioned) {
+        match (ran, split) {
             // A drop of a partitioned index: PostgreSQL has no concurrent form, so the plain
             // one, under the session's short lock_timeout.
-            (Err(e), None, Some(plain)) if sqlstate(&e).as_deref() == Some("0A000") => {
+            (Err(e), Split::PlainDrop(plain)) if sqlstate(&e).as_deref() == Some("0A000") => {
                 sqlx::raw_sql(AssertSqlSafe(plain.to_string()))
                     .execute(&mut *conn)
                     .await
                     .map(|_| ())
             }
-            (ran, _, _) => ran,
+            (ran, _) => ran,
         }
     }
     .await;

@@ -14,6 +14,7 @@
 
 use super::exec::StepReport;
 use crate::model::{quote_ident, QualifiedName};
+use crate::plan::Key;
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 
@@ -182,6 +183,146 @@ async fn attach_children(
         }
     }
     Ok(())
+}
+
+/// The leaf partitions of `table` as they are now: (the leaf as SQL, its schema, its name).
+async fn leaves(
+    conn: &mut PgConnection,
+    table: &str,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.oid::regclass::text, n.nspname::text, c.relname::text
+         FROM pg_partition_tree(to_regclass($1)) t
+         JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE t.isleaf ORDER BY c.relname",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// Builds the unique index of `key` on every leaf partition of its table, concurrently, under
+/// the session's lock_timeout: a leaf whose index is valid is done, an INVALID leftover of a
+/// killed build is dropped and built again, so a rerun goes on at the first leaf not done —
+/// partitions attached since the plan included. Nothing to do once the key is the parent's.
+pub async fn build_key(
+    conn: &mut PgConnection,
+    key: &Key,
+    report: &mut StepReport,
+) -> Result<(), sqlx::Error> {
+    let table = key.table.sql();
+    if key_in_place(conn, key).await? {
+        report.already_done = true;
+        return Ok(());
+    }
+    let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
+    let mut built = 0usize;
+    for (leaf, schema, relname) in leaves(conn, &table).await? {
+        let name = child_index_name(&relname, &key.index);
+        let index = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
+        match index_valid(conn, &index).await? {
+            Some(true) => continue,
+            Some(false) => {
+                let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
+                sqlx::raw_sql(AssertSqlSafe(drop))
+                    .execute(&mut *conn)
+                    .await?;
+                report.rebuilt_invalid_index = true;
+            }
+            None => {}
+        }
+        let sql = format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY {} ON {leaf} ({})",
+            quote_ident(&name),
+            cols.join(", ")
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await?;
+        built += 1;
+        super::run::failpoint("partition", built);
+    }
+    Ok(())
+}
+
+/// Whether the table has the key already: a constraint of its name over its columns (a key
+/// copied onto a new column shares its name with the original until the swap drops that).
+async fn key_in_place(conn: &mut PgConnection, key: &Key) -> Result<bool, sqlx::Error> {
+    let columns: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                      JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
+                      ORDER BY k.o)
+         FROM pg_constraint con WHERE con.conrelid = to_regclass($1) AND con.conname = $2",
+    )
+    .bind(key.table.sql())
+    .bind(&key.name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(columns.is_some_and(|c| c == key.columns))
+}
+
+/// Drops the index of `key` from every leaf partition, concurrently (abort, before contract
+/// made it a constraint).
+pub async fn drop_key(conn: &mut PgConnection, key: &Key) -> Result<(), sqlx::Error> {
+    for (_, schema, relname) in leaves(conn, &key.table.sql()).await? {
+        let name = child_index_name(&relname, &key.index);
+        let sql = format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
+            quote_ident(&schema),
+            quote_ident(&name)
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// In the caller's transaction: each leaf's index of `key` made the leaf's constraint
+/// (`USING INDEX`, metadata only), then the parent's constraint over the same columns, which
+/// takes the leaves' constraints as its own rather than building an index (PostgreSQL has no
+/// `USING INDEX` on a partitioned table).
+pub async fn attach_key(conn: &mut PgConnection, key: &Key) -> Result<(), sqlx::Error> {
+    let table = key.table.sql();
+    if key_in_place(conn, key).await? {
+        return Ok(());
+    }
+    // The columns as they are named now: `before` may have renamed them (a swap).
+    let mut columns = key.columns.clone();
+    for (leaf, schema, relname) in leaves(conn, &table).await? {
+        let index = child_index_name(&relname, &key.index);
+        columns = sqlx::query_scalar(
+            "SELECT array(SELECT a.attname::text FROM unnest(x.indkey) WITH ORDINALITY k(n, o)
+                          JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
+                          ORDER BY k.o)
+             FROM pg_index x WHERE x.indexrelid = to_regclass($1)",
+        )
+        .bind(format!("{}.{}", quote_ident(&schema), quote_ident(&index)))
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(columns);
+        let constraint = child_index_name(&relname, &key.name);
+        let sql = format!(
+            "ALTER TABLE {leaf} ADD CONSTRAINT {} {} USING INDEX {}",
+            quote_ident(&constraint),
+            key.kind(),
+            quote_ident(&index)
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+    let sql = format!(
+        "ALTER TABLE {table} ADD CONSTRAINT {} {} ({})",
+        quote_ident(&key.name),
+        key.kind(),
+        cols.join(", ")
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
 }
 
 /// A foreign key of a [`crate::plan::StepKind::ForeignKey`] step.

@@ -47,6 +47,52 @@ pub enum FkAction {
     Drop,
 }
 
+/// What a [`StepKind::Keys`] step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyAction {
+    /// Builds the key's unique index concurrently, outside a transaction.
+    Build,
+    /// Runs `before`, then makes each key's index its constraint, in one transaction.
+    Attach { before: String },
+    /// Drops the key's index concurrently (abort, before the constraint exists).
+    Drop,
+}
+
+/// A PRIMARY KEY or UNIQUE constraint made from a unique index built concurrently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Key {
+    pub table: QualifiedName,
+    /// The constraint's name; its index takes it once attached.
+    pub name: String,
+    /// The index built for it, in the table's schema.
+    pub index: String,
+    pub columns: Vec<String>,
+    pub primary: bool,
+}
+
+impl Key {
+    /// `PRIMARY KEY` or `UNIQUE`.
+    pub fn kind(&self) -> &'static str {
+        if self.primary {
+            "PRIMARY KEY"
+        } else {
+            "UNIQUE"
+        }
+    }
+
+    /// The statement that makes the built index the constraint, on a table not partitioned.
+    pub fn attach_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}",
+            self.table,
+            crate::model::quote_ident(&self.name),
+            self.kind(),
+            crate::model::quote_ident(&self.index)
+        )
+    }
+}
+
 /// What a step does, in a form the engine can act on without parsing SQL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -76,6 +122,15 @@ pub enum StepKind {
         definition: String,
         action: FkAction,
     },
+    /// PRIMARY KEY or UNIQUE constraints through concurrently built indexes. On a plain table
+    /// the step's SQL is run: `CREATE UNIQUE INDEX CONCURRENTLY`, `DROP INDEX CONCURRENTLY`, or
+    /// `before` and `ADD CONSTRAINT … USING INDEX` in one transaction. A table partitioned as
+    /// the step runs has neither form, so the engine builds (or drops) each leaf partition's
+    /// index concurrently; to attach, it builds any leaf's still missing (a partition attached
+    /// since), then in one transaction runs `before`, makes each leaf's index the leaf's
+    /// constraint, and adds the parent's over the same columns, which takes the leaves'
+    /// constraints as its own without building an index.
+    Keys { keys: Vec<Key>, action: KeyAction },
     /// A batched `UPDATE table SET … WHERE …`, one short transaction per key range.
     Backfill {
         table: QualifiedName,
@@ -88,6 +143,17 @@ pub enum StepKind {
     },
     /// Run as written, once (DML the engine cannot batch, opaque statements).
     AsWritten,
+}
+
+impl StepKind {
+    /// Whether the step runs outside a transaction (a `CONCURRENTLY` statement).
+    pub fn concurrent(&self) -> bool {
+        match self {
+            StepKind::Concurrent { .. } => true,
+            StepKind::Keys { action, .. } => !matches!(action, KeyAction::Attach { .. }),
+            _ => false,
+        }
+    }
 }
 
 /// One step of a plan.

@@ -5,7 +5,7 @@ use super::{display_path, HumanOptions, Totals};
 use crate::analyze::FileReport;
 use crate::lint::{Finding, Level};
 use crate::model::locks::{LockHold, TableLock};
-use crate::plan::{Phase, Rewrite, Step, StepKind};
+use crate::plan::{Phase, Rewrite, Step};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Cell, CellAlignment, Table};
 use std::io::{self, Write};
 
@@ -155,7 +155,7 @@ fn write_step(
     indent: &str,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    let concurrent = matches!(s.kind, StepKind::Concurrent { .. });
+    let concurrent = s.kind.concurrent();
     let mut lock = lock_text(&s.locks);
     if concurrent {
         lock.push_str(", outside a transaction");

@@ -11,22 +11,14 @@ pub(super) fn unique_via_index(
     what: &str,
 ) -> Rewrite {
     let mut r = new_rewrite(what);
-    let index = QualifiedName::new(table.schema.as_deref(), name);
-    let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-    r.steps.push(step(
-        Phase::Expand,
-        "build the unique index without blocking writes",
-        format!(
-            "CREATE UNIQUE INDEX CONCURRENTLY {} ON {table} ({})",
-            quote_ident(name),
-            cols.join(", ")
-        ),
-        StepKind::Concurrent {
-            index: Some(index.clone()),
-            partitioned: None,
-        },
-        scan(table, LockLevel::ShareUpdateExclusive),
-    ));
+    let key = Key {
+        table: table.clone(),
+        name: name.to_string(),
+        index: name.to_string(),
+        columns: columns.to_vec(),
+        primary,
+    };
+    r.steps.push(build_key(&key));
     if primary {
         let t = ctx.catalog.table(table);
         for c in columns {
@@ -37,30 +29,91 @@ pub(super) fn unique_via_index(
             }
         }
     }
-    r.steps.push(exclusive(
-        Phase::Contract,
+    r.steps.push(attach_keys(
         "attach the index as the constraint: metadata only",
-        format!(
-            "ALTER TABLE {table} ADD CONSTRAINT {} {} USING INDEX {}",
-            quote_ident(name),
-            if primary { "PRIMARY KEY" } else { "UNIQUE" },
-            quote_ident(name)
-        ),
-        table,
-    ));
-    r.abort.push(step(
-        Phase::Expand,
-        "drop the index",
-        format!("DROP INDEX CONCURRENTLY IF EXISTS {index}"),
-        StepKind::Concurrent {
-            index: None,
-            partitioned: None,
-        },
         Vec::new(),
+        vec![key.clone()],
     ));
+    r.abort.push(drop_key(&key, "drop the index"));
+    if ctx.catalog.is_partitioned(table) {
+        r.notes.push(partitioned_key_note(table));
+    }
     r.notes
         .push("the index build fails if duplicates exist: clean them up first".into());
     r
+}
+
+/// The concurrent build of a key's unique index.
+pub(super) fn build_key(key: &Key) -> Step {
+    let cols: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
+    step(
+        Phase::Expand,
+        if key.index == key.name {
+            "build the unique index without blocking writes".to_string()
+        } else {
+            format!(
+                "build the unique index of {} {} on ({}) without blocking writes",
+                key.kind(),
+                quote_ident(&key.name),
+                cols.join(", ")
+            )
+        },
+        format!(
+            "CREATE UNIQUE INDEX CONCURRENTLY {} ON {} ({})",
+            quote_ident(&key.index),
+            key.table,
+            cols.join(", ")
+        ),
+        StepKind::Keys {
+            keys: vec![key.clone()],
+            action: KeyAction::Build,
+        },
+        scan(&key.table, LockLevel::ShareUpdateExclusive),
+    )
+}
+
+/// The contract step that runs `before` (statements of one transaction) and then makes each
+/// key's index its constraint, in the same transaction.
+pub(super) fn attach_keys(action: &str, before: Vec<String>, keys: Vec<Key>) -> Step {
+    let table = keys[0].table.clone();
+    let sql: Vec<String> = before
+        .iter()
+        .cloned()
+        .chain(keys.iter().map(Key::attach_sql))
+        .collect();
+    step(
+        Phase::Contract,
+        action,
+        sql.join(";\n"),
+        StepKind::Keys {
+            keys,
+            action: KeyAction::Attach {
+                before: before.join(";\n"),
+            },
+        },
+        brief(&table, LockLevel::AccessExclusive),
+    )
+}
+
+/// Abort's drop of a key's index, before its constraint exists.
+pub(super) fn drop_key(key: &Key, action: &str) -> Step {
+    step(
+        Phase::Expand,
+        action,
+        format!(
+            "DROP INDEX CONCURRENTLY IF EXISTS {}",
+            QualifiedName::new(key.table.schema.as_deref(), &key.index)
+        ),
+        StepKind::Keys {
+            keys: vec![key.clone()],
+            action: KeyAction::Drop,
+        },
+        Vec::new(),
+    )
+}
+
+pub(super) fn partitioned_key_note(table: &QualifiedName) -> String {
+    format!("{table} is partitioned, and PostgreSQL builds no index of it concurrently nor takes a constraint USING INDEX on it: the engine builds each partition's unique index concurrently, then in contract makes each the partition's constraint and adds the parent's, which takes them over without building an index")
 }
 
 #[cfg(test)]

@@ -41,9 +41,9 @@ pub(super) fn change_type(
         sync.around(&format!("ALTER TABLE {table} ADD COLUMN {qs} {new_type}")),
         table,
     ));
-    let mut renames = copy_indexes(ctx, &mut r, table, column, &shadow);
+    let mut copies = copy_indexes(ctx, &mut r, table, column, &shadow);
     let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, column, &shadow);
-    renames.extend(constraint_renames);
+    copies.renames.extend(constraint_renames);
     let not_null = original
         .filter(|c| c.not_null)
         .map(|_| shadow_not_null(&mut r, table, &shadow));
@@ -68,6 +68,10 @@ pub(super) fn change_type(
         ck
     });
     r.steps.extend(validations);
+    // Foreign keys of other tables that reference the column depend on its key: each gets a
+    // copy referencing the new column (after the backfill, so every row has a value there),
+    // validated before the swap, which drops the original and gives the copy its name.
+    let referencing = referencing_keys(ctx, &mut r, table, column, &shadow);
     let mut swap = vec![
         drop.clone(),
         format!("ALTER TABLE {table} RENAME COLUMN {qc} TO {qo}"),
@@ -87,16 +91,26 @@ pub(super) fn change_type(
             "ALTER TABLE {table} ALTER COLUMN {qc} SET DEFAULT {d}"
         ));
     }
+    for (child, original, _) in &referencing {
+        swap.push(format!(
+            "ALTER TABLE {child} DROP CONSTRAINT {}",
+            quote_ident(original)
+        ));
+    }
     swap.push(format!("ALTER TABLE {table} DROP COLUMN {qo}"));
-    // Dropping the old column drops its indexes; the copies take their names.
-    swap.extend(renames);
-    let swap = swap.join(";\n");
-    r.steps.push(exclusive(
-        Phase::Contract,
-        "swap the columns in one short transaction",
-        swap,
-        table,
-    ));
+    // Dropping the old column drops its indexes and keys; the copies take their places.
+    for (child, original, copy) in &referencing {
+        copies.renames.push(format!(
+            "ALTER TABLE {child} RENAME CONSTRAINT {} TO {}",
+            quote_ident(copy),
+            quote_ident(original)
+        ));
+    }
+    let mut swap = copies.swap_step("swap the columns in one short transaction", swap, table);
+    for (child, _, _) in &referencing {
+        swap.locks.extend(brief(child, LockLevel::AccessExclusive));
+    }
+    r.steps.push(swap);
     abort_shadow(&mut r, table, drop, &shadow);
     if !ctx.views {
         r.notes.push(format!(
@@ -104,6 +118,94 @@ pub(super) fn change_type(
         ));
     }
     r
+}
+
+/// The foreign keys of other tables that reference `column` of `table`: a copy of each,
+/// referencing `shadow`, added NOT VALID and validated in contract (partition by partition
+/// where the referencing table needs it). Returns (referencing table, original, copy) for the
+/// swap.
+fn referencing_keys(
+    ctx: &PlanCtx,
+    r: &mut Rewrite,
+    table: &QualifiedName,
+    column: &str,
+    shadow: &str,
+) -> Vec<(QualifiedName, String, String)> {
+    let mut out = Vec::new();
+    for t in ctx.catalog.tables() {
+        for c in &t.constraints {
+            let ConstraintKind::ForeignKey {
+                columns,
+                references,
+                ref_columns,
+            } = &c.kind
+            else {
+                continue;
+            };
+            if !references.same(table) || !ref_columns.iter().any(|k| k == column) {
+                continue;
+            }
+            let refs: Vec<String> = ref_columns
+                .iter()
+                .map(|k| quote_ident(if k == column { shadow } else { k }))
+                .collect();
+            let cols: Vec<String> = columns.iter().map(|k| quote_ident(k)).collect();
+            // The actions (ON DELETE …) as the live catalog prints them, after the column list.
+            let actions = c
+                .definition
+                .as_deref()
+                .and_then(|d| d.find(" REFERENCES ").map(|i| &d[i..]))
+                .and_then(|d| d.find(')').map(|i| d[i + 1..].to_string()))
+                .map(|a| a.strip_suffix(" NOT VALID").unwrap_or(&a).to_string())
+                .unwrap_or_default();
+            let definition = format!(
+                "FOREIGN KEY ({}) REFERENCES {table} ({}){actions}",
+                cols.join(", "),
+                refs.join(", ")
+            );
+            let copy = generated_name(&c.name, &[shadow]);
+            let q = quote_ident(&copy);
+            let fk = |action| StepKind::ForeignKey {
+                table: t.name.clone(),
+                name: copy.clone(),
+                definition: definition.clone(),
+                action,
+            };
+            let mut locks = brief(&t.name, LockLevel::ShareRowExclusive);
+            locks.extend(brief(table, LockLevel::ShareRowExclusive));
+            r.steps.push(step(
+                Phase::Contract,
+                format!(
+                    "copy foreign key {} of {} onto {} (NOT VALID: new writes only)",
+                    quote_ident(&c.name),
+                    t.name,
+                    quote_ident(shadow)
+                ),
+                format!(
+                    "ALTER TABLE {} ADD CONSTRAINT {q} {definition} NOT VALID",
+                    t.name
+                ),
+                fk(FkAction::AddNotValid),
+                locks,
+            ));
+            r.steps.push(step(
+                Phase::Contract,
+                format!("validate the copy of foreign key {}", quote_ident(&c.name)),
+                format!("ALTER TABLE {} VALIDATE CONSTRAINT {q}", t.name),
+                fk(FkAction::Validate),
+                scan(&t.name, LockLevel::ShareUpdateExclusive),
+            ));
+            r.abort.push(step(
+                Phase::Expand,
+                "drop the copied foreign key",
+                format!("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {q}", t.name),
+                fk(FkAction::Drop),
+                brief(&t.name, LockLevel::AccessExclusive),
+            ));
+            out.push((t.name.clone(), c.name.clone(), copy));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -124,6 +226,11 @@ mod tests {
             "ALTER TABLE users ALTER COLUMN name TYPE varchar(200);",
             false
         ));
+    }
+
+    #[test]
+    fn a_primary_key_column_keeps_its_primary_key() {
+        insta::assert_snapshot!(plan("ALTER TABLE orgs ALTER COLUMN id TYPE numeric;", true));
     }
 
     #[test]

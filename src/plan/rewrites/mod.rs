@@ -29,7 +29,7 @@ use set_not_null::*;
 use shadow::*;
 use volatile_default::*;
 
-use super::{FkAction, Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange};
+use super::{FkAction, Key, KeyAction, Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange};
 use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
 use crate::model::types::{type_change, TypeChange};
 use crate::model::{quote_ident, ConstraintKind, Operation, QualifiedName, TxControl, Volatility};

@@ -70,9 +70,9 @@ fn dual_columns(ctx: &PlanCtx, table: &QualifiedName, from: &str, to: &str, what
         sync.around(&add),
         table,
     ));
-    let mut renames = copy_indexes(ctx, &mut r, table, from, to);
+    let mut copies = copy_indexes(ctx, &mut r, table, from, to);
     let (validations, constraint_renames) = copy_constraints(ctx, &mut r, table, from, to);
-    renames.extend(constraint_renames);
+    copies.renames.extend(constraint_renames);
     let not_null = col
         .filter(|c| c.not_null)
         .map(|_| shadow_not_null(&mut r, table, to));
@@ -102,13 +102,11 @@ fn dual_columns(ctx: &PlanCtx, table: &QualifiedName, from: &str, to: &str, what
         ));
         end.push(format!("ALTER TABLE {table} DROP CONSTRAINT {ck}"));
     }
-    // Dropping the old column drops its indexes; the copies take their names.
+    // Dropping the old column drops its indexes and keys; the copies take their places.
     end.push(format!("ALTER TABLE {table} DROP COLUMN {qf}"));
-    end.extend(renames);
-    r.steps.push(exclusive(
-        Phase::Contract,
+    r.steps.push(copies.swap_step(
         "drop the sync triggers and the old column in one transaction",
-        end.join(";\n"),
+        end,
         table,
     ));
     abort_shadow(&mut r, table, drop, to);

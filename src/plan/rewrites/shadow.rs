@@ -124,32 +124,84 @@ impl SyncTrigger {
     }
 }
 
-/// Copies of the indexes on `from`, built concurrently on `to`.
-/// Copies of the indexes on `from`, built concurrently on `to`. Returns the statements that
-/// give the copies their originals' names, for contract, once dropping `from` has dropped the
-/// originals.
+/// What [`copy_indexes`] leaves for contract, once dropping `from` has dropped the originals:
+/// the renames that give plain copies their originals' names, and the keys (PRIMARY KEY and
+/// UNIQUE constraints) to make again from their copied indexes, under their old names.
+#[derive(Default)]
+pub(super) struct Copies {
+    pub renames: Vec<String>,
+    pub keys: Vec<Key>,
+}
+
+impl Copies {
+    /// The contract step that runs `swap` (which drops `from`), gives the copies their
+    /// originals' names, and makes the keys again, in one transaction.
+    pub fn swap_step(self, action: &str, mut swap: Vec<String>, table: &QualifiedName) -> Step {
+        swap.extend(self.renames);
+        if self.keys.is_empty() {
+            exclusive(Phase::Contract, action, swap.join(";\n"), table)
+        } else {
+            attach_keys(action, swap, self.keys)
+        }
+    }
+}
+
+/// Copies of the indexes on `from`, built concurrently on `to`; an index of a PRIMARY KEY or
+/// UNIQUE constraint is copied as that key's index, so the key itself is made again at the
+/// swap (a bare unique index in its place would lose the primary key).
 pub(super) fn copy_indexes(
     ctx: &PlanCtx,
     r: &mut Rewrite,
     table: &QualifiedName,
     from: &str,
     to: &str,
-) -> Vec<String> {
-    let mut renames = Vec::new();
+) -> Copies {
+    let mut copies = Copies::default();
     let indexes: Vec<_> = ctx
         .catalog
         .indexes_of(table)
         .filter(|i| i.columns.iter().any(|c| c == from))
         .cloned()
         .collect();
+    let constraints = ctx
+        .catalog
+        .table(table)
+        .map(|t| t.constraints.as_slice())
+        .unwrap_or_default();
     for ix in indexes {
-        let cols: Vec<String> = ix
+        let columns: Vec<String> = ix
             .columns
             .iter()
-            .map(|c| quote_ident(if c == from { to } else { c }))
+            .map(|c| if c == from { to } else { c }.to_string())
             .collect();
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
         let name = generated_name(&ix.name.name, &[to]);
         let qn = QualifiedName::new(table.schema.as_deref(), &name);
+        let key = constraints.iter().find_map(|c| match &c.kind {
+            ConstraintKind::PrimaryKey { using_index, .. }
+            | ConstraintKind::Unique { using_index, .. }
+                if c.name == ix.name.name || using_index.as_deref() == Some(&ix.name.name) =>
+            {
+                Some(Key {
+                    table: table.clone(),
+                    name: c.name.clone(),
+                    index: name.clone(),
+                    columns: columns.clone(),
+                    primary: matches!(c.kind, ConstraintKind::PrimaryKey { .. }),
+                })
+            }
+            _ => None,
+        });
+        if let Some(key) = key {
+            copy_key(r, &mut copies, key, to);
+            continue;
+        }
+        let sql = format!(
+            "CREATE {}INDEX CONCURRENTLY {} ON {table} ({})",
+            if ix.unique { "UNIQUE " } else { "" },
+            quote_ident(&name),
+            cols.join(", ")
+        );
         r.steps.push(step(
             Phase::Expand,
             format!(
@@ -157,15 +209,10 @@ pub(super) fn copy_indexes(
                 quote_ident(&ix.name.name),
                 quote_ident(to)
             ),
-            format!(
-                "CREATE {}INDEX CONCURRENTLY {} ON {table} ({})",
-                if ix.unique { "UNIQUE " } else { "" },
-                quote_ident(&name),
-                cols.join(", ")
-            ),
+            sql.clone(),
             StepKind::Concurrent {
                 index: Some(qn.clone()),
-                partitioned: None,
+                partitioned: Some(on_only(&sql)),
             },
             scan(table, LockLevel::ShareUpdateExclusive),
         ));
@@ -175,14 +222,51 @@ pub(super) fn copy_indexes(
             format!("DROP INDEX CONCURRENTLY IF EXISTS {qn}"),
             StepKind::Concurrent {
                 index: None,
-                partitioned: None,
+                partitioned: Some(format!("DROP INDEX IF EXISTS {qn}")),
             },
             Vec::new(),
         ));
-        renames.push(format!(
+        copies.renames.push(format!(
             "ALTER INDEX {qn} RENAME TO {}",
             quote_ident(&ix.name.name)
         ));
+    }
+    // Keys the migrations read declare without naming an index (inline, or ADD CONSTRAINT):
+    // their index is the constraint's namesake.
+    for c in constraints {
+        let (columns, primary, using) = match &c.kind {
+            ConstraintKind::PrimaryKey {
+                columns,
+                using_index,
+            } => (columns, true, using_index),
+            ConstraintKind::Unique {
+                columns,
+                using_index,
+            } => (columns, false, using_index),
+            _ => continue,
+        };
+        let index = using.as_deref().unwrap_or(&c.name);
+        let known = ctx
+            .catalog
+            .indexes_of(table)
+            .any(|i| i.name.name == index || i.name.name == c.name);
+        if known || !columns.iter().any(|k| k == from) {
+            continue;
+        }
+        let key = Key {
+            table: table.clone(),
+            name: c.name.clone(),
+            index: generated_name(index, &[to]),
+            columns: columns
+                .iter()
+                .map(|k| if k == from { to } else { k }.to_string())
+                .collect(),
+            primary,
+        };
+        copy_key(r, &mut copies, key, to);
+    }
+    if ctx.catalog.is_partitioned(table) && !copies.keys.is_empty() {
+        r.notes.push(partitioned_key_note(table));
     }
     if !ctx.catalog.live && ctx.catalog.table(table).is_none() {
         r.notes.push(format!(
@@ -190,7 +274,21 @@ pub(super) fn copy_indexes(
             quote_ident(from)
         ));
     }
-    renames
+    copies
+}
+
+/// A key's index built again over the new column, its constraint made again at the swap.
+fn copy_key(r: &mut Rewrite, copies: &mut Copies, key: Key, to: &str) {
+    let mut build = build_key(&key);
+    build.action = format!(
+        "copy the index of {} {} onto {}",
+        key.kind(),
+        quote_ident(&key.name),
+        quote_ident(to)
+    );
+    r.steps.push(build);
+    r.abort.push(drop_key(&key, "drop the copied index"));
+    copies.keys.push(key);
 }
 
 /// Copies of the CHECK and FOREIGN KEY constraints on `from`, added NOT VALID on `to` in

@@ -535,3 +535,43 @@ INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k', 'p' FROM gener
         );
     });
 }
+
+/// A type change of a column in the key of a partition (the 2026 partition is hashed by `id`),
+/// known only from the live catalog: PostgreSQL cannot change it, so expand refuses before it
+/// touches anything, naming the column, rather than failing at the contract's swap after a
+/// full backfill.
+#[test]
+fn a_type_change_of_a_partition_key_column_is_refused_before_any_change() {
+    let db = TestDb::new();
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(TABLES).execute(&mut c).await.unwrap();
+    });
+    let dir = common::project(
+        "migrate-parts",
+        "keytype",
+        &[(
+            "0001_numeric.sql",
+            "ALTER TABLE events ALTER COLUMN id TYPE numeric;\n",
+        )],
+    );
+    let out = run(&db, &dir, &["expand"], None);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"id\" is in the partition key of events")
+            || text(&out).contains("id is in the partition key of events"),
+        "{}",
+        text(&out)
+    );
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute
+              WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(columns, ["id", "at", "kind", "payload"]);
+    });
+}

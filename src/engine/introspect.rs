@@ -40,7 +40,12 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     let mut catalog = Catalog::default();
     catalog.live = true;
     let tables = sqlx::query(concat!(
-        "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, c.relkind = 'p'
+        "SELECT n.nspname::text, c.relname::text, c.reltuples::float8, c.relkind = 'p',
+                CASE WHEN c.relkind = 'p' THEN ARRAY(
+                    SELECT DISTINCT a.attname::text FROM pg_partition_tree(c.oid) t
+                    JOIN pg_partitioned_table p ON p.partrelid = t.relid
+                    JOIN pg_attribute a ON a.attrelid = t.relid AND a.attnum = ANY (p.partattrs)
+                ) ELSE '{}' END
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'p', 'm', 'f', 'v') AND ",
         user_schemas!(),
@@ -52,6 +57,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
     for row in &tables {
         let (schema, rel, rows, partitioned): (String, String, f64, bool) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
+        let partition_key: Vec<String> = row.get(4);
         catalog.insert_table(Table {
             name: name(&schema, &rel),
             columns: Vec::new(),
@@ -59,6 +65,7 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
             origin: Origin::Existing,
             rows: (rows >= 0.0).then_some(rows as i64),
             partitioned,
+            partition_key,
         });
     }
     let mut tables: std::collections::BTreeMap<(String, String), Table> = catalog

@@ -103,6 +103,16 @@ pub struct Table {
     /// A partitioned table (`PARTITION BY`): no index of it is built concurrently, and before
     /// PostgreSQL 18 no foreign key of it is added NOT VALID.
     pub partitioned: bool,
+    /// The columns of its partition key and of its partitions' (sub-partitioning), as far as
+    /// known: PostgreSQL changes the type of none of them and drops none.
+    pub partition_key: Vec<String>,
+}
+
+impl Table {
+    /// Whether `column` is in the partition key of the table or of one of its partitions.
+    pub fn in_partition_key(&self, column: &str) -> bool {
+        self.partition_key.iter().any(|k| k == column)
+    }
 }
 
 impl Table {
@@ -247,6 +257,8 @@ impl Catalog {
                 columns,
                 constraints,
                 partitioned,
+                partition_key,
+                partition_of,
                 ..
             } => {
                 let mut t = Table {
@@ -256,6 +268,7 @@ impl Catalog {
                     origin,
                     rows: None,
                     partitioned: *partitioned,
+                    partition_key: partition_key.clone(),
                 };
                 for c in columns {
                     for k in &c.constraints {
@@ -271,6 +284,14 @@ impl Catalog {
                     }
                 }
                 self.insert_table(t);
+                // A partition partitioned in turn: its key's columns cannot change either.
+                if let Some(parent) = partition_of.as_ref().and_then(|p| self.tables.get_mut(p)) {
+                    for k in partition_key {
+                        if !parent.in_partition_key(k) {
+                            parent.partition_key.push(k.clone());
+                        }
+                    }
+                }
             }
             O::CreateTableAs { table, .. } => {
                 self.insert_table(Table {
@@ -280,6 +301,7 @@ impl Catalog {
                     origin,
                     rows: None,
                     partitioned: false,
+                    partition_key: Vec::new(),
                 });
             }
             O::AddColumn { table, column, .. } => {

@@ -815,6 +815,15 @@ fn create_table(s: &protobuf::CreateStmt) -> Operation {
         constraints,
         partition_of,
         partitioned: s.partspec.is_some(),
+        partition_key: s
+            .partspec
+            .iter()
+            .flat_map(|p| &p.part_params)
+            .filter_map(|n| match &n.node {
+                Some(NodeEnum::PartitionElem(e)) if !e.name.is_empty() => Some(e.name.clone()),
+                _ => None,
+            })
+            .collect(),
         if_not_exists: s.if_not_exists,
     }
 }

@@ -391,6 +391,9 @@ pub enum Operation {
         partition_of: Option<QualifiedName>,
         /// `PARTITION BY …`: the table holds no rows itself, its partitions do.
         partitioned: bool,
+        /// The columns its `PARTITION BY` names (expressions left out).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        partition_key: Vec<String>,
         if_not_exists: bool,
     },
     /// `CREATE TABLE … AS`, `SELECT … INTO`, `CREATE MATERIALIZED VIEW`.

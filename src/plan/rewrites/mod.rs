@@ -243,6 +243,13 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
+fn partition_key_refusal(table: &QualifiedName, column: &str) -> String {
+    format!(
+        "{} is in the partition key of {table} or of one of its partitions: PostgreSQL can neither change its type nor drop it. Create a new partitioned table keyed as you want, and move the rows into it in batches",
+        quote_ident(column)
+    )
+}
+
 fn reject(intent: &str, why: impl Into<String>) -> Rewrite {
     let mut r = new_rewrite(intent);
     r.rejected = Some(why.into());
@@ -386,6 +393,8 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
     use Operation as O;
     let what = describe(op);
     let live = |t: &QualifiedName| ctx.is_live_table(t);
+    let in_key =
+        |t: &QualifiedName, c: &str| ctx.catalog.table(t).is_some_and(|t| t.in_partition_key(c));
     let pg = ctx.pg();
     Some(match op {
         O::Transaction(TxControl::Begin | TxControl::Commit) | O::SetVariable { .. } => return None,
@@ -411,6 +420,12 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
                 set_not_null(ctx, table, column, earlier, &what)
             }
         }
+        // PostgreSQL changes no type of a partition key's column and drops none (a rename is
+        // metadata only; without views it would drop the column too).
+        O::AlterColumnType { table, column, .. } | O::DropColumn { table, column, .. } if live(table) && in_key(table, column) => {
+            reject(&what, partition_key_refusal(table, column))
+        }
+        O::RenameColumn { table, from, .. } if live(table) && !ctx.views && in_key(table, from) => reject(&what, partition_key_refusal(table, from)),
         O::RenameColumn { table, from, to } if live(table) => rename_column(ctx, table, from, to, &what),
         O::AlterColumnType {
             table, column, ty, using, ..
@@ -598,6 +613,35 @@ CREATE TABLE legacy (id bigint PRIMARY KEY);";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_key_column_keeps_its_type_at_every_level() {
+        let earlier = "CREATE TABLE ev (id bigint NOT NULL, at date NOT NULL, n int) PARTITION BY RANGE (at);
+CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01-01') PARTITION BY HASH (id);";
+        for views in [true, false] {
+            let settings = crate::config::Settings {
+                views,
+                ..Default::default()
+            };
+            for (sql, refused) in [
+                ("ALTER TABLE ev ALTER COLUMN at TYPE timestamptz;", true),
+                // The key of a partition, partitioned in turn.
+                ("ALTER TABLE ev ALTER COLUMN id TYPE numeric;", true),
+                ("ALTER TABLE ev DROP COLUMN at;", true),
+                ("ALTER TABLE ev ALTER COLUMN n TYPE bigint;", false),
+                // Metadata only with views; without, a second column and a drop of this one.
+                ("ALTER TABLE ev RENAME COLUMN at TO day;", !views),
+            ] {
+                let reports = crate::analyze::analyze_sources(&[earlier], sql, &settings);
+                let rw = &reports[0].plan.rewrites[0];
+                let said = rw
+                    .rejected
+                    .as_ref()
+                    .is_some_and(|w| w.contains("in the partition key of ev"));
+                assert_eq!(said, refused, "{sql} (views {views}): {:?}", rw.rejected);
+            }
+        }
+    }
 
     #[test]
     fn the_definition_of_a_constraint_added_not_valid() {

@@ -64,6 +64,15 @@ async fn index_state(c: &mut PgConnection) -> (Vec<(String, bool, i64, i64)>, i6
     (per, invalid)
 }
 
+/// Runs `sql`, which must fail with SQLSTATE `code` (a key or a check in force).
+async fn refused(c: &mut PgConnection, sql: &'static str, code: &str) {
+    let r = sqlx::query(sql).execute(&mut *c).await;
+    assert!(
+        matches!(&r, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(code)),
+        "{sql}: {r:?}"
+    );
+}
+
 /// Writers insert into every partition while `f` runs; returns (writes, failed writes).
 fn with_writers(db: &TestDb, f: impl FnOnce()) -> (u64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -124,13 +133,12 @@ fn indexes_of_a_partitioned_table_are_built_per_partition_under_writes() {
         );
         assert_eq!(invalid, 0);
         // The unique index holds: a duplicate key is refused through the parent.
-        let dup = sqlx::query("INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')")
-            .execute(&mut c)
-            .await;
-        assert!(
-            matches!(&dup, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505")),
-            "{dup:?}"
-        );
+        refused(
+            &mut c,
+            "INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')",
+            "23505",
+        )
+        .await;
     });
     // Abort drops them: no concurrent drop of a partitioned index exists, so the plain one.
     ok(&run(&db, &dir, &["abort", "0002_indexes"], None));
@@ -216,10 +224,11 @@ fn columns_and_constraints_of_a_partitioned_table_expand_and_contract_under_writ
     assert_eq!(failed, 0, "{failed} of {writes} writes failed");
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let wrong: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE region IS DISTINCT FROM 'eu'")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
+        let wrong: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE region IS DISTINCT FROM 'eu'")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
         assert_eq!(wrong, 0);
         // NOT NULL on the parent and every leaf; the CHECK validated everywhere.
         let nullable: i64 = sqlx::query_scalar(
@@ -241,13 +250,12 @@ fn columns_and_constraints_of_a_partitioned_table_expand_and_contract_under_writ
         // The parent, the sub-partitioned 2026 and the five leaves.
         assert_eq!(checks.len(), 7, "{checks:?}");
         assert!(checks.iter().all(|(_, v)| *v), "{checks:?}");
-        let refused = sqlx::query("INSERT INTO events (id, at, kind) VALUES (-1, date '2024-02-02', 'much too long')")
-            .execute(&mut c)
-            .await;
-        assert!(
-            matches!(&refused, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514")),
-            "{refused:?}"
-        );
+        refused(
+            &mut c,
+            "INSERT INTO events (id, at, kind) VALUES (-1, date '2024-02-02', 'much too long')",
+            "23514",
+        )
+        .await;
     });
 }
 
@@ -308,13 +316,12 @@ fn a_foreign_key_from_a_partitioned_table_is_added_per_partition_and_attached() 
     );
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let refused = sqlx::query("INSERT INTO events (id, at, account) VALUES (-1, date '2024-02-02', 9999)")
-            .execute(&mut c)
-            .await;
-        assert!(
-            matches!(&refused, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23503")),
-            "{refused:?}"
-        );
+        refused(
+            &mut c,
+            "INSERT INTO events (id, at, account) VALUES (-1, date '2024-02-02', 9999)",
+            "23503",
+        )
+        .await;
     });
 
     // Abort after expand, on a second database: nothing is left on any partition.
@@ -415,13 +422,12 @@ fn keys_of_a_partitioned_table_are_built_per_partition_and_attached_without_a_bu
             .await
             .unwrap();
         assert_eq!(invalid, 0);
-        let dup = sqlx::query("INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')")
-            .execute(&mut c)
-            .await;
-        assert!(
-            matches!(&dup, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505")),
-            "{dup:?}"
-        );
+        refused(
+            &mut c,
+            "INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')",
+            "23505",
+        )
+        .await;
     });
 }
 
@@ -526,13 +532,7 @@ INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k', 'p' FROM gener
             .await
             .unwrap();
         assert_eq!(rows, 20000);
-        let dup = sqlx::query("INSERT INTO events (id, at, kind, payload) VALUES (1, date '2023-06-02', 'x', 'y')")
-            .execute(&mut c)
-            .await;
-        assert!(
-            matches!(&dup, Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505")),
-            "{dup:?}"
-        );
+        refused(&mut c, "INSERT INTO events (id, at, kind, payload) VALUES (1, date '2023-06-02', 'x', 'y')", "23505").await;
     });
 }
 

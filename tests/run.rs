@@ -407,7 +407,9 @@ fn random_kill_9_through_expand_backfill_and_contract_loses_nothing() {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let delay = std::time::Duration::from_millis(20 + seed % 300);
+                // The window widens with each attempt, so a run that needs longer than the
+                // first windows to reach its next checkpoint (a busy machine) still ends.
+                let delay = std::time::Duration::from_millis(20 + seed % (300 + 50 * attempts));
                 let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
                     .args([
                         command,

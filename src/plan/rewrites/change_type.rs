@@ -171,8 +171,7 @@ fn referencing_keys(
                 definition: definition.clone(),
                 action,
             };
-            let mut locks = brief(&t.name, LockLevel::ShareRowExclusive);
-            locks.extend(brief(table, LockLevel::ShareRowExclusive));
+            let locks = foreign_key_locks(&t.name, table);
             r.steps.push(step(
                 Phase::Contract,
                 format!(

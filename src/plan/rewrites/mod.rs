@@ -214,6 +214,13 @@ fn brief(table: &QualifiedName, level: LockLevel) -> Vec<TableLock> {
     }]
 }
 
+/// A foreign key added NOT VALID: SHARE ROW EXCLUSIVE on both its tables, briefly.
+fn foreign_key_locks(from: &QualifiedName, to: &QualifiedName) -> Vec<TableLock> {
+    let mut locks = brief(from, LockLevel::ShareRowExclusive);
+    locks.extend(brief(to, LockLevel::ShareRowExclusive));
+    locks
+}
+
 fn scan(table: &QualifiedName, level: LockLevel) -> Vec<TableLock> {
     vec![TableLock {
         table: table.clone(),

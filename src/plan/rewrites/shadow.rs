@@ -329,8 +329,7 @@ pub(super) fn copy_constraints(
         let q = quote_ident(&name);
         let mut locks = brief(table, LockLevel::AccessExclusive);
         if let ConstraintKind::ForeignKey { references, .. } = &c.kind {
-            locks = brief(table, LockLevel::ShareRowExclusive);
-            locks.extend(brief(references, LockLevel::ShareRowExclusive));
+            locks = foreign_key_locks(table, references);
         }
         r.steps.push(step(
             Phase::Expand,

@@ -428,19 +428,9 @@ async fn run_concurrent(
             _ => {}
         }
         if let Some(index) = index {
-            match partitions::index_valid(conn, &index.sql()).await? {
-                Some(true) => {
-                    report.already_done = true;
-                    return Ok(());
-                }
-                Some(false) => {
-                    let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {}", index.sql());
-                    sqlx::raw_sql(AssertSqlSafe(drop))
-                        .execute(&mut *conn)
-                        .await?;
-                    report.rebuilt_invalid_index = true;
-                }
-                None => {}
+            if partitions::valid_or_cleared(conn, &index.sql(), report).await? {
+                report.already_done = true;
+                return Ok(());
             }
         }
         let ran = sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))

@@ -55,8 +55,29 @@ pub async fn is_partitioned(conn: &mut PgConnection, table: &str) -> Result<bool
     Ok(r.unwrap_or(false))
 }
 
+/// Whether `index` exists and is valid. An INVALID one, left by a build killed halfway, is
+/// dropped (concurrently) so that it can be built again.
+pub async fn valid_or_cleared(
+    conn: &mut PgConnection,
+    index: &str,
+    report: &mut StepReport,
+) -> Result<bool, sqlx::Error> {
+    match index_valid(conn, index).await? {
+        Some(true) => Ok(true),
+        Some(false) => {
+            let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
+            sqlx::raw_sql(AssertSqlSafe(drop))
+                .execute(&mut *conn)
+                .await?;
+            report.rebuilt_invalid_index = true;
+            Ok(false)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Whether an index exists, and if so whether it is valid.
-pub async fn index_valid(
+async fn index_valid(
     conn: &mut PgConnection,
     index: &str,
 ) -> Result<Option<bool>, sqlx::Error> {
@@ -152,17 +173,9 @@ async fn attach_children(
             let parent = (child.clone(), child_name.clone());
             Box::pin(attach_children(conn, &partition, parent, report, attached)).await?;
         } else {
-            match index_valid(conn, &child).await? {
-                Some(true) => {}
-                state => {
-                    if state == Some(false) {
-                        // A build killed halfway left it INVALID: drop it and build again.
-                        let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {child}");
-                        sqlx::raw_sql(AssertSqlSafe(drop))
-                            .execute(&mut *conn)
-                            .await?;
-                        report.rebuilt_invalid_index = true;
-                    }
+            match valid_or_cleared(conn, &child, report).await? {
+                true => {}
+                false => {
                     let sql = format!(
                         "CREATE {unique_kw}INDEX CONCURRENTLY {} ON {partition} {tail}",
                         quote_ident(&child_name)
@@ -220,16 +233,8 @@ pub async fn build_key(
     for (leaf, schema, relname) in leaves(conn, &table).await? {
         let name = child_index_name(&relname, &key.index);
         let index = format!("{}.{}", quote_ident(&schema), quote_ident(&name));
-        match index_valid(conn, &index).await? {
-            Some(true) => continue,
-            Some(false) => {
-                let drop = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
-                sqlx::raw_sql(AssertSqlSafe(drop))
-                    .execute(&mut *conn)
-                    .await?;
-                report.rebuilt_invalid_index = true;
-            }
-            None => {}
+        if valid_or_cleared(conn, &index, report).await? {
+            continue;
         }
         let sql = format!(
             "CREATE UNIQUE INDEX CONCURRENTLY {} ON {leaf} ({})",
@@ -287,21 +292,26 @@ pub async fn attach_key(conn: &mut PgConnection, key: &Key) -> Result<(), sqlx::
     if key_in_place(conn, key).await? {
         return Ok(());
     }
-    // The columns as they are named now: `before` may have renamed them (a swap).
+    let leaves = leaves(conn, &table).await?;
+    // The columns as they are named now, from a leaf's index: `before` may have renamed them
+    // (a swap).
     let mut columns = key.columns.clone();
-    for (leaf, schema, relname) in leaves(conn, &table).await? {
-        let index = child_index_name(&relname, &key.index);
+    if let Some((_, schema, relname)) = leaves.first() {
+        let index = child_index_name(relname, &key.index);
         columns = sqlx::query_scalar(
             "SELECT array(SELECT a.attname::text FROM unnest(x.indkey) WITH ORDINALITY k(n, o)
                           JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.n
                           ORDER BY k.o)
              FROM pg_index x WHERE x.indexrelid = to_regclass($1)",
         )
-        .bind(format!("{}.{}", quote_ident(&schema), quote_ident(&index)))
+        .bind(format!("{}.{}", quote_ident(schema), quote_ident(&index)))
         .fetch_optional(&mut *conn)
         .await?
         .unwrap_or(columns);
-        let constraint = child_index_name(&relname, &key.name);
+    }
+    for (leaf, _, relname) in &leaves {
+        let index = child_index_name(relname, &key.index);
+        let constraint = child_index_name(relname, &key.name);
         let sql = format!(
             "ALTER TABLE {leaf} ADD CONSTRAINT {} {} USING INDEX {}",
             quote_ident(&constraint),
@@ -395,12 +405,11 @@ async fn foreign_key_steps(
 ) -> Result<(), sqlx::Error> {
     use crate::plan::FkAction;
     let name = quote_ident(fk.name);
-    let leaves: Vec<String> = sqlx::query_scalar(
-        "SELECT relid::regclass::text FROM pg_partition_tree(to_regclass($1)) WHERE isleaf ORDER BY 1",
-    )
-    .bind(fk.table)
-    .fetch_all(&mut *conn)
-    .await?;
+    let leaves: Vec<String> = leaves(conn, fk.table)
+        .await?
+        .into_iter()
+        .map(|(leaf, _, _)| leaf)
+        .collect();
     let on_parent = constraint_state(conn, fk.table, fk.name).await?;
     match action {
         FkAction::AddNotValid => {

@@ -77,10 +77,7 @@ pub async fn valid_or_cleared(
 }
 
 /// Whether an index exists, and if so whether it is valid.
-async fn index_valid(
-    conn: &mut PgConnection,
-    index: &str,
-) -> Result<Option<bool>, sqlx::Error> {
+async fn index_valid(conn: &mut PgConnection, index: &str) -> Result<Option<bool>, sqlx::Error> {
     sqlx::query_scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)")
         .bind(index)
         .fetch_optional(&mut *conn)

@@ -396,16 +396,35 @@ fn advance(
                 tx.added_constraints.clear();
                 tx.local_timeouts = Default::default();
             }
-            Operation::SetVariable { name, local } => {
-                let set = if *local {
-                    &mut tx.local_timeouts
-                } else {
-                    &mut tx.session_timeouts
+            Operation::SetVariable {
+                name,
+                local,
+                nonzero,
+            } => {
+                let (lock, statement) = match name.as_str() {
+                    "lock_timeout" => (true, false),
+                    "statement_timeout" => (false, true),
+                    "" => (true, true),
+                    _ => (false, false),
                 };
-                match name.as_str() {
-                    "lock_timeout" => set.lock = true,
-                    "statement_timeout" => set.statement = true,
-                    _ => {}
+                let overrides = &mut tx.local_timeouts;
+                if *local {
+                    if lock {
+                        overrides.lock = Some(*nonzero);
+                    }
+                    if statement {
+                        overrides.statement = Some(*nonzero);
+                    }
+                } else {
+                    // A plain SET in a transaction replaces its SET LOCAL too.
+                    if lock {
+                        tx.session_timeouts.lock = *nonzero;
+                        overrides.lock = None;
+                    }
+                    if statement {
+                        tx.session_timeouts.statement = *nonzero;
+                        overrides.statement = None;
+                    }
                 }
             }
             _ => {

@@ -121,8 +121,16 @@ pub struct TxState {
     pub added_constraints: Vec<(QualifiedName, String)>,
     /// Timeouts set by an earlier `SET` of the file (for the rest of the session)…
     pub session_timeouts: Timeouts,
-    /// …or by a `SET LOCAL` of the current transaction.
-    pub local_timeouts: Timeouts,
+    /// …or by a `SET LOCAL` of the current transaction, which overrides the session's until
+    /// the transaction ends (`SET LOCAL lock_timeout = 0` turns it off).
+    pub local_timeouts: LocalTimeouts,
+}
+
+/// What `SET LOCAL` made of each timeout in the current transaction: on, off, or untouched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalTimeouts {
+    pub lock: Option<bool>,
+    pub statement: Option<bool>,
 }
 
 /// Which of the timeouts that bound a lock wait and a statement are set.
@@ -142,11 +150,11 @@ impl TxState {
         let local = if self.in_transaction() {
             self.local_timeouts
         } else {
-            Timeouts::default()
+            LocalTimeouts::default()
         };
         Timeouts {
-            lock: self.session_timeouts.lock || local.lock,
-            statement: self.session_timeouts.statement || local.statement,
+            lock: local.lock.unwrap_or(self.session_timeouts.lock),
+            statement: local.statement.unwrap_or(self.session_timeouts.statement),
         }
     }
 

@@ -225,6 +225,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
         N::VariableSetStmt(s) => vec![Operation::SetVariable {
             name: s.name.clone(),
             local: s.is_local,
+            nonzero: set_to_nonzero(s),
         }],
         N::CreateTrigStmt(s) => match &s.relation {
             Some(r) => vec![Operation::CreateTrigger {
@@ -352,6 +353,35 @@ pub fn expr_sql(node: &Node) -> String {
         return sql;
     }
     deparse_expr(node)
+}
+
+/// Whether a `SET` leaves its setting at a value other than zero: `RESET`, `SET … TO DEFAULT`
+/// and a zero (`0`, `'0'`, `'0ms'`) do not (PostgreSQL's default of the timeouts is 0, off); a
+/// value that cannot be read counts as set.
+fn set_to_nonzero(s: &protobuf::VariableSetStmt) -> bool {
+    use protobuf::a_const::Val;
+    use protobuf::VariableSetKind as K;
+    match K::try_from(s.kind) {
+        Ok(K::VarSetDefault | K::VarReset | K::VarResetAll) => false,
+        Ok(K::VarSetValue) => match s.args.as_slice() {
+            [Node {
+                node: Some(NodeEnum::AConst(c)),
+            }] => match &c.val {
+                Some(Val::Ival(i)) => i.ival != 0,
+                Some(Val::Fval(f)) => f.fval.parse::<f64>().map_or(true, |v| v != 0.0),
+                Some(Val::Sval(v)) => {
+                    let text = v.sval.trim();
+                    let digits = text
+                        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                        .unwrap_or(text.len());
+                    text[..digits].parse::<f64>().map_or(true, |v| v != 0.0)
+                }
+                _ => true,
+            },
+            _ => true,
+        },
+        _ => true,
+    }
 }
 
 /// A constant, a bare column, a call without arguments or a cast of a constant to a one-word

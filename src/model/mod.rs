@@ -597,9 +597,12 @@ pub enum Operation {
         columns: Vec<String>,
     },
     Transaction(TxControl),
+    /// `SET`, `SET LOCAL` and `RESET` (the name empty for `RESET ALL`).
     SetVariable {
         name: String,
         local: bool,
+        /// Whether the value is other than zero or the default (see `set_to_nonzero`).
+        nonzero: bool,
     },
     /// `DO` blocks, routines and anything else whose effect the tool cannot read.
     Opaque {

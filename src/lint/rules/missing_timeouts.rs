@@ -117,4 +117,32 @@ mod tests {
         // Reads and writes go on under SHARE UPDATE EXCLUSIVE: nothing queues behind it.
         assert_eq!(count("CREATE INDEX CONCURRENTLY i ON users (age);", &other()), 0);
     }
+
+    #[test]
+    fn a_timeout_set_to_zero_or_reset_is_off() {
+        let add = "ALTER TABLE users ADD COLUMN x int;";
+        for off in [
+            "SET lock_timeout = 0;",
+            "SET lock_timeout = '0';",
+            "SET lock_timeout TO '0ms';",
+            "SET lock_timeout = '100ms';\nRESET lock_timeout;",
+            "SET lock_timeout = '100ms';\nSET lock_timeout TO DEFAULT;",
+            "SET lock_timeout = '100ms';\nRESET ALL;",
+            // SET LOCAL overrides the session's value for the transaction.
+            "SET lock_timeout = '100ms';\nBEGIN;\nSET LOCAL lock_timeout = 0;",
+            // A plain SET in the transaction replaces its SET LOCAL.
+            "BEGIN;\nSET LOCAL lock_timeout = '1s';\nSET lock_timeout = 0;",
+        ] {
+            assert_eq!(count(&format!("{off}\n{add}"), &other()), 1, "{off}");
+        }
+        for on in [
+            "SET lock_timeout = 100;",
+            "SET lock_timeout = '1.5s';",
+            "SET lock_timeout = 0;\nBEGIN;\nSET LOCAL lock_timeout = '1s';",
+            // The SET LOCAL ended with its transaction; the session's value is back.
+            "SET lock_timeout = '1s';\nBEGIN;\nSET LOCAL lock_timeout = 0;\nCOMMIT;",
+        ] {
+            assert_eq!(count(&format!("{on}\n{add}"), &other()), 0, "{on}");
+        }
+    }
 }

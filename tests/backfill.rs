@@ -506,6 +506,87 @@ fn keyless_tables_are_walked_by_a_unique_not_null_key_or_refused_by_name() {
     );
 }
 
+/// An integer key with few gaps is walked in spans of key values, with no query to find each
+/// batch's end: a span never holds more rows than the batch size, and gaps make some batches
+/// smaller. A key with more gaps than values is walked by counts of rows from the key index.
+/// Each UPDATE statement's rows are recorded by a statement trigger over its transition table.
+#[test]
+fn dense_integer_keys_are_walked_in_spans_and_sparse_ones_by_counts_of_rows() {
+    let db = TestDb::new();
+    let setup = |t: &str, ids: &str| {
+        format!(
+            "CREATE TABLE {t} (id bigint PRIMARY KEY, name text);
+             INSERT INTO {t} SELECT g, 'n' || g FROM {ids};
+             ANALYZE {t};
+             CREATE TRIGGER {t}_log AFTER UPDATE ON {t} REFERENCING NEW TABLE AS n
+               FOR EACH STATEMENT EXECUTE FUNCTION log_batch();\n"
+        )
+    };
+    db.exec(&format!(
+        "CREATE TABLE batches (tab text, rows bigint, first bigint, last bigint);
+         CREATE FUNCTION log_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO batches SELECT TG_TABLE_NAME, count(*), min(id), max(id) FROM n;
+           RETURN NULL;
+         END $$;
+         {}{}",
+        // 2,700 of the values 1..3,000: every tenth missing.
+        setup("dense", "generate_series(1, 3000) g WHERE g % 10 <> 0"),
+        // 2,000 values over 1..20,000.
+        setup("sparse", "generate_series(10, 20000, 10) g"),
+    ));
+    let dir = project(
+        "spans",
+        &[
+            (
+                "0001_full.sql",
+                "ALTER TABLE dense ADD COLUMN full_name text;
+                 ALTER TABLE sparse ADD COLUMN full_name text;
+                 -- migrate:backfill
+                 UPDATE dense SET full_name = name;
+                 -- migrate:backfill
+                 UPDATE sparse SET full_name = name;\n",
+            ),
+            ("migrate.toml", "[backfill]\nbatch_rows = 300\n"),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand"]));
+    let (wrong, batches): (i64, Vec<(String, i64, i64, i64)>) = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let wrong = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM dense WHERE full_name IS DISTINCT FROM name)
+                  + (SELECT count(*) FROM sparse WHERE full_name IS DISTINCT FROM name)",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        let batches =
+            sqlx::query_as("SELECT tab, rows, first, last FROM batches ORDER BY tab, first")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        (wrong, batches)
+    });
+    assert_eq!(wrong, 0);
+    let of = |t: &str| -> Vec<(i64, i64, i64)> {
+        batches
+            .iter()
+            .filter(|b| b.0 == t)
+            .map(|b| (b.1, b.2, b.3))
+            .collect()
+    };
+    // dense: ten spans of 300 values, 270 rows each.
+    let dense = of("dense");
+    let expected: Vec<(i64, i64, i64)> =
+        (0..10).map(|k| (270, k * 300 + 1, k * 300 + 299)).collect();
+    assert_eq!(dense, expected);
+    // sparse: batches of 300 rows, whatever span of values they cover; the last has the rest.
+    let sparse = of("sparse");
+    let rows: Vec<i64> = sparse.iter().map(|b| b.0).collect();
+    assert_eq!(rows, vec![300, 300, 300, 300, 300, 300, 200]);
+    assert_eq!(sparse[0].1..=sparse[0].2, 10..=3000);
+}
+
 /// Two workers walk disjoint ranges of the key, each with its own cursor in the backfill's
 /// record: a kill mid-backfill loses only the batches in flight, and the next run resumes every
 /// range where it stopped, with every row right at the end.

@@ -101,12 +101,14 @@ pub async fn run(
                 "; SET LOCAL synchronous_commit = off"
             }
         ),
+        span: None,
     };
     let desc: Vec<String> = keys
         .iter()
         .map(|k| format!("{} DESC", quote_ident(&k.name)))
         .collect();
 
+    let mut q = q;
     let (mut cursor, walked, estimate) =
         match meta.backfill_cursor(conn, b.migration, b.ordinal).await? {
             Some((saved, done)) => {
@@ -149,6 +151,10 @@ pub async fn run(
                 (cursor, 0, estimate)
             }
         };
+    if let Some(upper) = &cursor.upper {
+        q.span = span_start(conn, &q, upper, estimate).await?;
+    }
+    let q = q;
     let shared = Shared {
         walked: Cell::new(walked),
         own: Cell::new(0),
@@ -248,6 +254,44 @@ async fn split(
         });
     }
     Ok(ranges)
+}
+
+/// The smallest key, when batches can be spans of the key's values instead of counts of rows:
+/// a key of one integer column, no filter (every row of a span is updated, so the rows the
+/// UPDATE reports are the rows walked), and at least half the values between the smallest and
+/// the largest key in use. Then a batch is `key > last AND key <= last + span`, and no query
+/// has to find its end in the key index first. The batch size is a span of values, never more
+/// than `max_rows` of them, so no batch holds more rows than that however the keys cluster;
+/// gaps only make some batches smaller.
+async fn span_start(
+    conn: &mut PgConnection,
+    q: &Batches<'_>,
+    upper: &[String],
+    estimate: i64,
+) -> Result<Option<i128>, Error> {
+    let integer = matches!(
+        q.keys,
+        [KeyColumn { ty, .. }] if matches!(ty.as_str(), "smallint" | "integer" | "bigint")
+    );
+    if !integer || q.b.filter.is_some() {
+        return Ok(None);
+    }
+    let Some(Ok(upper)) = upper.first().map(|u| u.parse::<i128>()) else {
+        return Ok(None);
+    };
+    let min: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT min({})::text FROM {}",
+        quote_ident(&q.keys[0].name),
+        q.table
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(q.db("reading the first key"))?;
+    let Some(Ok(min)) = min.map(|m| m.parse::<i128>()) else {
+        return Ok(None);
+    };
+    let values = upper - min + 1;
+    Ok((values > 0 && i128::from(estimate) * 2 >= values).then_some(min))
 }
 
 /// Runs a worker per range not yet done, each on a connection of its own (the first on
@@ -375,6 +419,8 @@ struct Batches<'a> {
     /// batch's WAL (see `BackfillSettings::synchronous_commit`; left as the server has it
     /// when on).
     lock: String,
+    /// The smallest key, when batches are spans of the key's values (see [`span_start`]).
+    span: Option<i128>,
 }
 
 impl Batches<'_> {
@@ -527,11 +573,17 @@ async fn walk(
             .map_err(q.db("setting lock_timeout"))?;
         let after = range.last.is_some();
         let batch = async {
-            let mut e = sqlx::query(AssertSqlSafe(q.end_sql(after, size))).persistent(false);
-            for v in range.last.iter().flatten().chain(range.upper.iter()) {
-                e = e.bind(v.clone());
-            }
-            let end: Option<Vec<String>> = e.fetch_optional(&mut *tx).await?.map(|r| r.get(0));
+            let end = match span_end(q.span, range, size) {
+                Some(end) => end,
+                None => {
+                    let mut e =
+                        sqlx::query(AssertSqlSafe(q.end_sql(after, size))).persistent(false);
+                    for v in range.last.iter().flatten().chain(range.upper.iter()) {
+                        e = e.bind(v.clone());
+                    }
+                    e.fetch_optional(&mut *tx).await?.map(|r| r.get(0))
+                }
+            };
             let last_batch = end.is_none();
             let end = end.unwrap_or_else(|| range.upper.clone());
             let mut u = sqlx::query(AssertSqlSafe(q.update_sql(after))).persistent(false);
@@ -553,7 +605,10 @@ async fn walk(
             } else {
                 u.execute(&mut *tx).await?.rows_affected() as i64
             };
-            let taken = if last_batch {
+            let taken = if q.span.is_some() {
+                // No filter: every row of the span was updated.
+                changed
+            } else if last_batch {
                 let mut c = sqlx::query_scalar(AssertSqlSafe(q.count_sql(after))).persistent(false);
                 for v in range.last.iter().flatten().chain(end.iter()) {
                     c = c.bind(v.clone());
@@ -618,7 +673,8 @@ async fn walk(
                 report.largest = report.largest.max(taken);
                 timeouts = 0;
                 crate::engine::run::failpoint("batch", report.batches as usize);
-                sizer.observe(taken, took);
+                // A span is a full batch though gaps in the keys left it fewer rows.
+                sizer.observe(if q.span.is_some() { size } else { taken }, took);
                 shared
                     .progress
                     .borrow_mut()
@@ -698,6 +754,19 @@ async fn walk(
             .await;
     }
     Ok(report)
+}
+
+/// With span batches, the end of the next one: `size` key values on from the cursor (from
+/// the smallest key at the start), or `Some(None)` when that reaches the range's end.
+fn span_end(start: Option<i128>, range: &Range, size: i64) -> Option<Option<Vec<String>>> {
+    let start = start?;
+    let after = match &range.last {
+        Some(last) => last.first()?.parse::<i128>().ok()?,
+        None => start - 1,
+    };
+    let upper = range.upper.first()?.parse::<i128>().ok()?;
+    let end = after + i128::from(size.max(1));
+    Some((end < upper).then(|| vec![end.to_string()]))
 }
 
 /// Sets the session's `backend_flush_after`; whether the server took it.

@@ -16,7 +16,7 @@ mod common;
 
 use common::TestDb;
 use migrate::analyze::{analyze_sources, claimed_locks};
-use migrate::config::Settings;
+use migrate::config::{AppliedBy, Settings};
 use migrate::model::locks::{LockHold, LockLevel};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
 
@@ -41,6 +41,10 @@ use LockLevel::*;
 struct Form {
     rule: &'static str,
     form: &'static str,
+    /// The relation whose lock, storage and scans are measured and claimed.
+    table: &'static str,
+    /// Linted as files another runner applies (`applied_by = "other"`).
+    other_runner: bool,
     /// Run after BASE, in an earlier migration.
     setup: &'static str,
     sql: &'static str,
@@ -65,10 +69,25 @@ const fn form(
     Form {
         rule,
         form,
+        table: "t",
+        other_runner: false,
         setup,
         sql,
         fires,
         does,
+    }
+}
+
+/// A form measured on another relation than `t`.
+const fn on(table: &'static str, f: Form) -> Form {
+    Form { table, ..f }
+}
+
+/// A form linted as a file another runner applies.
+const fn other_runner(f: Form) -> Form {
+    Form {
+        other_runner: true,
+        ..f
     }
 }
 
@@ -605,10 +624,348 @@ const FORMS: &[Form] = &[
         true,
         Scan(Share),
     ),
+    // Foreign keys and the index a delete on the referenced table needs.
+    form(
+        "fk-without-index",
+        "FOREIGN KEY NOT VALID on an unindexed column",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID",
+        true,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "fk-without-index",
+        "on a column with an index",
+        "CREATE INDEX t_a ON t (a);",
+        "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID",
+        false,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "fk-without-index",
+        "the index made later in the same migration",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID; CREATE INDEX t_a ON t (a)",
+        false,
+        Scan(ShareRowExclusive),
+    ),
+    form(
+        "fk-without-index",
+        "an index whose first column is another",
+        "CREATE INDEX t_b_a ON t (b, a);",
+        "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id) NOT VALID",
+        true,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "fk-without-index",
+        "on the primary key's column",
+        "",
+        "ALTER TABLE t ADD CONSTRAINT t_id_fk FOREIGN KEY (id) REFERENCES u (id) NOT VALID",
+        false,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "fk-without-index",
+        "REFERENCES on a new column",
+        "",
+        "ALTER TABLE t ADD COLUMN u_id int REFERENCES u (id)",
+        true,
+        Brief(AccessExclusive),
+    ),
+    // Index width.
+    form(
+        "index-too-many-columns",
+        "four key columns",
+        "",
+        "CREATE INDEX t_wide ON t (id, a, b, s)",
+        true,
+        Scan(Share),
+    ),
+    form(
+        "index-too-many-columns",
+        "three key columns and INCLUDE",
+        "",
+        "CREATE INDEX t_wide ON t (id, a, b) INCLUDE (s)",
+        false,
+        Scan(Share),
+    ),
+    // Types that age badly: the column is added without a rewrite either way.
+    form(
+        "prefer-text-field",
+        "ADD COLUMN varchar(n)",
+        "",
+        "ALTER TABLE t ADD COLUMN x varchar(20)",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-text-field",
+        "ADD COLUMN varchar without a length",
+        "",
+        "ALTER TABLE t ADD COLUMN x varchar",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-text-field",
+        "retyped to a longer varchar(n): no rewrite",
+        "",
+        "ALTER TABLE t ALTER COLUMN s TYPE varchar(100)",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "ban-char-field",
+        "ADD COLUMN char(n)",
+        "",
+        "ALTER TABLE t ADD COLUMN c char(2)",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "ban-char-field",
+        "character varying is not char",
+        "",
+        "ALTER TABLE t ADD COLUMN c character varying",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-timestamptz",
+        "ADD COLUMN timestamp",
+        "",
+        "ALTER TABLE t ADD COLUMN at timestamp",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-timestamptz",
+        "timestamp with time zone",
+        "",
+        "ALTER TABLE t ADD COLUMN at timestamp with time zone",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-jsonb",
+        "ADD COLUMN json",
+        "",
+        "ALTER TABLE t ADD COLUMN j json",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-jsonb",
+        "ADD COLUMN jsonb",
+        "",
+        "ALTER TABLE t ADD COLUMN j jsonb",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-bigint",
+        "an int …_id column",
+        "",
+        "ALTER TABLE t ADD COLUMN owner_id int",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-bigint",
+        "an int column that is no key",
+        "",
+        "ALTER TABLE t ADD COLUMN visits int",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "prefer-identity",
+        "ADD COLUMN bigserial: every row gets a value",
+        "",
+        "ALTER TABLE t ADD COLUMN n bigserial",
+        true,
+        Rewrite,
+    ),
+    form(
+        "prefer-identity",
+        "ADD COLUMN … GENERATED AS IDENTITY: a rewrite as well",
+        "",
+        "ALTER TABLE t ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY",
+        false,
+        Rewrite,
+    ),
+    // Partitions and materialized views, measured on the relation the statement locks.
+    on(
+        "p",
+        form(
+            "require-concurrent-detach",
+            "DETACH PARTITION",
+            "CREATE TABLE p (id int, at date) PARTITION BY RANGE (at);
+             CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+             INSERT INTO p VALUES (1, '2020-02-02');",
+            "ALTER TABLE p DETACH PARTITION p1",
+            true,
+            Brief(AccessExclusive),
+        ),
+    ),
+    on(
+        "mv",
+        form(
+            "refresh-matview-concurrently",
+            "REFRESH MATERIALIZED VIEW: new storage, filled",
+            "CREATE MATERIALIZED VIEW mv AS SELECT id, a FROM t;",
+            "REFRESH MATERIALIZED VIEW mv",
+            true,
+            Rewrite,
+        ),
+    ),
+    on(
+        "mv",
+        form(
+            "refresh-matview-concurrently",
+            "REFRESH … CONCURRENTLY: a diff applied in place, reads go on",
+            "CREATE MATERIALIZED VIEW mv AS SELECT id, a FROM t; CREATE UNIQUE INDEX mv_id ON mv (id);",
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY mv",
+            false,
+            Scan(Exclusive),
+        ),
+    ),
+    // Names the server does not know, and text it cannot read. Offline, a table or column
+    // the files do not show may still exist (created before the files began, or by hand), so
+    // unknown-table-or-column speaks only from a live catalog (tests/live_catalog.rs).
+    form(
+        "unknown-table-or-column",
+        "DROP COLUMN of a column that is not there: the rule needs the live catalog",
+        "",
+        "ALTER TABLE t DROP COLUMN nope",
+        false,
+        Fails("42703"),
+    ),
+    form(
+        "unknown-table-or-column",
+        "DROP COLUMN IF EXISTS of a column that is not there",
+        "",
+        "ALTER TABLE t DROP COLUMN IF EXISTS nope",
+        false,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "unknown-table-or-column",
+        "an index on a table that is not there: the rule needs the live catalog",
+        "",
+        "CREATE INDEX nope_a ON nope (a)",
+        false,
+        Fails("42P01"),
+    ),
+    form(
+        "syntax-error",
+        "ADD COLUMN without a column",
+        "",
+        "ALTER TABLE t ADD COLUMN",
+        true,
+        Fails("42601"),
+    ),
+    // Schemas, databases and types: objects above or beside the table.
+    form(
+        "renaming-enum-value",
+        "RENAME VALUE of a type a column uses: no lock on the table",
+        "CREATE TYPE mood AS ENUM ('ok', 'sad'); ALTER TABLE t ADD COLUMN m mood;",
+        "ALTER TYPE mood RENAME VALUE 'sad' TO 'blue'",
+        true,
+        Brief(AccessShare),
+    ),
+    on(
+        "archive.x",
+        form(
+            "dropping-schema",
+            "DROP SCHEMA … CASCADE drops its tables",
+            "CREATE SCHEMA archive; CREATE TABLE archive.x (id int); INSERT INTO archive.x VALUES (1);",
+            "DROP SCHEMA archive CASCADE",
+            true,
+            Brief(AccessExclusive),
+        ),
+    ),
+    on(
+        "attic.x",
+        form(
+            "renaming-schema",
+            "RENAME of a schema: no lock on its tables",
+            "CREATE SCHEMA attic; CREATE TABLE attic.x (id int);",
+            "ALTER SCHEMA attic RENAME TO loft",
+            true,
+            Brief(AccessShare),
+        ),
+    ),
+    form(
+        "dropping-database",
+        "DROP DATABASE, refused in a transaction",
+        "",
+        "DROP DATABASE nope",
+        true,
+        Fails("25001"),
+    ),
+    // Files another runner applies: nothing bounds their lock waits unless they say so.
+    other_runner(form(
+        "missing-timeouts",
+        "ADD COLUMN with no lock_timeout",
+        "",
+        "ALTER TABLE t ADD COLUMN x int",
+        true,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "missing-timeouts",
+        "after SET lock_timeout",
+        "",
+        "SET lock_timeout = '100ms'; ALTER TABLE t ADD COLUMN x int",
+        false,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "missing-timeouts",
+        "after SET lock_timeout = 0, which is off",
+        "",
+        "SET lock_timeout = 0; ALTER TABLE t ADD COLUMN x int",
+        true,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "missing-timeouts",
+        "after RESET lock_timeout",
+        "",
+        "SET lock_timeout = '100ms'; RESET lock_timeout; ALTER TABLE t ADD COLUMN x int",
+        true,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "missing-timeouts",
+        "a scan under the lock with no statement_timeout",
+        "",
+        "SET lock_timeout = '100ms'; ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        true,
+        Scan(AccessExclusive),
+    )),
+    other_runner(form(
+        "missing-timeouts",
+        "both timeouts set",
+        "",
+        "SET lock_timeout = '100ms'; SET statement_timeout = '1min'; ALTER TABLE t ALTER COLUMN a SET NOT NULL",
+        false,
+        Scan(AccessExclusive),
+    )),
 ];
 
 /// What the linter says of a form: whether the rule fires, and the locks claimed on `t`.
 fn linted(f: &Form, settings: &Settings) -> (bool, Does) {
+    let settings = &Settings {
+        applied_by: if f.other_runner {
+            AppliedBy::Other
+        } else {
+            settings.applied_by
+        },
+        ..settings.clone()
+    };
     let context = format!("{BASE}\n{}", f.setup);
     let reports = analyze_sources(&[&context], &format!("{};\n", f.sql), settings);
     let fired = reports[0].findings.iter().any(|x| x.rule == f.rule);
@@ -617,7 +974,12 @@ fn linted(f: &Form, settings: &Settings) -> (bool, Does) {
     let on_t: Vec<_> = claims
         .iter()
         .flatten()
-        .filter(|l| l.table.name == "t")
+        .filter(|l| match f.table.split_once('.') {
+            Some((schema, name)) => {
+                l.table.schema.as_deref() == Some(schema) && l.table.name == name
+            }
+            None => l.table.name == f.table,
+        })
         .collect();
     let level = on_t.iter().map(|l| l.level).max().unwrap_or(AccessShare);
     let hold = on_t.iter().map(|l| l.hold).max().unwrap_or(LockHold::Brief);
@@ -664,7 +1026,8 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
               WHERE l.relation = $1 AND l.pid = pg_backend_pid()) AS modes";
     conn.execute("BEGIN").await.unwrap();
     // By oid: a rename keeps it.
-    let oid: sqlx::postgres::types::Oid = sqlx::query_scalar("SELECT 't'::regclass::oid")
+    let oid: sqlx::postgres::types::Oid = sqlx::query_scalar("SELECT $1::regclass::oid")
+        .bind(f.table)
         .fetch_one(&mut *conn)
         .await
         .unwrap();
@@ -680,6 +1043,8 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
             Some("42601") => "42601",
             Some("42701") => "42701",
             Some("25001") => "25001",
+            Some("42703") => "42703",
+            Some("42P01") => "42P01",
             other => panic!("`{}` failed with {other:?}: {e}", f.form),
         }),
         Err(e) => panic!("`{}`: {e}", f.form),

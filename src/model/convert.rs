@@ -368,13 +368,13 @@ fn set_to_nonzero(s: &protobuf::VariableSetStmt) -> bool {
                 node: Some(NodeEnum::AConst(c)),
             }] => match &c.val {
                 Some(Val::Ival(i)) => i.ival != 0,
-                Some(Val::Fval(f)) => f.fval.parse::<f64>().map_or(true, |v| v != 0.0),
+                Some(Val::Fval(f)) => f.fval.parse::<f64>() != Ok(0.0),
                 Some(Val::Sval(v)) => {
                     let text = v.sval.trim();
                     let digits = text
                         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
                         .unwrap_or(text.len());
-                    text[..digits].parse::<f64>().map_or(true, |v| v != 0.0)
+                    text[..digits].parse::<f64>() != Ok(0.0)
                 }
                 _ => true,
             },

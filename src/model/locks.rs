@@ -244,6 +244,22 @@ pub fn locks_in(
             }
             _ => locks_of(op, false),
         },
+        // CASCADE drops every table of the schema, each under ACCESS EXCLUSIVE (without it
+        // the drop fails unless the schema is empty).
+        Operation::Drop {
+            kind: ObjectKind::Schema,
+            names,
+            cascade: true,
+            ..
+        } => catalog
+            .tables()
+            .filter(|t| {
+                names
+                    .iter()
+                    .any(|s| t.name.schema.as_deref() == Some(s.name.as_str()))
+            })
+            .map(|t| lock(&t.name, LockLevel::AccessExclusive, Brief))
+            .collect(),
         _ => locks_of(op, matches!(op, Operation::AlterColumnType { .. })),
     }
 }
@@ -378,17 +394,13 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
             .collect(),
         O::Cluster { table: Some(t) } => vec![lock(t, AccessExclusive, Rewrite)],
         O::LockTable { tables, mode } => tables.iter().map(|t| lock(t, *mode, Brief)).collect(),
-        O::RefreshMaterializedView { view, concurrently } => {
-            vec![lock(
-                view,
-                if *concurrently {
-                    Exclusive
-                } else {
-                    AccessExclusive
-                },
-                Scan,
-            )]
-        }
+        // A plain refresh fills new storage and swaps it in; CONCURRENTLY diffs the new
+        // result against the view and applies the difference in place.
+        O::RefreshMaterializedView { view, concurrently } => vec![if *concurrently {
+            lock(view, Exclusive, Scan)
+        } else {
+            lock(view, AccessExclusive, Rewrite)
+        }],
         O::Update { table, .. } | O::Delete { table, .. } | O::Insert { table, .. } => {
             vec![lock(table, RowExclusive, Rows)]
         }

@@ -1,6 +1,6 @@
 use crate::config::AppliedBy;
 use crate::lint::{Finding, Rule, StmtCtx};
-use crate::model::Operation;
+use crate::model::{ConstraintKind, Operation};
 
 crate::declare_rule! {
     /// A statement that parses but that PostgreSQL refuses when it runs.
@@ -10,7 +10,10 @@ crate::declare_rule! {
     /// that assigns a column twice (`multiple assignments to same column`), an `INSERT` or
     /// `CREATE TABLE` that names a column twice (`column specified more than once`), and an
     /// `ADD COLUMN` of a column that an earlier action of the statement, an earlier migration or
-    /// the live database already has (`column already exists`), unless it says `IF NOT EXISTS`.
+    /// the live database already has (`column already exists`), unless it says `IF NOT EXISTS`;
+    /// a primary key added to a table that has one (inline on `ADD COLUMN`, by `ADD CONSTRAINT`,
+    /// or twice in `CREATE TABLE`) unless the same statement drops the old one first (`multiple
+    /// primary keys for table are not allowed`).
     /// For files another runner applies (`applied_by = "other"`), also what migrate's engine
     /// would take apart: `CREATE INDEX CONCURRENTLY` on a partitioned table, and before
     /// PostgreSQL 18 a foreign key added `NOT VALID` to one.
@@ -36,7 +39,54 @@ impl Rule for FailsAtRunTime {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         let mut added: Vec<(&crate::model::QualifiedName, &str)> = Vec::new();
+        // Primary keys as this statement goes: the table's before it, less those it drops,
+        // plus those it adds.
+        let mut keyed: Vec<&crate::model::QualifiedName> = Vec::new();
+        let mut dropped: Vec<(&crate::model::QualifiedName, &str)> = Vec::new();
+        let has_key = |table: &crate::model::QualifiedName,
+                       keyed: &[&crate::model::QualifiedName],
+                       dropped: &[(&crate::model::QualifiedName, &str)]| {
+            keyed.iter().any(|t| t.same(table))
+                || ctx.catalog.table(table).is_some_and(|t| {
+                    t.constraints.iter().any(|c| {
+                        matches!(c.kind, ConstraintKind::PrimaryKey { .. })
+                            && !dropped.iter().any(|(d, n)| d.same(table) && *n == c.name)
+                    })
+                })
+        };
         for op in ctx.ops {
+            let adds_key = match op {
+                Operation::AddConstraint { constraint, .. } => {
+                    matches!(constraint.kind, ConstraintKind::PrimaryKey { .. })
+                }
+                Operation::AddColumn { column, .. } => column
+                    .constraints
+                    .iter()
+                    .any(|c| matches!(c.kind, ConstraintKind::PrimaryKey { .. })),
+                _ => false,
+            };
+            if let Operation::DropConstraint { table, name, .. } = op {
+                dropped.push((table, name));
+                let catalog_key = ctx.catalog.table(table).is_some_and(|t| {
+                    t.constraints.iter().any(|c| {
+                        c.name == *name && matches!(c.kind, ConstraintKind::PrimaryKey { .. })
+                    })
+                });
+                if catalog_key {
+                    keyed.retain(|t| !t.same(table));
+                }
+            }
+            if adds_key {
+                let table = op.table().expect("ADD COLUMN and ADD CONSTRAINT name a table");
+                if has_key(table, &keyed, &dropped) {
+                    out.push(ctx.finding(
+                        &Self::META,
+                        format!("{table} already has a primary key: PostgreSQL refuses a second one (multiple primary keys for table are not allowed)"),
+                        "drop the old primary key in the same ALTER TABLE first (DROP CONSTRAINT …_pkey, ADD PRIMARY KEY …), or make this one UNIQUE",
+                    ));
+                }
+                keyed.push(table);
+            }
             let problem = match op {
                 Operation::Update {
                     table,
@@ -50,10 +100,25 @@ impl Rule for FailsAtRunTime {
                         format!("INSERT names {table}.{c} twice: PostgreSQL refuses it (column specified more than once)")
                     })
                 }
-                Operation::CreateTable { table, columns, .. } => {
-                    twice(columns.iter().map(|c| c.name.as_str())).map(|c| {
-                        format!("CREATE TABLE {table} defines {c} twice: PostgreSQL refuses it (column specified more than once)")
-                    })
+                Operation::CreateTable {
+                    table,
+                    columns,
+                    constraints,
+                    ..
+                } => {
+                    let keys = columns
+                        .iter()
+                        .flat_map(|c| &c.constraints)
+                        .chain(constraints)
+                        .filter(|c| matches!(c.kind, ConstraintKind::PrimaryKey { .. }))
+                        .count();
+                    twice(columns.iter().map(|c| c.name.as_str()))
+                        .map(|c| {
+                            format!("CREATE TABLE {table} defines {c} twice: PostgreSQL refuses it (column specified more than once)")
+                        })
+                        .or_else(|| (keys > 1).then(|| {
+                            format!("CREATE TABLE {table} declares {keys} primary keys: PostgreSQL refuses it (multiple primary keys for table are not allowed)")
+                        }))
                 }
                 Operation::AddColumn {
                     table,

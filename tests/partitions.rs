@@ -192,6 +192,54 @@ fn a_kill_between_partitions_resumes_at_the_next_one() {
     });
 }
 
+/// Partitions change between a killed run and its resume: one that had its index already is
+/// detached, and a new one with rows and no index is attached. The resume builds and attaches
+/// the new partition's indexes and leaves the detached table out; every index ends valid on
+/// the parent and on every partition it has now.
+#[test]
+fn partitions_attached_or_detached_before_a_resume_are_followed() {
+    let db = TestDb::new();
+    let dir = project("reshaped");
+    ok(&run(&db, &dir, &["expand", "0001_events"], None));
+    let out = run(&db, &dir, &["expand"], Some("partition:3"));
+    assert_eq!(out.status.code(), Some(86), "{}", text(&out));
+    db.exec(
+        "ALTER TABLE events DETACH PARTITION events_2025;
+         CREATE TABLE events_2027 (LIKE events);
+         INSERT INTO events_2027 SELECT 2000000 + g, date '2027-03-01', 'n', 'p' FROM generate_series(1, 100) g;
+         ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01');",
+    );
+    ok(&run(&db, &dir, &["expand"], None));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let (per, invalid) = index_state(&mut c).await;
+        // 2024, 2026_a, 2026_b, the default and 2027.
+        assert_eq!(
+            per,
+            vec![
+                ("events_id_at_key".to_string(), true, 5, 5),
+                ("events_kind_idx".to_string(), true, 5, 5)
+            ]
+        );
+        assert_eq!(invalid, 0);
+        // The new partition's rows are in its index: a duplicate is refused there too.
+        refused(
+            &mut c,
+            "INSERT INTO events VALUES (2000001, date '2027-03-01', 'x', 'y')",
+            "23505",
+        )
+        .await;
+        // The detached table is a table of its own again, outside the tree.
+        let inside: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_partition_tree('events') WHERE relid = 'events_2025'::regclass)",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert!(!inside);
+    });
+}
+
 /// A column added, backfilled and made NOT NULL, and a CHECK added, on the partitioned table
 /// with writers throughout expand and contract: no write fails, every row is right, and the
 /// constraints are validated on the parent and on every partition.

@@ -566,11 +566,11 @@ async fn walk(
         }
         let size = sizer.rows();
         let batch_started = Instant::now();
-        let mut tx = conn.begin().await.map_err(q.db("starting a batch"))?;
-        sqlx::raw_sql(AssertSqlSafe(q.lock.clone()))
-            .execute(&mut *tx)
+        // BEGIN and the batch's settings in one round trip.
+        let mut tx = conn
+            .begin_with(AssertSqlSafe(format!("BEGIN; {}", q.lock)))
             .await
-            .map_err(q.db("setting lock_timeout"))?;
+            .map_err(q.db("starting a batch"))?;
         let after = range.last.is_some();
         let batch = async {
             let end = match span_end(q.span, range, size) {

@@ -986,6 +986,56 @@ const FORMS: &[Form] = &[
         false,
         Scan(AccessExclusive),
     )),
+    // Reruns after a failure, in files another runner applies outside a transaction.
+    other_runner(form(
+        "prefer-robust-statements",
+        "ADD COLUMN outside a transaction",
+        "",
+        "-- migrate:no-transaction\nALTER TABLE t ADD COLUMN x int",
+        true,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "prefer-robust-statements",
+        "ADD COLUMN IF NOT EXISTS outside a transaction",
+        "",
+        "-- migrate:no-transaction\nALTER TABLE t ADD COLUMN IF NOT EXISTS x int",
+        false,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "prefer-robust-statements",
+        "CREATE INDEX outside a transaction",
+        "",
+        "-- migrate:no-transaction\nCREATE INDEX t_b ON t (b)",
+        true,
+        Scan(Share),
+    )),
+    other_runner(form(
+        "prefer-robust-statements",
+        "ADD COLUMN in a file the runner wraps in a transaction",
+        "",
+        "ALTER TABLE t ADD COLUMN x int",
+        false,
+        Brief(AccessExclusive),
+    )),
+    other_runner(form(
+        "prefer-robust-statements",
+        "DROP INDEX IF EXISTS outside a transaction",
+        "CREATE INDEX t_b ON t (b);",
+        "-- migrate:no-transaction\nDROP INDEX IF EXISTS t_b",
+        false,
+        Brief(AccessExclusive),
+    )),
+    // Transactions written in the file.
+    form(
+        "transaction-nesting",
+        "BEGIN in a file the runner wraps in a transaction: PostgreSQL only warns",
+        "",
+        "BEGIN; ALTER TABLE t ADD COLUMN x int",
+        true,
+        Brief(AccessExclusive),
+    ),
 ];
 
 /// What the linter says of a form: whether the rule fires, and the locks claimed on `t`.

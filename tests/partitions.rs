@@ -64,6 +64,20 @@ async fn index_state(c: &mut PgConnection) -> (Vec<(String, bool, i64, i64)>, i6
     (per, invalid)
 }
 
+/// Both indexes of the migration valid on the parent and attached and valid on every one of
+/// the `leaves` leaf partitions, and no INVALID index anywhere.
+async fn both_indexes_valid_everywhere(c: &mut PgConnection, leaves: i64) {
+    let (per, invalid) = index_state(c).await;
+    assert_eq!(
+        per,
+        vec![
+            ("events_id_at_key".to_string(), true, leaves, leaves),
+            ("events_kind_idx".to_string(), true, leaves, leaves)
+        ]
+    );
+    assert_eq!(invalid, 0);
+}
+
 /// Runs `sql`, which must fail with SQLSTATE `code` (a key or a check in force).
 async fn refused(c: &mut PgConnection, sql: &'static str, code: &str) {
     let r = sqlx::query(sql).execute(&mut *c).await;
@@ -122,16 +136,8 @@ fn indexes_of_a_partitioned_table_are_built_per_partition_under_writes() {
     assert_eq!(failed, 0, "{failed} of {writes} writes failed");
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let (per, invalid) = index_state(&mut c).await;
         // Four leaves: 2024, 2025, 2026_a, 2026_b, and the default.
-        assert_eq!(
-            per,
-            vec![
-                ("events_id_at_key".to_string(), true, 5, 5),
-                ("events_kind_idx".to_string(), true, 5, 5)
-            ]
-        );
-        assert_eq!(invalid, 0);
+        both_indexes_valid_everywhere(&mut c, 5).await;
         // The unique index holds: a duplicate key is refused through the parent.
         refused(
             &mut c,
@@ -180,15 +186,7 @@ fn a_kill_between_partitions_resumes_at_the_next_one() {
     ok(&out);
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let (per, invalid) = index_state(&mut c).await;
-        assert_eq!(
-            per,
-            vec![
-                ("events_id_at_key".to_string(), true, 5, 5),
-                ("events_kind_idx".to_string(), true, 5, 5)
-            ]
-        );
-        assert_eq!(invalid, 0);
+        both_indexes_valid_everywhere(&mut c, 5).await;
     });
 }
 
@@ -212,16 +210,8 @@ fn partitions_attached_or_detached_before_a_resume_are_followed() {
     ok(&run(&db, &dir, &["expand"], None));
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let (per, invalid) = index_state(&mut c).await;
         // 2024, 2026_a, 2026_b, the default and 2027.
-        assert_eq!(
-            per,
-            vec![
-                ("events_id_at_key".to_string(), true, 5, 5),
-                ("events_kind_idx".to_string(), true, 5, 5)
-            ]
-        );
-        assert_eq!(invalid, 0);
+        both_indexes_valid_everywhere(&mut c, 5).await;
         // The new partition's rows are in its index: a duplicate is refused there too.
         refused(
             &mut c,

@@ -84,7 +84,7 @@ pub async fn run(
         .iter()
         .map(|(c, e)| format!("{} = {e}", quote_ident(c)))
         .collect();
-    let q = Batches {
+    let mut q = Batches {
         b,
         table: table.clone(),
         keys: &keys,
@@ -108,7 +108,6 @@ pub async fn run(
         .map(|k| format!("{} DESC", quote_ident(&k.name)))
         .collect();
 
-    let mut q = q;
     let (mut cursor, walked, estimate) =
         match meta.backfill_cursor(conn, b.migration, b.ordinal).await? {
             Some((saved, done)) => {
@@ -154,7 +153,6 @@ pub async fn run(
     if let Some(upper) = &cursor.upper {
         q.span = span_start(conn, &q, upper, estimate).await?;
     }
-    let q = q;
     let shared = Shared {
         walked: Cell::new(walked),
         own: Cell::new(0),

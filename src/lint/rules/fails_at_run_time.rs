@@ -39,46 +39,32 @@ impl Rule for FailsAtRunTime {
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
         let mut added: Vec<(&crate::model::QualifiedName, &str)> = Vec::new();
-        // Primary keys as this statement goes: the table's before it, less those it drops,
-        // plus those it adds.
+        // Primary keys as this statement goes: the table's before it, less the constraints it
+        // drops, plus those it adds.
         let mut keyed: Vec<&crate::model::QualifiedName> = Vec::new();
         let mut dropped: Vec<(&crate::model::QualifiedName, &str)> = Vec::new();
-        let has_key = |table: &crate::model::QualifiedName,
-                       keyed: &[&crate::model::QualifiedName],
-                       dropped: &[(&crate::model::QualifiedName, &str)]| {
-            keyed.iter().any(|t| t.same(table))
-                || ctx.catalog.table(table).is_some_and(|t| {
-                    t.constraints.iter().any(|c| {
-                        matches!(c.kind, ConstraintKind::PrimaryKey { .. })
-                            && !dropped.iter().any(|(d, n)| d.same(table) && *n == c.name)
-                    })
-                })
-        };
+        let is_key = |k: &ConstraintKind| matches!(k, ConstraintKind::PrimaryKey { .. });
         for op in ctx.ops {
             let adds_key = match op {
-                Operation::AddConstraint { constraint, .. } => {
-                    matches!(constraint.kind, ConstraintKind::PrimaryKey { .. })
+                Operation::AddConstraint { constraint, .. } => is_key(&constraint.kind),
+                Operation::AddColumn { column, .. } => {
+                    column.constraints.iter().any(|c| is_key(&c.kind))
                 }
-                Operation::AddColumn { column, .. } => column
-                    .constraints
-                    .iter()
-                    .any(|c| matches!(c.kind, ConstraintKind::PrimaryKey { .. })),
+                Operation::DropConstraint { table, name, .. } => {
+                    dropped.push((table, name));
+                    false
+                }
                 _ => false,
             };
-            if let Operation::DropConstraint { table, name, .. } = op {
-                dropped.push((table, name));
-                let catalog_key = ctx.catalog.table(table).is_some_and(|t| {
-                    t.constraints.iter().any(|c| {
-                        c.name == *name && matches!(c.kind, ConstraintKind::PrimaryKey { .. })
-                    })
-                });
-                if catalog_key {
-                    keyed.retain(|t| !t.same(table));
-                }
-            }
-            if adds_key {
-                let table = op.table().expect("ADD COLUMN and ADD CONSTRAINT name a table");
-                if has_key(table, &keyed, &dropped) {
+            if let Some(table) = op.table().filter(|_| adds_key) {
+                let has_key = keyed.iter().any(|t| t.same(table))
+                    || ctx.catalog.table(table).is_some_and(|t| {
+                        t.constraints.iter().any(|c| {
+                            is_key(&c.kind)
+                                && !dropped.iter().any(|(d, n)| d.same(table) && *n == c.name)
+                        })
+                    });
+                if has_key {
                     out.push(ctx.finding(
                         &Self::META,
                         format!("{table} already has a primary key: PostgreSQL refuses a second one (multiple primary keys for table are not allowed)"),
@@ -110,7 +96,7 @@ impl Rule for FailsAtRunTime {
                         .iter()
                         .flat_map(|c| &c.constraints)
                         .chain(constraints)
-                        .filter(|c| matches!(c.kind, ConstraintKind::PrimaryKey { .. }))
+                        .filter(|c| is_key(&c.kind))
                         .count();
                     twice(columns.iter().map(|c| c.name.as_str()))
                         .map(|c| {

@@ -15,7 +15,7 @@ use crate::lint::{make_finding, FileCtx, Finding, HeldLock, Rule, StmtCtx, StmtS
 use crate::model::catalog::{Catalog, Origin};
 use crate::model::convert;
 use crate::model::locks::{locks_in, TableLock};
-use crate::model::{Operation, TxControl};
+use crate::model::{Operation, QualifiedName, TxControl};
 use crate::plan::rewrites::plan_statement;
 use crate::plan::{MigrationPlan, Phase};
 use crate::sql::directives::{self, Directive};
@@ -319,7 +319,12 @@ fn lint_and_plan(
             pg: settings.pg_version,
             views: settings.views,
         };
-        rewrites.extend(plan_statement(&plan_ctx, sqls, &earlier));
+        for r in plan_statement(&plan_ctx, sqls, &earlier) {
+            if let Some(index) = &r.adopts {
+                drop_build_of(&mut rewrites, index, line);
+            }
+            rewrites.push(r);
+        }
         summaries.push(StmtSummary {
             index,
             section,
@@ -369,6 +374,20 @@ fn lint_and_plan(
         rewrites,
     };
     (findings, plan)
+}
+
+/// Takes the build of `index` out of the rewrites planned so far: a later statement of the
+/// migration (at `line`) builds it as a key instead.
+fn drop_build_of(rewrites: &mut [crate::plan::Rewrite], index: &QualifiedName, line: usize) {
+    use crate::plan::StepKind;
+    let builds = |s: &crate::plan::Step| matches!(&s.kind, StepKind::Concurrent { index: Some(i), .. } if i.same(index));
+    for r in rewrites.iter_mut().filter(|r| r.steps.iter().any(builds)) {
+        r.steps.clear();
+        r.abort.clear();
+        r.notes = vec![format!(
+            "not built as written: the constraint of line {line} takes it over, and its table is partitioned, so the key's own indexes are built instead"
+        )];
+    }
 }
 
 /// Moves the transaction state past a statement.

@@ -648,6 +648,27 @@ const FORMS: &[Form] = &[
         true,
         Fails("42P16"),
     ),
+    other_runner(on(
+        "p",
+        form(
+            "fails-at-run-time",
+            "PRIMARY KEY USING INDEX on a partitioned table",
+            "CREATE TABLE p (id int NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
+             CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2020-01-01') TO ('2021-01-01');
+             CREATE UNIQUE INDEX p_id_at ON p (id, at);",
+            "ALTER TABLE p ADD CONSTRAINT p_pkey PRIMARY KEY USING INDEX p_id_at",
+            true,
+            Fails("0A000"),
+        ),
+    )),
+    other_runner(form(
+        "fails-at-run-time",
+        "UNIQUE USING INDEX on a table not partitioned",
+        "CREATE UNIQUE INDEX t_b_key ON t (b);",
+        "ALTER TABLE t ADD CONSTRAINT t_b_key UNIQUE USING INDEX t_b_key",
+        false,
+        Brief(AccessExclusive),
+    )),
     form(
         "identifier-too-long",
         "a 64-byte index name",
@@ -1128,6 +1149,7 @@ async fn measured(conn: &mut PgConnection, i: usize, f: &Form) -> Does {
             Some("42703") => "42703",
             Some("42P01") => "42P01",
             Some("42P16") => "42P16",
+            Some("0A000") => "0A000",
             other => panic!("`{}` failed with {other:?}: {e}", f.form),
         }),
         Err(e) => panic!("`{}`: {e}", f.form),

@@ -396,6 +396,45 @@ async fn key_constraints(c: &mut PgConnection) -> Vec<(String, String, bool)> {
     .unwrap()
 }
 
+/// Expands the migrations up to `first` alone, then with writers throughout the rest and
+/// contracts them all; returns the leaves' unique indexes as expand left them.
+fn keys_made_under_writes(db: &TestDb, dir: &Path, first: &str) -> Vec<(String, i64)> {
+    ok(&run(db, dir, &["expand", first], None));
+    let mut built = Vec::new();
+    let (writes, failed) = with_writers(db, || {
+        ok(&run(db, dir, &["expand"], None));
+        built = db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            leaf_unique_indexes(&mut c).await
+        });
+        ok(&run(db, dir, &["contract"], None));
+    });
+    assert!(writes > 0);
+    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    built
+}
+
+/// Two keys on every table of the tree below the parent (the sub-partitioned 2026 and the five
+/// leaves), each attached to its parent's, no INVALID index, and the primary key in force.
+async fn both_keys_everywhere(c: &mut PgConnection, keys: &[(String, String, bool)]) {
+    assert_eq!(keys.len(), 2 + 2 * 6, "{keys:?}");
+    assert!(
+        keys.iter().filter(|(t, _, _)| t != "events").all(|k| k.2),
+        "{keys:?}"
+    );
+    let invalid: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+    assert_eq!(invalid, 0);
+    refused(
+        c,
+        "INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')",
+        "23505",
+    )
+    .await;
+}
+
 /// A UNIQUE constraint and a PRIMARY KEY added to the live partitioned table, with writers
 /// throughout: PostgreSQL has neither a concurrent build nor `USING INDEX` on a partitioned
 /// table, so expand builds each leaf's index concurrently and contract makes each the leaf's
@@ -416,18 +455,7 @@ fn keys_of_a_partitioned_table_are_built_per_partition_and_attached_without_a_bu
             ),
         ],
     );
-    ok(&run(&db, &dir, &["expand", "0001_events"], None));
-    let mut built = Vec::new();
-    let (writes, failed) = with_writers(&db, || {
-        ok(&run(&db, &dir, &["expand"], None));
-        built = db.rt.block_on(async {
-            let mut c = PgConnection::connect(&db.url).await.unwrap();
-            leaf_unique_indexes(&mut c).await
-        });
-        ok(&run(&db, &dir, &["contract"], None));
-    });
-    assert!(writes > 0);
-    assert_eq!(failed, 0, "{failed} of {writes} writes failed");
+    let built = keys_made_under_writes(&db, &dir, "0001_events");
     // Two keys on each of the five leaves.
     assert_eq!(built.len(), 10, "{built:?}");
     db.rt.block_on(async {
@@ -448,24 +476,70 @@ fn keys_of_a_partitioned_table_are_built_per_partition_and_attached_without_a_bu
                 &("events".to_string(), "u".to_string(), false)
             ]
         );
-        // Every other table of the tree (the sub-partitioned 2026 and the five leaves) has
-        // both, each attached to its parent's.
-        assert_eq!(keys.len(), 2 + 2 * 6, "{keys:?}");
+        both_keys_everywhere(&mut c, &keys).await;
+    });
+}
+
+/// Keys written by hand as `ADD CONSTRAINT … USING INDEX`, which PostgreSQL refuses on a
+/// partitioned table, with writers throughout: one over an index built earlier in the same
+/// migration (not built as written), one over the index of an earlier migration (dropped when
+/// the key is attached). Each key is built leaf by leaf and the contract builds no index: the
+/// leaves' indexes after it are ones expand built, and neither hand-written index is left.
+#[test]
+fn keys_using_an_index_of_a_partitioned_table_are_built_per_partition() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-parts",
+        "using-index",
+        &[
+            ("0001_events.sql", TABLES),
+            (
+                "0002_index.sql",
+                "CREATE UNIQUE INDEX events_at_id_key ON events (at, id);\n",
+            ),
+            (
+                "0003_keys.sql",
+                "CREATE UNIQUE INDEX events_id_at_idx ON events (id, at);
+                 ALTER TABLE events ADD CONSTRAINT events_pkey PRIMARY KEY USING INDEX events_id_at_idx;
+                 ALTER TABLE events ADD CONSTRAINT events_at_id_uq UNIQUE USING INDEX events_at_id_key;\n",
+            ),
+        ],
+    );
+    let built = keys_made_under_writes(&db, &dir, "0002_index");
+    // On each of the five leaves: the earlier migration's index and the two keys' own.
+    assert_eq!(built.len(), 15, "{built:?}");
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let after = leaf_unique_indexes(&mut c).await;
+        assert_eq!(after.len(), 10, "{after:?}");
+        let files: Vec<i64> = built.iter().map(|(_, n)| *n).collect();
         assert!(
-            keys.iter().filter(|(t, _, _)| t != "events").all(|k| k.2),
-            "{keys:?}"
+            after.iter().all(|(_, n)| files.contains(n)),
+            "contract built an index: {after:?} after {built:?}"
         );
-        let invalid: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_index WHERE NOT indisvalid")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(invalid, 0);
-        refused(
-            &mut c,
-            "INSERT INTO events VALUES (1, date '2023-06-02', 'x', 'y')",
-            "23505",
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_class WHERE relname IN ('events_id_at_idx', 'events_at_id_key')",
         )
-        .await;
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "a hand-written index is left");
+        let named: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, contype::text FROM pg_constraint
+             WHERE conrelid = 'events'::regclass AND contype IN ('p', 'u') ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(
+            named,
+            vec![
+                ("events_at_id_uq".to_string(), "u".to_string()),
+                ("events_pkey".to_string(), "p".to_string())
+            ]
+        );
+        let keys = key_constraints(&mut c).await;
+        both_keys_everywhere(&mut c, &keys).await;
     });
 }
 
@@ -510,7 +584,10 @@ fn a_kill_between_the_partitions_of_a_key_resumes_and_abort_drops_every_leaf_ind
 
 /// The type of a primary-key column of a partitioned table changed, with writers throughout:
 /// the copied key's index is built per leaf and, at the swap, becomes the primary key again on
-/// the parent and every partition, over the new type.
+/// the parent and every partition, over the new type. The foreign keys that reference it, from
+/// a plain and from a partitioned table, are made again over the new column (no copy of them
+/// can reference it before the swap) and validated: they keep their names and actions, and
+/// refuse an orphan.
 #[test]
 fn a_type_change_of_a_primary_key_column_of_a_partitioned_table_keeps_the_key() {
     let db = TestDb::new();
@@ -523,7 +600,14 @@ CREATE TABLE events_2025_h1 PARTITION OF events_2025 FOR VALUES FROM ('2025-01-0
 CREATE TABLE events_2025_h2 PARTITION OF events_2025 FOR VALUES FROM ('2025-07-01') TO ('2026-01-01');
 CREATE TABLE events_old PARTITION OF events DEFAULT;
 ALTER TABLE events ADD PRIMARY KEY (id, at);
-INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k', 'p' FROM generate_series(1, 20000) g;\n";
+INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k', 'p' FROM generate_series(1, 20000) g;
+CREATE TABLE tags (id int PRIMARY KEY, event_id int NOT NULL, event_at date NOT NULL,
+    FOREIGN KEY (event_id, event_at) REFERENCES events (id, at) ON DELETE CASCADE);
+CREATE TABLE tag_log (event_id int NOT NULL, event_at date NOT NULL,
+    FOREIGN KEY (event_id, event_at) REFERENCES events (id, at)) PARTITION BY RANGE (event_at);
+CREATE TABLE tag_log_all PARTITION OF tag_log DEFAULT;
+INSERT INTO tags SELECT g, g, date '2023-06-01' + (g % 1200) FROM generate_series(1, 500) g;
+INSERT INTO tag_log SELECT g, date '2023-06-01' + (g % 1200) FROM generate_series(1, 500) g;\n";
     let dir = common::project(
         "migrate-parts",
         "pktype",
@@ -571,6 +655,31 @@ INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k', 'p' FROM gener
             .unwrap();
         assert_eq!(rows, 20000);
         refused(&mut c, "INSERT INTO events (id, at, kind, payload) VALUES (1, date '2023-06-02', 'x', 'y')", "23505").await;
+        let fks: Vec<(String, String, bool, String)> = sqlx::query_as(
+            "SELECT conrelid::regclass::text, conname::text, convalidated, pg_get_constraintdef(oid)
+             FROM pg_constraint WHERE contype = 'f' AND conparentid = 0
+              AND confrelid = 'events'::regclass ORDER BY 1",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        let fk = |t: &str, d: &str| {
+            let def = format!("FOREIGN KEY (event_id, event_at) REFERENCES events(id, at){d}");
+            (t.to_string(), format!("{t}_event_id_event_at_fkey"), true, def)
+        };
+        assert_eq!(fks, vec![fk("tag_log", ""), fk("tags", " ON DELETE CASCADE")]);
+        refused(&mut c, "INSERT INTO tags VALUES (1000, 99999999, date '2023-06-02')", "23503").await;
+        refused(&mut c, "INSERT INTO tag_log VALUES (99999999, date '2023-06-02')", "23503").await;
+        refused(&mut c, "DELETE FROM events WHERE id = 2", "23503").await;
+        sqlx::raw_sql("DELETE FROM tag_log WHERE event_id = 2; DELETE FROM events WHERE id = 2")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tags WHERE event_id = 2")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "ON DELETE CASCADE was lost");
     });
 }
 

@@ -303,47 +303,60 @@ async fn run_keys(
     checkpoint: Option<&Checkpoint<'_>>,
     report: &mut StepReport,
 ) -> Result<(), TryError> {
+    if let KeyAction::Attach { before, after } = action {
+        let partitioned = match keys.first() {
+            Some(k) => partitions::is_partitioned(conn, &k.table.sql()).await?,
+            None => false,
+        };
+        if partitioned {
+            // A partition attached since expand has no index yet: build it first, outside
+            // the transaction (nothing to do on the others).
+            for key in keys {
+                let split = Split::BuildKey(key);
+                run_concurrent(conn, step, None, split, timeout, report).await?;
+            }
+        }
+        let attach = Attach {
+            before,
+            keys,
+            partitioned,
+            after,
+        };
+        return run_transactional(conn, step, timeout, settings, checkpoint, Some(attach)).await;
+    }
     let Some(first) = keys.first() else {
         return run_transactional(conn, step, timeout, settings, checkpoint, None).await;
     };
     let partitioned = partitions::is_partitioned(conn, &first.table.sql()).await?;
     let index = QualifiedName::new(first.table.schema.as_deref(), &first.index);
-    match action {
-        KeyAction::Build | KeyAction::Drop => {
-            let split = match (partitioned, action) {
-                (false, _) => Split::No,
-                (true, KeyAction::Build) => Split::BuildKey(first),
-                (true, _) => Split::DropKey(first),
-            };
-            let index = matches!(action, KeyAction::Build).then_some(&index);
-            let done = run_concurrent(conn, step, index, split, timeout, report).await;
-            checkpoint_after(conn, done, checkpoint).await
-        }
-        KeyAction::Attach { .. } if !partitioned => {
-            run_transactional(conn, step, timeout, settings, checkpoint, None).await
-        }
-        KeyAction::Attach { before } => {
-            // A partition attached since expand has no index yet: build it first, outside the
-            // transaction (nothing to do on the others).
-            for key in keys {
-                let split = Split::BuildKey(key);
-                run_concurrent(conn, step, None, split, timeout, report).await?;
-            }
-            let attach = Some((before.as_str(), keys));
-            run_transactional(conn, step, timeout, settings, checkpoint, attach).await
-        }
-    }
+    let split = match (partitioned, action) {
+        (false, _) => Split::No,
+        (true, KeyAction::Build) => Split::BuildKey(first),
+        (true, _) => Split::DropKey(first),
+    };
+    let index = matches!(action, KeyAction::Build).then_some(&index);
+    let done = run_concurrent(conn, step, index, split, timeout, report).await;
+    checkpoint_after(conn, done, checkpoint).await
+}
+
+/// A key step's attach transaction: `before`, each key made its constraint (the partitioned
+/// form when `partitioned`), then the foreign keys `after`.
+struct Attach<'a> {
+    before: &'a str,
+    keys: &'a [Key],
+    partitioned: bool,
+    after: &'a [crate::plan::LateForeignKey],
 }
 
 /// Runs the step in one transaction under the try's lock_timeout, with its checkpoint; with
-/// `keys`, runs their `before` and attaches them on a partitioned table instead of the SQL.
+/// `attach`, runs that instead of the step's SQL.
 async fn run_transactional(
     conn: &mut PgConnection,
     step: &Step,
     timeout: Duration,
     settings: &ExecSettings,
     checkpoint: Option<&Checkpoint<'_>>,
-    keys: Option<(&str, &[Key])>,
+    attach: Option<Attach<'_>>,
 ) -> Result<(), TryError> {
     let mut tx = conn.begin().await?;
     // SET LOCAL: the timeouts end with the transaction, on this very connection.
@@ -353,20 +366,29 @@ async fn run_transactional(
         let st = format!("SET LOCAL statement_timeout = '{}'", pg_duration(st));
         sqlx::raw_sql(AssertSqlSafe(st)).execute(&mut *tx).await?;
     }
-    match keys {
+    match attach {
         None => {
             sqlx::raw_sql(AssertSqlSafe(step.sql.clone()))
                 .execute(&mut *tx)
                 .await?;
         }
-        Some((before, keys)) => {
-            if !before.is_empty() {
-                sqlx::raw_sql(AssertSqlSafe(before.to_string()))
+        Some(a) => {
+            if !a.before.is_empty() {
+                sqlx::raw_sql(AssertSqlSafe(a.before.to_string()))
                     .execute(&mut *tx)
                     .await?;
             }
-            for key in keys {
-                partitions::attach_key(&mut tx, key).await?;
+            for key in a.keys {
+                if a.partitioned {
+                    partitions::attach_key(&mut tx, key).await?;
+                } else {
+                    sqlx::raw_sql(AssertSqlSafe(key.attach_sql()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for fk in a.after {
+                partitions::add_foreign_key_not_valid(&mut tx, fk).await?;
             }
         }
     }

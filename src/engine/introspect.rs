@@ -121,12 +121,15 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
         }
     }
 
+    // A foreign key with a parent constraint is PostgreSQL's own copy of it (on a partition of
+    // the referencing table, or towards each partition of a referenced one): the parent's
+    // alone is the key a migration names, drops or moves.
     let constraints = sqlx::query(concat!(
         "SELECT n.nspname::text, c.relname::text, con.conname::text, con.convalidated, pg_get_constraintdef(con.oid)
          FROM pg_constraint con
          JOIN pg_class c ON c.oid = con.conrelid
          JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE ", user_schemas!(), ""
+         WHERE NOT (con.contype = 'f' AND con.conparentid <> 0) AND ", user_schemas!(), ""
     ))
     .fetch_all(&mut *conn)
     .await

@@ -355,6 +355,43 @@ pub async fn split_foreign_key(
     Ok(version < 180000)
 }
 
+/// In the caller's transaction: `fk` added NOT VALID to its table, or to each of its leaf
+/// partitions where the server refuses that on a partitioned table (before 18; the step that
+/// validates it adds the parent's then). A table or leaf that has it already is left alone.
+pub async fn add_foreign_key_not_valid(
+    conn: &mut PgConnection,
+    fk: &crate::plan::LateForeignKey,
+) -> Result<(), sqlx::Error> {
+    let table = fk.table.sql();
+    let on = ForeignKey {
+        table: &table,
+        name: &fk.name,
+        definition: &fk.definition,
+    };
+    let targets: Vec<String> = if split_foreign_key(conn, &on).await? {
+        leaves(conn, &table)
+            .await?
+            .into_iter()
+            .map(|(l, _, _)| l)
+            .collect()
+    } else {
+        vec![table.clone()]
+    };
+    for target in targets {
+        if constraint_state(conn, &target, &fk.name).await?.is_none() {
+            let sql = format!(
+                "ALTER TABLE {target} ADD CONSTRAINT {} {} NOT VALID",
+                quote_ident(&fk.name),
+                fk.definition
+            );
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The table's constraint `name`, if it has one: whether it is validated.
 async fn constraint_state(
     conn: &mut PgConnection,

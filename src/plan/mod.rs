@@ -53,10 +53,42 @@ pub enum FkAction {
 pub enum KeyAction {
     /// Builds the key's unique index concurrently, outside a transaction.
     Build,
-    /// Runs `before`, then makes each key's index its constraint, in one transaction.
-    Attach { before: String },
+    /// Runs `before`, then makes each key's index its constraint, then adds `after`, in one
+    /// transaction.
+    Attach {
+        before: String,
+        /// Foreign keys that reference a key of a partitioned table, added NOT VALID once it
+        /// exists (see [`LateForeignKey`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        after: Vec<LateForeignKey>,
+    },
     /// Drops the key's index concurrently (abort, before the constraint exists).
     Drop,
+}
+
+/// A foreign key that references a key of a partitioned table made again at a swap: no copy
+/// of it can reference the new column before the swap (the leaves' unique indexes are no key
+/// of the parent until the parent's constraint is added over them), so the swap drops it and,
+/// once the key exists, adds it NOT VALID (on each partition of a partitioned referencing
+/// table before PostgreSQL 18); a step after the swap validates it. Every row was checked by
+/// the original until the swap, and new writes are checked from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LateForeignKey {
+    pub table: QualifiedName,
+    pub name: String,
+    /// `FOREIGN KEY (…) REFERENCES …`.
+    pub definition: String,
+}
+
+impl LateForeignKey {
+    pub fn add_sql(&self) -> String {
+        format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {} NOT VALID",
+            self.table,
+            crate::model::quote_ident(&self.name),
+            self.definition
+        )
+    }
 }
 
 /// A PRIMARY KEY or UNIQUE constraint made from a unique index built concurrently.
@@ -123,13 +155,14 @@ pub enum StepKind {
         action: FkAction,
     },
     /// PRIMARY KEY or UNIQUE constraints through concurrently built indexes. On a plain table
-    /// the step's SQL is run: `CREATE UNIQUE INDEX CONCURRENTLY`, `DROP INDEX CONCURRENTLY`, or
-    /// `before` and `ADD CONSTRAINT … USING INDEX` in one transaction. A table partitioned as
-    /// the step runs has neither form, so the engine builds (or drops) each leaf partition's
-    /// index concurrently; to attach, it builds any leaf's still missing (a partition attached
-    /// since), then in one transaction runs `before`, makes each leaf's index the leaf's
-    /// constraint, and adds the parent's over the same columns, which takes the leaves'
-    /// constraints as its own without building an index.
+    /// the build and the drop are the step's SQL (`CREATE UNIQUE INDEX CONCURRENTLY`, `DROP
+    /// INDEX CONCURRENTLY`); the attach is one transaction of `before`, `ADD CONSTRAINT …
+    /// USING INDEX` and the `after` foreign keys. A table partitioned as the step runs has
+    /// neither form, so the engine builds (or drops) each leaf partition's index concurrently;
+    /// to attach, it builds any leaf's still missing (a partition attached since), then in one
+    /// transaction runs `before`, makes each leaf's index the leaf's constraint, adds the
+    /// parent's over the same columns, which takes the leaves' constraints as its own without
+    /// building an index, and adds the `after` foreign keys.
     Keys { keys: Vec<Key>, action: KeyAction },
     /// A batched `UPDATE table SET … WHERE …`, one short transaction per key range.
     Backfill {
@@ -192,6 +225,11 @@ pub struct Rewrite {
     /// one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub touches: Vec<(QualifiedName, String)>,
+    /// An index built earlier in the same migration that this rewrite builds in its own way
+    /// instead (a constraint `USING INDEX` on a partitioned table): that index's build is
+    /// dropped from the plan.
+    #[serde(skip)]
+    pub adopts: Option<QualifiedName>,
 }
 
 /// What one rewrite changes in the new version's view of a table, against the version before

@@ -16,7 +16,9 @@ crate::declare_rule! {
     /// primary keys for table are not allowed`).
     /// For files another runner applies (`applied_by = "other"`), also what migrate's engine
     /// would take apart: `CREATE INDEX CONCURRENTLY` on a partitioned table, and before
-    /// PostgreSQL 18 a foreign key added `NOT VALID` to one.
+    /// PostgreSQL 18 a foreign key added `NOT VALID` to one; there and in phase sections
+    /// (which run as written), a `PRIMARY KEY` or `UNIQUE` constraint `USING INDEX` on a
+    /// partitioned table.
     ///
     /// ## Why it hurts
     /// The deploy stops at this statement; in a file that runs outside a transaction, after the
@@ -72,6 +74,27 @@ impl Rule for FailsAtRunTime {
                     ));
                 }
                 keyed.push(table);
+            }
+            // What the engine builds its own way in plain files, as written in phase sections
+            // or by another runner.
+            if let Operation::AddConstraint {
+                table, constraint, ..
+            } = op
+            {
+                let using = match &constraint.kind {
+                    ConstraintKind::PrimaryKey { using_index, .. }
+                    | ConstraintKind::Unique { using_index, .. } => using_index.is_some(),
+                    _ => false,
+                };
+                let as_written =
+                    ctx.section.is_some() || ctx.settings.applied_by == AppliedBy::Other;
+                if using && as_written && ctx.catalog.is_partitioned(table) {
+                    out.push(ctx.finding(
+                        &Self::META,
+                        format!("{table} is partitioned: PostgreSQL takes no constraint USING INDEX on it (ALTER TABLE / ADD CONSTRAINT USING INDEX is not supported on partitioned tables)"),
+                        "add the key to each partition USING INDEX of its own index, then ADD CONSTRAINT … (columns) on the parent, which takes them over (in a file without phase markers that migrate applies, either form is built that way)",
+                    ));
+                }
             }
             let problem = match op {
                 Operation::Update {

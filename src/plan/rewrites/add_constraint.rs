@@ -10,7 +10,6 @@ pub(super) fn unique_via_index(
     primary: bool,
     what: &str,
 ) -> Rewrite {
-    let mut r = new_rewrite(what);
     let key = Key {
         table: table.clone(),
         name: name.to_string(),
@@ -18,6 +17,61 @@ pub(super) fn unique_via_index(
         columns: columns.to_vec(),
         primary,
     };
+    key_rewrite(ctx, key, Vec::new(), what)
+}
+
+/// `ADD CONSTRAINT name … USING INDEX index` on a partitioned table, which PostgreSQL refuses
+/// ("ADD CONSTRAINT USING INDEX is not supported on partitioned tables"): the key is built the
+/// way the engine builds any key of a partitioned table, over the index's columns. An index
+/// built earlier in the same migration is not built at all (its leaves, attached to it, could
+/// not become the parent constraint's); one that exists already is dropped in the contract
+/// transaction that adds the constraint, as `USING INDEX` would have taken it over.
+pub(super) fn unique_using_index_of_partitioned(
+    ctx: &PlanCtx,
+    table: &QualifiedName,
+    name: &str,
+    index: &str,
+    primary: bool,
+    what: &str,
+) -> Rewrite {
+    let qualified = QualifiedName::new(table.schema.as_deref(), index);
+    let kind = if primary { "PRIMARY KEY" } else { "UNIQUE" };
+    let Some(ix) = ctx
+        .catalog
+        .index(&qualified)
+        .filter(|i| i.unique && i.table.same(table))
+    else {
+        return reject(what, format!("{table} is partitioned, and PostgreSQL takes no constraint USING INDEX on it; the unique index {qualified} of it is not known here, so its columns are not: write ADD CONSTRAINT {} {kind} (columns) instead, and the engine builds the key partition by partition", quote_ident(name)));
+    };
+    let fresh = ix.origin == crate::model::catalog::Origin::New;
+    let key = Key {
+        table: table.clone(),
+        name: name.to_string(),
+        index: if fresh {
+            index.to_string()
+        } else {
+            generated_name(name, &["new"])
+        },
+        columns: ix.columns.clone(),
+        primary,
+    };
+    let before = if fresh {
+        Vec::new()
+    } else {
+        vec![format!("DROP INDEX {qualified}")]
+    };
+    let mut r = key_rewrite(ctx, key, before, what);
+    if fresh {
+        r.adopts = Some(qualified);
+    }
+    r
+}
+
+/// The steps of a key built through a concurrent unique index: the build, NOT NULL for a
+/// primary key's columns, and the contract transaction that runs `before` and attaches it.
+fn key_rewrite(ctx: &PlanCtx, key: Key, before: Vec<String>, what: &str) -> Rewrite {
+    let mut r = new_rewrite(what);
+    let (table, columns, primary) = (&key.table, &key.columns, key.primary);
     r.steps.push(build_key(&key));
     if primary {
         let t = ctx.catalog.table(table);
@@ -31,8 +85,10 @@ pub(super) fn unique_via_index(
     }
     r.steps.push(attach_keys(
         "attach the index as the constraint: metadata only",
-        Vec::new(),
+        table,
+        before,
         vec![key.clone()],
+        Vec::new(),
     ));
     r.abort.push(drop_key(&key, "drop the index"));
     if ctx.catalog.is_partitioned(table) {
@@ -72,15 +128,26 @@ pub(super) fn build_key(key: &Key) -> Step {
     )
 }
 
-/// The contract step that runs `before` (statements of one transaction) and then makes each
-/// key's index its constraint, in the same transaction.
-pub(super) fn attach_keys(action: &str, before: Vec<String>, keys: Vec<Key>) -> Step {
-    let table = keys[0].table.clone();
+/// The contract step that runs `before` (statements of one transaction), makes each key's
+/// index of `table` its constraint, and adds the `after` foreign keys NOT VALID, in the same
+/// transaction.
+pub(super) fn attach_keys(
+    action: &str,
+    table: &QualifiedName,
+    before: Vec<String>,
+    keys: Vec<Key>,
+    after: Vec<LateForeignKey>,
+) -> Step {
     let sql: Vec<String> = before
         .iter()
         .cloned()
         .chain(keys.iter().map(Key::attach_sql))
+        .chain(after.iter().map(LateForeignKey::add_sql))
         .collect();
+    let mut locks = brief(table, LockLevel::AccessExclusive);
+    for fk in &after {
+        locks.extend(brief(&fk.table, LockLevel::ShareRowExclusive));
+    }
     step(
         Phase::Contract,
         action,
@@ -89,9 +156,10 @@ pub(super) fn attach_keys(action: &str, before: Vec<String>, keys: Vec<Key>) -> 
             keys,
             action: KeyAction::Attach {
                 before: before.join(";\n"),
+                after,
             },
         },
-        brief(&table, LockLevel::AccessExclusive),
+        locks,
     )
 }
 
@@ -119,6 +187,83 @@ pub(super) fn partitioned_key_note(table: &QualifiedName) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::testing::plan;
+
+    /// `USING INDEX` on a partitioned table: the key built leaf by leaf over the index's
+    /// columns; an index of the same migration is not built at all, one of an earlier
+    /// migration is dropped where the key is attached, and an index not known is refused.
+    #[test]
+    fn a_key_using_an_index_of_a_partitioned_table() {
+        use crate::plan::{KeyAction, StepKind};
+        let earlier =
+            "CREATE TABLE ev (id bigint NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
+CREATE UNIQUE INDEX ev_old_key ON ev (at, id);";
+        let sql = "CREATE UNIQUE INDEX ev_id_at ON ev (id, at);
+ALTER TABLE ev ADD CONSTRAINT ev_pkey PRIMARY KEY USING INDEX ev_id_at;
+ALTER TABLE ev ADD CONSTRAINT ev_at_id_key UNIQUE USING INDEX ev_old_key;
+ALTER TABLE ev ADD CONSTRAINT ev_x UNIQUE USING INDEX nowhere;";
+        let settings = crate::config::Settings::default();
+        let reports = crate::analyze::analyze_sources(&[earlier], sql, &settings);
+        let rws = &reports[0].plan.rewrites;
+        assert_eq!(rws.len(), 4, "{rws:#?}");
+        assert!(
+            rws[0].steps.is_empty() && rws[0].abort.is_empty(),
+            "{:#?}",
+            rws[0]
+        );
+        let keys = |i: usize| -> Vec<(String, String, Vec<String>, bool, String)> {
+            rws[i]
+                .steps
+                .iter()
+                .filter_map(|s| match &s.kind {
+                    StepKind::Keys { keys, action } => Some((
+                        keys[0].name.clone(),
+                        keys[0].index.clone(),
+                        keys[0].columns.clone(),
+                        keys[0].primary,
+                        match action {
+                            KeyAction::Build => "build".to_string(),
+                            KeyAction::Attach { before, .. } => format!("attach after [{before}]"),
+                            KeyAction::Drop => "drop".to_string(),
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let cols = vec!["id".to_string(), "at".to_string()];
+        let k = |n: &str, i: &str, c: &[String], p: bool, a: &str| {
+            (n.to_string(), i.to_string(), c.to_vec(), p, a.to_string())
+        };
+        assert_eq!(
+            keys(1),
+            vec![
+                k("ev_pkey", "ev_id_at", &cols, true, "build"),
+                k("ev_pkey", "ev_id_at", &cols, true, "attach after []")
+            ]
+        );
+        let rev = vec!["at".to_string(), "id".to_string()];
+        assert_eq!(
+            keys(2),
+            vec![
+                k("ev_at_id_key", "ev_at_id_key_new", &rev, false, "build"),
+                k(
+                    "ev_at_id_key",
+                    "ev_at_id_key_new",
+                    &rev,
+                    false,
+                    "attach after [DROP INDEX ev_old_key]"
+                )
+            ]
+        );
+        assert!(
+            rws[3]
+                .rejected
+                .as_ref()
+                .is_some_and(|w| w.contains("nowhere")),
+            "{:?}",
+            rws[3]
+        );
+    }
 
     #[test]
     fn unique_through_an_index_and_a_foreign_key_not_valid() {

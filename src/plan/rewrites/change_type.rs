@@ -70,8 +70,11 @@ pub(super) fn change_type(
     r.steps.extend(validations);
     // Foreign keys of other tables that reference the column depend on its key: each gets a
     // copy referencing the new column (after the backfill, so every row has a value there),
-    // validated before the swap, which drops the original and gives the copy its name.
-    let referencing = referencing_keys(ctx, &mut r, table, column, &shadow);
+    // validated before the swap, which drops the original and gives the copy its name. A
+    // partitioned table's new key exists only from the swap on: there the swap adds each
+    // again NOT VALID, and a step after it validates them (see `LateForeignKey`).
+    let partitioned = ctx.catalog.is_partitioned(table);
+    let referencing = referencing_keys(ctx, &mut r, table, column, &shadow, partitioned);
     let mut swap = vec![
         drop.clone(),
         format!("ALTER TABLE {table} RENAME COLUMN {qc} TO {qo}"),
@@ -91,26 +94,63 @@ pub(super) fn change_type(
             "ALTER TABLE {table} ALTER COLUMN {qc} SET DEFAULT {d}"
         ));
     }
-    for (child, original, _) in &referencing {
+    for fk in &referencing {
         swap.push(format!(
-            "ALTER TABLE {child} DROP CONSTRAINT {}",
-            quote_ident(original)
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            fk.table,
+            quote_ident(&fk.name)
         ));
     }
     swap.push(format!("ALTER TABLE {table} DROP COLUMN {qo}"));
     // Dropping the old column drops its indexes and keys; the copies take their places.
-    for (child, original, copy) in &referencing {
-        copies.renames.push(format!(
-            "ALTER TABLE {child} RENAME CONSTRAINT {} TO {}",
-            quote_ident(copy),
-            quote_ident(original)
-        ));
+    if !partitioned {
+        for fk in &referencing {
+            copies.renames.push(format!(
+                "ALTER TABLE {} RENAME CONSTRAINT {} TO {}",
+                fk.table,
+                quote_ident(&generated_name(&fk.name, &[&shadow])),
+                quote_ident(&fk.name)
+            ));
+        }
     }
-    let mut swap = copies.swap_step("swap the columns in one short transaction", swap, table);
-    for (child, _, _) in &referencing {
-        swap.locks.extend(brief(child, LockLevel::AccessExclusive));
+    let late = if partitioned {
+        referencing.clone()
+    } else {
+        Vec::new()
+    };
+    let mut swap = copies.swap_step(
+        "swap the columns in one short transaction",
+        swap,
+        table,
+        late.clone(),
+    );
+    for fk in &referencing {
+        swap.locks
+            .extend(brief(&fk.table, LockLevel::AccessExclusive));
     }
     r.steps.push(swap);
+    for fk in late {
+        r.steps.push(step(
+            Phase::Contract,
+            format!(
+                "validate foreign key {} of {}, added NOT VALID at the swap",
+                quote_ident(&fk.name),
+                fk.table
+            ),
+            format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                fk.table,
+                quote_ident(&fk.name)
+            ),
+            StepKind::ForeignKey {
+                table: fk.table.clone(),
+                name: fk.name.clone(),
+                definition: fk.definition.clone(),
+                action: FkAction::Validate,
+            },
+            scan(&fk.table, LockLevel::ShareUpdateExclusive),
+        ));
+    }
     abort_shadow(&mut r, table, drop, &shadow);
     if !ctx.views {
         r.notes.push(format!(
@@ -120,17 +160,18 @@ pub(super) fn change_type(
     r
 }
 
-/// The foreign keys of other tables that reference `column` of `table`: a copy of each,
-/// referencing `shadow`, added NOT VALID and validated in contract (partition by partition
-/// where the referencing table needs it). Returns (referencing table, original, copy) for the
-/// swap.
+/// The foreign keys of other tables that reference `column` of `table`, each as it is to be
+/// after the swap. Unless `table` is partitioned, also a copy of each referencing `shadow`,
+/// added NOT VALID and validated in contract (partition by partition where the referencing
+/// table needs it), which the swap renames to the original's name.
 fn referencing_keys(
     ctx: &PlanCtx,
     r: &mut Rewrite,
     table: &QualifiedName,
     column: &str,
     shadow: &str,
-) -> Vec<(QualifiedName, String, String)> {
+    partitioned: bool,
+) -> Vec<LateForeignKey> {
     let mut out = Vec::new();
     for t in ctx.catalog.tables() {
         for c in &t.constraints {
@@ -145,10 +186,12 @@ fn referencing_keys(
             if !references.same(table) || !ref_columns.iter().any(|k| k == column) {
                 continue;
             }
-            let refs: Vec<String> = ref_columns
-                .iter()
-                .map(|k| quote_ident(if k == column { shadow } else { k }))
-                .collect();
+            let refs = |to: &str| -> Vec<String> {
+                ref_columns
+                    .iter()
+                    .map(|k| quote_ident(if k == column { to } else { k }))
+                    .collect()
+            };
             let cols: Vec<String> = columns.iter().map(|k| quote_ident(k)).collect();
             // The actions (ON DELETE …) as the live catalog prints them, after the column list.
             let actions = c
@@ -158,11 +201,22 @@ fn referencing_keys(
                 .and_then(|d| d.find(')').map(|i| d[i + 1..].to_string()))
                 .map(|a| a.strip_suffix(" NOT VALID").unwrap_or(&a).to_string())
                 .unwrap_or_default();
-            let definition = format!(
-                "FOREIGN KEY ({}) REFERENCES {table} ({}){actions}",
-                cols.join(", "),
-                refs.join(", ")
-            );
+            let definition = |to: &str| {
+                format!(
+                    "FOREIGN KEY ({}) REFERENCES {table} ({}){actions}",
+                    cols.join(", "),
+                    refs(to).join(", ")
+                )
+            };
+            out.push(LateForeignKey {
+                table: t.name.clone(),
+                name: c.name.clone(),
+                definition: definition(column),
+            });
+            if partitioned {
+                continue;
+            }
+            let definition = definition(shadow);
             let copy = generated_name(&c.name, &[shadow]);
             let q = quote_ident(&copy);
             let fk = |action| StepKind::ForeignKey {
@@ -201,7 +255,6 @@ fn referencing_keys(
                 fk(FkAction::Drop),
                 brief(&t.name, LockLevel::AccessExclusive),
             ));
-            out.push((t.name.clone(), c.name.clone(), copy));
         }
     }
     out

@@ -29,7 +29,9 @@ use set_not_null::*;
 use shadow::*;
 use volatile_default::*;
 
-use super::{FkAction, Key, KeyAction, Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange};
+use super::{
+    FkAction, Key, KeyAction, LateForeignKey, Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange,
+};
 use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
 use crate::model::types::{type_change, TypeChange};
 use crate::model::{quote_ident, ConstraintKind, Operation, QualifiedName, TxControl, Volatility};
@@ -162,6 +164,7 @@ fn new_rewrite(intent: impl Into<String>) -> Rewrite {
         rewritten: true,
         view: Vec::new(),
         touches: Vec::new(),
+        adopts: None,
     }
 }
 
@@ -501,6 +504,9 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
                 }
                 ConstraintKind::Unique { columns, using_index: None } | ConstraintKind::PrimaryKey { columns, using_index: None } => {
                     unique_via_index(ctx, table, &name, columns, matches!(constraint.kind, ConstraintKind::PrimaryKey { .. }), &what)
+                }
+                ConstraintKind::Unique { using_index: Some(index), .. } | ConstraintKind::PrimaryKey { using_index: Some(index), .. } if ctx.catalog.is_partitioned(table) => {
+                    unique_using_index_of_partitioned(ctx, table, &name, index, matches!(constraint.kind, ConstraintKind::PrimaryKey { .. }), &what)
                 }
                 ConstraintKind::Exclusion => reject(&what, "an exclusion constraint builds its index under ACCESS EXCLUSIVE and cannot be built concurrently"),
                 _ => as_written(op, sql, Phase::Expand, &what),

@@ -108,6 +108,7 @@ fn dual_columns(ctx: &PlanCtx, table: &QualifiedName, from: &str, to: &str, what
         "drop the sync triggers and the old column in one transaction",
         end,
         table,
+        Vec::new(),
     ));
     abort_shadow(&mut r, table, drop, to);
     r.notes.push(

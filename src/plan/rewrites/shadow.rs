@@ -135,13 +135,20 @@ pub(super) struct Copies {
 
 impl Copies {
     /// The contract step that runs `swap` (which drops `from`), gives the copies their
-    /// originals' names, and makes the keys again, in one transaction.
-    pub fn swap_step(self, action: &str, mut swap: Vec<String>, table: &QualifiedName) -> Step {
+    /// originals' names, makes the keys again and adds the foreign keys `after` that
+    /// reference them, in one transaction.
+    pub fn swap_step(
+        self,
+        action: &str,
+        mut swap: Vec<String>,
+        table: &QualifiedName,
+        after: Vec<LateForeignKey>,
+    ) -> Step {
         swap.extend(self.renames);
-        if self.keys.is_empty() {
+        if self.keys.is_empty() && after.is_empty() {
             exclusive(Phase::Contract, action, swap.join(";\n"), table)
         } else {
-            attach_keys(action, swap, self.keys)
+            attach_keys(action, table, swap, self.keys, after)
         }
     }
 }

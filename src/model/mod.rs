@@ -435,7 +435,8 @@ pub enum Operation {
         table: QualifiedName,
         column: String,
     },
-    /// `ALTER COLUMN … SET EXPRESSION` / `DROP EXPRESSION` on a generated column.
+    /// `ALTER COLUMN … DROP EXPRESSION` on a generated column (`SET EXPRESSION` is a
+    /// [`Operation::RewriteTable`]).
     AlterGenerated {
         table: QualifiedName,
         column: String,
@@ -590,6 +591,10 @@ pub enum Operation {
         table: QualifiedName,
         has_where: bool,
     },
+    /// `MERGE INTO table …`: rows inserted, updated or deleted as its clauses say.
+    Merge {
+        table: QualifiedName,
+    },
     Insert {
         table: QualifiedName,
         from_select: bool,
@@ -660,6 +665,7 @@ impl Operation {
             | CreateTrigger { table, .. }
             | Update { table, .. }
             | Delete { table, .. }
+            | Merge { table }
             | Insert { table, .. } => Some(table),
             CreateIndex(ix) => Some(&ix.table),
             _ => None,
@@ -693,7 +699,10 @@ impl Operation {
     pub fn is_dml(&self) -> bool {
         matches!(
             self,
-            Operation::Update { .. } | Operation::Delete { .. } | Operation::Insert { .. }
+            Operation::Update { .. }
+                | Operation::Delete { .. }
+                | Operation::Insert { .. }
+                | Operation::Merge { .. }
         )
     }
 }

@@ -58,7 +58,7 @@ fn belongs(op: &Operation) -> Option<Phase> {
         {
             Phase::Contract
         }
-        O::Update { .. } | O::Delete { .. } | O::Insert { .. } => Phase::Backfill,
+        O::Update { .. } | O::Delete { .. } | O::Insert { .. } | O::Merge { .. } => Phase::Backfill,
         O::Transaction(_) | O::SetVariable { .. } | O::Other { .. } | O::Opaque { .. } => {
             return None
         }

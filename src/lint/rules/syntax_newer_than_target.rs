@@ -57,7 +57,10 @@ impl Rule for SyntaxNewerThanTarget {
                     needs.push((15, "SET ACCESS METHOD"))
                 }
                 Operation::AlterGenerated { .. } => {
-                    needs.push((17, "ALTER COLUMN … SET|DROP EXPRESSION"))
+                    needs.push((13, "ALTER COLUMN … DROP EXPRESSION"))
+                }
+                Operation::RewriteTable { what, .. } if what == "ALTER COLUMN … SET EXPRESSION" => {
+                    needs.push((17, "ALTER COLUMN … SET EXPRESSION"))
                 }
                 Operation::AddEnumValue { .. } if ctx.tx.in_transaction() => {
                     needs.push((12, "ALTER TYPE … ADD VALUE inside a transaction"))
@@ -94,7 +97,7 @@ impl Rule for SyntaxNewerThanTarget {
         }
         for op in ctx.ops {
             match op {
-                Operation::Other { what } if what == "MERGE" => needs.push((15, "MERGE")),
+                Operation::Merge { .. } => needs.push((15, "MERGE")),
                 Operation::CreateTrigger { replace: true, .. } => {
                     needs.push((14, "CREATE OR REPLACE TRIGGER"))
                 }

@@ -2,10 +2,12 @@ use crate::lint::{Finding, Rule, StmtCtx};
 use crate::model::Operation;
 
 crate::declare_rule! {
-    /// `ALTER TABLE` forms that rewrite a live table: `SET LOGGED|UNLOGGED`, `SET TABLESPACE`, `SET ACCESS METHOD`.
+    /// `ALTER TABLE` forms that rewrite a live table: `SET LOGGED|UNLOGGED`, `SET TABLESPACE`, `SET ACCESS METHOD`, `SET EXPRESSION`.
     ///
     /// ## What it catches
-    /// Those actions on a table that was not created in the same migration.
+    /// Those actions on a table that was not created in the same migration; `ALTER COLUMN …
+    /// SET EXPRESSION` (PostgreSQL 17) writes a stored generated column's new value into every
+    /// row.
     ///
     /// ## Why it hurts
     /// Each copies the whole table (and for a tablespace, its indexes) under ACCESS EXCLUSIVE.

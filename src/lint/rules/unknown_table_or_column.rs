@@ -50,6 +50,7 @@ impl Rule for UnknownTableOrColumn {
                     | O::DropConstraint { table, .. }
                     | O::RenameTable { table, .. }
                     | O::Update { table, .. }
+                    | O::Merge { table }
                     | O::Delete { table, .. } => (table, None),
                     O::CreateIndex(ix) => (&ix.table, None),
                     _ => continue,

@@ -33,7 +33,8 @@ pub(super) fn as_written(op: &Operation, sql: &str, phase: Phase, intent: &str) 
         Operation::Opaque { .. }
         | Operation::Update { .. }
         | Operation::Delete { .. }
-        | Operation::Insert { .. } => StepKind::AsWritten,
+        | Operation::Insert { .. }
+        | Operation::Merge { .. } => StepKind::AsWritten,
         _ => StepKind::Ddl,
     };
     let rewrites = matches!(op, Operation::AlterColumnType { .. });
@@ -102,7 +103,7 @@ pub(super) fn natural_phase(op: &Operation) -> Phase {
         | O::SetNotNull { .. }
         | O::DetachPartition { .. }
         | O::SetDefault { default: None, .. } => Phase::Contract,
-        O::Update { .. } | O::Delete { .. } | O::Insert { .. } => Phase::Backfill,
+        O::Update { .. } | O::Delete { .. } | O::Insert { .. } | O::Merge { .. } => Phase::Backfill,
         _ => Phase::Expand,
     }
 }

@@ -142,7 +142,9 @@ fn touches(ctx: &PlanCtx, op: &Operation) -> Vec<(QualifiedName, String)> {
             }
             t
         }
-        O::RenameTable { table, .. } | O::Delete { table, .. } => vec![(table.clone(), "*".into())],
+        O::RenameTable { table, .. } | O::Delete { table, .. } | O::Merge { table } => {
+            vec![(table.clone(), "*".into())]
+        }
         O::Drop {
             kind: crate::model::ObjectKind::Table,
             names,
@@ -347,6 +349,7 @@ pub fn describe(op: &Operation) -> String {
         ),
         O::Update { table, .. } => format!("update rows of {table}"),
         O::Delete { table, .. } => format!("delete rows of {table}"),
+        O::Merge { table } => format!("merge rows into {table}"),
         O::Insert { table, .. } => format!("insert rows into {table}"),
         O::Drop { kind, names, .. } => format!(
             "drop {:?} {}",

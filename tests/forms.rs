@@ -1148,6 +1148,50 @@ const FORMS: &[Form] = &[
             ),
         ),
     ),
+    since(
+        18,
+        form(
+            "constraint-missing-not-valid",
+            "ADD CONSTRAINT … NOT NULL c: a scan, as SET NOT NULL",
+            "",
+            "ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a",
+            true,
+            Scan(AccessExclusive),
+        ),
+    ),
+    since(
+        18,
+        form(
+            "constraint-missing-not-valid",
+            "ADD CONSTRAINT … NOT NULL c NOT VALID",
+            "",
+            "ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a NOT VALID",
+            false,
+            Brief(AccessExclusive),
+        ),
+    ),
+    since(
+        18,
+        form(
+            "constraint-missing-not-valid",
+            "CHECK … NOT ENFORCED: no row read",
+            "",
+            "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT ENFORCED",
+            false,
+            Brief(AccessExclusive),
+        ),
+    ),
+    since(
+        15,
+        form(
+            "syntax-newer-than-target",
+            "FOREIGN KEY … ON DELETE SET NULL (columns)",
+            "",
+            "ALTER TABLE t ADD CONSTRAINT t_a_fk FOREIGN KEY (a) REFERENCES u (id) ON DELETE SET NULL (a) NOT VALID",
+            false,
+            Brief(ShareRowExclusive),
+        ),
+    ),
     // Transactions written in the file.
     form(
         "transaction-nesting",

@@ -768,10 +768,44 @@ fn constraint_spec(k: &protobuf::Constraint, column: Option<&str>) -> Option<Con
         },
         _ => return None,
     };
+    let not_null_table = matches!(kind, ConstraintKind::NotNull { .. }) && column.is_none();
+    // Only a CHECK or a foreign key can be NOT ENFORCED; the parser leaves the flag unset on
+    // the others.
+    let unenforced = !k.is_enforced
+        && matches!(
+            kind,
+            ConstraintKind::Check { .. } | ConstraintKind::ForeignKey { .. }
+        );
+    let needs = [
+        (k.without_overlaps, 18, "WITHOUT OVERLAPS"),
+        (
+            k.fk_with_period || k.pk_with_period,
+            18,
+            "PERIOD in a foreign key",
+        ),
+        (unenforced, 18, "NOT ENFORCED"),
+        (not_null_table, 18, "NOT NULL as a table constraint"),
+        (
+            matches!(kind, ConstraintKind::NotNull { .. }) && k.skip_validation,
+            18,
+            "NOT NULL … NOT VALID",
+        ),
+        (
+            !k.fk_del_set_cols.is_empty(),
+            15,
+            "ON DELETE SET NULL|DEFAULT (columns)",
+        ),
+        (k.nulls_not_distinct, 15, "NULLS NOT DISTINCT"),
+    ]
+    .into_iter()
+    .filter(|(written, _, _)| *written)
+    .map(|(_, major, what)| (major, what))
+    .max_by_key(|(major, _)| *major);
     Some(ConstraintSpec {
         name: (!k.conname.is_empty()).then(|| k.conname.clone()),
         kind,
-        not_valid: k.skip_validation,
+        not_valid: k.skip_validation || unenforced,
+        needs,
     })
 }
 

@@ -326,8 +326,11 @@ pub enum ConstraintKind {
 pub struct ConstraintSpec {
     pub name: Option<String>,
     pub kind: ConstraintKind,
-    /// Written with `NOT VALID`.
+    /// Written with `NOT VALID`, or `NOT ENFORCED` (PostgreSQL 18): no row is read.
     pub not_valid: bool,
+    /// The newest syntax it is written with, when a PostgreSQL release after 13 brought it:
+    /// (that major, the syntax in words).
+    pub needs: Option<(u32, &'static str)>,
 }
 
 /// The transaction-control statements.

@@ -2,11 +2,12 @@ use crate::lint::{Finding, Rule, StmtCtx};
 use crate::model::{ConstraintKind, Operation};
 
 crate::declare_rule! {
-    /// `ADD CONSTRAINT` CHECK or FOREIGN KEY without `NOT VALID` on an existing table.
+    /// `ADD CONSTRAINT` CHECK, FOREIGN KEY or NOT NULL without `NOT VALID` on an existing table.
     ///
     /// ## What it catches
-    /// A check or foreign key constraint added to a table that may hold rows, validated at once:
-    /// `ADD CONSTRAINT` without `NOT VALID`, and a `CHECK` written on a new column in `ADD
+    /// A check, foreign key or (PostgreSQL 18) NOT NULL constraint added to a table that may
+    /// hold rows, validated at once: `ADD CONSTRAINT` without `NOT VALID` (or `NOT ENFORCED`,
+    /// which reads no row), and a `CHECK` written on a new column in `ADD
     /// COLUMN` (PostgreSQL scans every row although the new column is all NULL), or a
     /// `REFERENCES` on a new column with a default. A `REFERENCES` on a new column without a
     /// default is not flagged: every value is NULL and PostgreSQL skips the check.
@@ -73,6 +74,10 @@ impl Rule for ConstraintMissingNotValid {
             }
             let (kind, lock) = match &constraint.kind {
                 ConstraintKind::Check { .. } => ("CHECK", "ACCESS EXCLUSIVE: no reads or writes"),
+                // PostgreSQL 18: `ADD CONSTRAINT … NOT NULL c` scans as SET NOT NULL does.
+                ConstraintKind::NotNull { .. } => {
+                    ("NOT NULL", "ACCESS EXCLUSIVE: no reads or writes")
+                }
                 ConstraintKind::ForeignKey { .. } => (
                     "FOREIGN KEY",
                     "SHARE ROW EXCLUSIVE on both tables: no writes",
@@ -91,6 +96,16 @@ impl Rule for ConstraintMissingNotValid {
 #[cfg(test)]
 mod tests {
     use crate::lint::testing::*;
+
+    /// PostgreSQL 18 reads `ADD CONSTRAINT … NOT NULL c`, validated at once unless NOT VALID;
+    /// an inline NOT NULL on a new column with a default reads no row.
+    #[test]
+    fn a_not_null_constraint_of_18() {
+        let rule = "constraint-missing-not-valid";
+        fires_on("18", rule, &[USERS], "ALTER TABLE users ADD CONSTRAINT u_nn NOT NULL email;");
+        silent_on("18", rule, &[USERS], "ALTER TABLE users ADD CONSTRAINT u_nn NOT NULL email NOT VALID;");
+        silent_on("18", rule, &[USERS], "ALTER TABLE users ADD COLUMN z int NOT NULL DEFAULT 0;");
+    }
 
     #[test]
     fn fires_on_validated_check_and_fk() {

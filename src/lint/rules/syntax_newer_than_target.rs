@@ -1,5 +1,5 @@
 use crate::lint::{Finding, Rule, StmtCtx};
-use crate::model::{ConstraintKind, Operation};
+use crate::model::Operation;
 
 crate::declare_rule! {
     /// Syntax or behaviour the target PostgreSQL version does not have.
@@ -66,32 +66,30 @@ impl Rule for SyntaxNewerThanTarget {
                     needs.push((12, "ALTER TYPE … ADD VALUE inside a transaction"))
                 }
                 Operation::Opaque { what } if what == "CALL" => needs.push((11, "CALL")),
-                Operation::CreateTable { columns, .. } => {
+                Operation::CreateTable {
+                    columns,
+                    constraints,
+                    ..
+                } => {
                     for c in columns {
                         match c.generated_stored {
                             Some(true) => needs.push((12, "generated columns")),
                             Some(false) => needs.push((18, "VIRTUAL generated columns")),
                             None => {}
                         }
+                        needs.extend(c.constraints.iter().filter_map(|k| k.needs));
                     }
+                    needs.extend(constraints.iter().filter_map(|k| k.needs));
                 }
-                Operation::AddColumn { column, .. } => match column.generated_stored {
-                    Some(true) => needs.push((12, "generated columns")),
-                    Some(false) => needs.push((18, "VIRTUAL generated columns")),
-                    None => {}
-                },
-                Operation::AddConstraint { constraint, .. } => {
-                    if let ConstraintKind::Unique { .. } = constraint.kind {
-                        if ctx
-                            .stmt
-                            .text
-                            .to_ascii_lowercase()
-                            .contains("nulls not distinct")
-                        {
-                            needs.push((15, "NULLS NOT DISTINCT"));
-                        }
+                Operation::AddColumn { column, .. } => {
+                    match column.generated_stored {
+                        Some(true) => needs.push((12, "generated columns")),
+                        Some(false) => needs.push((18, "VIRTUAL generated columns")),
+                        None => {}
                     }
+                    needs.extend(column.constraints.iter().filter_map(|k| k.needs));
                 }
+                Operation::AddConstraint { constraint, .. } => needs.extend(constraint.needs),
                 _ => {}
             }
         }
@@ -146,6 +144,30 @@ mod tests {
             "syntax-newer-than-target",
             &[],
             "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DO NOTHING;",
+        );
+    }
+
+    /// Constraints written with syntax of 15 and 18, inline or as table constraints; a plain
+    /// CHECK needs nothing (18's parser marks every constraint enforced unless it says not).
+    #[test]
+    fn constraint_syntax_by_version() {
+        let t = "CREATE TABLE t (id int PRIMARY KEY, a int);";
+        for (sql, major) in [
+            ("ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT ENFORCED;", 18),
+            ("ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a;", 18),
+            ("ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a NOT VALID;", 18),
+            ("CREATE TABLE k (a int, NOT NULL a);", 18),
+            ("ALTER TABLE t ADD COLUMN b int REFERENCES t (id) ON DELETE SET NULL (b);", 15),
+            ("ALTER TABLE t ADD CONSTRAINT t_a_key UNIQUE NULLS NOT DISTINCT (a);", 15),
+        ] {
+            fires_on(&(major - 1).to_string(), "syntax-newer-than-target", &[t], sql);
+            silent_on(&major.to_string(), "syntax-newer-than-target", &[t], sql);
+        }
+        silent_on(
+            "13",
+            "syntax-newer-than-target",
+            &[t],
+            "ALTER TABLE t ADD CONSTRAINT t_a_pos CHECK (a > 0) NOT VALID; CREATE TABLE k (a int NOT NULL);",
         );
     }
 

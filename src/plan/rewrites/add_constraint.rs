@@ -265,6 +265,39 @@ ALTER TABLE ev ADD CONSTRAINT ev_x UNIQUE USING INDEX nowhere;";
         );
     }
 
+    /// PostgreSQL 18's `ADD CONSTRAINT … NOT NULL c` scans as SET NOT NULL does: added NOT
+    /// VALID in expand, validated in contract.
+    #[test]
+    fn a_not_null_constraint_is_added_not_valid_and_validated() {
+        let settings = crate::config::Settings {
+            pg_version: "18".parse().unwrap(),
+            ..Default::default()
+        };
+        let reports = crate::analyze::analyze_sources(
+            &["CREATE TABLE t (id int PRIMARY KEY, a int);"],
+            "ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a;",
+            &settings,
+        );
+        let steps: Vec<(crate::plan::Phase, String)> = reports[0].plan.rewrites[0]
+            .steps
+            .iter()
+            .map(|s| (s.phase, s.sql.clone()))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                (
+                    crate::plan::Phase::Expand,
+                    "ALTER TABLE t ADD CONSTRAINT t_a_nn NOT NULL a NOT VALID".to_string()
+                ),
+                (
+                    crate::plan::Phase::Contract,
+                    "ALTER TABLE t VALIDATE CONSTRAINT t_a_nn".to_string()
+                ),
+            ]
+        );
+    }
+
     #[test]
     fn unique_through_an_index_and_a_foreign_key_not_valid() {
         insta::assert_snapshot!(plan("ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);\nALTER TABLE users ADD CONSTRAINT users_org_fk FOREIGN KEY (org_id) REFERENCES orgs (id);", true));

@@ -476,7 +476,11 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
         } if live(table) => {
             let name = constraint.name.clone().unwrap_or_default();
             match &constraint.kind {
-                ConstraintKind::Check { .. } | ConstraintKind::ForeignKey { .. } if !constraint.not_valid => {
+                // A NOT NULL constraint takes NOT VALID from PostgreSQL 18, the release that
+                // reads `ADD CONSTRAINT … NOT NULL` at all.
+                ConstraintKind::Check { .. } | ConstraintKind::ForeignKey { .. } | ConstraintKind::NotNull { .. }
+                    if !constraint.not_valid && (pg.at_least(18) || !matches!(constraint.kind, ConstraintKind::NotNull { .. })) =>
+                {
                     let mut r = new_rewrite(&what);
                     let mut locks = locks_of(op, false);
                     locks.iter_mut().for_each(|l| l.hold = LockHold::Brief);

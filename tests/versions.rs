@@ -5,7 +5,7 @@
 mod common;
 
 use common::TestDb;
-use sqlx::{Connection, PgConnection};
+use sqlx::{Column, Connection, PgConnection, Row};
 
 fn migrate(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
@@ -392,5 +392,54 @@ fn a_managed_schema_that_does_not_exist_is_refused_before_anything_changes() {
         .await
         .unwrap();
         assert_eq!(state, (None, 0), "no table made, no migration recorded");
+    });
+}
+
+/// A type change swaps a new column into the table, which PostgreSQL puts last; the next
+/// version's view still shows the columns in the order the app has always seen them, to a
+/// prepared `SELECT *`, with the column added after them.
+#[test]
+fn a_column_swapped_by_a_type_change_keeps_its_place_in_later_versions() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-versions-order",
+        &db.name,
+        &[
+            (
+                "0001_items.sql",
+                "CREATE TABLE items (id integer PRIMARY KEY, name text, price int);
+INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 100) g;\n",
+            ),
+            (
+                "0002_bigint.sql",
+                "ALTER TABLE items ALTER COLUMN id TYPE bigint;\n",
+            ),
+            ("0003_note.sql", "ALTER TABLE items ADD COLUMN note text;\n"),
+        ],
+    );
+    ok(&migrate(&db, &dir, &["expand", "0002_bigint"]));
+    ok(&migrate(&db, &dir, &["contract", "0002_bigint"]));
+    ok(&migrate(&db, &dir, &["expand"]));
+    let path = ok(&migrate(&db, &dir, &["latest"]));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let table: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.items'::regclass
+              AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(table, ["name", "price", "id", "note"], "the table itself");
+        let mut app = on_path(&db, path.trim()).await;
+        let row = sqlx::query("SELECT * FROM items WHERE id = $1")
+            .bind(7i64)
+            .fetch_one(&mut app)
+            .await
+            .unwrap();
+        let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+        assert_eq!(names, ["id", "name", "price", "note"]);
+        assert_eq!(row.get::<i64, _>("id"), 7);
+        assert_eq!(row.get::<String, _>("name"), "item 7");
     });
 }

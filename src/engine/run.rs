@@ -614,7 +614,19 @@ impl Runner {
         }
         let tables = versions::read_tables(&mut self.conn, &managed).await?;
         let usage = versions::schema_usage(&mut self.conn, &managed).await?;
-        let shape = versions::shape(&tables, &changes);
+        let mut shape = versions::shape(&tables, &changes);
+        // The newest version schema before this one, as the order its views show.
+        let mut earlier = self.records().await?;
+        earlier.retain(|r| files::natural_cmp(&r.name, name).is_lt());
+        earlier.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+        let before: Vec<String> = earlier
+            .iter()
+            .map(|r| versions::schema_name(&self.settings.metadata_schema, &r.name))
+            .collect();
+        if let Some(previous) = versions::existing(&mut self.conn, &before).await?.last() {
+            let order = versions::view_columns(&mut self.conn, previous).await?;
+            versions::keep_order(&mut shape, &order);
+        }
         let schema = versions::schema_name(&self.settings.metadata_schema, name);
         let sql = versions::create_sql(&schema, &shape, &usage, self.settings.pg_version, name)?;
         let step = Step {

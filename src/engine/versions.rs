@@ -3,7 +3,7 @@
 //!
 //! After `baseline` and after each migration's expand, the schema of that version holds one
 //! view per table of the managed schemas: the table as that version sees it (`physical AS
-//! logical`, in the table's column order). A view's column list is fixed when it is made and it
+//! logical`, in the column order of the version before, see [`keep_order`]). A view's column list is fixed when it is made and it
 //! names the table and its columns by number, so a column added later never shows in it, and a
 //! rename or swap underneath leaves its result alone. The app picks its version with
 //! `search_path` (`migrate latest`). The shape of the newest version is the live tables with the
@@ -263,6 +263,49 @@ fn grantee(g: &Option<String>) -> String {
         .map_or_else(|| "PUBLIC".to_string(), quote_ident)
 }
 
+/// The columns of each view of a version schema, in order: how that version shows its tables.
+pub async fn view_columns(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<Vec<(String, Vec<String>)>, Error> {
+    sqlx::query_as(
+        "SELECT c.relname::text, array_agg(a.attname::text ORDER BY a.attnum)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+         WHERE n.nspname = $1 AND c.relkind = 'v'
+         GROUP BY c.relname",
+    )
+    .bind(schema)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db("reading the columns of the previous version's views"))
+}
+
+/// Puts each view's columns in the order the version before showed them (`before`, from
+/// [`view_columns`]), so that a column PostgreSQL moved to the end of its table (a type change
+/// swaps in a new column) keeps its place from version to version. A column is found there
+/// by its name in this version, else by the table's column it shows (renamed by this
+/// version); columns the version before did not have follow, in the table's order.
+pub fn keep_order(views: &mut [TableView], before: &[(String, Vec<String>)]) {
+    for v in views {
+        let Some((_, order)) = before
+            .iter()
+            .find(|(n, _)| *n == v.name)
+            .or_else(|| before.iter().find(|(n, _)| *n == v.table.name))
+        else {
+            continue;
+        };
+        let at = |c: &ViewColumn| {
+            order
+                .iter()
+                .position(|o| *o == c.name)
+                .or_else(|| order.iter().position(|o| *o == c.physical))
+                .unwrap_or(usize::MAX)
+        };
+        v.columns.sort_by_key(at);
+    }
+}
+
 /// The SQL that makes the version schema `schema` afresh (it is dropped first if a killed run
 /// left it half made): one transaction's worth.
 pub fn create_sql(
@@ -484,6 +527,25 @@ mod tests {
             sql.contains("GRANT USAGE ON SCHEMA migrate_0002_x TO PUBLIC"),
             "{sql}"
         );
+    }
+
+    /// The order of the version before: by this version's name, else by the column shown (a
+    /// rename of this version); a column it did not have goes last.
+    #[test]
+    fn columns_keep_the_order_of_the_version_before() {
+        let changes = [ViewChange::RenameColumn {
+            table: t(),
+            from: "name".into(),
+            to: "full_name".into(),
+        }];
+        let mut views = shape(&[users()], &changes);
+        let before = vec![(
+            "users".to_string(),
+            ["age", "id", "name", "age_new"].map(String::from).to_vec(),
+        )];
+        keep_order(&mut views, &before);
+        let names: Vec<&str> = views[0].columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["age", "id", "full_name", "age_new", "nickname"]);
     }
 
     #[test]

@@ -26,12 +26,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
     match tree {
         N::CreateStmt(s) => vec![create_table(s)],
         N::CreateTableAsStmt(s) => {
-            let table = s
-                .into
-                .as_ref()
-                .and_then(|i| i.rel.as_ref())
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?"));
+            let table = relation(s.into.as_ref().and_then(|i| i.rel.as_ref()));
             vec![Operation::CreateTableAs {
                 table,
                 materialized_view: s.objtype() == ObjectType::ObjectMatview,
@@ -141,11 +136,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             }]
         }
         N::UpdateStmt(s) => {
-            let table = s
-                .relation
-                .as_ref()
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?"));
+            let table = relation(s.relation.as_ref());
             let targets: Vec<&protobuf::ResTarget> = s
                 .target_list
                 .iter()
@@ -192,11 +183,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             }]
         }
         N::DeleteStmt(s) => vec![Operation::Delete {
-            table: s
-                .relation
-                .as_ref()
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?")),
+            table: relation(s.relation.as_ref()),
             has_where: s.where_clause.is_some(),
         }],
         N::InsertStmt(s) => {
@@ -214,11 +201,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
                 .collect();
             vec![Operation::Insert {
                 columns,
-                table: s
-                    .relation
-                    .as_ref()
-                    .map(range_var)
-                    .unwrap_or_else(|| QualifiedName::new(None, "?")),
+                table: relation(s.relation.as_ref()),
                 from_select,
             }]
         }
@@ -235,18 +218,10 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
             None => vec![other("CREATE TRIGGER")],
         },
         N::ViewStmt(s) => vec![Operation::CreateView {
-            view: s
-                .view
-                .as_ref()
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?")),
+            view: relation(s.view.as_ref()),
         }],
         N::RefreshMatViewStmt(s) => vec![Operation::RefreshMaterializedView {
-            view: s
-                .relation
-                .as_ref()
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?")),
+            view: relation(s.relation.as_ref()),
             concurrently: s.concurrent,
         }],
         N::DoStmt(_) => vec![Operation::Opaque {
@@ -274,11 +249,7 @@ fn operations_of(tree: &NodeEnum, text: &str) -> Vec<Operation> {
         N::GrantStmt(_) => vec![other("GRANT")],
         N::CopyStmt(_) => vec![other("COPY")],
         N::MergeStmt(s) => vec![Operation::Merge {
-            table: s
-                .relation
-                .as_ref()
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?")),
+            table: relation(s.relation.as_ref()),
         }],
         _ => vec![other(&statement_tag(tree))],
     }
@@ -339,6 +310,12 @@ fn names(nodes: &[Node]) -> QualifiedName {
 
 pub(crate) fn range_var(rv: &protobuf::RangeVar) -> QualifiedName {
     QualifiedName::new(Some(&rv.schemaname), &rv.relname)
+}
+
+/// The table a statement names, or `?` when the tree has none.
+fn relation(r: Option<&protobuf::RangeVar>) -> QualifiedName {
+    r.map(range_var)
+        .unwrap_or_else(|| QualifiedName::new(None, "?"))
 }
 
 fn range_vars(nodes: &[Node]) -> Vec<QualifiedName> {
@@ -747,11 +724,7 @@ fn constraint_spec(k: &protobuf::Constraint, column: Option<&str>) -> Option<Con
         }
         ConstrType::ConstrForeign => ConstraintKind::ForeignKey {
             columns: keys(&k.fk_attrs),
-            references: k
-                .pktable
-                .as_ref()
-                .map(range_var)
-                .unwrap_or_else(|| QualifiedName::new(None, "?")),
+            references: relation(k.pktable.as_ref()),
             ref_columns: strings(&k.pk_attrs),
         },
         ConstrType::ConstrUnique => ConstraintKind::Unique {
@@ -876,11 +849,7 @@ fn create_table(s: &protobuf::CreateStmt) -> Operation {
         None
     };
     Operation::CreateTable {
-        table: s
-            .relation
-            .as_ref()
-            .map(range_var)
-            .unwrap_or_else(|| QualifiedName::new(None, "?")),
+        table: relation(s.relation.as_ref()),
         columns,
         constraints,
         partition_of,
@@ -921,11 +890,7 @@ pub fn deparse_stmt(stmt: NodeEnum) -> Option<String> {
 }
 
 fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, String)> {
-    let table = s
-        .relation
-        .as_ref()
-        .map(range_var)
-        .unwrap_or_else(|| QualifiedName::new(None, "?"));
+    let table = relation(s.relation.as_ref());
     let objtype = s.objtype();
     if !matches!(
         objtype,
@@ -1070,11 +1035,7 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 let Some(NodeEnum::PartitionCmd(p)) = def else {
                     continue;
                 };
-                let partition = p
-                    .name
-                    .as_ref()
-                    .map(range_var)
-                    .unwrap_or_else(|| QualifiedName::new(None, "?"));
+                let partition = relation(p.name.as_ref());
                 if c.subtype() == A::AtAttachPartition {
                     Operation::AttachPartition {
                         table: t,
@@ -1124,11 +1085,7 @@ fn create_index(s: &protobuf::IndexStmt, text: &str) -> Operation {
         .collect();
     Operation::CreateIndex(IndexSpec {
         name: (!s.idxname.is_empty()).then(|| s.idxname.clone()),
-        table: s
-            .relation
-            .as_ref()
-            .map(range_var)
-            .unwrap_or_else(|| QualifiedName::new(None, "?")),
+        table: relation(s.relation.as_ref()),
         columns,
         unique: s.unique,
         concurrently: s.concurrent,
@@ -1193,12 +1150,8 @@ fn drop(s: &protobuf::DropStmt) -> Operation {
 
 fn rename(s: &protobuf::RenameStmt) -> Operation {
     use ObjectType as T;
-    let relation = s.relation.as_ref().map(range_var);
-    let rel = || {
-        relation
-            .clone()
-            .unwrap_or_else(|| QualifiedName::new(None, "?"))
-    };
+    let named = s.relation.as_ref().map(range_var);
+    let rel = || relation(s.relation.as_ref());
     match s.rename_type() {
         T::ObjectColumn => Operation::RenameColumn {
             table: rel(),
@@ -1222,7 +1175,7 @@ fn rename(s: &protobuf::RenameStmt) -> Operation {
             to: s.newname.clone(),
         },
         other_kind => {
-            let name = match (&relation, s.object.as_deref().and_then(|o| o.node.as_ref())) {
+            let name = match (&named, s.object.as_deref().and_then(|o| o.node.as_ref())) {
                 (Some(r), _) => r.sql(),
                 (None, Some(NodeEnum::List(l))) => names(&l.items).sql(),
                 (None, Some(NodeEnum::String(st))) => st.sval.clone(),

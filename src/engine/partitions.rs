@@ -340,6 +340,17 @@ pub struct ForeignKey<'a> {
     pub definition: &'a str,
 }
 
+impl ForeignKey<'_> {
+    /// The statement that adds it NOT VALID to `table` (its own, or one of its partitions).
+    fn add_not_valid(&self, table: &str) -> String {
+        format!(
+            "ALTER TABLE {table} ADD CONSTRAINT {} {} NOT VALID",
+            quote_ident(self.name),
+            self.definition
+        )
+    }
+}
+
 /// Whether the foreign key must be taken apart: the table is partitioned and the server
 /// refuses a NOT VALID foreign key on it (before 18).
 pub async fn split_foreign_key(
@@ -379,12 +390,7 @@ pub async fn add_foreign_key_not_valid(
     };
     for target in targets {
         if constraint_state(conn, &target, &fk.name).await?.is_none() {
-            let sql = format!(
-                "ALTER TABLE {target} ADD CONSTRAINT {} {} NOT VALID",
-                quote_ident(&fk.name),
-                fk.definition
-            );
-            sqlx::raw_sql(AssertSqlSafe(sql))
+            sqlx::raw_sql(AssertSqlSafe(on.add_not_valid(&target)))
                 .execute(&mut *conn)
                 .await?;
         }
@@ -452,11 +458,7 @@ async fn foreign_key_steps(
             }
             for leaf in &leaves {
                 if constraint_state(conn, leaf, fk.name).await?.is_none() {
-                    let sql = format!(
-                        "ALTER TABLE {leaf} ADD CONSTRAINT {name} {} NOT VALID",
-                        fk.definition
-                    );
-                    short(conn, lock, sql).await?;
+                    short(conn, lock, fk.add_not_valid(leaf)).await?;
                 }
             }
         }
@@ -474,11 +476,7 @@ async fn foreign_key_steps(
                     Some(true) => continue,
                     // A partition attached since expand: it never had the constraint.
                     None => {
-                        let sql = format!(
-                            "ALTER TABLE {leaf} ADD CONSTRAINT {name} {} NOT VALID",
-                            fk.definition
-                        );
-                        short(conn, lock, sql).await?;
+                        short(conn, lock, fk.add_not_valid(leaf)).await?;
                     }
                     Some(false) => {}
                 }

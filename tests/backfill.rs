@@ -634,3 +634,92 @@ fn two_workers_split_the_key_and_a_kill_resumes_every_range() {
     assert_eq!(record(&db), (2, 2, 20_000, true));
     assert_eq!(right(&db), 20_000);
 }
+
+/// The batches compress the full-page images they write to the WAL (`wal_compression`) where
+/// the server knows lz4 and does not compress already, and `wal_compression = "off"` leaves the
+/// server's setting: a statement trigger on the table records the setting each batch ran with.
+#[test]
+fn batches_compress_their_full_page_images_unless_told_not_to() {
+    let db = TestDb::new();
+    db.exec(
+        "CREATE TABLE seen (setting text);
+         CREATE FUNCTION note_setting() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO seen VALUES (current_setting('wal_compression'));
+           RETURN NULL;
+         END $$;
+         CREATE TABLE a (id bigint PRIMARY KEY, name text);
+         CREATE TABLE b (id bigint PRIMARY KEY, name text);
+         INSERT INTO a SELECT g, 'n' || g FROM generate_series(1, 2000) g;
+         INSERT INTO b SELECT g, 'n' || g FROM generate_series(1, 2000) g;
+         CREATE TRIGGER a_note AFTER UPDATE ON a FOR EACH STATEMENT EXECUTE FUNCTION note_setting();
+         CREATE TRIGGER b_note AFTER UPDATE ON b FOR EACH STATEMENT EXECUTE FUNCTION note_setting();",
+    );
+    // What this server can do: lz4 needs PostgreSQL 15 built with it.
+    let (server, lz4): (String, bool) = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let server = sqlx::query_scalar("SELECT current_setting('wal_compression')")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        let lz4 = sqlx::query("SET wal_compression = lz4")
+            .execute(&mut c)
+            .await
+            .is_ok();
+        (server, lz4)
+    });
+    let file = |table: &str| {
+        (
+            format!("000{}_{table}.sql", if table == "a" { 1 } else { 2 }),
+            format!(
+                "ALTER TABLE {table} ADD COLUMN full_name text;
+                 -- migrate:backfill
+                 UPDATE {table} SET full_name = name;\n"
+            ),
+        )
+    };
+    // The second run's folder holds both files: the first is done by then.
+    let seen = |table: &str, config: &str| -> Vec<String> {
+        let mut files = vec![file("a")];
+        if table == "b" {
+            files.push(file("b"));
+        }
+        let config = format!("[backfill]\nbatch_rows = 500\n{config}");
+        files.push(("migrate.toml".to_string(), config));
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let dir = project(&format!("walc-{table}"), &refs);
+        ok(&run(&db, &dir, &["expand"]));
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            let wrong: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE full_name IS DISTINCT FROM name"
+            )))
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+            assert_eq!(wrong, 0);
+            sqlx::query_scalar("DELETE FROM seen RETURNING setting")
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+        })
+    };
+    let want = if server == "off" && lz4 {
+        "lz4"
+    } else {
+        &server
+    };
+    let a = seen("a", "");
+    assert!(
+        a.len() >= 4 && a.iter().all(|s| s == want),
+        "{a:?}; server: {server}, lz4: {lz4}"
+    );
+    let b = seen("b", "wal_compression = \"off\"\n");
+    assert!(
+        b.len() >= 4 && b.iter().all(|s| *s == server),
+        "{b:?}; server: {server}"
+    );
+}

@@ -211,7 +211,7 @@ impl Runner {
                             let secs = started.elapsed().as_secs_f64().max(1e-3);
                             let _ = writeln!(
                                 out,
-                                "{name}  {label} {}/{}  {} of {} rows changed in {} batches of {}–{} rows, {:.0} rows/s{}{}{}",
+                                "{name}  {label} {}/{}  {} of {} rows changed in {} batches of {}–{} rows, {:.0} rows/s{}{}{}{}",
                                 i + 1,
                                 steps.len(),
                                 r.rows,
@@ -229,6 +229,15 @@ impl Runner {
                                     String::new()
                                 } else {
                                     format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64())
+                                },
+                                if r.slowdowns == 0 {
+                                    String::new()
+                                } else {
+                                    format!(
+                                        ", backed off {} times as commits slowed (slowest {:.0} ms)",
+                                        r.slowdowns,
+                                        r.slowest_commit.as_secs_f64() * 1e3
+                                    )
                                 },
                                 if r.verified { ", verified" } else { ", not verifiable (volatile values)" }
                             );

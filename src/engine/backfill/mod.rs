@@ -19,7 +19,7 @@ pub use sizing::Sizer;
 
 use key::{key_list, key_params, table_estimate, walk_key, KeyColumn};
 use progress::{Progress, LOG_EVERY};
-use throttle::{replica_lag, Busy};
+use throttle::{replica_lag, Busy, Change, Latency};
 
 use crate::engine::exec::ExecSettings;
 use crate::engine::state::{BackfillCursor, Metadata, RangeCursor};
@@ -63,6 +63,10 @@ pub struct BackfillReport {
     pub verified: bool,
     /// Batches run while other sessions were busy (with `busy_pause`).
     pub busy_batches: i64,
+    /// Times the batches backed off because commits slowed down (`commit_slowdown`), and the
+    /// slowest commit the probe saw.
+    pub slowdowns: i64,
+    pub slowest_commit: Duration,
 }
 
 /// Runs or resumes a backfill.
@@ -153,9 +157,25 @@ pub async fn run(
     if let Some(upper) = &cursor.upper {
         q.span = span_start(conn, &q, upper, estimate).await?;
     }
+    let workers = if cursor.ranges.is_empty() {
+        1
+    } else {
+        cursor.ranges.iter().filter(|r| !r.done).count() as u32
+    };
+    let mut latency = settings.commit_slowdown.map(|f| Latency::new(f, workers));
+    if let (Some(l), Some(_)) = (&mut latency, &cursor.upper) {
+        // The lowest of three before any batch: the commit latency without the backfill.
+        for _ in 0..3 {
+            if let Ok(t) = Latency::probe(conn).await {
+                l.observe(t, true);
+            }
+        }
+    }
     let shared = Shared {
         walked: Cell::new(walked),
         own: Cell::new(0),
+        latency: latency.map(RefCell::new),
+        finished: RefCell::new(vec![false; workers as usize]),
         progress: RefCell::new(Progress::new(
             format!("backfill {table}"),
             walked,
@@ -174,7 +194,7 @@ pub async fn run(
                 upper,
                 size: cursor.size,
             };
-            let r = walk(conn, meta, exec, &q, &mut range, Save::Whole, &shared).await;
+            let r = walk(conn, meta, exec, &q, &mut range, (Save::Whole, 0), &shared).await;
             cursor.last = range.last;
             cursor.size = range.size;
             r
@@ -328,7 +348,18 @@ async fn in_parallel(
     let mut futures: Vec<_> = conns
         .zip(ranges.iter_mut())
         .zip(&todo)
-        .map(|((c, range), i)| Box::pin(walk(c, meta, exec, q, range, Save::Range(*i), shared)))
+        .enumerate()
+        .map(|(rank, ((c, range), i))| {
+            Box::pin(walk(
+                c,
+                meta,
+                exec,
+                q,
+                range,
+                (Save::Range(*i), rank),
+                shared,
+            ))
+        })
         .collect();
     // All at once on this task: each waits on its own connection.
     let mut results: Vec<Option<Result<BackfillReport, Error>>> =
@@ -366,6 +397,8 @@ async fn in_parallel(
                 total.lock_timeouts += r.lock_timeouts;
                 total.replica_wait += r.replica_wait;
                 total.busy_batches += r.busy_batches;
+                total.slowdowns += r.slowdowns;
+                total.slowest_commit = total.slowest_commit.max(r.slowest_commit);
             }
             Err(e) => {
                 first_error.get_or_insert(e);
@@ -402,6 +435,25 @@ struct Shared {
     walked: Cell<i64>,
     own: Cell<i64>,
     progress: RefCell<Progress>,
+    /// The commit-latency probe and how many workers it lets run (`commit_slowdown`).
+    latency: Option<RefCell<Latency>>,
+    /// Which workers (by rank) have walked their whole range.
+    finished: RefCell<Vec<bool>>,
+}
+
+impl Shared {
+    /// Whether the worker of `rank` waits: the probe lets `allowed` workers run, and those
+    /// are the first of the ones not finished, so a finished worker's turn passes on.
+    fn parked(&self, rank: usize) -> bool {
+        let Some(l) = &self.latency else {
+            return false;
+        };
+        let ahead = self.finished.borrow()[..rank]
+            .iter()
+            .filter(|f| !**f)
+            .count();
+        ahead >= l.borrow().allowed as usize
+    }
 }
 
 /// The SQL of a backfill's batches, built once from its key and assignments.
@@ -509,13 +561,78 @@ impl Batches<'_> {
 
 /// Walks one key range in batches on `conn` until its end. Two statements per batch, both
 /// index range scans over the key: find the batch's end, then update the rows up to it.
+/// `rank` is the worker's place among the backfill's workers (0 for the only one).
 async fn walk(
     conn: &mut PgConnection,
     meta: &Metadata,
     exec: &ExecSettings,
     q: &Batches<'_>,
     range: &mut Range,
-    save: Save,
+    (save, rank): (Save, usize),
+    shared: &Shared,
+) -> Result<BackfillReport, Error> {
+    let r = walk_range(conn, meta, exec, q, range, (save, rank), shared).await;
+    shared.finished.borrow_mut()[rank] = true;
+    r
+}
+
+/// Probes the commit latency when it is due (whichever worker gets there first) and parks
+/// this worker while the probe allows fewer; whether the batches pause.
+async fn pace(
+    conn: &mut PgConnection,
+    rank: usize,
+    shared: &Shared,
+    report: &mut BackfillReport,
+) -> bool {
+    let Some(cell) = &shared.latency else {
+        return false;
+    };
+    loop {
+        if cell.borrow().due() {
+            cell.borrow_mut().started();
+            if let Ok(took) = Latency::probe(conn).await {
+                shared.own.set(shared.own.get() + 1);
+                report.slowest_commit = report.slowest_commit.max(took);
+                let mut l = cell.borrow_mut();
+                let change = l.observe(took, false);
+                let base = l.baseline().unwrap_or_default();
+                let told = match change {
+                    Change::None => None,
+                    Change::Slower => {
+                        report.slowdowns += 1;
+                        Some(format!(
+                            "commits take {:.1} ms (lowest {:.1} ms): {}",
+                            took.as_secs_f64() * 1e3,
+                            base.as_secs_f64() * 1e3,
+                            l.running()
+                        ))
+                    }
+                    Change::Faster => Some(format!(
+                        "commits back to {:.1} ms: {}",
+                        took.as_secs_f64() * 1e3,
+                        l.running()
+                    )),
+                };
+                drop(l);
+                if let Some(t) = told {
+                    shared.progress.borrow_mut().say(&t);
+                }
+            }
+        }
+        if !shared.parked(rank) {
+            return cell.borrow().pausing;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn walk_range(
+    conn: &mut PgConnection,
+    meta: &Metadata,
+    exec: &ExecSettings,
+    q: &Batches<'_>,
+    range: &mut Range,
+    (save, rank): (Save, usize),
     shared: &Shared,
 ) -> Result<BackfillReport, Error> {
     let settings = &exec.backfill;
@@ -531,8 +648,21 @@ async fn walk(
     // only loses that.
     let mut flushing = false;
     if let Some(f) = &settings.flush_after {
-        flushing = flush_after(conn, f).await;
+        flushing = session_setting(conn, "backend_flush_after", f).await;
     }
+    // Compressed full-page images (see `BackfillSettings::wal_compression`) when the server
+    // does not compress them already, the role may set it and the server knows the method.
+    let compressing = match &settings.wal_compression {
+        Some(m) => {
+            let now: Option<String> =
+                sqlx::query_scalar("SELECT current_setting('wal_compression')")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .ok();
+            now.as_deref() == Some("off") && session_setting(conn, "wal_compression", m).await
+        }
+        None => false,
+    };
     let mut timeouts = 0u32;
     let mut lag_checked: Option<Instant> = None;
     // Other sessions' commits, from pg_stat_database, minus our own transactions.
@@ -562,6 +692,7 @@ async fn walk(
                 }
             }
         }
+        let pausing = pace(conn, rank, shared, &mut report).await;
         let size = sizer.rows();
         let batch_started = Instant::now();
         // BEGIN and the batch's settings in one round trip.
@@ -687,7 +818,12 @@ async fn walk(
                     busy.sample(conn, settings.busy_tps, &shared.own).await;
                     if let Some(f) = settings.flush_after.as_deref() {
                         if busy.busy != flushing {
-                            flushing = flush_after(conn, if busy.busy { f } else { "0" }).await
+                            flushing = session_setting(
+                                conn,
+                                "backend_flush_after",
+                                if busy.busy { f } else { "0" },
+                            )
+                            .await
                                 && busy.busy;
                         }
                     }
@@ -709,6 +845,10 @@ async fn walk(
                 };
                 if commit > settings.target {
                     pause += commit.min(Duration::from_secs(2));
+                }
+                // Commits slowed down and one worker is left: as long again as the batch.
+                if pausing {
+                    pause = pause.max(took);
                 }
                 if last_batch {
                     break;
@@ -751,6 +891,11 @@ async fn walk(
             .execute(&mut *conn)
             .await;
     }
+    if compressing {
+        let _ = sqlx::query("RESET wal_compression")
+            .execute(&mut *conn)
+            .await;
+    }
     Ok(report)
 }
 
@@ -767,9 +912,11 @@ fn span_end(start: Option<i128>, range: &Range, size: i64) -> Option<Option<Vec<
     Some((end < upper).then(|| vec![end.to_string()]))
 }
 
-/// Sets the session's `backend_flush_after`; whether the server took it.
-async fn flush_after(conn: &mut PgConnection, value: &str) -> bool {
-    sqlx::query("SELECT set_config('backend_flush_after', $1, false)")
+/// Sets one of the session's settings; whether the server took it (a role that may not set
+/// it, or a value this server does not know, only loses the setting).
+async fn session_setting(conn: &mut PgConnection, name: &str, value: &str) -> bool {
+    sqlx::query("SELECT set_config($1, $2, false)")
+        .bind(name)
         .bind(value)
         .execute(&mut *conn)
         .await
@@ -781,4 +928,40 @@ fn wrong_rows(table: &str, wrong: &str, key: &[String]) -> Error {
         "backfilling {table}: the row with key ({}) still matches `{wrong}` as its batch wrote it (a trigger on the table changes it, or the UPDATE does not make it right); the batch was rolled back and the batches before it are kept. Fix the cause and run `migrate backfill` again to resume",
         key.join(", ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parked_worker_takes_the_turn_of_one_that_finished() {
+        let mut l = Latency::new(4.0, 3);
+        let ms = Duration::from_millis;
+        l.observe(ms(1), true);
+        // Two slow probes: one worker of three left.
+        l.observe(ms(50), false);
+        l.observe(ms(50), false);
+        let shared = Shared {
+            walked: Cell::new(0),
+            own: Cell::new(0),
+            progress: RefCell::new(Progress::new("t".into(), 0, 0, None)),
+            latency: Some(RefCell::new(l)),
+            finished: RefCell::new(vec![false; 3]),
+        };
+        assert_eq!(
+            (0..3).map(|r| shared.parked(r)).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        shared.finished.borrow_mut()[0] = true;
+        assert!(!shared.parked(1) && shared.parked(2));
+        shared.finished.borrow_mut()[1] = true;
+        assert!(!shared.parked(2));
+        let free = Shared {
+            latency: None,
+            finished: RefCell::new(vec![false; 3]),
+            ..shared
+        };
+        assert!((0..3).all(|r| !free.parked(r)));
+    }
 }

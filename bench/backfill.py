@@ -252,8 +252,9 @@ def under_load(tag, backfill=None, seconds=30):
     time.sleep(5)
     t0 = time.time()
     took = None
+    out = ""
     if backfill:
-        took, _ = backfill()
+        took, out = backfill()
     else:
         time.sleep(seconds)
     t1 = time.time()
@@ -269,6 +270,10 @@ def under_load(tag, backfill=None, seconds=30):
            "after_p99_ms": round(pct(after, 99), 2), "after_max_ms": round(after[-1], 1) if after else None}
     if took:
         row["rows_per_s"] = round(N / took)
+    # What the backfill said of itself (how often it backed off).
+    said = [l for l in out.splitlines() if "rows changed" in l]
+    if said:
+        row["said"] = said[0].split("rows/s", 1)[-1].strip(", ")
     return row
 
 
@@ -282,8 +287,9 @@ def sweep(configs):
     for extra in configs:
         fresh()
         d = prepare_migrate(PLAIN, extra)
-        took, _ = run_migrate(d)
+        took, out = run_migrate(d)
         alone = N / took
+        log("  alone: " + out.strip().splitlines()[0])
         fresh()
         d = prepare_migrate(PLAIN, extra)
         r = under_load("migrate backfill, `%s`" % extra, lambda: run_migrate(d))

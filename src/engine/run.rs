@@ -230,13 +230,18 @@ impl Runner {
                                 } else {
                                     format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64())
                                 },
-                                if r.slowdowns == 0 {
+                                if r.slowest_commit.is_zero() {
                                     String::new()
                                 } else {
                                     format!(
-                                        ", backed off {} times as commits slowed (slowest {:.0} ms)",
-                                        r.slowdowns,
-                                        r.slowest_commit.as_secs_f64() * 1e3
+                                        ", a one-row commit took {:.1}–{:.1} ms{}",
+                                        r.lowest_commit.as_secs_f64() * 1e3,
+                                        r.slowest_commit.as_secs_f64() * 1e3,
+                                        if r.slowdowns == 0 {
+                                            String::new()
+                                        } else {
+                                            format!(" (backed off {} times)", r.slowdowns)
+                                        }
                                     )
                                 },
                                 if r.verified { ", verified" } else { ", not verifiable (volatile values)" }

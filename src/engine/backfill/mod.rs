@@ -67,6 +67,8 @@ pub struct BackfillReport {
     /// slowest commit the probe saw.
     pub slowdowns: i64,
     pub slowest_commit: Duration,
+    /// The lowest commit time the probe saw (zero without a probe).
+    pub lowest_commit: Duration,
 }
 
 /// Runs or resumes a backfill.
@@ -203,6 +205,9 @@ pub async fn run(
     };
     shared.progress.borrow_mut().finish();
     let mut report = outcome?;
+    if let Some(l) = &shared.latency {
+        report.lowest_commit = l.borrow().baseline().unwrap_or_default();
+    }
     // Every row the batches updated was checked as written (rows after the bound are the
     // triggers' job).
     report.verified = b.verify.is_some();
@@ -441,6 +446,15 @@ struct Shared {
     finished: RefCell<Vec<bool>>,
 }
 
+/// Marks a worker finished when its walk ends, by any path.
+struct Finished<'a>(&'a Shared, usize);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.finished.borrow_mut()[self.1] = true;
+    }
+}
+
 impl Shared {
     /// Whether the worker of `rank` waits: the probe lets `allowed` workers run, and those
     /// are the first of the ones not finished, so a finished worker's turn passes on.
@@ -559,23 +573,6 @@ impl Batches<'_> {
     }
 }
 
-/// Walks one key range in batches on `conn` until its end. Two statements per batch, both
-/// index range scans over the key: find the batch's end, then update the rows up to it.
-/// `rank` is the worker's place among the backfill's workers (0 for the only one).
-async fn walk(
-    conn: &mut PgConnection,
-    meta: &Metadata,
-    exec: &ExecSettings,
-    q: &Batches<'_>,
-    range: &mut Range,
-    (save, rank): (Save, usize),
-    shared: &Shared,
-) -> Result<BackfillReport, Error> {
-    let r = walk_range(conn, meta, exec, q, range, (save, rank), shared).await;
-    shared.finished.borrow_mut()[rank] = true;
-    r
-}
-
 /// Probes the commit latency when it is due (whichever worker gets there first) and parks
 /// this worker while the probe allows fewer; whether the batches pause.
 async fn pace(
@@ -626,7 +623,10 @@ async fn pace(
     }
 }
 
-async fn walk_range(
+/// Walks one key range in batches on `conn` until its end. Two statements per batch, both
+/// index range scans over the key: find the batch's end, then update the rows up to it.
+/// `rank` is the worker's place among the backfill's workers (0 for the only one).
+async fn walk(
     conn: &mut PgConnection,
     meta: &Metadata,
     exec: &ExecSettings,
@@ -635,6 +635,8 @@ async fn walk_range(
     (save, rank): (Save, usize),
     shared: &Shared,
 ) -> Result<BackfillReport, Error> {
+    // However it ends, its turn passes on to a parked worker.
+    let _done = Finished(shared, rank);
     let settings = &exec.backfill;
     let mut sizer = Sizer::new(settings, range.size);
     let mut report = BackfillReport {

@@ -80,10 +80,11 @@ pub(super) async fn replica_lag(conn: &mut PgConnection) -> Result<Option<Durati
 
 /// The application's commit latency, as a probe sees it: a one-row transaction that commits
 /// with `synchronous_commit = on`, so it waits for the WAL flush every application commit
-/// waits for — behind the WAL the batches wrote. Timed about once a second; against the
+/// waits for — behind the WAL the batches wrote. Timed four times a second (a stall of the
+/// disk lasts a tenth of a second or so, and a probe caught in it waits it out); against the
 /// lowest time seen (first before any batch), a probe over `factor` times that (and at least
 /// [`SLOW_FLOOR`] over it) takes a worker out, down to one, and then makes the last one pause
-/// as long as each batch took; [`RECOVER`] fast probes in a row give one back.
+/// as long as each batch took; [`RECOVER`] fast probes in a row (3 s) give one back.
 pub(super) struct Latency {
     pub(super) factor: f64,
     baseline: Option<Duration>,
@@ -96,11 +97,11 @@ pub(super) struct Latency {
     workers: u32,
 }
 
-pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(250);
 /// Below this over the baseline a commit is never slow: a fast disk's probe moves by more
 /// than a multiple of its 0.1 ms from one second to the next.
 pub(super) const SLOW_FLOOR: Duration = Duration::from_millis(2);
-const RECOVER: u32 = 3;
+const RECOVER: u32 = 12;
 
 /// What a probe changed.
 #[derive(Debug, PartialEq, Eq)]
@@ -222,22 +223,23 @@ mod tests {
         assert_eq!(l.observe(ms(30), false), Change::Slower);
         assert!(l.pausing);
         assert_eq!(l.observe(ms(30), false), Change::None);
-        // Three fast probes in a row for each step back; a slow one starts the count again.
-        assert_eq!(l.observe(ms(1), false), Change::None);
-        assert_eq!(l.observe(ms(1), false), Change::None);
+        // RECOVER fast probes in a row for each step back; a slow one starts the count again.
+        for _ in 0..RECOVER - 1 {
+            assert_eq!(l.observe(ms(1), false), Change::None);
+        }
         assert_eq!(l.observe(ms(9), false), Change::None);
         assert!(l.pausing);
-        for _ in 0..2 {
+        for _ in 0..RECOVER - 1 {
             assert_eq!(l.observe(ms(1), false), Change::None);
         }
         assert_eq!(l.observe(ms(1), false), Change::Faster);
         assert_eq!((l.allowed, l.pausing), (1, false));
-        for _ in 0..6 {
+        for _ in 0..2 * RECOVER {
             l.observe(ms(1), false);
         }
         assert_eq!((l.allowed, l.pausing), (3, false));
         // All back: more fast probes change nothing.
-        for _ in 0..6 {
+        for _ in 0..2 * RECOVER {
             assert_eq!(l.observe(ms(1), false), Change::None);
         }
     }

@@ -192,7 +192,13 @@ pub fn list_dir(dir: &Path) -> Result<Vec<MigrationEntry>, Error> {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let path = entry.path();
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() {
+        // The directory listing says what each entry is; only a symbolic link costs a stat.
+        let is_dir = match entry.file_type() {
+            Ok(t) if t.is_symlink() => path.is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => path.is_dir(),
+        };
+        if is_dir {
             let up = path.join("up.sql");
             if up.is_file() {
                 out.push(MigrationEntry {

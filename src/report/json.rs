@@ -6,11 +6,12 @@ use crate::analyze::FileReport;
 use crate::lint::Level;
 use crate::plan::{MigrationPlan, Phase};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 #[derive(Serialize)]
 struct JsonFinding<'a> {
-    file: String,
+    file: Cow<'a, str>,
     line: usize,
     column: usize,
     end_line: usize,
@@ -43,19 +44,27 @@ struct Document<'a> {
 }
 
 pub fn write(reports: &[FileReport], explain: bool, out: &mut dyn Write) -> io::Result<()> {
+    // A file's findings name it alike: its path is written out once.
+    let names: Vec<String> = reports.iter().map(|r| display_path(&r.path)).collect();
     let findings = reports
         .iter()
-        .flat_map(|r| &r.findings)
-        .map(|f| JsonFinding {
-            file: display_path(&f.file),
-            line: f.line,
-            column: f.column,
-            end_line: f.end_line,
-            end_column: f.end_column,
-            rule: f.rule,
-            level: f.level,
-            message: &f.message,
-            help: &f.help,
+        .zip(&names)
+        .flat_map(|(r, name)| {
+            r.findings.iter().map(move |f| JsonFinding {
+                file: if f.file.as_os_str() == r.path.as_os_str() {
+                    Cow::Borrowed(name.as_str())
+                } else {
+                    Cow::Owned(display_path(&f.file))
+                },
+                line: f.line,
+                column: f.column,
+                end_line: f.end_line,
+                end_column: f.end_column,
+                rule: f.rule,
+                level: f.level,
+                message: &f.message,
+                help: &f.help,
+            })
         })
         .collect();
     let files = reports
@@ -78,6 +87,8 @@ pub fn write(reports: &[FileReport], explain: bool, out: &mut dyn Write) -> io::
         summary: Totals::of(reports),
     };
     // Compact: a machine format, and several times cheaper to write than pretty JSON.
-    serde_json::to_writer(&mut *out, &doc).map_err(io::Error::other)?;
-    writeln!(out)
+    // Into memory first: serde writes token by token, each a call through `out`.
+    let mut bytes = serde_json::to_vec(&doc).map_err(io::Error::other)?;
+    bytes.push(b'\n');
+    out.write_all(&bytes)
 }

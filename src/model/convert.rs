@@ -867,13 +867,20 @@ fn create_table(s: &protobuf::CreateStmt) -> Operation {
     }
 }
 
+/// The `ALTER TABLE` of `s` with `cmd` as its one action (the others not copied: a statement
+/// of n actions would copy n² of them).
+fn one_action(s: &protobuf::AlterTableStmt, cmd: Node) -> NodeEnum {
+    NodeEnum::AlterTableStmt(protobuf::AlterTableStmt {
+        relation: s.relation.clone(),
+        cmds: vec![cmd],
+        objtype: s.objtype,
+        missing_ok: s.missing_ok,
+    })
+}
+
 /// Deparses an `ALTER TABLE` holding one action.
 fn alter_sql(s: &protobuf::AlterTableStmt, cmd: &Node) -> String {
-    let one = protobuf::AlterTableStmt {
-        cmds: vec![cmd.clone()],
-        ..s.clone()
-    };
-    deparse_stmt(NodeEnum::AlterTableStmt(one)).unwrap_or_default()
+    deparse_stmt(one_action(s, cmd.clone())).unwrap_or_default()
 }
 
 /// Deparses one statement.
@@ -962,12 +969,12 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                             c2.def = Some(Box::new(Node {
                                 node: Some(NodeEnum::Constraint(Box::new(k2))),
                             }));
-                            NodeEnum::AlterTableStmt(protobuf::AlterTableStmt {
-                                cmds: vec![Node {
+                            one_action(
+                                s,
+                                Node {
                                     node: Some(NodeEnum::AlterTableCmd(Box::new(c2))),
-                                }],
-                                ..s.clone()
-                            })
+                                },
+                            )
                         };
                         let sql = if single {
                             text.to_string()

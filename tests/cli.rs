@@ -371,6 +371,54 @@ fn migrate_toml_sets_levels_and_turns_rules_off() {
 }
 
 #[test]
+fn sql_paths_the_listing_lacks_are_still_looked_at() {
+    // `.sql` paths are found in their directory's listing without a stat of their own; what
+    // the listing lacks must still be a missing file, a file outside the layout, or a
+    // directory whose name ends in `.sql`.
+    let dir = tempdir("sql-paths");
+    std::fs::write(dir.join("0001_a.sql"), "CREATE TABLE a (id bigint);\n").unwrap();
+    std::fs::write(dir.join("0001_a.down.sql"), "DROP TABLE a;\n").unwrap();
+    std::fs::create_dir_all(dir.join("old.sql")).unwrap();
+    std::fs::write(
+        dir.join("old.sql/0001_x.sql"),
+        "CREATE TABLE x (id bigint);\n",
+    )
+    .unwrap();
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_string();
+
+    let missing = migrate(&["plan", &path("0009_gone.sql")]);
+    let (down_code, down) = json(&[&path("0001_a.down.sql")]);
+    let (old_code, old) = json(&[&path("old.sql")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("0009_gone.sql"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(
+        stderr(&missing).contains("No such file"),
+        "{}",
+        stderr(&missing)
+    );
+    // A down file is not a migration of the listing, but named, it is linted.
+    assert!(down_code == 0 || down_code == 1, "{down}");
+    assert_eq!(down["summary"]["files"], 1, "{down}");
+    assert!(
+        down["files"][0]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("0001_a.down.sql"),
+        "{down}"
+    );
+    // A directory named like a file is linted as the directory it is.
+    assert!(old_code == 0 || old_code == 1, "{old}");
+    assert_eq!(old["summary"]["files"], 1, "{old}");
+    assert_eq!(old["files"][0]["migration"], "0001_x", "{old}");
+}
+
+#[test]
 fn a_missing_path_is_a_usage_error_naming_it() {
     let o = migrate(&["plan", "no/such/dir"]);
     assert_eq!(o.status.code(), Some(2));

@@ -81,10 +81,18 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
     let mut groups: Vec<(Option<PathBuf>, Vec<MigrationEntry>)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for path in paths {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.is_dir() {
-            targets.push(LintTarget::all(list_dir(path)?));
-            continue;
+        // A `.sql` path is taken for a file, and found in its directory's listing; only one
+        // the listing lacks costs a stat below. A CI step naming every file would otherwise
+        // stat each of them once more, before any work can start.
+        let named_sql = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("sql"));
+        if !named_sql {
+            let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+            if meta.is_dir() {
+                targets.push(LintTarget::all(list_dir(path)?));
+                continue;
+            }
         }
         let (dir, me) = entry_for_file(path);
         if !seen.insert(me.path.clone()) {
@@ -113,7 +121,25 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
             Some(d) => list_dir(d).unwrap_or_default(),
             None => Vec::new(),
         };
-        targets.push(walk_for(siblings, given));
+        // What the listing does not hold is looked at: it must exist, and a directory whose
+        // name ends in `.sql` is linted as one.
+        let listed: std::collections::HashSet<&Path> =
+            siblings.iter().map(|e| e.path.as_path()).collect();
+        let mut files = Vec::with_capacity(given.len());
+        for me in given {
+            if !listed.contains(me.path.as_path()) {
+                let meta = std::fs::metadata(&me.path).map_err(|e| Error::io(&me.path, e))?;
+                if meta.is_dir() {
+                    targets.push(LintTarget::all(list_dir(&me.path)?));
+                    continue;
+                }
+            }
+            files.push(me);
+        }
+        drop(listed);
+        if !files.is_empty() {
+            targets.push(walk_for(siblings, files));
+        }
     }
     Ok(targets)
 }

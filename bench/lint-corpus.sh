@@ -8,14 +8,14 @@
 #
 # The projects are not committed: each is read from a git mirror at run time and its migration
 # folder extracted into a temporary directory that is removed afterwards.
-#   bench/lint-corpus.sh                       # 3 projects, 7 rounds
+#   bench/lint-corpus.sh                       # 3 projects, 31 rounds (each a fraction of a second)
 #   ROUNDS=9 MIRRORS=/path/to/mirrors bench/lint-corpus.sh
 # MIRRORS holds owner+name/repo git directories (default /work/.mirror); a project whose mirror is
 # missing is cloned from GitHub when that is reachable, else skipped with a message.
 # SYNTHETIC=2400 adds the generated corpus of bench/gen_corpus.py as a fourth set.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-ROUNDS="${ROUNDS:-7}"
+ROUNDS="${ROUNDS:-31}"
 MIRRORS="${MIRRORS:-/work/.mirror}"
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/migrate-bench"
 mkdir -p "$cache"
@@ -70,7 +70,7 @@ import json, os, statistics, subprocess, sys, time
 migrate, squawk, rounds, *sets = sys.argv[1:]
 rounds = int(rounds)
 ver = lambda cmd: subprocess.run([cmd, "--version"], capture_output=True, text=True).stdout.split()[-1]
-print(f"\nmigrate {ver(migrate)}, squawk {ver(squawk)}; {rounds} rounds, interleaved; median wall time (s), all runs after it\n")
+print(f"\nmigrate {ver(migrate)}, squawk {ver(squawk)}; {rounds} rounds, interleaved; median wall time (s), the fastest and slowest round after it\n")
 print("| project | files | migrate DIR | migrate FILE… | squawk FILE… | DIR / squawk | FILE… / squawk |")
 print("|---|---|---|---|---|---|---|")
 for s in sets:
@@ -92,7 +92,7 @@ for s in sets:
     out = json.loads(subprocess.run(cmds["dir"], capture_output=True).stdout)
     unreadable = sum(1 for x in out["findings"] if x["rule"] in ("syntax-error", "unreadable-file"))
     med = {k: statistics.median(v) for k, v in times.items()}
-    cell = lambda k: f"{med[k]:.3f} ({' '.join(f'{t:.2f}' for t in times[k])})"
+    cell = lambda k: f"{med[k]:.3f} ({min(times[k]):.3f}–{max(times[k]):.3f})"
     print(f"| {name} | {len(files)} | {cell('dir')} | {cell('files')} | {cell('squawk')} | "
           f"{med['dir'] / med['squawk']:.2f}× | {med['files'] / med['squawk']:.2f}× |")
     if unreadable:

@@ -60,6 +60,11 @@ impl Prepared {
     }
 }
 
+/// The stack of a thread that parses, as the main thread's: the deepest tree the reader takes
+/// (`sql::reader::MAX_DEPTH`) needs about 1.3 MiB of it, and the walks over that tree after it
+/// more. Only what a parse touches is ever mapped.
+pub const PARSE_STACK: usize = 8 << 20;
+
 /// Runs `f` over `items` on every core and hands the results to `consume` in order. Parsing
 /// (the costly, catalog-free part) runs ahead on worker threads; the calling thread lints in
 /// order, and parses too whenever the next file in order is not ready yet, so no core idles.
@@ -88,13 +93,19 @@ fn pipeline<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync, mut consu
     };
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| loop {
+            let worker = std::thread::Builder::new().stack_size(PARSE_STACK);
+            let spawned = worker.spawn_scoped(scope, || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(item) = items.get(i) else { break };
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)));
                 ready.lock().unwrap_or_else(|p| p.into_inner()).insert(i, r);
                 arrived.notify_one();
             });
+            // A thread the system will not start leaves its share to this one, which parses
+            // whatever is not taken.
+            if spawned.is_err() {
+                break;
+            }
         }
         let mut want = 0;
         while want < items.len() {

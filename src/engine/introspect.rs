@@ -141,7 +141,9 @@ pub async fn read_catalog(conn: &mut PgConnection) -> Result<Catalog, Error> {
         let def: String = row.get(4);
         // The definition is parsed with the same grammar the migrations are.
         let sql = format!("ALTER TABLE t ADD CONSTRAINT c {def}");
-        let Ok(Some(tree)) = crate::sql::parse::parse_statement(&sql) else {
+        let Ok(Some(tree)) =
+            crate::sql::parse::parse_statement(&sql, crate::sql::parse::Queries::Read)
+        else {
             continue;
         };
         let Some((Operation::AddConstraint { constraint, .. }, _)) =

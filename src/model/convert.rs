@@ -1202,7 +1202,9 @@ mod tests {
     use super::*;
 
     fn ops(sql: &str) -> Vec<Operation> {
-        let tree = crate::sql::parse::parse_statement(sql).unwrap().unwrap();
+        let tree = crate::sql::parse::parse_statement(sql, crate::sql::parse::Queries::Read)
+            .unwrap()
+            .unwrap();
         operations(&tree, sql)
             .into_iter()
             .map(|(op, _)| op)
@@ -1245,7 +1247,9 @@ mod tests {
         ];
         for e in exprs {
             let sql = format!("SELECT {e}");
-            let tree = crate::sql::parse::parse_statement(&sql).unwrap().unwrap();
+            let tree = crate::sql::parse::parse_statement(&sql, crate::sql::parse::Queries::Read)
+                .unwrap()
+                .unwrap();
             let NodeEnum::SelectStmt(sel) = tree else {
                 panic!("{e}")
             };
@@ -1260,7 +1264,9 @@ mod tests {
         // The fast path is taken for the common defaults.
         for e in ["0", "'x'", "now()", "'{}'::jsonb", "true"] {
             let sql = format!("SELECT {e}");
-            let tree = crate::sql::parse::parse_statement(&sql).unwrap().unwrap();
+            let tree = crate::sql::parse::parse_statement(&sql, crate::sql::parse::Queries::Read)
+                .unwrap()
+                .unwrap();
             let NodeEnum::SelectStmt(sel) = tree else {
                 panic!()
             };
@@ -1274,7 +1280,9 @@ mod tests {
     #[test]
     fn each_alter_action_gets_its_own_sql() {
         let sql = "ALTER TABLE users ADD COLUMN a int, ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES orgs (id)";
-        let tree = crate::sql::parse::parse_statement(sql).unwrap().unwrap();
+        let tree = crate::sql::parse::parse_statement(sql, crate::sql::parse::Queries::Read)
+            .unwrap()
+            .unwrap();
         let v = operations(&tree, sql);
         assert_eq!(v[0].1, "ALTER TABLE users ADD COLUMN a int");
         assert_eq!(

@@ -2,11 +2,13 @@
 
 pub mod directives;
 pub mod parse;
+pub mod reader;
 pub mod split;
 
 pub use parse::SyntaxError;
 pub use split::{Comment, LineIndex};
 
+use parse::Queries;
 use pg_query::NodeEnum;
 
 /// One statement of a file.
@@ -20,6 +22,8 @@ pub struct Statement {
     pub tree: Option<NodeEnum>,
     /// The syntax error that stopped the parser, if one did.
     pub error: Option<SyntaxError>,
+    /// Identifiers over 63 bytes, as written (the tree holds them truncated).
+    pub long_identifiers: Vec<String>,
 }
 
 /// A file's source, split and parsed.
@@ -31,38 +35,23 @@ pub struct SqlSource {
     pub comments: Vec<Comment>,
 }
 
-/// `text` with each view's defining query replaced by an empty `SELECT` of the same length, so
-/// every offset stays where it was; None when the file defines no view.
-fn without_view_queries(text: &str, spans: &[split::StatementSpan]) -> Option<String> {
-    const EMPTY: &[u8] = b" SELECT";
-    let mut out: Option<Vec<u8>> = None;
-    for span in spans {
-        let Some(at) = span.view_query else { continue };
-        if span.end < at + EMPTY.len() {
-            continue;
+/// Hands each long identifier to the statement it stands in.
+fn give_long_identifiers(statements: &mut [Statement], found: Vec<split::LongIdentifier>) {
+    for ident in found {
+        if let Some(s) = statements
+            .iter_mut()
+            .find(|s| s.start <= ident.at && ident.at < s.end)
+        {
+            s.long_identifiers.push(ident.name);
         }
-        let bytes = out.get_or_insert_with(|| text.as_bytes().to_vec());
-        bytes[at..at + EMPTY.len()].copy_from_slice(EMPTY);
-        bytes[at + EMPTY.len()..span.end].fill(b' ');
     }
-    // Only ASCII was written, over whole characters: still UTF-8.
-    out.and_then(|b| String::from_utf8(b).ok())
-}
-
-/// Whether every view's statement passes the grammar (the rest is parsed in full anyway).
-fn views_parse(text: &str, spans: &[split::StatementSpan]) -> bool {
-    let mut views = String::new();
-    for span in spans.iter().filter(|s| s.view_query.is_some()) {
-        views.push_str(&text[span.start..span.end]);
-        views.push_str(";\n");
-    }
-    pg_query::split_with_parser(&views).is_ok()
 }
 
 impl SqlSource {
     pub fn parse(text: String) -> SqlSource {
         let split = split::split(&text);
-        if let Some(statements) = Self::parse_whole(&text, &split.statements) {
+        if let Some(mut statements) = Self::parse_whole(&text, &split.statements) {
+            give_long_identifiers(&mut statements, split.long_identifiers);
             return SqlSource {
                 lines: LineIndex::new(&text),
                 text,
@@ -72,12 +61,12 @@ impl SqlSource {
         }
         // A syntax error somewhere: parse statement by statement, so each error is reported at
         // its own position and every other statement is still checked.
-        let statements = split
+        let mut statements: Vec<Statement> = split
             .statements
             .iter()
             .filter_map(|span| {
                 let stmt_text = &text[span.start..span.end];
-                let (tree, error) = match parse::parse_statement(stmt_text) {
+                let (tree, error) = match parse::parse_statement(stmt_text, Queries::Skip) {
                     Ok(Some(tree)) => (Some(tree), None),
                     Ok(None) => return None,
                     Err(e) => (None, Some(e)),
@@ -88,9 +77,11 @@ impl SqlSource {
                     text: stmt_text.to_string(),
                     tree,
                     error,
+                    long_identifiers: Vec::new(),
                 })
             })
             .collect();
+        give_long_identifiers(&mut statements, split.long_identifiers);
         SqlSource {
             lines: LineIndex::new(&text),
             text,
@@ -100,14 +91,10 @@ impl SqlSource {
     }
 
     /// The fast path: the whole file in one parser call, its statements matched to the
-    /// splitter's spans. None when the file does not parse, or the two disagree.
+    /// splitter's spans. None when the file does not parse, or the two disagree. Views' queries
+    /// are checked by the grammar, but their trees are not read (`Queries::Skip`).
     fn parse_whole(text: &str, spans: &[split::StatementSpan]) -> Option<Vec<Statement>> {
-        let trees = match without_view_queries(text, spans) {
-            // The grammar still checks every query; only the trees are left out.
-            Some(reduced) if views_parse(text, spans) => parse::parse_file(&reduced).ok()?,
-            Some(_) => return None,
-            None => parse::parse_file(text).ok()?,
-        };
+        let trees = parse::parse_file(text, Queries::Skip).ok()?;
         let trees: Vec<_> = trees.into_iter().filter(|(_, t)| t.is_some()).collect();
         if trees.len() != spans.len() {
             return None;
@@ -125,6 +112,7 @@ impl SqlSource {
                 text: text[span.start..span.end].to_string(),
                 tree: Some(tree?),
                 error: None,
+                long_identifiers: Vec::new(),
             });
         }
         Some(out)
@@ -159,18 +147,14 @@ mod tests {
         match src.statements[0].tree.as_ref() {
             Some(NodeEnum::ViewStmt(v)) => {
                 assert_eq!(v.view.as_ref().unwrap().relname, "v");
-                let Some(NodeEnum::SelectStmt(q)) = v.query.as_ref().and_then(|q| q.node.as_ref())
-                else {
-                    panic!("{:?}", v.query)
-                };
-                assert!(q.from_clause.is_empty(), "the query's tree is left out");
+                assert_eq!(v.query, None, "the query's tree is left out");
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(
-            src.statements[1].tree,
-            Some(NodeEnum::CreateTableAsStmt(_))
-        ));
+        match src.statements[1].tree.as_ref() {
+            Some(NodeEnum::CreateTableAsStmt(c)) => assert_eq!(c.query, None),
+            other => panic!("{other:?}"),
+        }
         assert!(matches!(
             src.statements[2].tree,
             Some(NodeEnum::AlterTableStmt(_))

@@ -1,6 +1,8 @@
 //! The parser wrapper: PostgreSQL's own grammar (libpg_query, linked by the `pg_query` crate),
 //! one statement at a time, with the exact position of a syntax error.
 
+pub use super::reader::Queries;
+use super::reader::{self, ReadError};
 use pg_query::{protobuf, NodeEnum};
 use prost::Message;
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -15,9 +17,12 @@ pub struct SyntaxError {
 /// Parses a whole file in one call: each statement's tree with its byte offset, or the first
 /// syntax error. One call per file spares the parser's per-call setup, which dominates for
 /// short statements.
-pub fn parse_file(text: &str) -> Result<Vec<(usize, Option<NodeEnum>)>, SyntaxError> {
-    parse_raw(text).map(|tree| {
-        tree.stmts
+pub fn parse_file(
+    text: &str,
+    queries: Queries,
+) -> Result<Vec<(usize, Option<NodeEnum>)>, SyntaxError> {
+    parse_raw(text, queries).map(|stmts| {
+        stmts
             .into_iter()
             .map(|raw| {
                 (
@@ -30,9 +35,9 @@ pub fn parse_file(text: &str) -> Result<Vec<(usize, Option<NodeEnum>)>, SyntaxEr
 }
 
 /// Parses one statement's text into its parse tree (None for an empty statement).
-pub fn parse_statement(text: &str) -> Result<Option<NodeEnum>, SyntaxError> {
-    parse_raw(text).map(|tree| {
-        tree.stmts
+pub fn parse_statement(text: &str, queries: Queries) -> Result<Option<NodeEnum>, SyntaxError> {
+    parse_raw(text, queries).map(|stmts| {
+        stmts
             .into_iter()
             .next()
             .and_then(|raw| raw.stmt)
@@ -40,13 +45,34 @@ pub fn parse_statement(text: &str) -> Result<Option<NodeEnum>, SyntaxError> {
     })
 }
 
-fn parse_raw(text: &str) -> Result<protobuf::ParseResult, SyntaxError> {
+fn parse_raw(text: &str, queries: Queries) -> Result<Vec<protobuf::RawStmt>, SyntaxError> {
     let Ok(input) = CString::new(text) else {
         return Err(SyntaxError {
             offset: text.find('\0').unwrap_or(0),
             message: "a NUL byte cannot appear in SQL".into(),
         });
     };
+    match reader::parse(&input, queries) {
+        Ok(stmts) => Ok(stmts),
+        Err(ReadError::Syntax { message, cursorpos }) => {
+            Err(syntax_error(text, cursorpos, message))
+        }
+        Err(ReadError::TooDeep) => Err(SyntaxError {
+            offset: 0,
+            message: format!(
+                "the statement nests expressions more than {} levels deep",
+                reader::MAX_DEPTH
+            ),
+        }),
+        // A node type the direct reader has no table for: libpg_query's own protobuf writer
+        // knows no more, so this does not happen with the pg_query the reader was made from.
+        Err(ReadError::UnknownNode(_)) => parse_protobuf(&input, text),
+    }
+}
+
+/// The same parse through libpg_query's protobuf encoding and prost's decoding: the pg_query
+/// crate's own way, kept as the reference the direct reader is tested against.
+pub fn parse_protobuf(input: &CStr, text: &str) -> Result<Vec<protobuf::RawStmt>, SyntaxError> {
     // SAFETY: `input` is a valid NUL-terminated string that outlives the call; the result is
     // read only while it is alive and freed exactly once with the library's own function.
     let outcome = unsafe {
@@ -66,21 +92,23 @@ fn parse_raw(text: &str) -> Result<protobuf::ParseResult, SyntaxError> {
         outcome
     };
     match outcome {
-        Ok(Ok(tree)) => Ok(tree),
+        Ok(Ok(tree)) => Ok(tree.stmts),
         Ok(Err(e)) => Err(SyntaxError {
             offset: 0,
             message: format!("the parse tree could not be decoded: {e}"),
         }),
-        Err((cursorpos, message)) => {
-            // cursorpos counts characters from 1; 0 means "no position".
-            let chars = (cursorpos.max(1) - 1) as usize;
-            let offset = text
-                .char_indices()
-                .nth(chars)
-                .map_or(text.len(), |(i, _)| i);
-            Err(SyntaxError { offset, message })
-        }
+        Err((cursorpos, message)) => Err(syntax_error(text, cursorpos, message)),
     }
+}
+
+/// A syntax error at libpg_query's `cursorpos`, which counts characters from 1 (0: no position).
+fn syntax_error(text: &str, cursorpos: i32, message: String) -> SyntaxError {
+    let chars = (cursorpos.max(1) - 1) as usize;
+    let offset = text
+        .char_indices()
+        .nth(chars)
+        .map_or(text.len(), |(i, _)| i);
+    SyntaxError { offset, message }
 }
 
 #[repr(C)]
@@ -108,8 +136,7 @@ struct PgQueryProtobufParseResult {
 
 extern "C" {
     // Provided by the libpg_query static library that the pg_query crate links. Calling it
-    // directly skips pg_query::parse's walk over the tree for table and function names,
-    // which the linter does not use, and gives a syntax error's position in the same call.
+    // directly skips pg_query::parse's walk over the tree for table and function names.
     fn pg_query_parse_protobuf(input: *const c_char) -> PgQueryProtobufParseResult;
     fn pg_query_free_protobuf_parse_result(result: PgQueryProtobufParseResult);
 }
@@ -127,17 +154,20 @@ mod tests {
             "ALTER TABLE t ALTER COLUMN c TYPE text COLLATE \"C\" USING c::text",
             "DO $$ BEGIN NULL; END $$",
         ] {
-            assert!(parse_statement(sql).unwrap().is_some(), "{sql}");
+            assert!(
+                parse_statement(sql, Queries::Read).unwrap().is_some(),
+                "{sql}"
+            );
         }
     }
 
     #[test]
     fn reports_the_position_of_a_syntax_error() {
         // `FROMM` is a column alias; the parser stops at `t`.
-        let err = parse_statement("SELECT 1 FROMM t").unwrap_err();
+        let err = parse_statement("SELECT 1 FROMM t", Queries::Read).unwrap_err();
         assert_eq!(err.offset, 15, "{err:?}");
         assert!(err.message.contains("syntax error"), "{err:?}");
-        let err = parse_statement("SELECT 'é' FROMM t").unwrap_err();
+        let err = parse_statement("SELECT 'é' FROMM t", Queries::Read).unwrap_err();
         assert_eq!(&"SELECT 'é' FROMM t"[err.offset..], "t");
     }
 }

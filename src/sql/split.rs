@@ -22,15 +22,61 @@ pub struct Comment {
 pub struct StatementSpan {
     pub start: usize,
     pub end: usize,
-    /// For `CREATE [MATERIALIZED] VIEW … AS query`: where the query starts. The linter needs a
-    /// view's name, not its query, and a large query's parse tree is most of a file's cost.
-    pub view_query: Option<usize>,
 }
+
+/// An identifier longer than PostgreSQL keeps (`NAMEDATALEN - 1`, 63 bytes), as written: the
+/// parser truncates it, so its tree no longer shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LongIdentifier {
+    /// Byte offset of its first character (the opening quote of a quoted one).
+    pub at: usize,
+    /// The name PostgreSQL would keep before truncating: unquoted and `""` unescaped, or
+    /// folded to lower case (ASCII only, as the server's UTF-8 folding does).
+    pub name: String,
+}
+
+/// The bytes an identifier may have before PostgreSQL truncates it.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
 #[derive(Debug, Default)]
 pub struct Split {
     pub statements: Vec<StatementSpan>,
     pub comments: Vec<Comment>,
+    /// Every identifier over [`MAX_IDENTIFIER_BYTES`], in order.
+    pub long_identifiers: Vec<LongIdentifier>,
+}
+
+/// The words the splitter acts on, found without building a lower-case copy of every word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Word {
+    Create,
+    Replace,
+    Function,
+    Procedure,
+    Begin,
+    Atomic,
+    Case,
+    End,
+    Other,
+}
+
+impl Word {
+    fn of(word: &[u8]) -> Word {
+        const WORDS: [(&[u8], Word); 8] = [
+            (b"create", Word::Create),
+            (b"replace", Word::Replace),
+            (b"function", Word::Function),
+            (b"procedure", Word::Procedure),
+            (b"begin", Word::Begin),
+            (b"atomic", Word::Atomic),
+            (b"case", Word::Case),
+            (b"end", Word::End),
+        ];
+        WORDS
+            .iter()
+            .find(|(w, _)| w.eq_ignore_ascii_case(word))
+            .map_or(Word::Other, |&(_, k)| k)
+    }
 }
 
 /// Splits `src` into statements and comments.
@@ -42,13 +88,10 @@ pub fn split(src: &str) -> Split {
     let mut stmt_start: Option<usize> = None;
     let mut stmt_end = 0;
     // BEGIN ATOMIC tracking: words seen at the top level of the current statement.
-    let mut prev_word = String::new();
+    let mut prev_word = Word::Other;
     let mut atomic_depth = 0usize;
     let mut is_routine = false;
     let mut words_in_stmt = 0usize;
-    // CREATE [OR REPLACE] [TEMP] [RECURSIVE|MATERIALIZED] VIEW … AS: only those words before VIEW.
-    let mut view = ViewHead::Maybe;
-    let mut depth = 0i32;
 
     while i < b.len() {
         let c = b[i];
@@ -87,12 +130,9 @@ pub fn split(src: &str) -> Split {
                     out.statements.push(StatementSpan {
                         start: s,
                         end: stmt_end,
-                        view_query: view.query(),
                     });
                 }
-                prev_word.clear();
-                view = ViewHead::Maybe;
-                depth = 0;
+                prev_word = Word::Other;
                 is_routine = false;
                 words_in_stmt = 0;
                 i += 1;
@@ -108,8 +148,30 @@ pub fn split(src: &str) -> Split {
         }
         let tok_end = match c {
             b'\'' => quoted_end(b, i + 1, b'\'', false),
-            b'"' => quoted_end(b, i + 1, b'"', false),
+            b'"' => {
+                let end = quoted_end(b, i + 1, b'"', false);
+                // The quotes and any doubled quote do not count.
+                if end - i > MAX_IDENTIFIER_BYTES + 2 {
+                    let body = src[i + 1..end]
+                        .strip_suffix('"')
+                        .unwrap_or(&src[i + 1..end]);
+                    let name = body.replace("\"\"", "\"");
+                    if name.len() > MAX_IDENTIFIER_BYTES {
+                        out.long_identifiers.push(LongIdentifier { at: i, name });
+                    }
+                }
+                end
+            }
             b'$' => dollar_end(src, i).unwrap_or(i + 1),
+            // A number, with its digits, base prefix, separators and exponent (`0b1010`, `1_000`,
+            // `1.5e10`): none of it is an identifier.
+            b'0'..=b'9' => {
+                let mut j = i;
+                while j < b.len() && (is_ident_char(b[j]) || b[j] == b'.') {
+                    j += 1;
+                }
+                j
+            }
             _ if is_ident_start(c) => {
                 let mut j = i;
                 while j < b.len() && is_ident_char(b[j]) {
@@ -117,41 +179,39 @@ pub fn split(src: &str) -> Split {
                 }
                 // E'…' string with backslash escapes (also U&'…', B'…', X'…' are plain quotes).
                 if j < b.len() && b[j] == b'\'' {
-                    let word = &src[i..j];
-                    let backslash = word.eq_ignore_ascii_case("e");
+                    let backslash = b[i..j].eq_ignore_ascii_case(b"e");
                     quoted_end(b, j + 1, b'\'', backslash)
                 } else {
-                    let word = src[i..j].to_ascii_lowercase();
+                    if j - i > MAX_IDENTIFIER_BYTES {
+                        out.long_identifiers.push(LongIdentifier {
+                            at: i,
+                            name: src[i..j].to_ascii_lowercase(),
+                        });
+                    }
+                    let word = Word::of(&b[i..j]);
                     words_in_stmt += 1;
                     if words_in_stmt <= 4
-                        && (word == "function" || word == "procedure")
-                        && matches!(prev_word.as_str(), "create" | "replace")
+                        && matches!(word, Word::Function | Word::Procedure)
+                        && matches!(prev_word, Word::Create | Word::Replace)
                     {
                         is_routine = true;
                     }
                     if is_routine {
-                        if word == "atomic" && prev_word == "begin" && atomic_depth == 0 {
+                        if word == Word::Atomic && prev_word == Word::Begin && atomic_depth == 0 {
                             atomic_depth = 1;
                         } else if atomic_depth > 0 {
-                            if word == "case" || (word == "atomic" && prev_word == "begin") {
+                            if word == Word::Case
+                                || (word == Word::Atomic && prev_word == Word::Begin)
+                            {
                                 atomic_depth += 1;
-                            } else if word == "end" {
+                            } else if word == Word::End {
                                 atomic_depth -= 1;
                             }
                         }
                     }
-                    view = view.next(&word, depth, j);
                     prev_word = word;
                     j
                 }
-            }
-            b'(' => {
-                depth += 1;
-                i + 1
-            }
-            b')' => {
-                depth -= 1;
-                i + 1
             }
             _ => i + char_len(c),
         };
@@ -162,44 +222,9 @@ pub fn split(src: &str) -> Split {
         out.statements.push(StatementSpan {
             start: s,
             end: stmt_end,
-            view_query: view.query(),
         });
     }
     out
-}
-
-/// How far a statement has shown itself to be `CREATE … VIEW name … AS query`.
-#[derive(Debug, Clone, Copy)]
-enum ViewHead {
-    /// Only words that may come before VIEW so far.
-    Maybe,
-    /// VIEW seen: waiting for the `AS` outside parentheses.
-    Named,
-    /// The query starts at this offset.
-    Query(usize),
-    Not,
-}
-
-impl ViewHead {
-    fn next(self, word: &str, depth: i32, end: usize) -> ViewHead {
-        match self {
-            ViewHead::Maybe => match word {
-                "view" => ViewHead::Named,
-                "create" | "or" | "replace" | "temp" | "temporary" | "recursive"
-                | "materialized" => ViewHead::Maybe,
-                _ => ViewHead::Not,
-            },
-            ViewHead::Named if word == "as" && depth == 0 => ViewHead::Query(end),
-            other => other,
-        }
-    }
-
-    fn query(self) -> Option<usize> {
-        match self {
-            ViewHead::Query(at) => Some(at),
-            _ => None,
-        }
-    }
 }
 
 fn char_len(first: u8) -> usize {
@@ -339,6 +364,33 @@ mod tests {
             ]
         );
         assert_eq!(split(src).comments.len(), 2);
+    }
+
+    #[test]
+    fn identifiers_over_63_bytes_are_found_as_postgresql_reads_them() {
+        let long = "A".repeat(64);
+        let ok = "b".repeat(63);
+        let quoted = format!("q\"\"{}", "x".repeat(62)); // 65 bytes written, 64 meant
+        let src = format!(
+            "CREATE TABLE {long} ({ok} int, \"{quoted}\" text);\n\
+             -- {long} in a comment\n\
+             SELECT '{long}', $${long}$$, E'{long}', \"{}\", 0b{}, 1e{} FROM t;",
+            "c".repeat(63),
+            "1".repeat(64),
+            "0".repeat(64)
+        );
+        let found: Vec<_> = split(&src)
+            .long_identifiers
+            .into_iter()
+            .map(|l| (l.at, l.name))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (13, "a".repeat(64)),
+                (src.find('"').unwrap(), format!("q\"{}", "x".repeat(62)))
+            ]
+        );
     }
 
     #[test]

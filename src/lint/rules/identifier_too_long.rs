@@ -30,29 +30,11 @@ impl Rule for IdentifierTooLong {
     }
 
     fn check(&self, ctx: &StmtCtx, out: &mut Vec<Finding>) {
-        // The parser has already truncated long names in the tree: read the source tokens.
-        if !has_long_word(&ctx.stmt.text) {
-            return;
-        }
-        let Ok(scan) = pg_query::scan(&ctx.stmt.text) else {
-            return;
-        };
-        let mut seen = Vec::new();
-        for t in scan
-            .tokens
-            .iter()
-            .filter(|t| t.token == pg_query::protobuf::Token::Ident as i32)
-        {
-            let raw = ctx
-                .stmt
-                .text
-                .get(t.start as usize..t.end as usize)
-                .unwrap_or("");
-            let name = raw
-                .strip_prefix('"')
-                .and_then(|r| r.strip_suffix('"'))
-                .map_or_else(|| raw.to_lowercase(), |q| q.replace("\"\"", "\""));
-            if name.len() > 63 && !seen.contains(&name) {
+        // The parser has already truncated long names in the tree: the splitter found them in
+        // the source (sql::split::LongIdentifier).
+        let mut seen: Vec<&String> = Vec::new();
+        for name in &ctx.stmt.long_identifiers {
+            if !seen.contains(&name) {
                 out.push(ctx.finding(
                     &Self::META,
                     format!(
@@ -65,27 +47,6 @@ impl Rule for IdentifierTooLong {
             }
         }
     }
-}
-
-/// Whether any run of identifier characters, or any quoted stretch, exceeds 63 bytes: a cheap
-/// test before scanning the statement's tokens.
-fn has_long_word(text: &str) -> bool {
-    let mut run = 0usize;
-    let mut quoted = false;
-    for b in text.bytes() {
-        if b == b'"' {
-            quoted = !quoted;
-            run = 0;
-        } else if quoted || b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 {
-            run += 1;
-            if run > 63 {
-                return true;
-            }
-        } else {
-            run = 0;
-        }
-    }
-    false
 }
 
 #[cfg(test)]

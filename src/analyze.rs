@@ -6,7 +6,7 @@
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::files::{self, LintTarget, MigrationFile, TransactionMode};
+use crate::files::{self, LintTarget, MigrationFile, Presence, TransactionMode};
 use crate::lint::rules::{
     self, allow_directive::AllowDirective, syntax_error::SyntaxErrorRule,
     unreadable_file::UnreadableFile,
@@ -146,6 +146,7 @@ pub fn analyze_targets(
     base: &Catalog,
 ) -> Result<Vec<FileReport>, Error> {
     let mut reports = Vec::new();
+    let mut missing = None;
     let load =
         |t: &files::TargetEntry| files::load(&t.entry, settings.transaction).map(Prepared::new);
     for target in targets {
@@ -159,6 +160,11 @@ pub fn analyze_targets(
                     catalog.settle();
                 }
                 Ok(p) => replay(&p, &mut catalog),
+                // A directory taken for a diesel migration that holds no up.sql is none.
+                Err(e) if e.is_not_found() && t.presence == Presence::Assumed => {}
+                Err(e) if e.is_not_found() && t.presence == Presence::Named => {
+                    missing.get_or_insert(e);
+                }
                 Err(e) if t.report => reports.push(unreadable(&t.entry, &e)),
                 // An unreadable earlier migration only weakens the context; it is not this
                 // run's subject.
@@ -166,7 +172,11 @@ pub fn analyze_targets(
             }
         });
     }
-    Ok(reports)
+    // A file named on the command line that is not there fails the run, as it always did.
+    match missing {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
 }
 
 /// The report of a migration that could not be read: one finding, at its first line.

@@ -486,6 +486,63 @@ fn docs_rule_reference_is_generated_from_the_code() {
     );
 }
 
+#[test]
+fn a_directory_without_up_sql_is_no_migration_and_a_missing_one_named_is_an_error() {
+    // Sub-directories are taken for diesel migrations without a stat before the work starts;
+    // one with no up.sql must still be no migration, and a named up.sql that is not there must
+    // still fail the run naming it.
+    let dir = tempdir("diesel-dirs");
+    for (name, sql) in [
+        ("2024-01-01-000000_a", "CREATE TABLE a (id bigint);\n"),
+        ("2024-01-02-000000_b", "ALTER TABLE a ADD COLUMN b text;\n"),
+    ] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("up.sql"), sql).unwrap();
+        std::fs::write(dir.join(name).join("down.sql"), "SELECT 1;\n").unwrap();
+    }
+    std::fs::create_dir_all(dir.join("2024-01-01-500000_only_down")).unwrap();
+    std::fs::write(
+        dir.join("2024-01-01-500000_only_down/down.sql"),
+        "SELECT 1;\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("notes")).unwrap();
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_string();
+
+    let (code, all) = json(&[&path("")]);
+    let (named_code, named) = json(&[&path("2024-01-02-000000_b/up.sql")]);
+    let missing = migrate(&["plan", &path("2024-01-01-500000_only_down/up.sql")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert!(code == 0 || code == 1, "{all}");
+    let migrations: Vec<&str> = all["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["migration"].as_str().unwrap())
+        .collect();
+    assert_eq!(migrations, ["2024-01-01-000000_a", "2024-01-02-000000_b"]);
+    assert!(
+        !rules_of(&all).contains(&"unreadable-file".to_string()),
+        "{all}"
+    );
+    // Named alone, only b is reported.
+    assert!(named_code == 0 || named_code == 1, "{named}");
+    assert_eq!(named["summary"]["files"], 1, "{named}");
+    assert_eq!(named["files"][0]["migration"], "2024-01-02-000000_b");
+    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("only_down/up.sql"),
+        "{}",
+        stderr(&missing)
+    );
+    assert!(
+        stderr(&missing).contains("No such file"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("migrate-cli-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

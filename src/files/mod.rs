@@ -54,17 +54,39 @@ pub struct TargetEntry {
     pub entry: MigrationEntry,
     /// Asked for: linted and reported. Otherwise it is context only.
     pub report: bool,
+    /// What is known of the file before it is read.
+    pub presence: Presence,
+}
+
+/// Whether a migration's file is known to exist before it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// The listing showed it, or a stat did.
+    Seen,
+    /// A sub-directory taken for a diesel migration without looking inside: a directory with no
+    /// `up.sql` is no migration, which reading it finds out. That read runs on every core, where
+    /// a stat per directory would run before any work can start (a tenth of a 286-migration
+    /// project's lint).
+    Assumed,
+    /// Named on the command line and matched to an assumed one: missing, it is the error a
+    /// missing file named always is.
+    Named,
 }
 
 impl LintTarget {
     /// Every migration reported on, none only replayed.
     pub fn all(entries: Vec<MigrationEntry>) -> LintTarget {
+        LintTarget::listed(entries.into_iter().map(|e| (e, Presence::Seen)).collect())
+    }
+
+    fn listed(entries: Vec<(MigrationEntry, Presence)>) -> LintTarget {
         LintTarget {
             entries: entries
                 .into_iter()
-                .map(|entry| TargetEntry {
+                .map(|(entry, presence)| TargetEntry {
                     entry,
                     report: true,
+                    presence,
                 })
                 .collect(),
         }
@@ -90,7 +112,7 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
         if !named_sql {
             let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
             if meta.is_dir() {
-                targets.push(LintTarget::all(list_dir(path)?));
+                targets.push(LintTarget::listed(list(path, Subdirs::Assumed)?));
                 continue;
             }
         }
@@ -106,31 +128,31 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
     for (dir, given) in groups {
         let siblings = match &dir {
             // `x.sql` alone: its directory is the current one, its siblings named as it is.
-            Some(d) if d.as_os_str().is_empty() => list_dir(Path::new("."))
+            Some(d) if d.as_os_str().is_empty() => list(Path::new("."), Subdirs::Assumed)
                 .unwrap_or_default()
                 .into_iter()
-                .map(|e| MigrationEntry {
-                    path: e
+                .map(|(e, presence)| {
+                    let path = e
                         .path
                         .strip_prefix(".")
                         .map(Path::to_path_buf)
-                        .unwrap_or(e.path),
-                    name: e.name,
+                        .unwrap_or(e.path);
+                    (MigrationEntry { path, name: e.name }, presence)
                 })
                 .collect(),
-            Some(d) => list_dir(d).unwrap_or_default(),
+            Some(d) => list(d, Subdirs::Assumed).unwrap_or_default(),
             None => Vec::new(),
         };
         // What the listing does not hold is looked at: it must exist, and a directory whose
         // name ends in `.sql` is linted as one.
         let listed: std::collections::HashSet<&Path> =
-            siblings.iter().map(|e| e.path.as_path()).collect();
+            siblings.iter().map(|(e, _)| e.path.as_path()).collect();
         let mut files = Vec::with_capacity(given.len());
         for me in given {
             if !listed.contains(me.path.as_path()) {
                 let meta = std::fs::metadata(&me.path).map_err(|e| Error::io(&me.path, e))?;
                 if meta.is_dir() {
-                    targets.push(LintTarget::all(list_dir(&me.path)?));
+                    targets.push(LintTarget::listed(list(&me.path, Subdirs::Assumed)?));
                     continue;
                 }
             }
@@ -147,13 +169,20 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Vec<LintTarget>, Error> {
 /// The walk over a directory's `siblings` that reports the `given` files: every sibling up to
 /// the last file given, in order. A given file the listing does not hold (a name no layout
 /// knows) takes its place by name.
-fn walk_for(siblings: Vec<MigrationEntry>, given: Vec<MigrationEntry>) -> LintTarget {
+fn walk_for(siblings: Vec<(MigrationEntry, Presence)>, given: Vec<MigrationEntry>) -> LintTarget {
     let wanted: std::collections::HashSet<&Path> = given.iter().map(|e| e.path.as_path()).collect();
     let mut entries: Vec<TargetEntry> = siblings
         .into_iter()
-        .map(|entry| TargetEntry {
-            report: wanted.contains(entry.path.as_path()),
-            entry,
+        .map(|(entry, presence)| {
+            let report = wanted.contains(entry.path.as_path());
+            TargetEntry {
+                presence: match presence {
+                    Presence::Assumed if report => Presence::Named,
+                    other => other,
+                },
+                report,
+                entry,
+            }
         })
         .collect();
     let listed: std::collections::HashSet<PathBuf> = entries
@@ -172,6 +201,7 @@ fn walk_for(siblings: Vec<MigrationEntry>, given: Vec<MigrationEntry>) -> LintTa
                 TargetEntry {
                     entry: me,
                     report: true,
+                    presence: Presence::Seen,
                 },
             );
         }
@@ -212,6 +242,22 @@ fn entry_for_file(path: &Path) -> (Option<PathBuf>, MigrationEntry) {
 
 /// The migrations of a directory, in order.
 pub fn list_dir(dir: &Path) -> Result<Vec<MigrationEntry>, Error> {
+    Ok(list(dir, Subdirs::Checked)?
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect())
+}
+
+/// Whether a listing looks inside each sub-directory for diesel's `up.sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subdirs {
+    /// A stat each: what the engine runs must exist.
+    Checked,
+    /// Taken for migrations, to be found out when read ([`Presence::Assumed`]).
+    Assumed,
+}
+
+fn list(dir: &Path, subdirs: Subdirs) -> Result<Vec<(MigrationEntry, Presence)>, Error> {
     let mut out = Vec::new();
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in rd {
@@ -226,20 +272,25 @@ pub fn list_dir(dir: &Path) -> Result<Vec<MigrationEntry>, Error> {
         };
         if is_dir {
             let up = path.join("up.sql");
-            if up.is_file() {
-                out.push(MigrationEntry {
-                    path: up,
-                    name: file_name,
-                });
-            }
+            let presence = match subdirs {
+                Subdirs::Assumed => Presence::Assumed,
+                Subdirs::Checked if up.is_file() => Presence::Seen,
+                Subdirs::Checked => continue,
+            };
+            let entry = MigrationEntry {
+                path: up,
+                name: file_name,
+            };
+            out.push((entry, presence));
         } else if is_up_migration(&file_name) {
-            out.push(MigrationEntry {
+            let entry = MigrationEntry {
                 name: migration_name(&file_name),
                 path,
-            });
+            };
+            out.push((entry, Presence::Seen));
         }
     }
-    out.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    out.sort_by(|(a, _), (b, _)| natural_cmp(&a.name, &b.name));
     Ok(out)
 }
 
@@ -304,7 +355,7 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
 
 /// Reads and parses a migration, deciding the transaction it runs in.
 pub fn load(entry: &MigrationEntry, default_mode: TransactionMode) -> Result<MigrationFile, Error> {
-    let bytes = std::fs::read(&entry.path).map_err(|e| Error::io(&entry.path, e))?;
+    let bytes = read_file(&entry.path).map_err(|e| Error::io(&entry.path, e))?;
     let text = String::from_utf8(bytes).map_err(|_| Error::NotUtf8(entry.path.clone()))?;
     let opt_out = transaction_opt_out(&entry.path, &text);
     let transaction = if opt_out.is_some() {
@@ -319,6 +370,18 @@ pub fn load(entry: &MigrationEntry, default_mode: TransactionMode) -> Result<Mig
         opt_out,
         source: SqlSource::parse(text),
     })
+}
+
+/// A file's bytes: `std::fs::read` without its stat for the size, which a migration's few
+/// kilobytes do not need (one system call of five per file, on a few hundred files). Read
+/// through `take`, as a `File` itself would stat and seek to size its buffer.
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(16 << 10);
+    std::fs::File::open(path)?
+        .take(u64::MAX)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The runner-specific ways a file says it must not run in a transaction.

@@ -1,7 +1,7 @@
 //! `migrate plan [PATH…]`: lint, plan, report.
 
 use super::{ColorChoice, EXIT_FINDINGS, EXIT_OK};
-use crate::analyze::analyze_targets;
+use crate::analyze::analyze_found;
 use crate::config::{AppliedBy, PgVersion, Settings};
 use crate::error::Error;
 use crate::files::{self, TransactionMode};
@@ -94,12 +94,12 @@ pub fn run(args: PlanArgs) -> Result<u8, Error> {
     } else {
         args.paths.clone()
     };
-    let targets = files::resolve(&paths)?;
     let base = match &args.database_url {
         Some(url) => live_catalog(url)?,
         None => Catalog::default(),
     };
-    let reports = analyze_targets(&targets, &settings, &base)?;
+    // The files are listed while the parsing threads start.
+    let reports = analyze_found(|| files::resolve(&paths), &settings, &base)?;
     let human = HumanOptions {
         color: args.color.enabled(),
         explain: args.explain,
@@ -117,6 +117,5 @@ pub fn run(args: PlanArgs) -> Result<u8, Error> {
     // The process ends here: freeing every report, statement and operation one by one would
     // cost more than the last file's lint (the operating system takes the memory back whole).
     std::mem::forget(reports);
-    std::mem::forget(targets);
     Ok(code)
 }

@@ -113,6 +113,7 @@ SPECIAL = {  # value nodes and lists, written by hand in pg_query_outfuncs_proto
     "List": ["length", "elements"], "Integer": ["ival"], "Float": ["fval"],
     "Boolean": ["boolval"], "String": ["sval"], "BitString": ["bsval"],
     "A_Const": ["isnull", "location", "val"], "Bitmapset": ["nwords", "words"],
+    "RawStmt": ["stmt"],
 }
 
 
@@ -124,6 +125,8 @@ def probe(lib, funcs, cases, enums):
              "int main(void) {",
              'printf("V %d\\n", PG_VERSION_NUM);',
              'printf("S ListCell %zu\\n", sizeof(ListCell));']
+    for struct in ("Integer", "Float", "Boolean", "String", "BitString", "A_Const", "RawStmt"):
+        lines.append(f'printf("Z {struct} %zu\\n", sizeof({struct}));')
     for struct, fields in SPECIAL.items():
         for f in fields:
             # Bitmapset.words is a flexible array: its element's size stands in.
@@ -132,6 +135,7 @@ def probe(lib, funcs, cases, enums):
     for tag, _, _, _ in cases:
         lines.append(f'printf("T {tag} %d\\n", (int) T_{tag});')
     for c_name, (_, struct, fields) in funcs.items():
+        lines.append(f'printf("Z {struct} %zu\\n", sizeof({struct}));')
         for kind, args in fields:
             f = args[-1]
             signed = f"SIGNED((({struct}*)0)->{f})" if kind in ("INT", "UINT") else "0"
@@ -150,7 +154,7 @@ def probe(lib, funcs, cases, enums):
         subprocess.run([os.environ.get("CC", "cc"), "-w", "-o", exe, src] +
                        [f"-I{d}" for d in includes], check=True)
         out = subprocess.run([exe], check=True, capture_output=True, text=True).stdout
-    version, tags, layout, enum_values, listcell = None, {}, {}, {}, None
+    version, tags, layout, enum_values, listcell, sizes = None, {}, {}, {}, None, {}
     for line in out.splitlines():
         p = line.split()
         if p[0] == "V":
@@ -159,12 +163,14 @@ def probe(lib, funcs, cases, enums):
             listcell = int(p[2])
         elif p[0] == "T":
             tags[p[1]] = int(p[2])
+        elif p[0] == "Z":
+            sizes[p[1]] = int(p[2])
         elif p[0] == "F":
             layout[(p[1], p[2])] = (int(p[3]), int(p[4]), p[5] == "1")
         elif p[0] == "E":
             enum_values.setdefault(p[1], []).append((int(p[2]), int(p[3])))
     assert listcell == 8, "a ListCell is expected to be one pointer wide"
-    return version, tags, layout, enum_values
+    return version, tags, layout, enum_values, sizes
 
 
 # A view's or a CREATE TABLE AS's defining query: read only when the caller asks for it.
@@ -185,7 +191,8 @@ def main():
     cases = node_cases(read(os.path.join(inc, "pg_query_outfuncs_conds.c")))
     enums = enum_cases(read(os.path.join(inc, "pg_query_enum_defs.c")))
     structs, variants = prost_types(read(os.path.join(crate, "src", "protobuf.rs")))
-    pg_version, tags, layout, enum_values = probe(lib, funcs, cases, enums)
+    pg_version, tags, layout, enum_values, sizes = probe(lib, funcs, cases, enums)
+    tag_of = {c_name: tags[tag] for tag, _, c_name, _ in cases}
 
     used_enums, defaulted = set(), set()
     fns = []
@@ -194,7 +201,7 @@ def main():
         if rust not in structs:
             sys.exit(f"{proto}: no Rust type {rust} in pg_query's protobuf.rs")
         want = structs[rust]
-        body, covered = [], set()
+        body, covered, wbody = [], set(), []
         for kind, args in fields:
             c_field = args[-1]
             out = args[3] if kind.startswith("SPECIFIC_NODE") else args[2] if kind == "ENUM" else args[1]
@@ -204,6 +211,25 @@ def main():
             covered.add(rf)
             ty = want[rf]
             off, size, signed = layout[(struct, c_field)]
+            n = f"n.{rf}"
+            if kind in ("INT", "UINT"):
+                c_ty = {(4, True): "i32", (2, True): "i16", (4, False): "u32", (2, False): "u16"}[(size, signed)]
+                wbody.append(f"    w.put::<{c_ty}>(p, {off}, {n} as {c_ty});")
+            elif kind in ("UINT64", "LONG", "FLOAT", "BOOL"):
+                wbody.append(f"    w.put(p, {off}, {n});")
+            elif kind == "CHAR":
+                wbody.append(f"    w.put_char(p, {off}, &{n});")
+            elif kind == "STRING":
+                wbody.append(f"    w.put_str(p, {off}, &{n});")
+            elif kind == "ENUM":
+                wbody.append(f"    w.put::<i32>(p, {off}, c_enum_{snake(args[1])}({n}));")
+            elif kind == "LIST":
+                wbody.append(f"    w.put_list(p, {off}, &{n});")
+            elif kind == "NODE_PTR":
+                wbody.append(f"    w.put_node_ptr(p, {off}, {n}.as_deref());")
+            elif kind == "BITMAPSET":
+                # libpg_query's reader leaves these out too (READ_BITMAPSET_FIELD).
+                pass
             if kind == "INT":
                 assert ty == "i32", (proto, out, ty)
                 expr = {4: f"r.i32(p, {off})", 2: f"r.i16(p, {off}) as i32"}[size] if signed else \
@@ -255,6 +281,14 @@ def main():
                 expr = f"r.{how}(p, {off}, {reader})"
                 if boxed:
                     expr += ".map(Box::new)"
+                deref = "&**x" if boxed else "x"
+                if kind == "SPECIFIC_NODE_PTR":
+                    writer = f"write_{snake(c_target)}" if c_target else f"super::write_{snake(args[1])}"
+                    wbody.append(f"    if let Some(x) = &{n} {{ let v = {writer}(w, {deref}); w.put(p, {off}, v); }}")
+                else:
+                    assert c_target, (proto, out)
+                    wbody.append(f"    if let Some(x) = &{n} {{ w.put::<u32>(p, {off}, {tag_of[c_target]}); "
+                                 f"fill_{snake(c_target)}(w, p.add({off}), {deref}); }}")
             else:
                 sys.exit(f"{proto}.{out}: field kind {kind} is not handled")
             body.append(f"        {rf}: {expr},")
@@ -267,8 +301,17 @@ def main():
         params = "r: &mut Reader, p: *const u8" if fields else "_r: &mut Reader, _p: *const u8"
         fns.append(f"unsafe fn read_{snake(c_name)}({params}) -> pb::{rust} {{\n"
                    f"    pb::{rust} {{\n" + "\n".join(body) + "\n    }\n}\n")
+        wparams = "w: &mut Writer, p: *mut u8, n: &pb::" if wbody else "_w: &mut Writer, _p: *mut u8, _n: &pb::"
+        fns.append(f"unsafe fn fill_{snake(c_name)}({wparams}{rust}) {{\n" + "\n".join(wbody) + "\n}\n")
+        # The tag again after the fields: an embedded first member (CreateForeignTableStmt's
+        # CreateStmt) overwrites it, as libpg_query's reader then restores it (NodeSetTag).
+        retag = f"    w.put::<u32>(p, 0, {tag_of[c_name]});\n" if any(
+            k == "SPECIFIC_NODE" and layout[(struct, a[-1])][0] == 0 for k, a in fields) else ""
+        fns.append(f"unsafe fn write_{snake(c_name)}(w: &mut Writer, n: &pb::{rust}) -> *mut u8 {{\n"
+                   f"    let p = w.node({sizes[struct]}, {tag_of[c_name]});\n"
+                   f"    fill_{snake(c_name)}(w, p, n);\n{retag}    p\n}}\n")
 
-    arms = []
+    arms, warms = [], []
     special_arms = []
     for tag, oneof_field, c_name, _ in cases:
         variant = upper_camel(oneof_field)
@@ -282,6 +325,7 @@ def main():
         call = f"read_{snake(c_name)}(r, p)"
         arms.append(f"        {value} => NodeEnum::{variant}(" +
                     (f"Box::new({call})" if boxed else call) + "),")
+        warms.append(f"        NodeEnum::{variant}(x) => write_{snake(c_name)}(w, {'&**x' if boxed else 'x'}),")
 
     enum_fns = []
     for enum in sorted(used_enums):
@@ -294,20 +338,35 @@ def main():
             enum_fns.append(f"fn enum_{snake(enum)}(v: i32) -> i32 {{\n    match v {{\n{arms_e}\n"
                             f"        _ => -1,\n    }}\n}}\n")
 
+    for enum in sorted(used_enums):
+        pairs = sorted(enum_values[enum], key=lambda cp: cp[1])
+        first_c = pairs[0][0]
+        if all(pb == c + 1 for c, pb in pairs) and [c for c, _ in pairs] == list(range(len(pairs))):
+            enum_fns.append(f"fn c_enum_{snake(enum)}(v: i32) -> i32 {{\n"
+                            f"    if (1..={len(pairs)}).contains(&v) {{ v - 1 }} else {{ {first_c} }}\n}}\n")
+        else:
+            arms_e = "\n".join(f"        {pb} => {c}," for c, pb in pairs)
+            enum_fns.append(f"fn c_enum_{snake(enum)}(v: i32) -> i32 {{\n    match v {{\n{arms_e}\n"
+                            f"        _ => {first_c},\n    }}\n}}\n")
+
     special = {s: {f: layout[(s, f)][0] for f in fs} for s, fs in SPECIAL.items()}
     consts = [f"pub(super) const {snake(s).upper()}_{f.upper()}: usize = {off};"
               for s, fs in special.items() for f, off in fs.items()]
     special_tags = [f"pub(super) const T_{t.upper()}: u32 = {tags[t]};"
                     for t in ("List", "Integer", "Float", "Boolean", "String",
-                              "BitString", "A_Const")]
+                              "BitString", "A_Const", "RawStmt")]
+    special_sizes = [f"pub(super) const SIZE_{snake(t).upper()}: usize = {sizes[t]};"
+                     for t in ("Integer", "Float", "Boolean", "String", "BitString", "A_Const",
+                               "RawStmt")]
 
     text = f"""// @generated by scripts/gen-parse-tree.py from pg_query {version} (PostgreSQL {pg_version}).
 // Do not edit: run the script again after upgrading pg_query.
-//! Every node type's reader: the fields libpg_query's protobuf writer emits, read at their C
-//! offsets into the same Rust types the protobuf decoder makes.
+//! Every node type's reader and writer: the fields libpg_query's protobuf writer emits, read
+//! at their C offsets into the same Rust types the protobuf decoder makes, and written back as
+//! its protobuf reader would build them.
 #![allow(clippy::all, unused_unsafe)]
 
-use super::Reader;
+use super::{{Reader, Writer}};
 use pg_query::protobuf as pb;
 use pg_query::NodeEnum;
 
@@ -316,6 +375,7 @@ pub(super) const PG_QUERY_VERSION: &str = "{version}";
 
 {chr(10).join(consts)}
 {chr(10).join(special_tags)}
+{chr(10).join(special_sizes)}
 
 /// The node at `p`, whose tag is `tag`; None for a tag this table does not hold.
 pub(super) unsafe fn node(r: &mut Reader, p: *const u8, tag: u32) -> Option<NodeEnum> {{
@@ -328,6 +388,15 @@ pub(super) unsafe fn node(r: &mut Reader, p: *const u8, tag: u32) -> Option<Node
 
 pub(super) unsafe fn read_raw_stmt_at(r: &mut Reader, p: *const u8) -> pb::RawStmt {{
     read_raw_stmt(r, p)
+}}
+
+/// A C node for `n`, allocated in the current memory context; null where libpg_query's
+/// protobuf reader would give none, or for a kind written by hand that is not supported.
+pub(super) unsafe fn write_node(w: &mut Writer, n: &NodeEnum) -> *mut u8 {{
+    match n {{
+{chr(10).join(warms)}
+        other => w.special(other),
+    }}
 }}
 
 {chr(10).join(fns)}

@@ -447,19 +447,9 @@ fn deparse_expr(node: &Node) -> String {
         op: protobuf::SetOperation::SetopNone as i32,
         ..Default::default()
     };
-    let result = protobuf::ParseResult {
-        version: 0,
-        stmts: vec![protobuf::RawStmt {
-            stmt: Some(Box::new(Node {
-                node: Some(NodeEnum::SelectStmt(Box::new(select))),
-            })),
-            stmt_location: 0,
-            stmt_len: 0,
-        }],
-    };
-    match pg_query::deparse(&result, Default::default()) {
-        Ok(s) => s.strip_prefix("SELECT ").unwrap_or(&s).to_string(),
-        Err(_) => "<expression>".to_string(),
+    match deparse_stmt(&NodeEnum::SelectStmt(Box::new(select))) {
+        Some(s) => s.strip_prefix("SELECT ").unwrap_or(&s).to_string(),
+        None => "<expression>".to_string(),
     }
 }
 
@@ -880,15 +870,23 @@ fn one_action(s: &protobuf::AlterTableStmt, cmd: Node) -> NodeEnum {
 
 /// Deparses an `ALTER TABLE` holding one action.
 fn alter_sql(s: &protobuf::AlterTableStmt, cmd: &Node) -> String {
-    deparse_stmt(one_action(s, cmd.clone())).unwrap_or_default()
+    deparse_stmt(&one_action(s, cmd.clone())).unwrap_or_default()
 }
 
-/// Deparses one statement.
-pub fn deparse_stmt(stmt: NodeEnum) -> Option<String> {
+/// A statement's SQL from its tree: libpg_query's deparser over the tree written as C nodes
+/// (`sql::reader::deparse`), or through protobuf for a node kind the writer does not know.
+pub fn deparse_stmt(stmt: &NodeEnum) -> Option<String> {
+    match crate::sql::reader::deparse(stmt) {
+        Ok(sql) => return Some(sql),
+        Err(crate::sql::reader::DeparseError::Refused) => return None,
+        Err(crate::sql::reader::DeparseError::UnknownNode) => {}
+    }
     let result = protobuf::ParseResult {
         version: 0,
         stmts: vec![protobuf::RawStmt {
-            stmt: Some(Box::new(Node { node: Some(stmt) })),
+            stmt: Some(Box::new(Node {
+                node: Some(stmt.clone()),
+            })),
             stmt_location: 0,
             stmt_len: 0,
         }],
@@ -979,7 +977,7 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                         let sql = if single {
                             text.to_string()
                         } else {
-                            deparse_stmt(alone(constraint.not_valid)).unwrap_or_default()
+                            deparse_stmt(&alone(constraint.not_valid)).unwrap_or_default()
                         };
                         let not_valid_sql = super::LazySql(Box::new(alone(true)));
                         ops.push((

@@ -20,7 +20,7 @@ pub struct LazySql(pub Box<pg_query::NodeEnum>);
 
 impl LazySql {
     pub fn sql(&self) -> String {
-        convert::deparse_stmt((*self.0).clone()).unwrap_or_default()
+        convert::deparse_stmt(&self.0).unwrap_or_default()
     }
 }
 

@@ -352,6 +352,222 @@ unsafe fn read_a_const(r: &mut Reader, p: *const u8) -> pb::AConst {
     }
 }
 
+/// Deparses one statement: its tree written as C nodes, as libpg_query's protobuf reader would
+/// build them, and given to libpg_query's deparser, without the protobuf round trip (Rust
+/// encoding, C decoding) that was most of a deparse. None when the deparser refuses the tree,
+/// or for a node kind the writer does not know (the caller may take the protobuf path).
+pub fn deparse(stmt: &NodeEnum) -> Result<String, DeparseError> {
+    // SAFETY: the memory context is entered and left on this thread around the writing and the
+    // deparse; every node written lives in it, and the SQL is copied out before it is left.
+    unsafe {
+        let context = pg_query_enter_memory_context();
+        let mut writer = Writer { unknown: false };
+        let raw = writer.node(nodes::SIZE_RAW_STMT, nodes::T_RAWSTMT);
+        let node = nodes::write_node(&mut writer, stmt);
+        writer.put(raw, nodes::RAW_STMT_STMT, node);
+        let out = if writer.unknown {
+            Err(DeparseError::UnknownNode)
+        } else {
+            let sql = migrate_deparse_raw_stmt(raw as *mut c_void);
+            if sql.is_null() {
+                Err(DeparseError::Refused)
+            } else {
+                Ok(CStr::from_ptr(sql).to_string_lossy().into_owned())
+            }
+        };
+        pg_query_exit_memory_context(context);
+        out
+    }
+}
+
+/// Why a statement could not be deparsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeparseError {
+    /// libpg_query's deparser raised an error on the tree.
+    Refused,
+    /// A node kind the writer has no table for.
+    UnknownNode,
+}
+
+/// Writes pg_query's Rust types as C nodes in the current memory context.
+pub struct Writer {
+    unknown: bool,
+}
+
+#[allow(clippy::missing_safety_doc)]
+impl Writer {
+    /// A zeroed node of `size` bytes with its tag, as makeNode makes it.
+    #[inline(always)]
+    unsafe fn node(&mut self, size: usize, tag: u32) -> *mut u8 {
+        let p = palloc0(size) as *mut u8;
+        (p as *mut u32).write(tag);
+        p
+    }
+
+    #[inline(always)]
+    unsafe fn put<T>(&self, p: *mut u8, off: usize, v: T) {
+        (p.add(off) as *mut T).write_unaligned(v)
+    }
+
+    /// A `char` field: the string's first byte, as libpg_query's reader takes it.
+    #[inline(always)]
+    unsafe fn put_char(&self, p: *mut u8, off: usize, s: &str) {
+        if let Some(&c) = s.as_bytes().first() {
+            self.put(p, off, c);
+        }
+    }
+
+    /// A `char *` field: NULL for the empty string, as libpg_query's reader leaves it.
+    #[inline(always)]
+    unsafe fn put_str(&self, p: *mut u8, off: usize, s: &str) {
+        if !s.is_empty() {
+            self.put(p, off, Self::cstring(s));
+        }
+    }
+
+    unsafe fn cstring(s: &str) -> *mut c_char {
+        let q = palloc(s.len() + 1) as *mut u8;
+        std::ptr::copy_nonoverlapping(s.as_ptr(), q, s.len());
+        q.add(s.len()).write(0);
+        q as *mut c_char
+    }
+
+    /// A `List *` field: NIL for no items; an item without a node is a NULL cell.
+    unsafe fn put_list(&mut self, p: *mut u8, off: usize, items: &[pb::Node]) {
+        let list = self.list(items);
+        self.put(p, off, list);
+    }
+
+    unsafe fn list(&mut self, items: &[pb::Node]) -> *mut c_void {
+        let mut list: *mut c_void = std::ptr::null_mut();
+        for item in items {
+            let node = self.node_of(item);
+            list = lappend(list, node as *mut c_void);
+        }
+        list
+    }
+
+    #[inline(always)]
+    unsafe fn put_node_ptr(&mut self, p: *mut u8, off: usize, n: Option<&pb::Node>) {
+        if let Some(n) = n {
+            let node = self.node_of(n);
+            self.put(p, off, node);
+        }
+    }
+
+    unsafe fn node_of(&mut self, n: &pb::Node) -> *mut u8 {
+        match &n.node {
+            Some(node) => nodes::write_node(self, node),
+            None => std::ptr::null_mut(),
+        }
+    }
+
+    /// Lists and value nodes, which libpg_query's reader builds by hand too.
+    unsafe fn special(&mut self, n: &NodeEnum) -> *mut u8 {
+        match n {
+            // An empty list is NIL.
+            NodeEnum::List(l) => self.list(&l.items) as *mut u8,
+            NodeEnum::Integer(v) => write_integer(self, v),
+            NodeEnum::Float(v) => write_float(self, v),
+            NodeEnum::Boolean(v) => write_boolean(self, v),
+            NodeEnum::String(v) => write_string(self, v),
+            NodeEnum::BitString(v) => write_bit_string(self, v),
+            NodeEnum::AConst(c) => write_a_const(self, c),
+            _ => {
+                self.unknown = true;
+                std::ptr::null_mut()
+            }
+        }
+    }
+}
+
+// Value nodes hold their string even when it is empty, as makeString(pstrdup("")) does.
+unsafe fn fill_integer(w: &mut Writer, p: *mut u8, v: &pb::Integer) {
+    w.put(p, nodes::INTEGER_IVAL, v.ival);
+}
+
+unsafe fn fill_float(w: &mut Writer, p: *mut u8, v: &pb::Float) {
+    w.put(p, nodes::FLOAT_FVAL, Writer::cstring(&v.fval));
+}
+
+unsafe fn fill_boolean(w: &mut Writer, p: *mut u8, v: &pb::Boolean) {
+    w.put(p, nodes::BOOLEAN_BOOLVAL, v.boolval);
+}
+
+unsafe fn fill_string(w: &mut Writer, p: *mut u8, v: &pb::String) {
+    w.put(p, nodes::STRING_SVAL, Writer::cstring(&v.sval));
+}
+
+unsafe fn fill_bit_string(w: &mut Writer, p: *mut u8, v: &pb::BitString) {
+    w.put(p, nodes::BIT_STRING_BSVAL, Writer::cstring(&v.bsval));
+}
+
+unsafe fn write_integer(w: &mut Writer, v: &pb::Integer) -> *mut u8 {
+    let p = w.node(nodes::SIZE_INTEGER, nodes::T_INTEGER);
+    fill_integer(w, p, v);
+    p
+}
+
+unsafe fn write_float(w: &mut Writer, v: &pb::Float) -> *mut u8 {
+    let p = w.node(nodes::SIZE_FLOAT, nodes::T_FLOAT);
+    fill_float(w, p, v);
+    p
+}
+
+unsafe fn write_boolean(w: &mut Writer, v: &pb::Boolean) -> *mut u8 {
+    let p = w.node(nodes::SIZE_BOOLEAN, nodes::T_BOOLEAN);
+    fill_boolean(w, p, v);
+    p
+}
+
+unsafe fn write_string(w: &mut Writer, v: &pb::String) -> *mut u8 {
+    let p = w.node(nodes::SIZE_STRING, nodes::T_STRING);
+    fill_string(w, p, v);
+    p
+}
+
+unsafe fn write_bit_string(w: &mut Writer, v: &pb::BitString) -> *mut u8 {
+    let p = w.node(nodes::SIZE_BIT_STRING, nodes::T_BITSTRING);
+    fill_bit_string(w, p, v);
+    p
+}
+
+/// A constant: its value node is embedded in it, whole (tag included).
+unsafe fn write_a_const(w: &mut Writer, c: &pb::AConst) -> *mut u8 {
+    use pb::a_const::Val;
+    let p = w.node(nodes::SIZE_ACONST, nodes::T_A_CONST);
+    w.put(p, nodes::ACONST_LOCATION, c.location);
+    if c.isnull {
+        w.put(p, nodes::ACONST_ISNULL, true);
+        return p;
+    }
+    let v = p.add(nodes::ACONST_VAL);
+    match &c.val {
+        Some(Val::Ival(x)) => {
+            w.put(v, 0, nodes::T_INTEGER);
+            fill_integer(w, v, x);
+        }
+        Some(Val::Fval(x)) => {
+            w.put(v, 0, nodes::T_FLOAT);
+            fill_float(w, v, x);
+        }
+        Some(Val::Boolval(x)) => {
+            w.put(v, 0, nodes::T_BOOLEAN);
+            fill_boolean(w, v, x);
+        }
+        Some(Val::Sval(x)) => {
+            w.put(v, 0, nodes::T_STRING);
+            fill_string(w, v, x);
+        }
+        Some(Val::Bsval(x)) => {
+            w.put(v, 0, nodes::T_BITSTRING);
+            fill_bit_string(w, v, x);
+        }
+        None => {}
+    }
+    p
+}
+
 /// The pg_query version Cargo.lock holds, found at compile time.
 const fn locked_version_is(lock: &str, name: &str, version: &str) -> bool {
     // Looks for `name = "<name>"\nversion = "<version>"` anywhere in the lock file.
@@ -419,6 +635,12 @@ extern "C" {
     fn pg_query_raw_parse(input: *const c_char, parser_options: c_int) -> ParsetreeAndError;
     fn pg_query_free_error(error: *mut PgQueryError);
     fn free(p: *mut c_void);
+    // PostgreSQL's own allocation and list functions, in the same library.
+    fn palloc(size: usize) -> *mut c_void;
+    fn palloc0(size: usize) -> *mut c_void;
+    fn lappend(list: *mut c_void, datum: *mut c_void) -> *mut c_void;
+    // deparse.c, built by build.rs.
+    fn migrate_deparse_raw_stmt(raw_stmt: *mut c_void) -> *const c_char;
 }
 
 #[cfg(test)]

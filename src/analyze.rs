@@ -22,6 +22,10 @@ use crate::sql::directives::{self, Directive};
 use crate::sql::SqlSource;
 use std::path::PathBuf;
 
+mod pipeline;
+pub use pipeline::PARSE_STACK;
+use pipeline::{spare_cores, Pipeline};
+
 /// Everything `migrate plan` learned about one file.
 #[derive(Debug, Clone)]
 pub struct FileReport {
@@ -60,181 +64,6 @@ impl Prepared {
     }
 }
 
-/// The stack of a thread that parses, as the main thread's: the deepest tree the reader takes
-/// (`sql::reader::MAX_DEPTH`) needs about 1.3 MiB of it, and the walks over that tree after it
-/// more. Only what a parse touches is ever mapped.
-pub const PARSE_STACK: usize = 8 << 20;
-
-/// How long a worker that started before its work spins before it sleeps. An idle core of the
-/// VMs this runs on (guest halt-polling, then a halt) took 1-3 ms to wake for a new thread,
-/// a third of a 286-migration lint; a thread that is already running when the work comes takes
-/// it within microseconds. Listing the files takes well under this.
-const SPIN: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Runs `f` over the items `produce` makes, on every core, and hands each item and its result
-/// to `consume` in order. Parsing (the costly, catalog-free part) runs ahead on worker
-/// threads; the calling thread lints in order, and parses too whenever the next file in order
-/// is not ready yet, so no core idles. The workers start before `produce` runs (it lists the
-/// files) and spin briefly for its items, so that they are running when the items come
-/// ([`SPIN`]). At most `workers` threads besides this one; libpg_query keeps its parser state
-/// per thread.
-fn pipeline<T: Send + Sync, R: Send, E>(
-    workers: usize,
-    produce: impl FnOnce() -> Result<Vec<T>, E>,
-    f: impl Fn(&T) -> R + Sync,
-    mut consume: impl FnMut(&T, R),
-) -> Result<(), E> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Condvar, Mutex, OnceLock};
-    type Panic = Box<dyn std::any::Any + Send>;
-    let items: OnceLock<Vec<T>> = OnceLock::new();
-    // Set once `items` is set or will never be (`produce` failed): what a worker that stopped
-    // spinning sleeps on.
-    let published = (Mutex::new(false), Condvar::new());
-    let cancelled = AtomicBool::new(false);
-    let next = AtomicUsize::new(0);
-    // Finished results by index; a worker's panic is passed on, not waited for.
-    let ready: Mutex<std::collections::BTreeMap<usize, Result<R, Panic>>> =
-        Mutex::new(Default::default());
-    let arrived = Condvar::new();
-    let unwrap = |r: Result<R, Panic>| r.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    let take = |want: usize| {
-        ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&want)
-    };
-    // The items, once `produce` has made them; None if it failed.
-    let wait_for_items = || -> Option<&Vec<T>> {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(items) = items.get() {
-                return Some(items);
-            }
-            if cancelled.load(Ordering::Acquire) {
-                return None;
-            }
-            if start.elapsed() > SPIN {
-                let mut done = published.0.lock().unwrap_or_else(|p| p.into_inner());
-                while !*done {
-                    done = published.1.wait(done).unwrap_or_else(|p| p.into_inner());
-                }
-                return items.get();
-            }
-            std::hint::spin_loop();
-        }
-    };
-    let publish = |made: Option<Vec<T>>| {
-        match made {
-            Some(made) => {
-                let _ = items.set(made);
-            }
-            None => cancelled.store(true, Ordering::Release),
-        }
-        *published.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        published.1.notify_all();
-    };
-    let home = current_cpu();
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            let worker = std::thread::Builder::new().stack_size(PARSE_STACK);
-            let spawned = worker.spawn_scoped(scope, || {
-                leave_cpu(home);
-                let Some(items) = wait_for_items() else {
-                    return;
-                };
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)));
-                    ready.lock().unwrap_or_else(|p| p.into_inner()).insert(i, r);
-                    arrived.notify_one();
-                }
-            });
-            // A thread the system will not start leaves its share to this one, which parses
-            // whatever is not taken.
-            if spawned.is_err() {
-                break;
-            }
-        }
-        let items = match produce() {
-            Ok(made) => {
-                publish(Some(made));
-                items.get().expect("just set")
-            }
-            Err(e) => {
-                publish(None);
-                return Err(e);
-            }
-        };
-        let mut want = 0;
-        while want < items.len() {
-            if let Some(r) = take(want) {
-                consume(&items[want], unwrap(r));
-                want += 1;
-                continue;
-            }
-            // The next result is not there: parse one more ourselves rather than wait.
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if let Some(item) = items.get(i) {
-                let r = f(item);
-                if i == want {
-                    consume(item, r);
-                    want += 1;
-                } else {
-                    ready
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(i, Ok(r));
-                }
-                continue;
-            }
-            // Everything is handed out: wait for the worker that has `want`.
-            let mut guard = ready.lock().unwrap_or_else(|p| p.into_inner());
-            while !guard.contains_key(&want) {
-                guard = arrived.wait(guard).unwrap_or_else(|p| p.into_inner());
-            }
-        }
-        Ok(())
-    })
-}
-
-/// The core this thread runs on, where the system says.
-fn current_cpu() -> Option<usize> {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: sched_getcpu takes nothing and returns a number or -1.
-        let cpu = unsafe { libc::sched_getcpu() };
-        usize::try_from(cpu).ok()
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
-}
-
-/// Moves this thread off `cpu` (the main thread's) when it may run elsewhere. A new thread is
-/// often started on its parent's core and shares it, spinning against the thread that lists
-/// the files, until the scheduler moves it: measured on this project's VMs, half the starts.
-fn leave_cpu(cpu: Option<usize>) {
-    #[cfg(target_os = "linux")]
-    if let Some(cpu) = cpu.filter(|&c| c < libc::CPU_SETSIZE as usize) {
-        // SAFETY: the set is a plain bit mask, read and written by the calls it is made for,
-        // for this thread (pid 0) only.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            if libc::sched_getaffinity(0, size, &mut set) != 0 || !libc::CPU_ISSET(cpu, &set) {
-                return;
-            }
-            libc::CPU_CLR(cpu, &mut set);
-            if libc::CPU_COUNT(&set) > 0 {
-                libc::sched_setaffinity(0, size, &set);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
-}
-
 /// Lints and plans every target. `base` is the catalog to start from (empty, or read from a
 /// live database). A file that cannot be read is a finding of its own; the run goes on.
 pub fn analyze_targets(
@@ -243,26 +72,29 @@ pub fn analyze_targets(
     base: &Catalog,
 ) -> Result<Vec<FileReport>, Error> {
     let files: usize = targets.iter().map(|t| t.entries.len()).sum();
-    let workers = (cores() - 1).min(files.saturating_sub(1));
-    analyze_with(workers, || Ok(targets.to_vec()), settings, base)
+    let workers = spare_cores().min(files.saturating_sub(1));
+    analyze_with(
+        Pipeline::start(workers),
+        || Ok(targets.to_vec()),
+        settings,
+        base,
+    )
 }
 
 /// [`analyze_targets`] over the targets `find` lists, which it runs while the parsing threads
-/// start (see [`pipeline`]).
+/// start (see `pipeline`).
 pub fn analyze_found(
     find: impl FnOnce() -> Result<Vec<LintTarget>, Error>,
     settings: &Settings,
     base: &Catalog,
 ) -> Result<Vec<FileReport>, Error> {
-    analyze_with(cores() - 1, find, settings, base)
+    analyze_with(Pipeline::start(spare_cores()), find, settings, base)
 }
 
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+type Parsing = Pipeline<(usize, files::TargetEntry), Result<Prepared, Error>>;
 
 fn analyze_with(
-    workers: usize,
+    pipeline: Parsing,
     find: impl FnOnce() -> Result<Vec<LintTarget>, Error>,
     settings: &Settings,
     base: &Catalog,
@@ -277,12 +109,13 @@ fn analyze_with(
             .flat_map(|(n, t)| t.entries.into_iter().map(move |e| (n, e)))
             .collect())
     };
-    let load = |(_, t): &(usize, files::TargetEntry)| {
-        files::load(&t.entry, settings.transaction).map(Prepared::new)
+    let transaction = settings.transaction;
+    let load = move |(_, t): &(usize, files::TargetEntry)| {
+        files::load(&t.entry, transaction).map(Prepared::new)
     };
     let mut catalog = base.clone();
     let mut target = 0;
-    pipeline(workers, entries, load, |(n, t), prepared| {
+    pipeline.run(entries, load, |(n, t), prepared| {
         if *n != target {
             catalog = base.clone();
             target = *n;
@@ -757,66 +590,4 @@ pub fn analyze_sources(context: &[&str], sql: &str, settings: &Settings) -> Vec<
         file.transaction = TransactionMode::None;
     }
     vec![analyze_file(Prepared::new(file), &mut catalog, settings)]
-}
-
-#[cfg(test)]
-mod pipeline_tests {
-    use super::pipeline;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[test]
-    fn results_come_in_order_whoever_made_them() {
-        let calls = AtomicUsize::new(0);
-        let mut seen = Vec::new();
-        let out: Result<(), ()> = pipeline(
-            3,
-            || Ok((0..500u64).collect()),
-            |&n| {
-                calls.fetch_add(1, Ordering::Relaxed);
-                // Uneven work, so that results arrive out of order.
-                (0..(n % 7) * 1000).fold(n, |a, b| a.wrapping_mul(31).wrapping_add(b)) ^ n
-            },
-            |&n, r| seen.push((n, r)),
-        );
-        assert_eq!(out, Ok(()));
-        assert_eq!(calls.load(Ordering::Relaxed), 500, "each item made once");
-        let order: Vec<u64> = seen.iter().map(|&(n, _)| n).collect();
-        assert_eq!(order, (0..500).collect::<Vec<_>>());
-        for &(n, r) in &seen {
-            assert_eq!(
-                r,
-                (0..(n % 7) * 1000).fold(n, |a, b| a.wrapping_mul(31).wrapping_add(b)) ^ n
-            );
-        }
-    }
-
-    #[test]
-    fn a_failed_listing_stops_the_waiting_workers_and_is_returned() {
-        let calls = AtomicUsize::new(0);
-        let out = pipeline(
-            3,
-            || Err::<Vec<u32>, _>("no such directory"),
-            |_| calls.fetch_add(1, Ordering::Relaxed),
-            |_, _| unreachable!("nothing to consume"),
-        );
-        // The scope has joined every worker, which would hang if one still waited.
-        assert_eq!(out, Err("no such directory"));
-        assert_eq!(calls.load(Ordering::Relaxed), 0);
-    }
-
-    #[test]
-    fn items_listed_after_the_workers_stopped_spinning_are_all_handed_out_in_order() {
-        let seen = std::sync::Mutex::new(Vec::new());
-        let out: Result<(), ()> = pipeline(
-            2,
-            || {
-                std::thread::sleep(super::SPIN * 3);
-                Ok(vec![1, 2, 3, 4])
-            },
-            |&n| n * 10,
-            |_, r| seen.lock().unwrap().push(r),
-        );
-        assert_eq!(out, Ok(()));
-        assert_eq!(*seen.lock().unwrap(), [10, 20, 30, 40]);
-    }
 }

@@ -316,7 +316,17 @@ fn migration_name(file_name: &str) -> String {
 
 /// Compares names with runs of digits compared as numbers.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    // Names in one folder share long prefixes (dates, numbers): skip what is the same, back to
+    // the start of a number it ends inside, which is then compared whole.
+    let mut same = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    while same > 0 && a[same - 1].is_ascii_digit() {
+        same -= 1;
+    }
+    natural_cmp_from(&a[same..], &b[same..])
+}
+
+fn natural_cmp_from(mut a: &[u8], mut b: &[u8]) -> Ordering {
     loop {
         match (a.first(), b.first()) {
             (None, None) => return Ordering::Equal,
@@ -428,6 +438,43 @@ fn transaction_opt_out(path: &Path, text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn natural_order_holds_where_names_share_a_prefix() {
+        let names = [
+            "a9",
+            "a10",
+            "a010",
+            "a01",
+            "a1",
+            "a1b",
+            "a1a",
+            "2017-08-31-230457_x",
+            "2017-08-31-23045_x",
+            "2017-8-31",
+            "007",
+            "07",
+            "7",
+            "70",
+            "",
+            "x",
+            "x0",
+            "x00",
+            "V1__a",
+            "V10__a",
+            "V2__a",
+        ];
+        // The full comparison, segment by segment from the start.
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    natural_cmp(a, b),
+                    natural_cmp_from(a.as_bytes(), b.as_bytes()),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn natural_order() {

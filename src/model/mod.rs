@@ -56,10 +56,7 @@ impl QualifiedName {
 
     /// The name as SQL, each part quoted only where PostgreSQL requires it.
     pub fn sql(&self) -> String {
-        match &self.schema {
-            Some(s) => format!("{}.{}", quote_ident(s), quote_ident(&self.name)),
-            None => quote_ident(&self.name),
-        }
+        self.to_string()
     }
 
     /// The schema, `public` when unqualified.
@@ -73,15 +70,28 @@ impl QualifiedName {
     }
 }
 
+/// Written as SQL without a string per part.
 impl fmt::Display for QualifiedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.sql())
+        if let Some(schema) = &self.schema {
+            write_ident(f, schema)?;
+            f.write_str(".")?;
+        }
+        write_ident(f, &self.name)
     }
 }
 
 /// Quotes an identifier for generated SQL. Every identifier the tool writes into SQL goes
-/// through here: it is left bare only when it is a lower-case, non-keyword name.
+/// through here (or [`write_ident`], the same into a writer): it is left bare only when it is
+/// a lower-case, non-keyword name.
 pub fn quote_ident(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    let _ = write_ident(&mut out, name);
+    out
+}
+
+/// [`quote_ident`] into `out`.
+pub fn write_ident(out: &mut impl fmt::Write, name: &str) -> fmt::Result {
     let plain = !name.is_empty()
         && name
             .bytes()
@@ -92,10 +102,16 @@ pub fn quote_ident(name: &str) -> String {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
         && !is_keyword(name);
     if plain {
-        name.to_string()
-    } else {
-        format!("\"{}\"", name.replace('"', "\"\""))
+        return out.write_str(name);
     }
+    out.write_char('"')?;
+    for (i, part) in name.split('"').enumerate() {
+        if i > 0 {
+            out.write_str("\"\"")?;
+        }
+        out.write_str(part)?;
+    }
+    out.write_char('"')
 }
 
 fn is_keyword(name: &str) -> bool {

@@ -349,6 +349,37 @@ def main():
             enum_fns.append(f"fn c_enum_{snake(enum)}(v: i32) -> i32 {{\n    match v {{\n{arms_e}\n"
                             f"        _ => {first_c},\n    }}\n}}\n")
 
+    # The walk over every node of a tree, in the order serde_json's (sorted) map of the tree
+    # lists them: the node, then its fields by name.
+    node_types = {ty for ty, _ in variants.values()}
+    visits, visited = [], set()
+    todo = sorted(node_types)
+    while todo:
+        ty = todo.pop()
+        if ty in visited or ty not in structs:
+            continue
+        visited.add(ty)
+        steps = []
+        for rf, fty in sorted(structs[ty].items(), key=lambda kv: kv[0].removeprefix("r#")):
+            m = re.fullmatch(r"::core::option::Option<(?:::prost::alloc::boxed::Box<)?(\w+)>+", fty)
+            if fty == "::core::option::Option<::prost::alloc::boxed::Box<Node>>":
+                steps.append(f"    if let Some(c) = &n.{rf} {{ walk_node(c, f); }}")
+            elif fty == "::prost::alloc::vec::Vec<Node>":
+                steps.append(f"    for c in &n.{rf} {{ walk_node(c, f); }}")
+            elif m and m.group(1) in structs and m.group(1) != "Node":
+                target = m.group(1)
+                todo.append(target)
+                deref = "&**c" if "Box<" in fty else "c"
+                steps.append(f"    if let Some(c) = &n.{rf} {{ walk_{snake(target)}({deref}, f); }}")
+        params = "n" if steps else "_n"
+        fparam = "f" if steps else "_f"
+        visits.append(f"fn walk_{snake(ty)}({params}: &pb::{ty}, {fparam}: &mut dyn FnMut(&NodeEnum)) {{\n"
+                      + "\n".join(steps) + "\n}\n")
+    walk_arms = []
+    for variant, (ty, boxed) in sorted(variants.items()):
+        if ty in visited:
+            walk_arms.append(f"        NodeEnum::{variant}(x) => walk_{snake(ty)}({'&**x' if boxed else 'x'}, f),")
+
     special = {s: {f: layout[(s, f)][0] for f in fs} for s, fs in SPECIAL.items()}
     consts = [f"pub(super) const {snake(s).upper()}_{f.upper()}: usize = {off};"
               for s, fs in special.items() for f, off in fs.items()]
@@ -399,6 +430,22 @@ pub(super) unsafe fn write_node(w: &mut Writer, n: &NodeEnum) -> *mut u8 {{
     }}
 }}
 
+/// Calls `f` on `node` and on every node under it, depth first, each node's fields in the
+/// order of their names (the order a serde_json map of the tree lists them).
+pub fn walk(node: &NodeEnum, f: &mut dyn FnMut(&NodeEnum)) {{
+    f(node);
+    match node {{
+{chr(10).join(walk_arms)}
+    }}
+}}
+
+fn walk_node(n: &pb::Node, f: &mut dyn FnMut(&NodeEnum)) {{
+    if let Some(node) = &n.node {{
+        walk(node, f);
+    }}
+}}
+
+{chr(10).join(visits)}
 {chr(10).join(fns)}
 {chr(10).join(enum_fns)}"""
     os.makedirs(os.path.dirname(OUT), exist_ok=True)

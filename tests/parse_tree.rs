@@ -59,6 +59,7 @@ fn same_both_ways(path: &Path, text: &str, kinds: &mut BTreeSet<String>) -> Resu
             node_kinds(&a, kinds);
             for x in &a {
                 same_sql(path, x)?;
+                same_walk(path, x)?;
             }
             for (x, y) in a.iter().zip(&b) {
                 if x != y {
@@ -92,6 +93,47 @@ fn same_both_ways(path: &Path, text: &str, kinds: &mut BTreeSet<String>) -> Resu
 }
 
 const SYNTAX: &str = "the same syntax error";
+
+/// `reader::walk` meets the statement's nodes in the order a walk over its JSON (serde_json's
+/// sorted maps) meets their kinds: the linter's first volatile function, the columns an
+/// expression reads, come out as they did when it walked the JSON.
+fn same_walk(path: &Path, stmt: &pg_query::protobuf::RawStmt) -> Result<(), String> {
+    fn json_kinds(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    // Node kinds; a constant's value (Ival, Sval, …) is a field of its own.
+                    let value =
+                        matches!(k.as_str(), "Ival" | "Fval" | "Boolval" | "Sval" | "Bsval");
+                    if k.starts_with(|c: char| c.is_ascii_uppercase()) && !value {
+                        out.push(k.clone());
+                    }
+                    json_kinds(child, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| json_kinds(i, out)),
+            _ => {}
+        }
+    }
+    let Some(node) = stmt.stmt.as_ref().and_then(|n| n.node.as_ref()) else {
+        return Ok(());
+    };
+    let mut walked = Vec::new();
+    reader::walk(node, &mut |n| {
+        let name = format!("{n:?}");
+        walked.push(name[..name.find('(').unwrap_or(name.len())].to_string());
+    });
+    let mut expected = Vec::new();
+    json_kinds(&serde_json::to_value(node).unwrap(), &mut expected);
+    if walked == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: walked {walked:?}\nJSON    {expected:?}",
+            path.display()
+        ))
+    }
+}
 
 /// The statement deparsed through the C nodes the writer builds and through protobuf: the same
 /// SQL, or both refused.

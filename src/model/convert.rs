@@ -3,6 +3,7 @@
 use super::locks::LockLevel;
 use super::types::{canonical, is_known_non_volatile};
 use super::*;
+use crate::sql::reader::walk;
 use pg_query::protobuf::{
     self, AlterTableType, ConstrType, DropBehavior, ObjectType, ReindexObjectType,
     TransactionStmtKind,
@@ -455,22 +456,25 @@ fn deparse_expr(node: &Node) -> String {
 
 /// The last name of every column an expression reads.
 fn column_refs(node: &Node) -> Vec<String> {
-    let value = serde_json::to_value(node).unwrap_or_default();
     let mut names = Vec::new();
-    walk_json(&value, &mut |key, v| {
-        if key == "ColumnRef" {
-            if let Some(name) = v
-                .get("fields")
-                .and_then(|f| f.as_array())
-                .and_then(|a| a.last())
-                .and_then(|n| n.pointer("/node/String/sval"))
-                .and_then(|s| s.as_str())
-            {
-                names.push(name.to_string());
+    if let Some(n) = &node.node {
+        walk(n, &mut |n| {
+            if let NodeEnum::ColumnRef(c) = n {
+                if let Some(name) = last_string(&c.fields) {
+                    names.push(name.to_string());
+                }
             }
-        }
-    });
+        });
+    }
     names
+}
+
+/// The last of a list of names, when it is a name (`*` is not).
+fn last_string(names: &[Node]) -> Option<&str> {
+    match names.last().and_then(|n| n.node.as_ref()) {
+        Some(NodeEnum::String(s)) => Some(&s.sval),
+        _ => None,
+    }
 }
 
 /// An expression with its volatility, found by walking its tree for function calls.
@@ -494,35 +498,32 @@ pub fn expr(node: &Node) -> Expr {
         }
         _ => {}
     }
-    let value = serde_json::to_value(node).unwrap_or_default();
     let mut volatility = Volatility::Constant;
     let mut volatile_fn = None;
-    walk_json(&value, &mut |key, v| match key {
-        "FuncCall" => {
-            let func = v
-                .get("funcname")
-                .and_then(|f| f.as_array())
-                .and_then(|a| a.last())
-                .and_then(|n| n.pointer("/node/String/sval"))
-                .and_then(|s| s.as_str())
-                .unwrap_or("?")
-                .to_string();
-            if is_known_non_volatile(&func) {
+    // Depth first, each node's fields by name: the first volatile call named is the one a
+    // reader of the tree's JSON meets first.
+    let mut look = |n: &NodeEnum| match n {
+        NodeEnum::FuncCall(call) => {
+            let func = last_string(&call.funcname).unwrap_or("?");
+            if is_known_non_volatile(func) {
                 volatility = volatility.max_with(Volatility::Stable);
             } else {
                 volatility = Volatility::Volatile;
-                volatile_fn.get_or_insert(format!("{func}()"));
+                volatile_fn.get_or_insert_with(|| format!("{func}()"));
             }
         }
-        "SqlvalueFunction" | "ColumnRef" | "ParamRef" => {
+        NodeEnum::SqlvalueFunction(_) | NodeEnum::ColumnRef(_) | NodeEnum::ParamRef(_) => {
             volatility = volatility.max_with(Volatility::Stable);
         }
-        "SubLink" => {
+        NodeEnum::SubLink(_) => {
             volatility = Volatility::Volatile;
-            volatile_fn.get_or_insert("a subquery".to_string());
+            volatile_fn.get_or_insert_with(|| "a subquery".to_string());
         }
         _ => {}
-    });
+    };
+    if let Some(n) = &node.node {
+        walk(n, &mut look);
+    }
     Expr {
         sql,
         volatility,
@@ -538,19 +539,6 @@ impl Volatility {
             (Stable, _) | (_, Stable) => Stable,
             _ => Constant,
         }
-    }
-}
-
-fn walk_json(v: &serde_json::Value, f: &mut dyn FnMut(&str, &serde_json::Value)) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, child) in map {
-                f(k, child);
-                walk_json(child, f);
-            }
-        }
-        serde_json::Value::Array(items) => items.iter().for_each(|i| walk_json(i, f)),
-        _ => {}
     }
 }
 

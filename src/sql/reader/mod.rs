@@ -13,6 +13,7 @@
 //! decoder's own limit made it before (at a tenth of the depth).
 
 mod nodes;
+pub use nodes::walk;
 
 use pg_query::protobuf as pb;
 use pg_query::NodeEnum;

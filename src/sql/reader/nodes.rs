@@ -597,6 +597,3032 @@ pub(super) unsafe fn write_node(w: &mut Writer, n: &NodeEnum) -> *mut u8 {
     }
 }
 
+/// Calls `f` on `node` and on every node under it, depth first, each node's fields in the
+/// order of their names (the order a serde_json map of the tree lists them).
+pub fn walk(node: &NodeEnum, f: &mut dyn FnMut(&NodeEnum)) {
+    f(node);
+    match node {
+        NodeEnum::AArrayExpr(x) => walk_aarray_expr(x, f),
+        NodeEnum::AConst(x) => walk_aconst(x, f),
+        NodeEnum::AExpr(x) => walk_aexpr(&**x, f),
+        NodeEnum::AIndices(x) => walk_aindices(&**x, f),
+        NodeEnum::AIndirection(x) => walk_aindirection(&**x, f),
+        NodeEnum::AStar(x) => walk_astar(x, f),
+        NodeEnum::AccessPriv(x) => walk_access_priv(x, f),
+        NodeEnum::Aggref(x) => walk_aggref(&**x, f),
+        NodeEnum::Alias(x) => walk_alias(x, f),
+        NodeEnum::AlterCollationStmt(x) => walk_alter_collation_stmt(x, f),
+        NodeEnum::AlterDatabaseRefreshCollStmt(x) => walk_alter_database_refresh_coll_stmt(x, f),
+        NodeEnum::AlterDatabaseSetStmt(x) => walk_alter_database_set_stmt(x, f),
+        NodeEnum::AlterDatabaseStmt(x) => walk_alter_database_stmt(x, f),
+        NodeEnum::AlterDefaultPrivilegesStmt(x) => walk_alter_default_privileges_stmt(x, f),
+        NodeEnum::AlterDomainStmt(x) => walk_alter_domain_stmt(&**x, f),
+        NodeEnum::AlterEnumStmt(x) => walk_alter_enum_stmt(x, f),
+        NodeEnum::AlterEventTrigStmt(x) => walk_alter_event_trig_stmt(x, f),
+        NodeEnum::AlterExtensionContentsStmt(x) => walk_alter_extension_contents_stmt(&**x, f),
+        NodeEnum::AlterExtensionStmt(x) => walk_alter_extension_stmt(x, f),
+        NodeEnum::AlterFdwStmt(x) => walk_alter_fdw_stmt(x, f),
+        NodeEnum::AlterForeignServerStmt(x) => walk_alter_foreign_server_stmt(x, f),
+        NodeEnum::AlterFunctionStmt(x) => walk_alter_function_stmt(x, f),
+        NodeEnum::AlterObjectDependsStmt(x) => walk_alter_object_depends_stmt(&**x, f),
+        NodeEnum::AlterObjectSchemaStmt(x) => walk_alter_object_schema_stmt(&**x, f),
+        NodeEnum::AlterOpFamilyStmt(x) => walk_alter_op_family_stmt(x, f),
+        NodeEnum::AlterOperatorStmt(x) => walk_alter_operator_stmt(x, f),
+        NodeEnum::AlterOwnerStmt(x) => walk_alter_owner_stmt(&**x, f),
+        NodeEnum::AlterPolicyStmt(x) => walk_alter_policy_stmt(&**x, f),
+        NodeEnum::AlterPublicationStmt(x) => walk_alter_publication_stmt(x, f),
+        NodeEnum::AlterRoleSetStmt(x) => walk_alter_role_set_stmt(x, f),
+        NodeEnum::AlterRoleStmt(x) => walk_alter_role_stmt(x, f),
+        NodeEnum::AlterSeqStmt(x) => walk_alter_seq_stmt(x, f),
+        NodeEnum::AlterStatsStmt(x) => walk_alter_stats_stmt(&**x, f),
+        NodeEnum::AlterSubscriptionStmt(x) => walk_alter_subscription_stmt(x, f),
+        NodeEnum::AlterSystemStmt(x) => walk_alter_system_stmt(x, f),
+        NodeEnum::AlterTableCmd(x) => walk_alter_table_cmd(&**x, f),
+        NodeEnum::AlterTableMoveAllStmt(x) => walk_alter_table_move_all_stmt(x, f),
+        NodeEnum::AlterTableSpaceOptionsStmt(x) => walk_alter_table_space_options_stmt(x, f),
+        NodeEnum::AlterTableStmt(x) => walk_alter_table_stmt(x, f),
+        NodeEnum::AlterTsconfigurationStmt(x) => walk_alter_ts_configuration_stmt(x, f),
+        NodeEnum::AlterTsdictionaryStmt(x) => walk_alter_ts_dictionary_stmt(x, f),
+        NodeEnum::AlterTypeStmt(x) => walk_alter_type_stmt(x, f),
+        NodeEnum::AlterUserMappingStmt(x) => walk_alter_user_mapping_stmt(x, f),
+        NodeEnum::AlternativeSubPlan(x) => walk_alternative_sub_plan(&**x, f),
+        NodeEnum::ArrayCoerceExpr(x) => walk_array_coerce_expr(&**x, f),
+        NodeEnum::ArrayExpr(x) => walk_array_expr(&**x, f),
+        NodeEnum::AtalterConstraint(x) => walk_at_alter_constraint(x, f),
+        NodeEnum::BitString(x) => walk_bit_string(x, f),
+        NodeEnum::BoolExpr(x) => walk_bool_expr(&**x, f),
+        NodeEnum::Boolean(x) => walk_boolean(x, f),
+        NodeEnum::BooleanTest(x) => walk_boolean_test(&**x, f),
+        NodeEnum::CallContext(x) => walk_call_context(x, f),
+        NodeEnum::CallStmt(x) => walk_call_stmt(&**x, f),
+        NodeEnum::CaseExpr(x) => walk_case_expr(&**x, f),
+        NodeEnum::CaseTestExpr(x) => walk_case_test_expr(&**x, f),
+        NodeEnum::CaseWhen(x) => walk_case_when(&**x, f),
+        NodeEnum::CheckPointStmt(x) => walk_check_point_stmt(x, f),
+        NodeEnum::ClosePortalStmt(x) => walk_close_portal_stmt(x, f),
+        NodeEnum::ClusterStmt(x) => walk_cluster_stmt(x, f),
+        NodeEnum::CoalesceExpr(x) => walk_coalesce_expr(&**x, f),
+        NodeEnum::CoerceToDomain(x) => walk_coerce_to_domain(&**x, f),
+        NodeEnum::CoerceToDomainValue(x) => walk_coerce_to_domain_value(&**x, f),
+        NodeEnum::CoerceViaIo(x) => walk_coerce_via_io(&**x, f),
+        NodeEnum::CollateClause(x) => walk_collate_clause(&**x, f),
+        NodeEnum::CollateExpr(x) => walk_collate_expr(&**x, f),
+        NodeEnum::ColumnDef(x) => walk_column_def(&**x, f),
+        NodeEnum::ColumnRef(x) => walk_column_ref(x, f),
+        NodeEnum::CommentStmt(x) => walk_comment_stmt(&**x, f),
+        NodeEnum::CommonTableExpr(x) => walk_common_table_expr(&**x, f),
+        NodeEnum::CompositeTypeStmt(x) => walk_composite_type_stmt(x, f),
+        NodeEnum::Constraint(x) => walk_constraint(&**x, f),
+        NodeEnum::ConstraintsSetStmt(x) => walk_constraints_set_stmt(x, f),
+        NodeEnum::ConvertRowtypeExpr(x) => walk_convert_rowtype_expr(&**x, f),
+        NodeEnum::CopyStmt(x) => walk_copy_stmt(&**x, f),
+        NodeEnum::CreateAmStmt(x) => walk_create_am_stmt(x, f),
+        NodeEnum::CreateCastStmt(x) => walk_create_cast_stmt(x, f),
+        NodeEnum::CreateConversionStmt(x) => walk_create_conversion_stmt(x, f),
+        NodeEnum::CreateDomainStmt(x) => walk_create_domain_stmt(&**x, f),
+        NodeEnum::CreateEnumStmt(x) => walk_create_enum_stmt(x, f),
+        NodeEnum::CreateEventTrigStmt(x) => walk_create_event_trig_stmt(x, f),
+        NodeEnum::CreateExtensionStmt(x) => walk_create_extension_stmt(x, f),
+        NodeEnum::CreateFdwStmt(x) => walk_create_fdw_stmt(x, f),
+        NodeEnum::CreateForeignServerStmt(x) => walk_create_foreign_server_stmt(x, f),
+        NodeEnum::CreateForeignTableStmt(x) => walk_create_foreign_table_stmt(x, f),
+        NodeEnum::CreateFunctionStmt(x) => walk_create_function_stmt(&**x, f),
+        NodeEnum::CreateOpClassItem(x) => walk_create_op_class_item(x, f),
+        NodeEnum::CreateOpClassStmt(x) => walk_create_op_class_stmt(x, f),
+        NodeEnum::CreateOpFamilyStmt(x) => walk_create_op_family_stmt(x, f),
+        NodeEnum::CreatePlangStmt(x) => walk_create_plang_stmt(x, f),
+        NodeEnum::CreatePolicyStmt(x) => walk_create_policy_stmt(&**x, f),
+        NodeEnum::CreatePublicationStmt(x) => walk_create_publication_stmt(x, f),
+        NodeEnum::CreateRangeStmt(x) => walk_create_range_stmt(x, f),
+        NodeEnum::CreateRoleStmt(x) => walk_create_role_stmt(x, f),
+        NodeEnum::CreateSchemaStmt(x) => walk_create_schema_stmt(x, f),
+        NodeEnum::CreateSeqStmt(x) => walk_create_seq_stmt(x, f),
+        NodeEnum::CreateStatsStmt(x) => walk_create_stats_stmt(x, f),
+        NodeEnum::CreateStmt(x) => walk_create_stmt(x, f),
+        NodeEnum::CreateSubscriptionStmt(x) => walk_create_subscription_stmt(x, f),
+        NodeEnum::CreateTableAsStmt(x) => walk_create_table_as_stmt(&**x, f),
+        NodeEnum::CreateTableSpaceStmt(x) => walk_create_table_space_stmt(x, f),
+        NodeEnum::CreateTransformStmt(x) => walk_create_transform_stmt(x, f),
+        NodeEnum::CreateTrigStmt(x) => walk_create_trig_stmt(&**x, f),
+        NodeEnum::CreateUserMappingStmt(x) => walk_create_user_mapping_stmt(x, f),
+        NodeEnum::CreatedbStmt(x) => walk_createdb_stmt(x, f),
+        NodeEnum::CtecycleClause(x) => walk_cte_cycle_clause(&**x, f),
+        NodeEnum::CtesearchClause(x) => walk_cte_search_clause(x, f),
+        NodeEnum::CurrentOfExpr(x) => walk_current_of_expr(&**x, f),
+        NodeEnum::DeallocateStmt(x) => walk_deallocate_stmt(x, f),
+        NodeEnum::DeclareCursorStmt(x) => walk_declare_cursor_stmt(&**x, f),
+        NodeEnum::DefElem(x) => walk_def_elem(&**x, f),
+        NodeEnum::DefineStmt(x) => walk_define_stmt(x, f),
+        NodeEnum::DeleteStmt(x) => walk_delete_stmt(&**x, f),
+        NodeEnum::DiscardStmt(x) => walk_discard_stmt(x, f),
+        NodeEnum::DistinctExpr(x) => walk_distinct_expr(&**x, f),
+        NodeEnum::DoStmt(x) => walk_do_stmt(x, f),
+        NodeEnum::DropOwnedStmt(x) => walk_drop_owned_stmt(x, f),
+        NodeEnum::DropRoleStmt(x) => walk_drop_role_stmt(x, f),
+        NodeEnum::DropStmt(x) => walk_drop_stmt(x, f),
+        NodeEnum::DropSubscriptionStmt(x) => walk_drop_subscription_stmt(x, f),
+        NodeEnum::DropTableSpaceStmt(x) => walk_drop_table_space_stmt(x, f),
+        NodeEnum::DropUserMappingStmt(x) => walk_drop_user_mapping_stmt(x, f),
+        NodeEnum::DropdbStmt(x) => walk_dropdb_stmt(x, f),
+        NodeEnum::ExecuteStmt(x) => walk_execute_stmt(x, f),
+        NodeEnum::ExplainStmt(x) => walk_explain_stmt(&**x, f),
+        NodeEnum::FetchStmt(x) => walk_fetch_stmt(x, f),
+        NodeEnum::FieldSelect(x) => walk_field_select(&**x, f),
+        NodeEnum::FieldStore(x) => walk_field_store(&**x, f),
+        NodeEnum::Float(x) => walk_float(x, f),
+        NodeEnum::FromExpr(x) => walk_from_expr(&**x, f),
+        NodeEnum::FuncCall(x) => walk_func_call(&**x, f),
+        NodeEnum::FuncExpr(x) => walk_func_expr(&**x, f),
+        NodeEnum::FunctionParameter(x) => walk_function_parameter(&**x, f),
+        NodeEnum::GrantRoleStmt(x) => walk_grant_role_stmt(x, f),
+        NodeEnum::GrantStmt(x) => walk_grant_stmt(x, f),
+        NodeEnum::GroupingFunc(x) => walk_grouping_func(&**x, f),
+        NodeEnum::GroupingSet(x) => walk_grouping_set(x, f),
+        NodeEnum::ImportForeignSchemaStmt(x) => walk_import_foreign_schema_stmt(x, f),
+        NodeEnum::IndexElem(x) => walk_index_elem(&**x, f),
+        NodeEnum::IndexStmt(x) => walk_index_stmt(&**x, f),
+        NodeEnum::InferClause(x) => walk_infer_clause(&**x, f),
+        NodeEnum::InferenceElem(x) => walk_inference_elem(&**x, f),
+        NodeEnum::InlineCodeBlock(x) => walk_inline_code_block(x, f),
+        NodeEnum::InsertStmt(x) => walk_insert_stmt(&**x, f),
+        NodeEnum::IntList(x) => walk_int_list(x, f),
+        NodeEnum::Integer(x) => walk_integer(x, f),
+        NodeEnum::IntoClause(x) => walk_into_clause(&**x, f),
+        NodeEnum::JoinExpr(x) => walk_join_expr(&**x, f),
+        NodeEnum::JsonAggConstructor(x) => walk_json_agg_constructor(&**x, f),
+        NodeEnum::JsonArgument(x) => walk_json_argument(&**x, f),
+        NodeEnum::JsonArrayAgg(x) => walk_json_array_agg(&**x, f),
+        NodeEnum::JsonArrayConstructor(x) => walk_json_array_constructor(x, f),
+        NodeEnum::JsonArrayQueryConstructor(x) => walk_json_array_query_constructor(&**x, f),
+        NodeEnum::JsonBehavior(x) => walk_json_behavior(&**x, f),
+        NodeEnum::JsonConstructorExpr(x) => walk_json_constructor_expr(&**x, f),
+        NodeEnum::JsonExpr(x) => walk_json_expr(&**x, f),
+        NodeEnum::JsonFormat(x) => walk_json_format(x, f),
+        NodeEnum::JsonFuncExpr(x) => walk_json_func_expr(&**x, f),
+        NodeEnum::JsonIsPredicate(x) => walk_json_is_predicate(&**x, f),
+        NodeEnum::JsonKeyValue(x) => walk_json_key_value(&**x, f),
+        NodeEnum::JsonObjectAgg(x) => walk_json_object_agg(&**x, f),
+        NodeEnum::JsonObjectConstructor(x) => walk_json_object_constructor(x, f),
+        NodeEnum::JsonOutput(x) => walk_json_output(x, f),
+        NodeEnum::JsonParseExpr(x) => walk_json_parse_expr(&**x, f),
+        NodeEnum::JsonReturning(x) => walk_json_returning(x, f),
+        NodeEnum::JsonScalarExpr(x) => walk_json_scalar_expr(&**x, f),
+        NodeEnum::JsonSerializeExpr(x) => walk_json_serialize_expr(&**x, f),
+        NodeEnum::JsonTable(x) => walk_json_table(&**x, f),
+        NodeEnum::JsonTableColumn(x) => walk_json_table_column(&**x, f),
+        NodeEnum::JsonTablePath(x) => walk_json_table_path(x, f),
+        NodeEnum::JsonTablePathScan(x) => walk_json_table_path_scan(&**x, f),
+        NodeEnum::JsonTablePathSpec(x) => walk_json_table_path_spec(&**x, f),
+        NodeEnum::JsonTableSiblingJoin(x) => walk_json_table_sibling_join(&**x, f),
+        NodeEnum::JsonValueExpr(x) => walk_json_value_expr(&**x, f),
+        NodeEnum::List(x) => walk_list(x, f),
+        NodeEnum::ListenStmt(x) => walk_listen_stmt(x, f),
+        NodeEnum::LoadStmt(x) => walk_load_stmt(x, f),
+        NodeEnum::LockStmt(x) => walk_lock_stmt(x, f),
+        NodeEnum::LockingClause(x) => walk_locking_clause(x, f),
+        NodeEnum::MergeAction(x) => walk_merge_action(&**x, f),
+        NodeEnum::MergeStmt(x) => walk_merge_stmt(&**x, f),
+        NodeEnum::MergeSupportFunc(x) => walk_merge_support_func(&**x, f),
+        NodeEnum::MergeWhenClause(x) => walk_merge_when_clause(&**x, f),
+        NodeEnum::MinMaxExpr(x) => walk_min_max_expr(&**x, f),
+        NodeEnum::MultiAssignRef(x) => walk_multi_assign_ref(&**x, f),
+        NodeEnum::NamedArgExpr(x) => walk_named_arg_expr(&**x, f),
+        NodeEnum::NextValueExpr(x) => walk_next_value_expr(&**x, f),
+        NodeEnum::NotifyStmt(x) => walk_notify_stmt(x, f),
+        NodeEnum::NullIfExpr(x) => walk_null_if_expr(&**x, f),
+        NodeEnum::NullTest(x) => walk_null_test(&**x, f),
+        NodeEnum::ObjectWithArgs(x) => walk_object_with_args(x, f),
+        NodeEnum::OidList(x) => walk_oid_list(x, f),
+        NodeEnum::OnConflictClause(x) => walk_on_conflict_clause(&**x, f),
+        NodeEnum::OnConflictExpr(x) => walk_on_conflict_expr(&**x, f),
+        NodeEnum::OpExpr(x) => walk_op_expr(&**x, f),
+        NodeEnum::Param(x) => walk_param(&**x, f),
+        NodeEnum::ParamRef(x) => walk_param_ref(x, f),
+        NodeEnum::PartitionBoundSpec(x) => walk_partition_bound_spec(x, f),
+        NodeEnum::PartitionCmd(x) => walk_partition_cmd(x, f),
+        NodeEnum::PartitionElem(x) => walk_partition_elem(&**x, f),
+        NodeEnum::PartitionRangeDatum(x) => walk_partition_range_datum(&**x, f),
+        NodeEnum::PartitionSpec(x) => walk_partition_spec(x, f),
+        NodeEnum::PlassignStmt(x) => walk_pl_assign_stmt(&**x, f),
+        NodeEnum::PrepareStmt(x) => walk_prepare_stmt(&**x, f),
+        NodeEnum::PublicationObjSpec(x) => walk_publication_obj_spec(&**x, f),
+        NodeEnum::PublicationTable(x) => walk_publication_table(&**x, f),
+        NodeEnum::Query(x) => walk_query(&**x, f),
+        NodeEnum::RangeFunction(x) => walk_range_function(x, f),
+        NodeEnum::RangeSubselect(x) => walk_range_subselect(&**x, f),
+        NodeEnum::RangeTableFunc(x) => walk_range_table_func(&**x, f),
+        NodeEnum::RangeTableFuncCol(x) => walk_range_table_func_col(&**x, f),
+        NodeEnum::RangeTableSample(x) => walk_range_table_sample(&**x, f),
+        NodeEnum::RangeTblEntry(x) => walk_range_tbl_entry(&**x, f),
+        NodeEnum::RangeTblFunction(x) => walk_range_tbl_function(&**x, f),
+        NodeEnum::RangeTblRef(x) => walk_range_tbl_ref(x, f),
+        NodeEnum::RangeVar(x) => walk_range_var(x, f),
+        NodeEnum::RawStmt(x) => walk_raw_stmt(&**x, f),
+        NodeEnum::ReassignOwnedStmt(x) => walk_reassign_owned_stmt(x, f),
+        NodeEnum::RefreshMatViewStmt(x) => walk_refresh_mat_view_stmt(x, f),
+        NodeEnum::ReindexStmt(x) => walk_reindex_stmt(x, f),
+        NodeEnum::RelabelType(x) => walk_relabel_type(&**x, f),
+        NodeEnum::RenameStmt(x) => walk_rename_stmt(&**x, f),
+        NodeEnum::ReplicaIdentityStmt(x) => walk_replica_identity_stmt(x, f),
+        NodeEnum::ResTarget(x) => walk_res_target(&**x, f),
+        NodeEnum::ReturnStmt(x) => walk_return_stmt(&**x, f),
+        NodeEnum::ReturningClause(x) => walk_returning_clause(x, f),
+        NodeEnum::ReturningExpr(x) => walk_returning_expr(&**x, f),
+        NodeEnum::ReturningOption(x) => walk_returning_option(x, f),
+        NodeEnum::RoleSpec(x) => walk_role_spec(x, f),
+        NodeEnum::RowCompareExpr(x) => walk_row_compare_expr(&**x, f),
+        NodeEnum::RowExpr(x) => walk_row_expr(&**x, f),
+        NodeEnum::RowMarkClause(x) => walk_row_mark_clause(x, f),
+        NodeEnum::RtepermissionInfo(x) => walk_rte_permission_info(x, f),
+        NodeEnum::RuleStmt(x) => walk_rule_stmt(&**x, f),
+        NodeEnum::ScalarArrayOpExpr(x) => walk_scalar_array_op_expr(&**x, f),
+        NodeEnum::SecLabelStmt(x) => walk_sec_label_stmt(&**x, f),
+        NodeEnum::SelectStmt(x) => walk_select_stmt(&**x, f),
+        NodeEnum::SetOperationStmt(x) => walk_set_operation_stmt(&**x, f),
+        NodeEnum::SetToDefault(x) => walk_set_to_default(&**x, f),
+        NodeEnum::SortBy(x) => walk_sort_by(&**x, f),
+        NodeEnum::SortGroupClause(x) => walk_sort_group_clause(x, f),
+        NodeEnum::SqlvalueFunction(x) => walk_sql_value_function(&**x, f),
+        NodeEnum::StatsElem(x) => walk_stats_elem(&**x, f),
+        NodeEnum::String(x) => walk_string(x, f),
+        NodeEnum::SubLink(x) => walk_sub_link(&**x, f),
+        NodeEnum::SubPlan(x) => walk_sub_plan(&**x, f),
+        NodeEnum::SubscriptingRef(x) => walk_subscripting_ref(&**x, f),
+        NodeEnum::TableFunc(x) => walk_table_func(&**x, f),
+        NodeEnum::TableLikeClause(x) => walk_table_like_clause(x, f),
+        NodeEnum::TableSampleClause(x) => walk_table_sample_clause(&**x, f),
+        NodeEnum::TargetEntry(x) => walk_target_entry(&**x, f),
+        NodeEnum::TransactionStmt(x) => walk_transaction_stmt(x, f),
+        NodeEnum::TriggerTransition(x) => walk_trigger_transition(x, f),
+        NodeEnum::TruncateStmt(x) => walk_truncate_stmt(x, f),
+        NodeEnum::TypeCast(x) => walk_type_cast(&**x, f),
+        NodeEnum::TypeName(x) => walk_type_name(x, f),
+        NodeEnum::UnlistenStmt(x) => walk_unlisten_stmt(x, f),
+        NodeEnum::UpdateStmt(x) => walk_update_stmt(&**x, f),
+        NodeEnum::VacuumRelation(x) => walk_vacuum_relation(x, f),
+        NodeEnum::VacuumStmt(x) => walk_vacuum_stmt(x, f),
+        NodeEnum::Var(x) => walk_var(&**x, f),
+        NodeEnum::VariableSetStmt(x) => walk_variable_set_stmt(x, f),
+        NodeEnum::VariableShowStmt(x) => walk_variable_show_stmt(x, f),
+        NodeEnum::ViewStmt(x) => walk_view_stmt(&**x, f),
+        NodeEnum::WindowClause(x) => walk_window_clause(&**x, f),
+        NodeEnum::WindowDef(x) => walk_window_def(&**x, f),
+        NodeEnum::WindowFunc(x) => walk_window_func(&**x, f),
+        NodeEnum::WindowFuncRunCondition(x) => walk_window_func_run_condition(&**x, f),
+        NodeEnum::WithCheckOption(x) => walk_with_check_option(&**x, f),
+        NodeEnum::WithClause(x) => walk_with_clause(x, f),
+        NodeEnum::XmlExpr(x) => walk_xml_expr(&**x, f),
+        NodeEnum::XmlSerialize(x) => walk_xml_serialize(&**x, f),
+    }
+}
+
+fn walk_node(n: &pb::Node, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(node) = &n.node {
+        walk(node, f);
+    }
+}
+
+fn walk_xml_serialize(n: &pb::XmlSerialize, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_type_name(n: &pb::TypeName, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.array_bounds {
+        walk_node(c, f);
+    }
+    for c in &n.names {
+        walk_node(c, f);
+    }
+    for c in &n.typmods {
+        walk_node(c, f);
+    }
+}
+
+fn walk_xml_expr(n: &pb::XmlExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.arg_names {
+        walk_node(c, f);
+    }
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.named_args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_with_clause(n: &pb::WithClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.ctes {
+        walk_node(c, f);
+    }
+}
+
+fn walk_with_check_option(n: &pb::WithCheckOption, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.qual {
+        walk_node(c, f);
+    }
+}
+
+fn walk_window_func_run_condition(n: &pb::WindowFuncRunCondition, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_window_func(n: &pb::WindowFunc, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.aggfilter {
+        walk_node(c, f);
+    }
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.run_condition {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_window_def(n: &pb::WindowDef, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.end_offset {
+        walk_node(c, f);
+    }
+    for c in &n.order_clause {
+        walk_node(c, f);
+    }
+    for c in &n.partition_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.start_offset {
+        walk_node(c, f);
+    }
+}
+
+fn walk_window_clause(n: &pb::WindowClause, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.end_offset {
+        walk_node(c, f);
+    }
+    for c in &n.order_clause {
+        walk_node(c, f);
+    }
+    for c in &n.partition_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.start_offset {
+        walk_node(c, f);
+    }
+}
+
+fn walk_view_stmt(n: &pb::ViewStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.aliases {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.view {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_range_var(n: &pb::RangeVar, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+}
+
+fn walk_alias(n: &pb::Alias, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.colnames {
+        walk_node(c, f);
+    }
+}
+
+fn walk_variable_show_stmt(_n: &pb::VariableShowStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_variable_set_stmt(n: &pb::VariableSetStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+}
+
+fn walk_var(n: &pb::Var, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_vacuum_stmt(n: &pb::VacuumStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.rels {
+        walk_node(c, f);
+    }
+}
+
+fn walk_vacuum_relation(n: &pb::VacuumRelation, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    for c in &n.va_cols {
+        walk_node(c, f);
+    }
+}
+
+fn walk_update_stmt(n: &pb::UpdateStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.from_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.returning_clause {
+        walk_returning_clause(c, f);
+    }
+    for c in &n.target_list {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.with_clause {
+        walk_with_clause(c, f);
+    }
+}
+
+fn walk_returning_clause(n: &pb::ReturningClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.exprs {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_unlisten_stmt(_n: &pb::UnlistenStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_type_cast(n: &pb::TypeCast, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_truncate_stmt(n: &pb::TruncateStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.relations {
+        walk_node(c, f);
+    }
+}
+
+fn walk_trigger_transition(_n: &pb::TriggerTransition, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_transaction_stmt(n: &pb::TransactionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_target_entry(n: &pb::TargetEntry, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_table_sample_clause(n: &pb::TableSampleClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.repeatable {
+        walk_node(c, f);
+    }
+}
+
+fn walk_table_like_clause(n: &pb::TableLikeClause, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_table_func(n: &pb::TableFunc, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.colcollations {
+        walk_node(c, f);
+    }
+    for c in &n.coldefexprs {
+        walk_node(c, f);
+    }
+    for c in &n.colexprs {
+        walk_node(c, f);
+    }
+    for c in &n.colnames {
+        walk_node(c, f);
+    }
+    for c in &n.coltypes {
+        walk_node(c, f);
+    }
+    for c in &n.coltypmods {
+        walk_node(c, f);
+    }
+    for c in &n.colvalexprs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.docexpr {
+        walk_node(c, f);
+    }
+    for c in &n.ns_names {
+        walk_node(c, f);
+    }
+    for c in &n.ns_uris {
+        walk_node(c, f);
+    }
+    for c in &n.passingvalexprs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.plan {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rowexpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_subscripting_ref(n: &pb::SubscriptingRef, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.refassgnexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.refexpr {
+        walk_node(c, f);
+    }
+    for c in &n.reflowerindexpr {
+        walk_node(c, f);
+    }
+    for c in &n.refupperindexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_sub_plan(n: &pb::SubPlan, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.par_param {
+        walk_node(c, f);
+    }
+    for c in &n.param_ids {
+        walk_node(c, f);
+    }
+    for c in &n.set_param {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.testexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_sub_link(n: &pb::SubLink, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.oper_name {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.subselect {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.testexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_string(_n: &pb::String, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_stats_elem(n: &pb::StatsElem, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_sql_value_function(n: &pb::SqlValueFunction, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_sort_group_clause(_n: &pb::SortGroupClause, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_sort_by(n: &pb::SortBy, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.node {
+        walk_node(c, f);
+    }
+    for c in &n.use_op {
+        walk_node(c, f);
+    }
+}
+
+fn walk_set_to_default(n: &pb::SetToDefault, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_set_operation_stmt(n: &pb::SetOperationStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.col_collations {
+        walk_node(c, f);
+    }
+    for c in &n.col_types {
+        walk_node(c, f);
+    }
+    for c in &n.col_typmods {
+        walk_node(c, f);
+    }
+    for c in &n.group_clauses {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.larg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rarg {
+        walk_node(c, f);
+    }
+}
+
+fn walk_select_stmt(n: &pb::SelectStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.distinct_clause {
+        walk_node(c, f);
+    }
+    for c in &n.from_clause {
+        walk_node(c, f);
+    }
+    for c in &n.group_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.having_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.into_clause {
+        walk_into_clause(&**c, f);
+    }
+    if let Some(c) = &n.larg {
+        walk_select_stmt(&**c, f);
+    }
+    if let Some(c) = &n.limit_count {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.limit_offset {
+        walk_node(c, f);
+    }
+    for c in &n.locking_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rarg {
+        walk_select_stmt(&**c, f);
+    }
+    for c in &n.sort_clause {
+        walk_node(c, f);
+    }
+    for c in &n.target_list {
+        walk_node(c, f);
+    }
+    for c in &n.values_lists {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+    for c in &n.window_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.with_clause {
+        walk_with_clause(c, f);
+    }
+}
+
+fn walk_into_clause(n: &pb::IntoClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.col_names {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rel {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.view_query {
+        walk_query(&**c, f);
+    }
+}
+
+fn walk_query(n: &pb::Query, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.constraint_deps {
+        walk_node(c, f);
+    }
+    for c in &n.cte_list {
+        walk_node(c, f);
+    }
+    for c in &n.distinct_clause {
+        walk_node(c, f);
+    }
+    for c in &n.group_clause {
+        walk_node(c, f);
+    }
+    for c in &n.grouping_sets {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.having_qual {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.jointree {
+        walk_from_expr(&**c, f);
+    }
+    if let Some(c) = &n.limit_count {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.limit_offset {
+        walk_node(c, f);
+    }
+    for c in &n.merge_action_list {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.merge_join_condition {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.on_conflict {
+        walk_on_conflict_expr(&**c, f);
+    }
+    for c in &n.returning_list {
+        walk_node(c, f);
+    }
+    for c in &n.row_marks {
+        walk_node(c, f);
+    }
+    for c in &n.rtable {
+        walk_node(c, f);
+    }
+    for c in &n.rteperminfos {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.set_operations {
+        walk_node(c, f);
+    }
+    for c in &n.sort_clause {
+        walk_node(c, f);
+    }
+    for c in &n.target_list {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.utility_stmt {
+        walk_node(c, f);
+    }
+    for c in &n.window_clause {
+        walk_node(c, f);
+    }
+    for c in &n.with_check_options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_on_conflict_expr(n: &pb::OnConflictExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.arbiter_elems {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.arbiter_where {
+        walk_node(c, f);
+    }
+    for c in &n.excl_rel_tlist {
+        walk_node(c, f);
+    }
+    for c in &n.on_conflict_set {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.on_conflict_where {
+        walk_node(c, f);
+    }
+}
+
+fn walk_from_expr(n: &pb::FromExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.fromlist {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.quals {
+        walk_node(c, f);
+    }
+}
+
+fn walk_sec_label_stmt(n: &pb::SecLabelStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+}
+
+fn walk_scalar_array_op_expr(n: &pb::ScalarArrayOpExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_rule_stmt(n: &pb::RuleStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.actions {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_rte_permission_info(_n: &pb::RtePermissionInfo, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_row_mark_clause(_n: &pb::RowMarkClause, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_row_expr(n: &pb::RowExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.colnames {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_row_compare_expr(n: &pb::RowCompareExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.inputcollids {
+        walk_node(c, f);
+    }
+    for c in &n.largs {
+        walk_node(c, f);
+    }
+    for c in &n.opfamilies {
+        walk_node(c, f);
+    }
+    for c in &n.opnos {
+        walk_node(c, f);
+    }
+    for c in &n.rargs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_role_spec(_n: &pb::RoleSpec, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_returning_option(_n: &pb::ReturningOption, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_returning_expr(n: &pb::ReturningExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.retexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_return_stmt(n: &pb::ReturnStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.returnval {
+        walk_node(c, f);
+    }
+}
+
+fn walk_res_target(n: &pb::ResTarget, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.indirection {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.val {
+        walk_node(c, f);
+    }
+}
+
+fn walk_replica_identity_stmt(_n: &pb::ReplicaIdentityStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_rename_stmt(n: &pb::RenameStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_relabel_type(n: &pb::RelabelType, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_reindex_stmt(n: &pb::ReindexStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.params {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_refresh_mat_view_stmt(n: &pb::RefreshMatViewStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_reassign_owned_stmt(n: &pb::ReassignOwnedStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.newrole {
+        walk_role_spec(c, f);
+    }
+    for c in &n.roles {
+        walk_node(c, f);
+    }
+}
+
+fn walk_raw_stmt(n: &pb::RawStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.stmt {
+        walk_node(c, f);
+    }
+}
+
+fn walk_range_tbl_ref(_n: &pb::RangeTblRef, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_range_tbl_function(n: &pb::RangeTblFunction, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.funccolcollations {
+        walk_node(c, f);
+    }
+    for c in &n.funccolnames {
+        walk_node(c, f);
+    }
+    for c in &n.funccoltypes {
+        walk_node(c, f);
+    }
+    for c in &n.funccoltypmods {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.funcexpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_range_tbl_entry(n: &pb::RangeTblEntry, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+    for c in &n.colcollations {
+        walk_node(c, f);
+    }
+    for c in &n.coltypes {
+        walk_node(c, f);
+    }
+    for c in &n.coltypmods {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.eref {
+        walk_alias(c, f);
+    }
+    for c in &n.functions {
+        walk_node(c, f);
+    }
+    for c in &n.groupexprs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.join_using_alias {
+        walk_alias(c, f);
+    }
+    for c in &n.joinaliasvars {
+        walk_node(c, f);
+    }
+    for c in &n.joinleftcols {
+        walk_node(c, f);
+    }
+    for c in &n.joinrightcols {
+        walk_node(c, f);
+    }
+    for c in &n.security_quals {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.subquery {
+        walk_query(&**c, f);
+    }
+    if let Some(c) = &n.tablefunc {
+        walk_table_func(&**c, f);
+    }
+    if let Some(c) = &n.tablesample {
+        walk_table_sample_clause(&**c, f);
+    }
+    for c in &n.values_lists {
+        walk_node(c, f);
+    }
+}
+
+fn walk_range_table_sample(n: &pb::RangeTableSample, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.method {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.repeatable {
+        walk_node(c, f);
+    }
+}
+
+fn walk_range_table_func_col(n: &pb::RangeTableFuncCol, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.coldefexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.colexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_range_table_func(n: &pb::RangeTableFunc, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+    for c in &n.columns {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.docexpr {
+        walk_node(c, f);
+    }
+    for c in &n.namespaces {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rowexpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_range_subselect(n: &pb::RangeSubselect, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+    if let Some(c) = &n.subquery {
+        walk_node(c, f);
+    }
+}
+
+fn walk_range_function(n: &pb::RangeFunction, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+    for c in &n.coldeflist {
+        walk_node(c, f);
+    }
+    for c in &n.functions {
+        walk_node(c, f);
+    }
+}
+
+fn walk_publication_table(n: &pb::PublicationTable, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.columns {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_publication_obj_spec(n: &pb::PublicationObjSpec, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.pubtable {
+        walk_publication_table(&**c, f);
+    }
+}
+
+fn walk_prepare_stmt(n: &pb::PrepareStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.argtypes {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+}
+
+fn walk_pl_assign_stmt(n: &pb::PlAssignStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.indirection {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.val {
+        walk_select_stmt(&**c, f);
+    }
+}
+
+fn walk_partition_spec(n: &pb::PartitionSpec, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.part_params {
+        walk_node(c, f);
+    }
+}
+
+fn walk_partition_range_datum(n: &pb::PartitionRangeDatum, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.value {
+        walk_node(c, f);
+    }
+}
+
+fn walk_partition_elem(n: &pb::PartitionElem, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.collation {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    for c in &n.opclass {
+        walk_node(c, f);
+    }
+}
+
+fn walk_partition_cmd(n: &pb::PartitionCmd, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.bound {
+        walk_partition_bound_spec(c, f);
+    }
+    if let Some(c) = &n.name {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_partition_bound_spec(n: &pb::PartitionBoundSpec, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.listdatums {
+        walk_node(c, f);
+    }
+    for c in &n.lowerdatums {
+        walk_node(c, f);
+    }
+    for c in &n.upperdatums {
+        walk_node(c, f);
+    }
+}
+
+fn walk_param_ref(_n: &pb::ParamRef, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_param(n: &pb::Param, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_op_expr(n: &pb::OpExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_on_conflict_clause(n: &pb::OnConflictClause, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.infer {
+        walk_infer_clause(&**c, f);
+    }
+    for c in &n.target_list {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_infer_clause(n: &pb::InferClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.index_elems {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_oid_list(n: &pb::OidList, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.items {
+        walk_node(c, f);
+    }
+}
+
+fn walk_object_with_args(n: &pb::ObjectWithArgs, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.objargs {
+        walk_node(c, f);
+    }
+    for c in &n.objfuncargs {
+        walk_node(c, f);
+    }
+    for c in &n.objname {
+        walk_node(c, f);
+    }
+}
+
+fn walk_null_test(n: &pb::NullTest, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_null_if_expr(n: &pb::NullIfExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_notify_stmt(_n: &pb::NotifyStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_next_value_expr(n: &pb::NextValueExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_named_arg_expr(n: &pb::NamedArgExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_multi_assign_ref(n: &pb::MultiAssignRef, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.source {
+        walk_node(c, f);
+    }
+}
+
+fn walk_min_max_expr(n: &pb::MinMaxExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_merge_when_clause(n: &pb::MergeWhenClause, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.condition {
+        walk_node(c, f);
+    }
+    for c in &n.target_list {
+        walk_node(c, f);
+    }
+    for c in &n.values {
+        walk_node(c, f);
+    }
+}
+
+fn walk_merge_support_func(n: &pb::MergeSupportFunc, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_merge_stmt(n: &pb::MergeStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.join_condition {
+        walk_node(c, f);
+    }
+    for c in &n.merge_when_clauses {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.returning_clause {
+        walk_returning_clause(c, f);
+    }
+    if let Some(c) = &n.source_relation {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.with_clause {
+        walk_with_clause(c, f);
+    }
+}
+
+fn walk_merge_action(n: &pb::MergeAction, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.qual {
+        walk_node(c, f);
+    }
+    for c in &n.target_list {
+        walk_node(c, f);
+    }
+    for c in &n.update_colnos {
+        walk_node(c, f);
+    }
+}
+
+fn walk_locking_clause(n: &pb::LockingClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.locked_rels {
+        walk_node(c, f);
+    }
+}
+
+fn walk_lock_stmt(n: &pb::LockStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.relations {
+        walk_node(c, f);
+    }
+}
+
+fn walk_load_stmt(_n: &pb::LoadStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_listen_stmt(_n: &pb::ListenStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_list(n: &pb::List, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.items {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_value_expr(n: &pb::JsonValueExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.format {
+        walk_json_format(c, f);
+    }
+    if let Some(c) = &n.formatted_expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.raw_expr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_format(_n: &pb::JsonFormat, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_json_table_sibling_join(n: &pb::JsonTableSiblingJoin, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.lplan {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.plan {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rplan {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_table_path_spec(n: &pb::JsonTablePathSpec, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.string {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_table_path_scan(n: &pb::JsonTablePathScan, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.child {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.path {
+        walk_json_table_path(c, f);
+    }
+    if let Some(c) = &n.plan {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_table_path(_n: &pb::JsonTablePath, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_json_table_column(n: &pb::JsonTableColumn, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.columns {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.format {
+        walk_json_format(c, f);
+    }
+    if let Some(c) = &n.on_empty {
+        walk_json_behavior(&**c, f);
+    }
+    if let Some(c) = &n.on_error {
+        walk_json_behavior(&**c, f);
+    }
+    if let Some(c) = &n.pathspec {
+        walk_json_table_path_spec(&**c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_json_behavior(n: &pb::JsonBehavior, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_table(n: &pb::JsonTable, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+    for c in &n.columns {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.context_item {
+        walk_json_value_expr(&**c, f);
+    }
+    if let Some(c) = &n.on_error {
+        walk_json_behavior(&**c, f);
+    }
+    for c in &n.passing {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.pathspec {
+        walk_json_table_path_spec(&**c, f);
+    }
+}
+
+fn walk_json_serialize_expr(n: &pb::JsonSerializeExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_json_value_expr(&**c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+}
+
+fn walk_json_output(n: &pb::JsonOutput, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.returning {
+        walk_json_returning(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_json_returning(n: &pb::JsonReturning, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.format {
+        walk_json_format(c, f);
+    }
+}
+
+fn walk_json_scalar_expr(n: &pb::JsonScalarExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+}
+
+fn walk_json_parse_expr(n: &pb::JsonParseExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_json_value_expr(&**c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+}
+
+fn walk_json_object_constructor(n: &pb::JsonObjectConstructor, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.exprs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+}
+
+fn walk_json_object_agg(n: &pb::JsonObjectAgg, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_json_key_value(&**c, f);
+    }
+    if let Some(c) = &n.constructor {
+        walk_json_agg_constructor(&**c, f);
+    }
+}
+
+fn walk_json_agg_constructor(n: &pb::JsonAggConstructor, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.agg_filter {
+        walk_node(c, f);
+    }
+    for c in &n.agg_order {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+    if let Some(c) = &n.over {
+        walk_window_def(&**c, f);
+    }
+}
+
+fn walk_json_key_value(n: &pb::JsonKeyValue, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.key {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.value {
+        walk_json_value_expr(&**c, f);
+    }
+}
+
+fn walk_json_is_predicate(n: &pb::JsonIsPredicate, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.format {
+        walk_json_format(c, f);
+    }
+}
+
+fn walk_json_func_expr(n: &pb::JsonFuncExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.context_item {
+        walk_json_value_expr(&**c, f);
+    }
+    if let Some(c) = &n.on_empty {
+        walk_json_behavior(&**c, f);
+    }
+    if let Some(c) = &n.on_error {
+        walk_json_behavior(&**c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+    for c in &n.passing {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.pathspec {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_expr(n: &pb::JsonExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.format {
+        walk_json_format(c, f);
+    }
+    if let Some(c) = &n.formatted_expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.on_empty {
+        walk_json_behavior(&**c, f);
+    }
+    if let Some(c) = &n.on_error {
+        walk_json_behavior(&**c, f);
+    }
+    for c in &n.passing_names {
+        walk_node(c, f);
+    }
+    for c in &n.passing_values {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.path_spec {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.returning {
+        walk_json_returning(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_constructor_expr(n: &pb::JsonConstructorExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.coercion {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.func {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.returning {
+        walk_json_returning(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_array_query_constructor(
+    n: &pb::JsonArrayQueryConstructor,
+    f: &mut dyn FnMut(&NodeEnum),
+) {
+    if let Some(c) = &n.format {
+        walk_json_format(c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+}
+
+fn walk_json_array_constructor(n: &pb::JsonArrayConstructor, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.exprs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.output {
+        walk_json_output(c, f);
+    }
+}
+
+fn walk_json_array_agg(n: &pb::JsonArrayAgg, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_json_value_expr(&**c, f);
+    }
+    if let Some(c) = &n.constructor {
+        walk_json_agg_constructor(&**c, f);
+    }
+}
+
+fn walk_json_argument(n: &pb::JsonArgument, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.val {
+        walk_json_value_expr(&**c, f);
+    }
+}
+
+fn walk_join_expr(n: &pb::JoinExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.alias {
+        walk_alias(c, f);
+    }
+    if let Some(c) = &n.join_using_alias {
+        walk_alias(c, f);
+    }
+    if let Some(c) = &n.larg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.quals {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rarg {
+        walk_node(c, f);
+    }
+    for c in &n.using_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_integer(_n: &pb::Integer, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_int_list(n: &pb::IntList, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.items {
+        walk_node(c, f);
+    }
+}
+
+fn walk_insert_stmt(n: &pb::InsertStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.cols {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.on_conflict_clause {
+        walk_on_conflict_clause(&**c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.returning_clause {
+        walk_returning_clause(c, f);
+    }
+    if let Some(c) = &n.select_stmt {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.with_clause {
+        walk_with_clause(c, f);
+    }
+}
+
+fn walk_inline_code_block(_n: &pb::InlineCodeBlock, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_inference_elem(n: &pb::InferenceElem, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_index_stmt(n: &pb::IndexStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.exclude_op_names {
+        walk_node(c, f);
+    }
+    for c in &n.index_including_params {
+        walk_node(c, f);
+    }
+    for c in &n.index_params {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_index_elem(n: &pb::IndexElem, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.collation {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    for c in &n.opclass {
+        walk_node(c, f);
+    }
+    for c in &n.opclassopts {
+        walk_node(c, f);
+    }
+}
+
+fn walk_import_foreign_schema_stmt(n: &pb::ImportForeignSchemaStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.table_list {
+        walk_node(c, f);
+    }
+}
+
+fn walk_grouping_set(n: &pb::GroupingSet, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.content {
+        walk_node(c, f);
+    }
+}
+
+fn walk_grouping_func(n: &pb::GroupingFunc, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.refs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_grant_stmt(n: &pb::GrantStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.grantees {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.grantor {
+        walk_role_spec(c, f);
+    }
+    for c in &n.objects {
+        walk_node(c, f);
+    }
+    for c in &n.privileges {
+        walk_node(c, f);
+    }
+}
+
+fn walk_grant_role_stmt(n: &pb::GrantRoleStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.granted_roles {
+        walk_node(c, f);
+    }
+    for c in &n.grantee_roles {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.grantor {
+        walk_role_spec(c, f);
+    }
+    for c in &n.opt {
+        walk_node(c, f);
+    }
+}
+
+fn walk_function_parameter(n: &pb::FunctionParameter, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg_type {
+        walk_type_name(c, f);
+    }
+    if let Some(c) = &n.defexpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_func_expr(n: &pb::FuncExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_func_call(n: &pb::FuncCall, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.agg_filter {
+        walk_node(c, f);
+    }
+    for c in &n.agg_order {
+        walk_node(c, f);
+    }
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.funcname {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.over {
+        walk_window_def(&**c, f);
+    }
+}
+
+fn walk_float(_n: &pb::Float, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_field_store(n: &pb::FieldStore, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    for c in &n.fieldnums {
+        walk_node(c, f);
+    }
+    for c in &n.newvals {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_field_select(n: &pb::FieldSelect, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_fetch_stmt(_n: &pb::FetchStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_explain_stmt(n: &pb::ExplainStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+}
+
+fn walk_execute_stmt(n: &pb::ExecuteStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.params {
+        walk_node(c, f);
+    }
+}
+
+fn walk_dropdb_stmt(n: &pb::DropdbStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_drop_user_mapping_stmt(n: &pb::DropUserMappingStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.user {
+        walk_role_spec(c, f);
+    }
+}
+
+fn walk_drop_table_space_stmt(_n: &pb::DropTableSpaceStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_drop_subscription_stmt(_n: &pb::DropSubscriptionStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_drop_stmt(n: &pb::DropStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.objects {
+        walk_node(c, f);
+    }
+}
+
+fn walk_drop_role_stmt(n: &pb::DropRoleStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.roles {
+        walk_node(c, f);
+    }
+}
+
+fn walk_drop_owned_stmt(n: &pb::DropOwnedStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.roles {
+        walk_node(c, f);
+    }
+}
+
+fn walk_do_stmt(n: &pb::DoStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+}
+
+fn walk_distinct_expr(n: &pb::DistinctExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_discard_stmt(_n: &pb::DiscardStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_delete_stmt(n: &pb::DeleteStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.returning_clause {
+        walk_returning_clause(c, f);
+    }
+    for c in &n.using_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.with_clause {
+        walk_with_clause(c, f);
+    }
+}
+
+fn walk_define_stmt(n: &pb::DefineStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.definition {
+        walk_node(c, f);
+    }
+    for c in &n.defnames {
+        walk_node(c, f);
+    }
+}
+
+fn walk_def_elem(n: &pb::DefElem, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+}
+
+fn walk_declare_cursor_stmt(n: &pb::DeclareCursorStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+}
+
+fn walk_deallocate_stmt(_n: &pb::DeallocateStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_current_of_expr(n: &pb::CurrentOfExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_cte_search_clause(n: &pb::CteSearchClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.search_col_list {
+        walk_node(c, f);
+    }
+}
+
+fn walk_cte_cycle_clause(n: &pb::CteCycleClause, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.cycle_col_list {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.cycle_mark_default {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.cycle_mark_value {
+        walk_node(c, f);
+    }
+}
+
+fn walk_createdb_stmt(n: &pb::CreatedbStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_user_mapping_stmt(n: &pb::CreateUserMappingStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.user {
+        walk_role_spec(c, f);
+    }
+}
+
+fn walk_create_trig_stmt(n: &pb::CreateTrigStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    for c in &n.columns {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.constrrel {
+        walk_range_var(c, f);
+    }
+    for c in &n.funcname {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    for c in &n.transition_rels {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.when_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_transform_stmt(n: &pb::CreateTransformStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.fromsql {
+        walk_object_with_args(c, f);
+    }
+    if let Some(c) = &n.tosql {
+        walk_object_with_args(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_create_table_space_stmt(n: &pb::CreateTableSpaceStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.owner {
+        walk_role_spec(c, f);
+    }
+}
+
+fn walk_create_table_as_stmt(n: &pb::CreateTableAsStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.into {
+        walk_into_clause(&**c, f);
+    }
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_subscription_stmt(n: &pb::CreateSubscriptionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.publication {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_stmt(n: &pb::CreateStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.constraints {
+        walk_node(c, f);
+    }
+    for c in &n.inh_relations {
+        walk_node(c, f);
+    }
+    for c in &n.nnconstraints {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.of_typename {
+        walk_type_name(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.partbound {
+        walk_partition_bound_spec(c, f);
+    }
+    if let Some(c) = &n.partspec {
+        walk_partition_spec(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    for c in &n.table_elts {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_stats_stmt(n: &pb::CreateStatsStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.defnames {
+        walk_node(c, f);
+    }
+    for c in &n.exprs {
+        walk_node(c, f);
+    }
+    for c in &n.relations {
+        walk_node(c, f);
+    }
+    for c in &n.stat_types {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_seq_stmt(n: &pb::CreateSeqStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.sequence {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_create_schema_stmt(n: &pb::CreateSchemaStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.authrole {
+        walk_role_spec(c, f);
+    }
+    for c in &n.schema_elts {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_role_stmt(n: &pb::CreateRoleStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_range_stmt(n: &pb::CreateRangeStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.params {
+        walk_node(c, f);
+    }
+    for c in &n.type_name {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_publication_stmt(n: &pb::CreatePublicationStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.pubobjects {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_policy_stmt(n: &pb::CreatePolicyStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.qual {
+        walk_node(c, f);
+    }
+    for c in &n.roles {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.table {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.with_check {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_plang_stmt(n: &pb::CreatePLangStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.plhandler {
+        walk_node(c, f);
+    }
+    for c in &n.plinline {
+        walk_node(c, f);
+    }
+    for c in &n.plvalidator {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_op_family_stmt(n: &pb::CreateOpFamilyStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.opfamilyname {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_op_class_stmt(n: &pb::CreateOpClassStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.datatype {
+        walk_type_name(c, f);
+    }
+    for c in &n.items {
+        walk_node(c, f);
+    }
+    for c in &n.opclassname {
+        walk_node(c, f);
+    }
+    for c in &n.opfamilyname {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_op_class_item(n: &pb::CreateOpClassItem, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.class_args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.name {
+        walk_object_with_args(c, f);
+    }
+    for c in &n.order_family {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.storedtype {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_create_function_stmt(n: &pb::CreateFunctionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.funcname {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.parameters {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.return_type {
+        walk_type_name(c, f);
+    }
+    if let Some(c) = &n.sql_body {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_foreign_table_stmt(n: &pb::CreateForeignTableStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.base_stmt {
+        walk_create_stmt(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_foreign_server_stmt(n: &pb::CreateForeignServerStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_fdw_stmt(n: &pb::CreateFdwStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.func_options {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_extension_stmt(n: &pb::CreateExtensionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_event_trig_stmt(n: &pb::CreateEventTrigStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.funcname {
+        walk_node(c, f);
+    }
+    for c in &n.whenclause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_enum_stmt(n: &pb::CreateEnumStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.type_name {
+        walk_node(c, f);
+    }
+    for c in &n.vals {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_domain_stmt(n: &pb::CreateDomainStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.coll_clause {
+        walk_collate_clause(&**c, f);
+    }
+    for c in &n.constraints {
+        walk_node(c, f);
+    }
+    for c in &n.domainname {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_collate_clause(n: &pb::CollateClause, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    for c in &n.collname {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_conversion_stmt(n: &pb::CreateConversionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.conversion_name {
+        walk_node(c, f);
+    }
+    for c in &n.func_name {
+        walk_node(c, f);
+    }
+}
+
+fn walk_create_cast_stmt(n: &pb::CreateCastStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.func {
+        walk_object_with_args(c, f);
+    }
+    if let Some(c) = &n.sourcetype {
+        walk_type_name(c, f);
+    }
+    if let Some(c) = &n.targettype {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_create_am_stmt(n: &pb::CreateAmStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.handler_name {
+        walk_node(c, f);
+    }
+}
+
+fn walk_copy_stmt(n: &pb::CopyStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.attlist {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.query {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_convert_rowtype_expr(n: &pb::ConvertRowtypeExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_constraints_set_stmt(n: &pb::ConstraintsSetStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.constraints {
+        walk_node(c, f);
+    }
+}
+
+fn walk_constraint(n: &pb::Constraint, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.exclusions {
+        walk_node(c, f);
+    }
+    for c in &n.fk_attrs {
+        walk_node(c, f);
+    }
+    for c in &n.fk_del_set_cols {
+        walk_node(c, f);
+    }
+    for c in &n.including {
+        walk_node(c, f);
+    }
+    for c in &n.keys {
+        walk_node(c, f);
+    }
+    for c in &n.old_conpfeqop {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.pk_attrs {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.pktable {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.raw_expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.where_clause {
+        walk_node(c, f);
+    }
+}
+
+fn walk_composite_type_stmt(n: &pb::CompositeTypeStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.coldeflist {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.typevar {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_common_table_expr(n: &pb::CommonTableExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.aliascolnames {
+        walk_node(c, f);
+    }
+    for c in &n.ctecolcollations {
+        walk_node(c, f);
+    }
+    for c in &n.ctecolnames {
+        walk_node(c, f);
+    }
+    for c in &n.ctecoltypes {
+        walk_node(c, f);
+    }
+    for c in &n.ctecoltypmods {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.ctequery {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.cycle_clause {
+        walk_cte_cycle_clause(&**c, f);
+    }
+    if let Some(c) = &n.search_clause {
+        walk_cte_search_clause(c, f);
+    }
+}
+
+fn walk_comment_stmt(n: &pb::CommentStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+}
+
+fn walk_column_ref(n: &pb::ColumnRef, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.fields {
+        walk_node(c, f);
+    }
+}
+
+fn walk_column_def(n: &pb::ColumnDef, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.coll_clause {
+        walk_collate_clause(&**c, f);
+    }
+    for c in &n.constraints {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.cooked_default {
+        walk_node(c, f);
+    }
+    for c in &n.fdwoptions {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.identity_sequence {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.raw_default {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.type_name {
+        walk_type_name(c, f);
+    }
+}
+
+fn walk_collate_expr(n: &pb::CollateExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_coerce_via_io(n: &pb::CoerceViaIo, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_coerce_to_domain_value(n: &pb::CoerceToDomainValue, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_coerce_to_domain(n: &pb::CoerceToDomain, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_coalesce_expr(n: &pb::CoalesceExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_cluster_stmt(n: &pb::ClusterStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.params {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_close_portal_stmt(_n: &pb::ClosePortalStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_check_point_stmt(_n: &pb::CheckPointStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_case_when(n: &pb::CaseWhen, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.expr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.result {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_case_test_expr(n: &pb::CaseTestExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_case_expr(n: &pb::CaseExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.defresult {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_call_stmt(n: &pb::CallStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.funccall {
+        walk_func_call(&**c, f);
+    }
+    if let Some(c) = &n.funcexpr {
+        walk_func_expr(&**c, f);
+    }
+    for c in &n.outargs {
+        walk_node(c, f);
+    }
+}
+
+fn walk_call_context(_n: &pb::CallContext, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_boolean_test(n: &pb::BooleanTest, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_boolean(_n: &pb::Boolean, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_bool_expr(n: &pb::BoolExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_bit_string(_n: &pb::BitString, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_at_alter_constraint(_n: &pb::AtAlterConstraint, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_array_expr(n: &pb::ArrayExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.elements {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_array_coerce_expr(n: &pb::ArrayCoerceExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.elemexpr {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alternative_sub_plan(n: &pb::AlternativeSubPlan, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.subplans {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_user_mapping_stmt(n: &pb::AlterUserMappingStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.user {
+        walk_role_spec(c, f);
+    }
+}
+
+fn walk_alter_type_stmt(n: &pb::AlterTypeStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.type_name {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_ts_dictionary_stmt(n: &pb::AlterTsDictionaryStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.dictname {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_ts_configuration_stmt(
+    n: &pb::AlterTsConfigurationStmt,
+    f: &mut dyn FnMut(&NodeEnum),
+) {
+    for c in &n.cfgname {
+        walk_node(c, f);
+    }
+    for c in &n.dicts {
+        walk_node(c, f);
+    }
+    for c in &n.tokentype {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_table_stmt(n: &pb::AlterTableStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.cmds {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_alter_table_space_options_stmt(
+    n: &pb::AlterTableSpaceOptionsStmt,
+    f: &mut dyn FnMut(&NodeEnum),
+) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_table_move_all_stmt(n: &pb::AlterTableMoveAllStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.roles {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_table_cmd(n: &pb::AlterTableCmd, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.def {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.newowner {
+        walk_role_spec(c, f);
+    }
+}
+
+fn walk_alter_system_stmt(n: &pb::AlterSystemStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.setstmt {
+        walk_variable_set_stmt(c, f);
+    }
+}
+
+fn walk_alter_subscription_stmt(n: &pb::AlterSubscriptionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.publication {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_stats_stmt(n: &pb::AlterStatsStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.defnames {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.stxstattarget {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_seq_stmt(n: &pb::AlterSeqStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.sequence {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_alter_role_stmt(n: &pb::AlterRoleStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.role {
+        walk_role_spec(c, f);
+    }
+}
+
+fn walk_alter_role_set_stmt(n: &pb::AlterRoleSetStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.role {
+        walk_role_spec(c, f);
+    }
+    if let Some(c) = &n.setstmt {
+        walk_variable_set_stmt(c, f);
+    }
+}
+
+fn walk_alter_publication_stmt(n: &pb::AlterPublicationStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+    for c in &n.pubobjects {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_policy_stmt(n: &pb::AlterPolicyStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.qual {
+        walk_node(c, f);
+    }
+    for c in &n.roles {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.table {
+        walk_range_var(c, f);
+    }
+    if let Some(c) = &n.with_check {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_owner_stmt(n: &pb::AlterOwnerStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.newowner {
+        walk_role_spec(c, f);
+    }
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_alter_operator_stmt(n: &pb::AlterOperatorStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.opername {
+        walk_object_with_args(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_op_family_stmt(n: &pb::AlterOpFamilyStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.items {
+        walk_node(c, f);
+    }
+    for c in &n.opfamilyname {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_object_schema_stmt(n: &pb::AlterObjectSchemaStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_alter_object_depends_stmt(n: &pb::AlterObjectDependsStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.extname {
+        walk_string(c, f);
+    }
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.relation {
+        walk_range_var(c, f);
+    }
+}
+
+fn walk_alter_function_stmt(n: &pb::AlterFunctionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.actions {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.func {
+        walk_object_with_args(c, f);
+    }
+}
+
+fn walk_alter_foreign_server_stmt(n: &pb::AlterForeignServerStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_fdw_stmt(n: &pb::AlterFdwStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.func_options {
+        walk_node(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_extension_stmt(n: &pb::AlterExtensionStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_extension_contents_stmt(
+    n: &pb::AlterExtensionContentsStmt,
+    f: &mut dyn FnMut(&NodeEnum),
+) {
+    if let Some(c) = &n.object {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_event_trig_stmt(_n: &pb::AlterEventTrigStmt, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_alter_enum_stmt(n: &pb::AlterEnumStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.type_name {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_domain_stmt(n: &pb::AlterDomainStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.def {
+        walk_node(c, f);
+    }
+    for c in &n.type_name {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_default_privileges_stmt(
+    n: &pb::AlterDefaultPrivilegesStmt,
+    f: &mut dyn FnMut(&NodeEnum),
+) {
+    if let Some(c) = &n.action {
+        walk_grant_stmt(c, f);
+    }
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_database_stmt(n: &pb::AlterDatabaseStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.options {
+        walk_node(c, f);
+    }
+}
+
+fn walk_alter_database_set_stmt(n: &pb::AlterDatabaseSetStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.setstmt {
+        walk_variable_set_stmt(c, f);
+    }
+}
+
+fn walk_alter_database_refresh_coll_stmt(
+    _n: &pb::AlterDatabaseRefreshCollStmt,
+    _f: &mut dyn FnMut(&NodeEnum),
+) {
+}
+
+fn walk_alter_collation_stmt(n: &pb::AlterCollationStmt, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.collname {
+        walk_node(c, f);
+    }
+}
+
+fn walk_aggref(n: &pb::Aggref, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.aggargtypes {
+        walk_node(c, f);
+    }
+    for c in &n.aggdirectargs {
+        walk_node(c, f);
+    }
+    for c in &n.aggdistinct {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.aggfilter {
+        walk_node(c, f);
+    }
+    for c in &n.aggorder {
+        walk_node(c, f);
+    }
+    for c in &n.args {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.xpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_access_priv(n: &pb::AccessPriv, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.cols {
+        walk_node(c, f);
+    }
+}
+
+fn walk_astar(_n: &pb::AStar, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_aindirection(n: &pb::AIndirection, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.arg {
+        walk_node(c, f);
+    }
+    for c in &n.indirection {
+        walk_node(c, f);
+    }
+}
+
+fn walk_aindices(n: &pb::AIndices, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.lidx {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.uidx {
+        walk_node(c, f);
+    }
+}
+
+fn walk_aexpr(n: &pb::AExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    if let Some(c) = &n.lexpr {
+        walk_node(c, f);
+    }
+    for c in &n.name {
+        walk_node(c, f);
+    }
+    if let Some(c) = &n.rexpr {
+        walk_node(c, f);
+    }
+}
+
+fn walk_aconst(_n: &pb::AConst, _f: &mut dyn FnMut(&NodeEnum)) {}
+
+fn walk_aarray_expr(n: &pb::AArrayExpr, f: &mut dyn FnMut(&NodeEnum)) {
+    for c in &n.elements {
+        walk_node(c, f);
+    }
+}
+
 unsafe fn read_alias(r: &mut Reader, p: *const u8) -> pb::Alias {
     pb::Alias {
         aliasname: r.string(p, 8),

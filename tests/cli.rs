@@ -391,17 +391,7 @@ fn sql_paths_the_listing_lacks_are_still_looked_at() {
     let (old_code, old) = json(&[&path("old.sql")]);
     std::fs::remove_dir_all(&dir).unwrap();
 
-    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
-    assert!(
-        stderr(&missing).contains("0009_gone.sql"),
-        "{}",
-        stderr(&missing)
-    );
-    assert!(
-        stderr(&missing).contains("No such file"),
-        "{}",
-        stderr(&missing)
-    );
+    a_missing_file_named(&missing, "0009_gone.sql");
     // A down file is not a migration of the listing, but named, it is linted.
     assert!(down_code == 0 || down_code == 1, "{down}");
     assert_eq!(down["summary"]["files"], 1, "{down}");
@@ -530,17 +520,14 @@ fn a_directory_without_up_sql_is_no_migration_and_a_missing_one_named_is_an_erro
     assert!(named_code == 0 || named_code == 1, "{named}");
     assert_eq!(named["summary"]["files"], 1, "{named}");
     assert_eq!(named["files"][0]["migration"], "2024-01-02-000000_b");
-    assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
-    assert!(
-        stderr(&missing).contains("only_down/up.sql"),
-        "{}",
-        stderr(&missing)
-    );
-    assert!(
-        stderr(&missing).contains("No such file"),
-        "{}",
-        stderr(&missing)
-    );
+    a_missing_file_named(&missing, "only_down/up.sql");
+}
+
+/// The run failed as a usage error (exit 2) that names the missing file.
+fn a_missing_file_named(o: &Output, file: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(file) && err.contains("No such file"), "{err}");
 }
 
 fn tempdir(name: &str) -> PathBuf {

@@ -42,6 +42,9 @@ struct Shared<T, R> {
     /// Finished results by index; a worker's panic is passed on, not waited for.
     ready: Mutex<BTreeMap<usize, Result<R, Panic>>>,
     arrived: Condvar,
+    /// Whether the caller waits on `arrived` (read and written under `ready`'s lock): a worker
+    /// wakes it only then, not with a system call for every result.
+    waiting: AtomicBool,
 }
 
 /// Worker threads, started, waiting for a job.
@@ -61,6 +64,7 @@ impl<T: Send + Sync + 'static, R: Send + 'static> Pipeline<T, R> {
             next: AtomicUsize::new(0),
             ready: Mutex::new(BTreeMap::new()),
             arrived: Condvar::new(),
+            waiting: AtomicBool::new(false),
         });
         let home = current_cpu();
         let mut handles = Vec::with_capacity(workers);
@@ -126,11 +130,13 @@ impl<T: Send + Sync + 'static, R: Send + 'static> Pipeline<T, R> {
             // Everything is handed out: wait for the worker that has `want`.
             let mut ready = lock(&shared.ready);
             while !ready.contains_key(&want) {
+                shared.waiting.store(true, Ordering::Relaxed);
                 ready = shared
                     .arrived
                     .wait(ready)
                     .unwrap_or_else(|p| p.into_inner());
             }
+            shared.waiting.store(false, Ordering::Relaxed);
         }
         for h in std::mem::take(&mut self.workers) {
             let _ = h.join();
@@ -194,8 +200,14 @@ fn work<T, R>(shared: &Shared<T, R>) {
         let i = shared.next.fetch_add(1, Ordering::Relaxed);
         let Some(item) = job.items.get(i) else { break };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.work)(item)));
-        lock(&shared.ready).insert(i, r);
-        shared.arrived.notify_one();
+        let waiting = {
+            let mut ready = lock(&shared.ready);
+            ready.insert(i, r);
+            shared.waiting.load(Ordering::Relaxed)
+        };
+        if waiting {
+            shared.arrived.notify_one();
+        }
     }
 }
 

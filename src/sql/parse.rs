@@ -2,10 +2,10 @@
 //! one statement at a time, with the exact position of a syntax error.
 
 pub use super::reader::Queries;
-use super::reader::{self, ReadError};
+use super::reader::{self, PgQueryError, ReadError};
 use pg_query::{protobuf, NodeEnum};
 use prost::Message;
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_char, CStr, CString};
 
 /// A syntax error: its byte offset within the statement text, and PostgreSQL's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,16 +109,6 @@ fn syntax_error(text: &str, cursorpos: i32, message: String) -> SyntaxError {
         .nth(chars)
         .map_or(text.len(), |(i, _)| i);
     SyntaxError { offset, message }
-}
-
-#[repr(C)]
-struct PgQueryError {
-    message: *mut c_char,
-    funcname: *mut c_char,
-    filename: *mut c_char,
-    lineno: c_int,
-    cursorpos: c_int,
-    context: *mut c_char,
 }
 
 #[repr(C)]

@@ -611,13 +611,14 @@ const _: () = assert!(
     "src/sql/reader/nodes.rs was generated for another pg_query: run scripts/gen-parse-tree.py"
 );
 
+/// libpg_query's error (pg_query.h), as its parse calls return it.
 #[repr(C)]
-struct PgQueryError {
-    message: *mut c_char,
+pub(super) struct PgQueryError {
+    pub(super) message: *mut c_char,
     funcname: *mut c_char,
     filename: *mut c_char,
     lineno: c_int,
-    cursorpos: c_int,
+    pub(super) cursorpos: c_int,
     context: *mut c_char,
 }
 

@@ -11,6 +11,10 @@
 //! A node type the table does not know (libpg_query's writer knows no more) falls back to the
 //! protobuf path for that text; a tree nested deeper than [`MAX_DEPTH`] is an error, as the
 //! decoder's own limit made it before (at a tenth of the depth).
+//!
+//! The same tables go the other way for the deparser ([`deparse`]: the tree written as C nodes,
+//! as libpg_query's protobuf reader would build them, the deparser called through `deparse.c`
+//! under PostgreSQL's error handling), and give a walk over every node of a tree ([`walk`]).
 
 mod nodes;
 pub use nodes::walk;

@@ -23,8 +23,8 @@ use crate::sql::SqlSource;
 use std::path::PathBuf;
 
 mod pipeline;
-pub use pipeline::PARSE_STACK;
 use pipeline::{spare_cores, Pipeline};
+pub use pipeline::{wake_cores, PARSE_STACK};
 
 /// Everything `migrate plan` learned about one file.
 #[derive(Debug, Clone)]

@@ -8,6 +8,10 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // `migrate plan` parses on every core: keep them awake until its threads start.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "plan") {
+        migrate::analyze::wake_cores();
+    }
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),

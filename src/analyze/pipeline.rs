@@ -57,6 +57,7 @@ impl<T: Send + Sync + 'static, R: Send + 'static> Pipeline<T, R> {
     /// Starts `workers` threads (besides the caller), each off the caller's core where it may
     /// run elsewhere, spinning for a job.
     pub fn start(workers: usize) -> Pipeline<T, R> {
+        STARTED.store(true, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             job: OnceLock::new(),
             published: (Mutex::new(false), Condvar::new()),
@@ -245,6 +246,34 @@ fn leave_cpu(cpu: Option<usize>) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = cpu;
+}
+
+/// How long [`wake_cores`] keeps the other cores busy at the most.
+const WAKE_FOR: Duration = Duration::from_millis(20);
+
+/// Set when the first pipeline starts its workers: the end of [`wake_cores`]' spinning.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps the other cores busy from the start of the process until the parse threads start
+/// (at most [`WAKE_FOR`]), so that those threads find a core that is awake. A worker started
+/// even at the very beginning found an idle core as slow to wake as one started later; one
+/// that starts while another thread still runs there takes it at once. Measured on this
+/// project's 2-core VM, `migrate plan --format json`, interleaved runs, median without and
+/// with: crates.io 8.64 -> 7.67 ms (120 runs; two earlier runs of 80: -5%, -12%), kratos
+/// 8.22 -> 7.51 ms, lemmy 20.1 -> 20.5 ms (40 runs each; its parse is long enough to absorb
+/// the wake).
+pub fn wake_cores() {
+    for _ in 0..spare_cores() {
+        let spawned = std::thread::Builder::new().stack_size(64 << 10).spawn(|| {
+            let start = Instant::now();
+            while !STARTED.load(Ordering::Relaxed) && start.elapsed() < WAKE_FOR {
+                std::hint::spin_loop();
+            }
+        });
+        if spawned.is_err() {
+            break;
+        }
+    }
 }
 
 /// How many threads to parse with besides the caller.

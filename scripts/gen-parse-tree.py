@@ -14,7 +14,7 @@ What it reads, all from the pg_query crate the build links (its version is in Ca
 The generated file records the pg_query version it was made from; a test fails when Cargo.lock
 holds another, and tests/parse_tree.rs compares both readers' trees on real SQL.
 
-Run after upgrading pg_query:  scripts/gen-parse-tree.py  (then cargo fmt, cargo test)
+Run after upgrading pg_query:  scripts/gen-parse-tree.py  (then cargo test)
 """
 import json
 import os
@@ -451,6 +451,8 @@ fn walk_node(n: &pb::Node, f: &mut dyn FnMut(&NodeEnum)) {{
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w") as f:
         f.write(text)
+    # As `cargo fmt` leaves it, so that running the script again changes nothing.
+    subprocess.run(["rustfmt", "--edition", "2021", OUT], check=True)
     print(f"wrote {OUT}: {len(funcs)} node types, {len(used_enums)} enums, pg_query {version}")
     print("left at their default:", ", ".join(sorted(defaulted)))
 

@@ -523,6 +523,18 @@ fn a_directory_without_up_sql_is_no_migration_and_a_missing_one_named_is_an_erro
     a_missing_file_named(&missing, "only_down/up.sql");
 }
 
+#[test]
+fn a_missing_path_is_the_error_before_the_live_database_is_tried() {
+    // Nothing listens on port 1: were the database tried first, its error would come instead.
+    let o = migrate(&[
+        "plan",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+        "no-such-migrations/0001_x.sql",
+    ]);
+    a_missing_file_named(&o, "no-such-migrations/0001_x.sql");
+}
+
 /// The run failed as a usage error (exit 2) that names the missing file.
 fn a_missing_file_named(o: &Output, file: &str) {
     let err = stderr(o);

@@ -94,12 +94,16 @@ pub fn run(args: PlanArgs) -> Result<u8, Error> {
     } else {
         args.paths.clone()
     };
-    let base = match &args.database_url {
-        Some(url) => live_catalog(url)?,
-        None => Catalog::default(),
+    let reports = match &args.database_url {
+        // A path that is not there is the error, before any connection is tried.
+        Some(url) => {
+            let targets = files::resolve(&paths)?;
+            let base = live_catalog(url)?;
+            analyze_found(|| Ok(targets), &settings, &base)?
+        }
+        // The files are listed while the parsing threads start.
+        None => analyze_found(|| files::resolve(&paths), &settings, &Catalog::default())?,
     };
-    // The files are listed while the parsing threads start.
-    let reports = analyze_found(|| files::resolve(&paths), &settings, &base)?;
     let human = HumanOptions {
         color: args.color.enabled(),
         explain: args.explain,

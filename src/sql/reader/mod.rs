@@ -472,11 +472,28 @@ impl Writer {
         match n {
             // An empty list is NIL.
             NodeEnum::List(l) => self.list(&l.items) as *mut u8,
-            NodeEnum::Integer(v) => write_integer(self, v),
-            NodeEnum::Float(v) => write_float(self, v),
-            NodeEnum::Boolean(v) => write_boolean(self, v),
+            NodeEnum::Integer(v) => write_value(
+                self,
+                (nodes::SIZE_INTEGER, nodes::T_INTEGER),
+                v,
+                fill_integer,
+            ),
+            NodeEnum::Float(v) => {
+                write_value(self, (nodes::SIZE_FLOAT, nodes::T_FLOAT), v, fill_float)
+            }
+            NodeEnum::Boolean(v) => write_value(
+                self,
+                (nodes::SIZE_BOOLEAN, nodes::T_BOOLEAN),
+                v,
+                fill_boolean,
+            ),
             NodeEnum::String(v) => write_string(self, v),
-            NodeEnum::BitString(v) => write_bit_string(self, v),
+            NodeEnum::BitString(v) => write_value(
+                self,
+                (nodes::SIZE_BIT_STRING, nodes::T_BITSTRING),
+                v,
+                fill_bit_string,
+            ),
             NodeEnum::AConst(c) => write_a_const(self, c),
             _ => {
                 self.unknown = true;
@@ -507,34 +524,21 @@ unsafe fn fill_bit_string(w: &mut Writer, p: *mut u8, v: &pb::BitString) {
     w.put(p, nodes::BIT_STRING_BSVAL, Writer::cstring(&v.bsval));
 }
 
-unsafe fn write_integer(w: &mut Writer, v: &pb::Integer) -> *mut u8 {
-    let p = w.node(nodes::SIZE_INTEGER, nodes::T_INTEGER);
-    fill_integer(w, p, v);
+/// A value node: allocated with its tag, then filled.
+unsafe fn write_value<V>(
+    w: &mut Writer,
+    (size, tag): (usize, u32),
+    v: &V,
+    fill: unsafe fn(&mut Writer, *mut u8, &V),
+) -> *mut u8 {
+    let p = w.node(size, tag);
+    fill(w, p, v);
     p
 }
 
-unsafe fn write_float(w: &mut Writer, v: &pb::Float) -> *mut u8 {
-    let p = w.node(nodes::SIZE_FLOAT, nodes::T_FLOAT);
-    fill_float(w, p, v);
-    p
-}
-
-unsafe fn write_boolean(w: &mut Writer, v: &pb::Boolean) -> *mut u8 {
-    let p = w.node(nodes::SIZE_BOOLEAN, nodes::T_BOOLEAN);
-    fill_boolean(w, p, v);
-    p
-}
-
+/// A `String` node (names are lists of them).
 unsafe fn write_string(w: &mut Writer, v: &pb::String) -> *mut u8 {
-    let p = w.node(nodes::SIZE_STRING, nodes::T_STRING);
-    fill_string(w, p, v);
-    p
-}
-
-unsafe fn write_bit_string(w: &mut Writer, v: &pb::BitString) -> *mut u8 {
-    let p = w.node(nodes::SIZE_BIT_STRING, nodes::T_BITSTRING);
-    fill_bit_string(w, p, v);
-    p
+    write_value(w, (nodes::SIZE_STRING, nodes::T_STRING), v, fill_string)
 }
 
 /// A constant: its value node is embedded in it, whole (tag included).

@@ -144,11 +144,12 @@ pub struct BackfillSettings {
     /// short transaction; each range keeps its own cursor, so a kill resumes every one.
     pub workers: u32,
     /// How many times its lowest (measured before the first batch) the application's commit
-    /// latency may grow before the batches back off: four times a second a one-row
-    /// transaction commits the way an application's does, waiting for the WAL flush behind the
-    /// batches' WAL; when it takes longer than this many times the lowest seen (and at least
-    /// 2 ms more), one worker stops, then the last one pauses as long as each batch took; quick
-    /// ones for 3 s in a row undo one step. `None`: no probe.
+    /// latency may grow before the batches back off: while other sessions use the database,
+    /// four times a second a one-row transaction commits the way an application's does,
+    /// waiting for the WAL flush behind the batches' WAL; when it takes longer than this many
+    /// times the lowest seen (and at least 2 ms more), one worker stops, then the last one
+    /// pauses as long as each batch took; quick ones for 3 s in a row undo one step, and a
+    /// quiet database undoes all. `None`: no probe.
     pub commit_slowdown: Option<f64>,
 }
 

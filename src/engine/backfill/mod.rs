@@ -173,7 +173,10 @@ pub async fn run(
             }
         }
     }
+    // Before this backfill opens connections of its own.
+    let active = Busy::others_active(conn).await;
     let shared = Shared {
+        busy: Cell::new(active),
         walked: Cell::new(walked),
         own: Cell::new(0),
         latency: latency.map(RefCell::new),
@@ -440,6 +443,9 @@ struct Shared {
     walked: Cell<i64>,
     own: Cell<i64>,
     progress: RefCell<Progress>,
+    /// Whether other sessions use the database: another one was active as the backfill
+    /// started ([`Busy::others_active`]), then the latest sample of their commits.
+    busy: Cell<bool>,
     /// The commit-latency probe and how many workers it lets run (`commit_slowdown`).
     latency: Option<RefCell<Latency>>,
     /// Which workers (by rank) have walked their whole range.
@@ -574,7 +580,9 @@ impl Batches<'_> {
 }
 
 /// Probes the commit latency when it is due (whichever worker gets there first) and parks
-/// this worker while the probe allows fewer; whether the batches pause.
+/// this worker while the probe allows fewer; whether the batches pause. Only while other
+/// sessions use the database: alone, there is no application whose commits a probe stands
+/// for, and each probe would stall the batches for a WAL flush (measured 3% of the rate).
 async fn pace(
     conn: &mut PgConnection,
     rank: usize,
@@ -585,6 +593,13 @@ async fn pace(
         return false;
     };
     loop {
+        if !shared.busy.get() {
+            if cell.borrow_mut().release() {
+                let t = format!("the database is quiet: {}", cell.borrow().running());
+                shared.progress.borrow_mut().say(&t);
+            }
+            return false;
+        }
         if cell.borrow().due() {
             cell.borrow_mut().started();
             if let Ok(took) = Latency::probe(conn).await {
@@ -645,11 +660,11 @@ async fn walk(
     };
     // While other sessions use the database, pages this session writes go to disk as it goes
     // (see `BackfillSettings::flush_after`); alone, the kernel writes them back at its own
-    // pace, which measured some 10% faster. It starts on, and the first sample of the
-    // others' commits turns it off on a quiet database. A server that refuses the setting
-    // only loses that.
+    // pace, which measured some 10% faster. It starts on when another session was active
+    // as the backfill started, and each sample of the others' commits turns it on or off. A
+    // server that refuses the setting only loses that.
     let mut flushing = false;
-    if let Some(f) = &settings.flush_after {
+    if let Some(f) = settings.flush_after.as_ref().filter(|_| shared.busy.get()) {
         flushing = session_setting(conn, "backend_flush_after", f).await;
     }
     // Compressed full-page images (see `BackfillSettings::wal_compression`) when the server
@@ -668,7 +683,7 @@ async fn walk(
     let mut timeouts = 0u32;
     let mut lag_checked: Option<Instant> = None;
     // Other sessions' commits, from pg_stat_database, minus our own transactions.
-    let mut busy = Busy::new(conn, &shared.own).await;
+    let mut busy = Busy::new(conn, &shared.own, shared.busy.get()).await;
     loop {
         if let Some(h) = &exec.rollout {
             h.check(|| format!("the next batch of backfilling {}", q.table))?;
@@ -814,10 +829,13 @@ async fn walk(
                 // the disk falling behind: give it that long again to catch up before adding
                 // more writes.
                 shared.own.set(shared.own.get() + 1);
-                let watch = settings.busy_pause.is_some() || settings.flush_after.is_some();
+                let watch = settings.busy_pause.is_some()
+                    || settings.flush_after.is_some()
+                    || shared.latency.is_some();
                 if watch && busy.due() {
                     let was = busy.busy;
                     busy.sample(conn, settings.busy_tps, &shared.own).await;
+                    shared.busy.set(busy.busy);
                     if let Some(f) = settings.flush_after.as_deref() {
                         if busy.busy != flushing {
                             flushing = session_setting(
@@ -950,6 +968,7 @@ mod tests {
             progress: RefCell::new(Progress::new("t".into(), 0, 0, None)),
             latency: Some(RefCell::new(l)),
             finished: RefCell::new(vec![false; 3]),
+            busy: Cell::new(true),
         };
         assert_eq!(
             (0..3).map(|r| shared.parked(r)).collect::<Vec<_>>(),
@@ -959,6 +978,10 @@ mod tests {
         assert!(!shared.parked(1) && shared.parked(2));
         shared.finished.borrow_mut()[1] = true;
         assert!(!shared.parked(2));
+        // Released (the database went quiet): every worker runs.
+        shared.finished.borrow_mut().fill(false);
+        assert!(shared.latency.as_ref().unwrap().borrow_mut().release());
+        assert!((0..3).all(|r| !shared.parked(r)));
         let free = Shared {
             latency: None,
             finished: RefCell::new(vec![false; 3]),

@@ -28,8 +28,27 @@ impl Busy {
         .ok()
     }
 
+    /// Whether another session of this database is in a statement or transaction now, or
+    /// finished one within the last second: the commit counts need two samples seconds apart,
+    /// this needs none. A session whose state this role may not see counts as active.
+    pub(super) async fn others_active(conn: &mut PgConnection) -> bool {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+             AND (state IS NULL OR state <> 'idle' OR state_change > now() - interval '1 second'))",
+        )
+        .fetch_one(conn)
+        .await
+        .unwrap_or(true)
+    }
+
     /// `own` counts every transaction the backfill's workers made; the query here is one.
-    pub(super) async fn new(conn: &mut PgConnection, own: &std::cell::Cell<i64>) -> Busy {
+    /// `busy`: what the database is taken to be until the first sample.
+    pub(super) async fn new(
+        conn: &mut PgConnection,
+        own: &std::cell::Cell<i64>,
+        busy: bool,
+    ) -> Busy {
         let commits = Self::commits(conn).await;
         own.set(own.get() + 1);
         Busy {
@@ -37,7 +56,7 @@ impl Busy {
             commits,
             own_at: own.get() - 1,
             tps: 0.0,
-            busy: false,
+            busy,
         }
     }
 
@@ -127,6 +146,15 @@ impl Latency {
 
     pub(super) fn due(&self) -> bool {
         self.at.is_none_or(|t| t.elapsed() >= PROBE_EVERY)
+    }
+
+    /// Lets every worker run at full speed again; whether that changed anything.
+    pub(super) fn release(&mut self) -> bool {
+        let changed = self.pausing || self.allowed < self.workers;
+        self.allowed = self.workers;
+        self.pausing = false;
+        self.fast = 0;
+        changed
     }
 
     /// Marks a probe as begun, so the other workers do not start one too.

@@ -180,10 +180,12 @@ pub async fn run(
     }
     // Before this backfill opens connections of its own.
     let active = Busy::others_active(conn).await;
+    let own = Cell::new(0);
+    let busy = Busy::new(Busy::commits(conn).await, &own, active);
     let shared = Shared {
-        busy: Cell::new(active),
+        busy: RefCell::new(busy),
         walked: Cell::new(walked),
-        own: Cell::new(0),
+        own,
         latency: latency.map(RefCell::new),
         finished: RefCell::new(vec![false; workers as usize]),
         progress: RefCell::new(Progress::new(

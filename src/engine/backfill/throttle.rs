@@ -5,8 +5,8 @@ use sqlx::PgConnection;
 use std::time::{Duration, Instant};
 
 /// Whether other sessions are using the database: their commits per second, from
-/// `pg_stat_database`, sampled every two seconds, less the transactions we made ourselves —
-/// all of the backfill's workers, whose count they share.
+/// `pg_stat_database`, sampled every two seconds (by one worker for all), less the
+/// transactions we made ourselves — all of the backfill's workers, whose count they share.
 pub(super) struct Busy {
     pub(super) at: Instant,
     pub(super) commits: Option<i64>,
@@ -42,14 +42,10 @@ impl Busy {
         .unwrap_or(true)
     }
 
-    /// `own` counts every transaction the backfill's workers made; the query here is one.
-    /// `busy`: what the database is taken to be until the first sample.
-    pub(super) async fn new(
-        conn: &mut PgConnection,
-        own: &std::cell::Cell<i64>,
-        busy: bool,
-    ) -> Busy {
-        let commits = Self::commits(conn).await;
+    /// From a first count of `commits` (the query that read it is one of `own`, every
+    /// transaction the backfill's workers made); `busy`: what the database is taken to be
+    /// until the next sample.
+    pub(super) fn new(commits: Option<i64>, own: &std::cell::Cell<i64>, busy: bool) -> Busy {
         own.set(own.get() + 1);
         Busy {
             at: Instant::now(),
@@ -64,13 +60,8 @@ impl Busy {
         self.at.elapsed() >= BUSY_SAMPLE
     }
 
-    pub(super) async fn sample(
-        &mut self,
-        conn: &mut PgConnection,
-        threshold: u32,
-        own: &std::cell::Cell<i64>,
-    ) {
-        let now = Self::commits(conn).await;
+    /// Takes in the count of commits `now`, just read by one more query of ours.
+    pub(super) fn sample(&mut self, now: Option<i64>, threshold: u32, own: &std::cell::Cell<i64>) {
         own.set(own.get() + 1);
         let secs = self.at.elapsed().as_secs_f64();
         if let (Some(before), Some(after)) = (self.commits, now) {

@@ -38,9 +38,10 @@ pub(super) async fn walk(
     // pace, which measured some 10% faster. It starts on when another session was active
     // as the backfill started, and each sample of the others' commits turns it on or off. A
     // server that refuses the setting only loses that.
-    let mut flushing = false;
-    if let Some(f) = settings.flush_after.as_ref().filter(|_| shared.busy.get()) {
-        flushing = session_setting(conn, "backend_flush_after", f).await;
+    // What the database was (busy or quiet) when the setting last followed it.
+    let mut flush_for = shared.busy();
+    if let Some(f) = settings.flush_after.as_ref().filter(|_| flush_for) {
+        session_setting(conn, "backend_flush_after", f).await;
     }
     // Compressed full-page images (see `BackfillSettings::wal_compression`) when the server
     // does not compress them already, the role may set it and the server knows the method.
@@ -57,8 +58,6 @@ pub(super) async fn walk(
     };
     let mut timeouts = 0u32;
     let mut lag_checked: Option<Instant> = None;
-    // Other sessions' commits, from pg_stat_database, minus our own transactions.
-    let mut busy = Busy::new(conn, &shared.own, shared.busy.get()).await;
     loop {
         if let Some(h) = &exec.rollout {
             h.check(|| format!("the next batch of backfilling {}", q.table))?;
@@ -207,35 +206,36 @@ pub(super) async fn walk(
                 let watch = settings.busy_pause.is_some()
                     || settings.flush_after.is_some()
                     || shared.latency.is_some();
-                if watch && busy.due() {
-                    let was = busy.busy;
-                    busy.sample(conn, settings.busy_tps, &shared.own).await;
-                    shared.busy.set(busy.busy);
-                    if let Some(f) = settings.flush_after.as_deref() {
-                        if busy.busy != flushing {
-                            flushing = session_setting(
-                                conn,
-                                "backend_flush_after",
-                                if busy.busy { f } else { "0" },
-                            )
-                            .await
-                                && busy.busy;
-                        }
-                    }
-                    if settings.busy_pause.is_some() && busy.busy != was {
-                        shared.progress.borrow_mut().say(&if busy.busy {
-                            format!(
-                                "other sessions are busy ({:.0} commits/s): slowing down",
-                                busy.tps
-                            )
+                // Other sessions' commits, from pg_stat_database, minus our own transactions:
+                // one worker samples them for all.
+                if watch && shared.samples(rank) && shared.busy.borrow().due() {
+                    let was = shared.busy();
+                    let now = Busy::commits(conn).await;
+                    let mut b = shared.busy.borrow_mut();
+                    b.sample(now, settings.busy_tps, &shared.own);
+                    let (busy, tps) = (b.busy, b.tps);
+                    drop(b);
+                    if settings.busy_pause.is_some() && busy != was {
+                        shared.progress.borrow_mut().say(&if busy {
+                            format!("other sessions are busy ({tps:.0} commits/s): slowing down")
                         } else {
                             "the database is quiet again: full speed".to_string()
                         });
                     }
                 }
-                report.busy_batches += i64::from(busy.busy);
+                let busy = shared.busy();
+                if let Some(f) = settings
+                    .flush_after
+                    .as_deref()
+                    .filter(|_| busy != flush_for)
+                {
+                    flush_for = busy;
+                    let to = if busy { f } else { "0" };
+                    session_setting(conn, "backend_flush_after", to).await;
+                }
+                report.busy_batches += i64::from(busy);
                 let mut pause = match settings.busy_pause {
-                    Some(p) if busy.busy => p.after(took),
+                    Some(p) if busy => p.after(took),
                     _ => settings.pause.after(took),
                 };
                 if commit > settings.target {

@@ -3,7 +3,7 @@
 
 use super::batches::Batches;
 use super::progress::Progress;
-use super::throttle::{Change, Latency};
+use super::throttle::{Busy, Change, Latency};
 use super::walk::walk;
 use super::BackfillReport;
 use crate::engine::exec::ExecSettings;
@@ -189,8 +189,9 @@ pub(super) struct Shared {
     pub(super) own: Cell<i64>,
     pub(super) progress: RefCell<Progress>,
     /// Whether other sessions use the database: another one was active as the backfill
-    /// started ([`Busy::others_active`]), then the latest sample of their commits.
-    pub(super) busy: Cell<bool>,
+    /// started ([`Busy::others_active`]), then the latest sample of their commits, taken by
+    /// the first worker still walking ([`Shared::samples`]).
+    pub(super) busy: RefCell<Busy>,
     /// The commit-latency probe and how many workers it lets run (`commit_slowdown`).
     pub(super) latency: Option<RefCell<Latency>>,
     /// Which workers (by rank) have walked their whole range.
@@ -207,6 +208,17 @@ impl Drop for Finished<'_> {
 }
 
 impl Shared {
+    /// Whether other sessions use the database, as last seen.
+    pub(super) fn busy(&self) -> bool {
+        self.busy.borrow().busy
+    }
+
+    /// Whether the worker of `rank` samples the others' commits for all: the first one not
+    /// finished.
+    pub(super) fn samples(&self, rank: usize) -> bool {
+        self.finished.borrow()[..rank].iter().all(|f| *f)
+    }
+
     /// Whether the worker of `rank` waits: the probe lets `allowed` workers run, and those
     /// are the first of the ones not finished, so a finished worker's turn passes on.
     pub(super) fn parked(&self, rank: usize) -> bool {
@@ -235,7 +247,7 @@ pub(super) async fn pace(
         return false;
     };
     loop {
-        if !shared.busy.get() {
+        if !shared.busy() {
             if cell.borrow_mut().release() {
                 let t = format!("the database is quiet: {}", cell.borrow().running());
                 shared.progress.borrow_mut().say(&t);
@@ -298,7 +310,7 @@ mod tests {
             progress: RefCell::new(Progress::new("t".into(), 0, 0, None)),
             latency: Some(RefCell::new(l)),
             finished: RefCell::new(vec![false; 3]),
-            busy: Cell::new(true),
+            busy: RefCell::new(Busy::new(None, &Cell::new(0), true)),
         };
         assert_eq!(
             (0..3).map(|r| shared.parked(r)).collect::<Vec<_>>(),
@@ -312,6 +324,10 @@ mod tests {
         shared.finished.borrow_mut().fill(false);
         assert!(shared.latency.as_ref().unwrap().borrow_mut().release());
         assert!((0..3).all(|r| !shared.parked(r)));
+        // The first worker still walking samples the others' commits for all.
+        assert!(shared.samples(0) && !shared.samples(1) && !shared.samples(2));
+        shared.finished.borrow_mut()[0] = true;
+        assert!(shared.samples(1) && !shared.samples(2));
         let free = Shared {
             latency: None,
             finished: RefCell::new(vec![false; 3]),

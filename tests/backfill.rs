@@ -76,6 +76,13 @@ fn rows_written_by_others_during_a_backfill_by_two_workers_all_end_right() {
     rows_written_by_others("writers2", "workers = 2\n");
 }
 
+/// The same with `synchronous_commit = true`: each batch in a transaction of its own whose
+/// commit waits for its WAL.
+#[test]
+fn rows_written_by_others_during_a_backfill_that_commits_synchronously_all_end_right() {
+    rows_written_by_others("writerssync", "synchronous_commit = true\n");
+}
+
 fn rows_written_by_others(tag: &str, workers: &str) {
     let db = TestDb::new();
     let config = format!("views = false\n[backfill]\nbatch_rows = 400\npause = \"4ms\"\n{workers}");
@@ -424,6 +431,62 @@ fn a_row_left_wrong_after_its_batch_stops_the_run_naming_its_key() {
                 .await
                 .unwrap();
         assert_eq!(wrong, 0);
+    });
+}
+
+/// The backfill's record deleted under a running backfill (as a careless `DELETE` or an
+/// abort from elsewhere would): the batch that finds it gone stops the run with an error, and
+/// no batch runs after it.
+#[test]
+fn a_backfill_whose_record_is_gone_stops_at_the_next_batch() {
+    let db = TestDb::new();
+    let dir = items_expanded(
+        &db,
+        "gone",
+        "[backfill]\nbatch_rows = 500\npause = \"40ms\"\n",
+    );
+    let child = spawn(&db, &dir, &["backfill"]);
+    let at_delete = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let started = Instant::now();
+        loop {
+            assert!(started.elapsed() < Duration::from_secs(60), "no batch ran");
+            let done: Option<i64> = sqlx::query_scalar("SELECT rows_done FROM migrate.backfills")
+                .fetch_optional(&mut c)
+                .await
+                .unwrap();
+            if done.is_some_and(|d| d >= 1000) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sqlx::query("DELETE FROM migrate.backfills")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM items WHERE total IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE total IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        // The batch in flight (or the next) finds the record gone; none after it runs.
+        assert!(
+            done <= at_delete + 500 && done < 20_000,
+            "{done} rows backfilled, {at_delete} when the record was deleted"
+        );
+        let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM migrate.backfills")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(recorded, 0, "the record came back");
     });
 }
 

@@ -513,6 +513,45 @@ impl Metadata {
         Ok(())
     }
 
+    /// The save of a backfill batch's cursor as part of the batch's own statement, so the rows
+    /// and the cursor commit together in one round trip. It follows a CTE named `c` with the
+    /// columns `n` (rows the batch changed) and `bad` (rows it left wrong), and adds two:
+    /// `s` saves the cursor when no row is wrong; `f` inserts a row that cannot exist when
+    /// some are, so the whole statement fails and nothing of the batch commits (see
+    /// [`Metadata::is_wrong_rows`]). Parameters from `$p`: the migration, the backfill's
+    /// ordinal, the worker's range (null: the cursor of the whole backfill), the cursor, the
+    /// rows walked before this batch (with the whole's cursor; null for a range, which adds
+    /// to its total), and the rows this batch walked (null: the rows it changed).
+    pub fn batch_save_ctes(&self, p: usize) -> String {
+        let (m, o, r, j, w, t) = (p, p + 1, p + 2, p + 3, p + 4, p + 5);
+        format!(
+            "s AS (UPDATE {s}.backfills SET \
+                 cursor = CASE WHEN ${r}::int IS NULL THEN ${j}::jsonb \
+                     ELSE jsonb_set(cursor, ARRAY['ranges', ${r}::text], ${j}::jsonb) END, \
+                 rows_done = coalesce(${w}::bigint, rows_done) + coalesce(${t}::bigint, c.n), \
+                 updated_at = now() \
+               FROM c WHERE migration = ${m} AND ordinal = ${o} AND c.bad = 0 RETURNING 1), \
+             f AS (INSERT INTO {s}.backfills (migration, ordinal, table_name) \
+               SELECT NULL, 0, '' FROM c WHERE c.bad > 0)",
+            s = self.q()
+        )
+    }
+
+    /// Whether a batch's statement failed because some of its rows were wrong: the row its
+    /// `f` CTE inserts breaks the NOT NULL of `backfills.migration`.
+    pub fn is_wrong_rows(&self, e: &sqlx::Error) -> bool {
+        let Some(d) = e.as_database_error() else {
+            return false;
+        };
+        let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
+            return false;
+        };
+        pg.code() == "23502"
+            && pg.schema() == Some(self.schema.as_str())
+            && pg.table() == Some("backfills")
+            && pg.column() == Some("migration")
+    }
+
     /// Records a migration as already applied, without running it. Returns false when it was
     /// already recorded.
     pub async fn baseline(

@@ -17,10 +17,6 @@ pub(super) struct Batches<'a> {
     pub(super) as_text: String,
     pub(super) sets: String,
     pub(super) filter: String,
-    /// Per batch: how long to wait for a row lock, and whether the commit waits for the
-    /// batch's WAL (see `BackfillSettings::synchronous_commit`; left as the server has it
-    /// when on).
-    pub(super) lock: String,
     /// The smallest key, when batches are spans of the key's values (see [`span_start`]).
     pub(super) span: Option<i128>,
 }
@@ -47,28 +43,51 @@ impl Batches<'_> {
     }
 
     /// The key `size` rows on from the cursor: the batch's end (none when fewer are left).
-    /// The size is a number we chose, written into the statement, and statements are not
-    /// kept prepared, so every batch is planned with its real bounds.
-    pub(super) fn end_sql(&self, after: bool, size: i64) -> String {
+    /// The rows to skip (`size - 1`) are the last parameter; the statement stays prepared and
+    /// each batch is planned with its own values (`plan_cache_mode`, see `walk`).
+    pub(super) fn end_sql(&self, after: bool) -> String {
+        let at = self.at(after);
         format!(
-            "SELECT ARRAY[{}] FROM {} WHERE {}{} <= {} ORDER BY {} OFFSET {} LIMIT 1",
+            "SELECT ARRAY[{}] FROM {} WHERE {}{} <= {} ORDER BY {} OFFSET ${} LIMIT 1",
             self.as_text,
             self.table,
             self.lower(after),
             self.plain,
-            key_params(self.keys, self.at(after)),
+            key_params(self.keys, at),
             self.plain,
-            size - 1
+            at + self.keys.len()
         )
     }
 
-    /// The batch's UPDATE. With a `verify` condition, the statement checks every row as
-    /// written (after any trigger) through RETURNING and gives back the rows changed and how
-    /// many are still wrong: the check costs one boolean per row and no second read of the
-    /// rows (`wrong_sql` finds one to name only when some are). The rows of the range it
-    /// leaves alone do not match the filter, and the condition includes it.
+    /// A whole batch in one statement, which is its own transaction: the UPDATE, the check
+    /// of every row it wrote, and the save of the cursor (`save`, from
+    /// [`crate::engine::state::Metadata::batch_save_ctes`] with its parameters after the
+    /// batch's end key). It gives back the rows changed, the rows still wrong (always 0 when
+    /// it commits: a wrong row fails the statement) and whether the cursor was saved.
+    pub(super) fn batch_sql(&self, after: bool, save: &str) -> String {
+        let update = self.update_sql(after);
+        let (returning, bad) = match self.b.verify {
+            Some(wrong) => (
+                format!("({wrong})"),
+                "count(*) FILTER (WHERE wrong)".to_string(),
+            ),
+            None => ("false".to_string(), "0::bigint".to_string()),
+        };
+        format!(
+            "WITH u AS ({update} RETURNING {returning} AS wrong), \
+             c AS (SELECT count(*) AS n, {bad} AS bad FROM u), {save} \
+             SELECT c.n, c.bad, (SELECT count(*) FROM s) FROM c"
+        )
+    }
+
+    /// The first parameter after a batch's end key.
+    pub(super) fn after_end(&self, after: bool) -> usize {
+        self.at(after) + self.keys.len()
+    }
+
+    /// The batch's UPDATE alone.
     pub(super) fn update_sql(&self, after: bool) -> String {
-        let update = format!(
+        format!(
             "UPDATE {} SET {} WHERE {}{} <= {}{}",
             self.table,
             self.sets,
@@ -76,18 +95,12 @@ impl Batches<'_> {
             self.plain,
             key_params(self.keys, self.at(after)),
             self.filter
-        );
-        match self.b.verify {
-            Some(wrong) => format!(
-                "WITH u AS ({update} RETURNING ({wrong}) AS wrong) \
-                 SELECT count(*), count(*) FILTER (WHERE wrong) FROM u"
-            ),
-            None => update,
-        }
+        )
     }
 
-    /// The key of a row of the batch that is still wrong, read in the batch's transaction
-    /// (which sees the rows as the batch wrote them) before it is rolled back.
+    /// The key of a row of the batch that is still wrong, read in a transaction that ran
+    /// the batch's UPDATE again (and so sees the rows as it wrote them) before it is rolled
+    /// back.
     pub(super) fn wrong_sql(&self, after: bool, wrong: &str) -> String {
         format!(
             "SELECT ARRAY[{}] FROM {} WHERE {}{} <= {} AND ({wrong}) ORDER BY {} LIMIT 1",

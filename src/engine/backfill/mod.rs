@@ -103,15 +103,6 @@ pub async fn run(
         as_text: as_text.join(", "),
         sets: sets.join(", "),
         filter: b.filter.map(|f| format!(" AND ({f})")).unwrap_or_default(),
-        lock: format!(
-            "SET LOCAL lock_timeout = '{}ms'{}",
-            settings.lock_timeout.as_millis().max(1),
-            if settings.synchronous_commit {
-                ""
-            } else {
-                "; SET LOCAL synchronous_commit = off"
-            }
-        ),
         span: None,
     };
     let desc: Vec<String> = keys

@@ -38,10 +38,11 @@ pub(super) async fn split(
         if at < 1 {
             continue;
         }
-        let mut s = sqlx::query(AssertSqlSafe(q.end_sql(false, at))).persistent(false);
+        let mut s = sqlx::query(AssertSqlSafe(q.end_sql(false))).persistent(false);
         for v in upper {
             s = s.bind(v.clone());
         }
+        s = s.bind(at - 1);
         let found: Option<Vec<String>> = s
             .fetch_optional(&mut *conn)
             .await

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Driver of bench/backfill.sh: runs each variant on a fresh copy of one template database and
 prints a table. Talks to PostgreSQL through psql and pgbench only (stdlib Python)."""
+import atexit
 import glob
 import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -87,6 +89,7 @@ THROTTLE = os.environ.get("VARIANT", "workers = 2")
 
 def project(sql, extra=""):
     d = tempfile.mkdtemp(prefix="migrate-bench-")
+    atexit.register(shutil.rmtree, d, True)
     with open(os.path.join(d, "0001_change.sql"), "w") as f:
         f.write(sql)
     with open(os.path.join(d, "migrate.toml"), "w") as f:

@@ -7,11 +7,11 @@ mod common;
 use common::TestDb;
 use sqlx::{Connection, PgConnection, Row};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+fn project(tag: &str, files: &[(&str, &str)]) -> common::TempDir {
     common::project("migrate-bf", tag, files)
 }
 
@@ -221,7 +221,7 @@ fn rows_written_by_others(tag: &str, workers: &str) {
 }
 
 /// 20,000 `items`, expanded to a new `total` column whose backfill (`qty * 2`) has not run.
-fn items_expanded(db: &TestDb, tag: &str, config: &str) -> PathBuf {
+fn items_expanded(db: &TestDb, tag: &str, config: &str) -> common::TempDir {
     let dir = project(
         tag,
         &[

@@ -12,7 +12,7 @@ mod common;
 
 use common::TestDb;
 use sqlx::{Connection, PgConnection, Row};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const SETUP: &str = r#"
 CREATE TABLE "Accounts" ("ID" bigint PRIMARY KEY);
@@ -221,14 +221,8 @@ const ENTRIES: &[Entry] = &[
 /// The two modes of every test: version schemas of views, and `views = false`.
 const MODES: [bool; 2] = [true, false];
 
-fn project(db: &TestDb, e: &Entry, views: bool) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "migrate-catalogue-{}-{}",
-        std::process::id(),
-        db.name
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn project(db: &TestDb, e: &Entry, views: bool) -> common::TempDir {
+    let dir = common::TempDir::new(&format!("migrate-catalogue-{}", db.name));
     std::fs::write(dir.join("0001_setup.sql"), SETUP).unwrap();
     std::fs::write(dir.join(format!("0002_{}.sql", e.name)), e.migration).unwrap();
     std::fs::write(dir.join("migrate.toml"), format!("views = {views}\n")).unwrap();

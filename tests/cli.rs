@@ -542,9 +542,6 @@ fn a_missing_file_named(o: &Output, file: &str) {
     assert!(err.contains(file) && err.contains("No such file"), "{err}");
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("migrate-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn tempdir(name: &str) -> common::TempDir {
+    common::TempDir::new(&format!("migrate-cli-{name}"))
 }

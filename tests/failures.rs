@@ -5,11 +5,11 @@ mod common;
 
 use common::TestDb;
 use sqlx::{Connection, PgConnection, Row};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+fn project(tag: &str, files: &[(&str, &str)]) -> common::TempDir {
     common::project("migrate-failures", tag, files)
 }
 

@@ -5,11 +5,11 @@ mod common;
 
 use common::cluster::Cluster;
 use sqlx::{Connection, PgConnection};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+fn project(tag: &str, files: &[(&str, &str)]) -> common::TempDir {
     common::project("migrate-faults", tag, files)
 }
 

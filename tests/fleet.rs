@@ -8,7 +8,6 @@ mod common;
 
 use common::{ok, text};
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, Row};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ struct Fleet {
     names: Vec<String>,
     server_var: String,
     rt: tokio::runtime::Runtime,
-    dir: PathBuf,
+    dir: common::TempDir,
 }
 
 const ITEMS: &str = "CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL, note text);
@@ -196,7 +195,6 @@ impl Drop for Fleet {
                 }
             }
         });
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -480,5 +478,4 @@ fn a_bad_fleet_file_is_refused_naming_what_to_fix() {
         "{said}"
     );
     assert!(!said.contains("secret"), "{said}");
-    let _ = std::fs::remove_dir_all(Path::new(&dir));
 }

@@ -12,13 +12,12 @@ fn rules(o: &Output) -> Vec<String> {
     rules_of(&v)
 }
 
-fn migration(name: &str, sql: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("migrate-live-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+/// A folder holding one migration, and the migration's path.
+fn migration(name: &str, sql: &str) -> (common::TempDir, PathBuf) {
+    let dir = common::TempDir::new(&format!("migrate-live-{name}"));
     let file = dir.join("0001_change.sql");
     std::fs::write(&file, sql).unwrap();
-    file
+    (dir, file)
 }
 
 #[test]
@@ -29,7 +28,7 @@ fn live_types_and_validated_checks_silence_safe_changes() {
          ALTER TABLE accounts ADD CONSTRAINT accounts_nick_nn CHECK (nick IS NOT NULL) NOT VALID;
          ALTER TABLE accounts VALIDATE CONSTRAINT accounts_nick_nn;",
     );
-    let file = migration("types", "ALTER TABLE accounts ALTER COLUMN email TYPE varchar(100);\nALTER TABLE accounts ALTER COLUMN nick SET NOT NULL;\n");
+    let (_dir, file) = migration("types", "ALTER TABLE accounts ALTER COLUMN email TYPE varchar(100);\nALTER TABLE accounts ALTER COLUMN nick SET NOT NULL;\n");
     let f = file.to_str().unwrap();
 
     // Without the database, the current type and the check are unknown: both are flagged.
@@ -70,7 +69,7 @@ fn live_indexes_satisfy_foreign_keys_and_unknown_tables_are_live() {
          CREATE TABLE members (id bigint PRIMARY KEY, team_id bigint, \"Display Name\" text);
          CREATE INDEX members_team_idx ON members (team_id);",
     );
-    let file = migration(
+    let (_dir, file) = migration(
         "fk",
         "ALTER TABLE members ADD CONSTRAINT members_team_fk FOREIGN KEY (team_id) REFERENCES teams (id) NOT VALID;\nALTER TABLE members RENAME COLUMN \"Display Name\" TO display_name;\n",
     );
@@ -110,7 +109,7 @@ fn live_indexes_satisfy_foreign_keys_and_unknown_tables_are_live() {
 fn an_unreachable_server_is_a_clear_error_that_never_shows_the_password() {
     // Nothing listens on port 1: the error must name the server, and mask the password.
     let url = "postgres://someone:hunter2-secret@127.0.0.1:1/whatever";
-    let file = migration("pw", "SELECT 1;");
+    let (_dir, file) = migration("pw", "SELECT 1;");
     let o = migrate(&["plan", "--database-url", url, file.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");

@@ -8,7 +8,7 @@ mod common;
 
 use common::{ok, text, TestDb};
 use sqlx::{Connection, PgConnection};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ INSERT INTO events SELECT g, date '2023-06-01' + (g % 1200), 'k' || (g % 10), 'p
 const INDEXES: &str = "CREATE INDEX events_kind_idx ON events (kind);
 CREATE UNIQUE INDEX events_id_at_key ON events (id, at);\n";
 
-fn project(tag: &str) -> PathBuf {
+fn project(tag: &str) -> common::TempDir {
     common::project(
         "migrate-parts",
         tag,

@@ -6,14 +6,14 @@ mod common;
 
 use common::{ok, TestDb};
 use sqlx::{Connection, PgConnection, Row};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
-fn project(tag: &str, files: &[(&str, &str)]) -> PathBuf {
+fn project(tag: &str, files: &[(&str, &str)]) -> common::TempDir {
     common::project("migrate-run", tag, files)
 }
 
-fn example_project(tag: &str) -> PathBuf {
+fn example_project(tag: &str) -> common::TempDir {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations-example");
     let mut files: Vec<(String, String)> = std::fs::read_dir(src)
         .unwrap()

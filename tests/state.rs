@@ -5,13 +5,11 @@ mod common;
 
 use common::{migrate, TestDb};
 use sqlx::{Connection, PgConnection, Row};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A copy of migrations-example/ that a test may change.
-fn example_copy(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("migrate-state-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+fn example_copy(tag: &str) -> common::TempDir {
+    let dir = common::TempDir::new(&format!("migrate-state-{tag}"));
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations-example");
     for e in std::fs::read_dir(src).unwrap() {
         let e = e.unwrap();

@@ -19,11 +19,41 @@ pub fn rules_of(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// A folder of a test's own under the temp dir (`{name}-{pid}`), empty when made and removed
+/// when dropped — at the end of the test, whether it passed or panicked.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A migrations folder of a test's own under the temp dir, holding `files` (name, text).
-pub fn project(prefix: &str, tag: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+pub fn project(prefix: &str, tag: &str, files: &[(&str, &str)]) -> TempDir {
+    let dir = TempDir::new(&format!("{prefix}-{tag}"));
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }

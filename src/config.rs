@@ -82,6 +82,7 @@ pub struct RawBackfill {
     pub busy_tps: Option<u32>,
     /// Connections walking disjoint key ranges at once (1 to 16).
     pub workers: Option<u32>,
+    pub busy_workers: Option<u32>,
     /// How many times its lowest a commit may take before the batches back off (`4`), or 0.
     pub commit_slowdown: Option<f64>,
 }
@@ -143,6 +144,11 @@ pub struct BackfillSettings {
     /// Connections that walk disjoint ranges of the key at once, each batch still its own
     /// short transaction; each range keeps its own cursor, so a kill resumes every one.
     pub workers: u32,
+    /// How many of the workers walk while other sessions commit more than `busy_tps` a second
+    /// (the others wait, and walk again when the database is quiet): each worker adds WAL
+    /// that the application's commits wait to flush behind, so more of them under load raise
+    /// the application's latency more than they speed the backfill.
+    pub busy_workers: u32,
     /// How many times its lowest (measured before the first batch) the application's commit
     /// latency may grow before the batches back off: while other sessions use the database,
     /// four times a second a one-row transaction commits the way an application's does,
@@ -172,6 +178,7 @@ impl Default for BackfillSettings {
             busy_pause: None,
             busy_tps: 20,
             workers: 1,
+            busy_workers: 1,
             commit_slowdown: Some(4.0),
         }
     }
@@ -229,6 +236,14 @@ impl BackfillSettings {
                 return Err(format!("[backfill] workers: {w} is not between 1 and 16"));
             }
             b.workers = w;
+        }
+        if let Some(w) = raw.busy_workers {
+            if !(1..=16).contains(&w) {
+                return Err(format!(
+                    "[backfill] busy_workers: {w} is not between 1 and 16"
+                ));
+            }
+            b.busy_workers = w;
         }
         if let Some(t) = &raw.lock_timeout {
             b.lock_timeout =
@@ -581,6 +596,13 @@ mod tests {
         assert_eq!((b.min_rows, b.initial_rows, b.max_rows), (5000, 5000, 5000));
         assert_eq!(b.wal_compression.as_deref(), Some("lz4"));
         assert_eq!(b.commit_slowdown, Some(4.0));
+        assert_eq!((b.workers, b.busy_workers), (1, 1));
+        let raw: RawConfig = toml::from_str("[backfill]\nworkers = 4\nbusy_workers = 2").unwrap();
+        let b = Settings::from_raw(&raw).unwrap().backfill;
+        assert_eq!((b.workers, b.busy_workers), (4, 2));
+        let raw: RawConfig = toml::from_str("[backfill]\nbusy_workers = 0").unwrap();
+        let e = Settings::from_raw(&raw).unwrap_err();
+        assert!(e.contains("busy_workers: 0"), "{e}");
         let raw: RawConfig = toml::from_str("[backfill]\ncommit_slowdown = 0").unwrap();
         assert_eq!(
             Settings::from_raw(&raw).unwrap().backfill.commit_slowdown,

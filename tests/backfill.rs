@@ -689,6 +689,103 @@ fn two_workers_split_the_key_and_a_kill_resumes_every_range() {
     assert_eq!(record(&db), (2, 2, 20_000, true, 20_000));
 }
 
+/// The two ranges' cursors of the backfill's record: whether the first has moved, whether it
+/// is done, whether the second has moved (its cursor starts at the first's end).
+async fn ranges(c: &mut PgConnection) -> Option<(bool, bool, bool)> {
+    sqlx::query_as(
+        "SELECT cursor->'ranges'->0->'last' <> 'null'::jsonb,
+                coalesce((cursor->'ranges'->0->>'done')::bool, false),
+                cursor->'ranges'->1->'last' <> cursor->'ranges'->0->'upper'
+         FROM migrate.backfills",
+    )
+    .fetch_optional(c)
+    .await
+    .unwrap()
+}
+
+/// With `workers = 2`, while another session commits many transactions a second only one
+/// worker walks (`busy_workers = 1`, the default): the second range waits until the first is
+/// done or the database is quiet. Once the load stops, both walk at once, and every row ends
+/// right.
+#[test]
+fn while_others_are_busy_one_worker_walks_and_both_once_they_stop() {
+    let db = TestDb::new();
+    // busy_tps above the few polls a second this test makes itself.
+    let dir = items_expanded(
+        &db,
+        "busyworkers",
+        "[backfill]\nbatch_rows = 200\npause = \"150ms\"\nworkers = 2\nbusy_tps = 50\n",
+    );
+    let load_on = std::cell::Cell::new(true);
+    let (while_busy, after) = db.rt.block_on(async {
+        let mut load = PgConnection::connect(&db.url).await.unwrap();
+        let mut watch = PgConnection::connect(&db.url).await.unwrap();
+        let commits = async {
+            let mut n = 0u64;
+            while load_on.get() {
+                sqlx::query("SELECT txid_current()")
+                    .execute(&mut load)
+                    .await
+                    .unwrap();
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            n
+        };
+        let observe = async {
+            // The load is running before the backfill starts.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut child = spawn(&db, &dir, &["backfill"]);
+            let started = Instant::now();
+            let (mut while_busy, mut after) = (Vec::new(), Vec::new());
+            while child.try_wait().unwrap().is_none() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "backfill hangs"
+                );
+                if let Some(seen) = ranges(&mut watch).await {
+                    if load_on.get() {
+                        while_busy.push(seen);
+                        // Stop the load once the first range is well under way.
+                        if seen.0 && started.elapsed() > Duration::from_millis(800) {
+                            load_on.set(false);
+                        }
+                    } else {
+                        after.push(seen);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ok(&child.wait_with_output().unwrap());
+            (while_busy, after)
+        };
+        let (n, seen) = tokio::join!(commits, observe);
+        assert!(n > 200, "the load made only {n} commits");
+        seen
+    });
+    assert!(
+        while_busy.iter().any(|s| s.0),
+        "the first range never moved under load: {while_busy:?}"
+    );
+    assert!(
+        while_busy.iter().all(|s| !s.2 || s.1),
+        "the second range started while the first walked under load: {while_busy:?}"
+    );
+    assert!(
+        after.iter().any(|s| s.0 && !s.1 && s.2),
+        "once quiet, the two ranges never walked at once: {after:?}"
+    );
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let wrong: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM items WHERE total IS DISTINCT FROM qty * 2")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(wrong, 0);
+    });
+}
+
 /// The batches compress the full-page images they write to the WAL (`wal_compression`) where
 /// the server knows lz4 and does not compress already, and `wal_compression = "off"` leaves the
 /// server's setting: a statement trigger on the table records the setting each batch ran with.

@@ -178,6 +178,7 @@ pub async fn run(
         walked: Cell::new(walked),
         own,
         latency: latency.map(RefCell::new),
+        busy_workers: settings.busy_workers,
         finished: RefCell::new(vec![false; workers as usize]),
         progress: RefCell::new(Progress::new(
             format!("backfill {table}"),
@@ -188,6 +189,10 @@ pub async fn run(
                 .map(|h| (h.target.clone(), h.progress.clone())),
         )),
     };
+    if active && workers > settings.busy_workers {
+        let t = format!("other sessions are active: {}", shared.walking());
+        shared.progress.borrow_mut().say(&t);
+    }
     // A table empty when the backfill started has no bound: nothing to walk.
     let outcome = match cursor.upper.clone() {
         None => Ok(BackfillReport::default()),

@@ -311,11 +311,20 @@ async fn walk_batches(
                     b.sample(now, settings.busy_tps, &shared.own);
                     let (busy, tps) = (b.busy, b.tps);
                     drop(b);
-                    if settings.busy_pause.is_some() && busy != was {
+                    // What changes with it: the pause, and how many workers walk.
+                    let mut doing = Vec::new();
+                    if settings.busy_pause.is_some() {
+                        doing.push(if busy { "slowing down" } else { "full speed" }.to_string());
+                    }
+                    if shared.finished.borrow().len() as u32 > shared.busy_workers {
+                        doing.push(shared.walking());
+                    }
+                    if busy != was && !doing.is_empty() {
+                        let doing = doing.join(", ");
                         shared.progress.borrow_mut().say(&if busy {
-                            format!("other sessions are busy ({tps:.0} commits/s): slowing down")
+                            format!("other sessions are busy ({tps:.0} commits/s): {doing}")
                         } else {
-                            "the database is quiet again: full speed".to_string()
+                            format!("the database is quiet again: {doing}")
                         });
                     }
                 }

@@ -195,6 +195,8 @@ pub(super) struct Shared {
     pub(super) busy: RefCell<Busy>,
     /// The commit-latency probe and how many workers it lets run (`commit_slowdown`).
     pub(super) latency: Option<RefCell<Latency>>,
+    /// How many workers walk while the database is busy (`busy_workers`).
+    pub(super) busy_workers: u32,
     /// Which workers (by rank) have walked their whole range.
     pub(super) finished: RefCell<Vec<bool>>,
 }
@@ -220,42 +222,62 @@ impl Shared {
         self.finished.borrow()[..rank].iter().all(|f| *f)
     }
 
-    /// Whether the worker of `rank` waits: the probe lets `allowed` workers run, and those
-    /// are the first of the ones not finished, so a finished worker's turn passes on.
+    /// How many workers may walk: while the database is busy, `busy_workers`, and no more
+    /// than the probe allows.
+    pub(super) fn allowed(&self) -> u32 {
+        let probe = self
+            .latency
+            .as_ref()
+            .map_or(u32::MAX, |l| l.borrow().allowed);
+        if self.busy() {
+            probe.min(self.busy_workers)
+        } else {
+            probe
+        }
+    }
+
+    /// Whether the worker of `rank` waits: those allowed to walk are the first of the ones
+    /// not finished, so a finished worker's turn passes on.
     pub(super) fn parked(&self, rank: usize) -> bool {
-        let Some(l) = &self.latency else {
-            return false;
-        };
         let ahead = self.finished.borrow()[..rank]
             .iter()
             .filter(|f| !**f)
             .count();
-        ahead >= l.borrow().allowed as usize
+        ahead >= self.allowed() as usize
+    }
+
+    /// The workers of this backfill, and how many of them walk, for the log.
+    pub(super) fn walking(&self) -> String {
+        let all = self.finished.borrow().len() as u32;
+        match self.allowed().min(all) {
+            n if n == all => format!("all {n} workers"),
+            n => format!("{n} of {all} workers"),
+        }
     }
 }
 
-/// Probes the commit latency when it is due (whichever worker gets there first) and parks
-/// this worker while the probe allows fewer; whether the batches pause. Only while other
-/// sessions use the database: alone, there is no application whose commits a probe stands
-/// for, and each probe would stall the batches for a WAL flush (measured 3% of the rate).
+/// Parks this worker while fewer are allowed to walk (see [`Shared::allowed`]) and, while
+/// other sessions use the database, probes the commit latency when it is due (whichever
+/// worker gets there first); whether the batches pause. Alone, there is no application whose
+/// commits a probe stands for, and each probe would stall the batches for a WAL flush
+/// (measured 3% of the rate).
 pub(super) async fn pace(
     conn: &mut PgConnection,
     rank: usize,
     shared: &Shared,
     report: &mut BackfillReport,
 ) -> bool {
-    let Some(cell) = &shared.latency else {
-        return false;
-    };
     loop {
         if !shared.busy() {
-            if cell.borrow_mut().release() {
-                let t = format!("the database is quiet: {}", cell.borrow().running());
-                shared.progress.borrow_mut().say(&t);
+            if let Some(cell) = &shared.latency {
+                if cell.borrow_mut().release() {
+                    let t = format!("the database is quiet: {}", cell.borrow().running());
+                    shared.progress.borrow_mut().say(&t);
+                }
             }
             return false;
         }
-        if cell.borrow().due() {
+        if let Some(cell) = shared.latency.as_ref().filter(|c| c.borrow().due()) {
             cell.borrow_mut().started();
             if let Ok(took) = Latency::probe(conn).await {
                 shared.own.set(shared.own.get() + 1);
@@ -287,7 +309,7 @@ pub(super) async fn pace(
             }
         }
         if !shared.parked(rank) {
-            return cell.borrow().pausing;
+            return shared.latency.as_ref().is_some_and(|c| c.borrow().pausing);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -312,6 +334,7 @@ mod tests {
             latency: Some(RefCell::new(l)),
             finished: RefCell::new(vec![false; 3]),
             busy: RefCell::new(Busy::new(None, &Cell::new(0), true)),
+            busy_workers: 3,
         };
         assert_eq!(
             (0..3).map(|r| shared.parked(r)).collect::<Vec<_>>(),
@@ -335,5 +358,45 @@ mod tests {
             ..shared
         };
         assert!((0..3).all(|r| !free.parked(r)));
+    }
+
+    #[test]
+    fn while_the_database_is_busy_only_busy_workers_walk() {
+        let shared = Shared {
+            walked: Cell::new(0),
+            own: Cell::new(0),
+            progress: RefCell::new(Progress::new("t".into(), 0, 0, None)),
+            latency: None,
+            finished: RefCell::new(vec![false; 3]),
+            busy: RefCell::new(Busy::new(None, &Cell::new(0), true)),
+            busy_workers: 1,
+        };
+        let parked = |s: &Shared| (0..3).map(|r| s.parked(r)).collect::<Vec<_>>();
+        assert_eq!(parked(&shared), [false, true, true]);
+        assert_eq!(shared.walking(), "1 of 3 workers");
+        // The first finishes: its turn passes on.
+        shared.finished.borrow_mut()[0] = true;
+        assert_eq!(parked(&shared), [false, false, true]);
+        // Quiet: all walk.
+        shared.finished.borrow_mut().fill(false);
+        shared.busy.borrow_mut().busy = false;
+        assert_eq!(parked(&shared), [false, false, false]);
+        assert_eq!(shared.walking(), "all 3 workers");
+        // Busy again, with a probe that allows two and `busy_workers = 2`: the fewer wins.
+        let mut l = Latency::new(4.0, 3);
+        l.observe(Duration::from_millis(1), true);
+        l.observe(Duration::from_millis(50), false);
+        let probed = Shared {
+            latency: Some(RefCell::new(l)),
+            busy_workers: 2,
+            ..shared
+        };
+        probed.busy.borrow_mut().busy = true;
+        assert_eq!(parked(&probed), [false, false, true]);
+        let strict = Shared {
+            busy_workers: 1,
+            ..probed
+        };
+        assert_eq!(parked(&strict), [false, true, true]);
     }
 }

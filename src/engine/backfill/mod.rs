@@ -160,7 +160,11 @@ pub async fn run(
     } else {
         cursor.ranges.iter().filter(|r| !r.done).count() as u32
     };
-    let mut latency = settings.commit_slowdown.map(|f| Latency::new(f, workers));
+    // The probe acts only while the database is busy, when no more than `busy_workers` walk:
+    // its first step back is then one of those.
+    let mut latency = settings
+        .commit_slowdown
+        .map(|f| Latency::new(f, workers.min(settings.busy_workers)));
     if let (Some(l), Some(_)) = (&mut latency, &cursor.upper) {
         // The lowest of three before any batch: the commit latency without the backfill.
         for _ in 0..3 {

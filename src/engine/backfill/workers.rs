@@ -222,18 +222,17 @@ impl Shared {
         self.finished.borrow()[..rank].iter().all(|f| *f)
     }
 
-    /// How many workers may walk: while the database is busy, `busy_workers`, and no more
-    /// than the probe allows.
+    /// How many workers may walk: all while the database is quiet; while it is busy,
+    /// `busy_workers`, and no more than the probe allows.
     pub(super) fn allowed(&self) -> u32 {
+        if !self.busy() {
+            return u32::MAX;
+        }
         let probe = self
             .latency
             .as_ref()
             .map_or(u32::MAX, |l| l.borrow().allowed);
-        if self.busy() {
-            probe.min(self.busy_workers)
-        } else {
-            probe
-        }
+        probe.min(self.busy_workers)
     }
 
     /// Whether the worker of `rank` waits: those allowed to walk are the first of the ones

@@ -244,6 +244,19 @@ fn items_expanded(db: &TestDb, tag: &str, config: &str) -> common::TempDir {
     dir
 }
 
+/// The rows of `table` whose `total` is not `qty * 2`.
+fn wrong_totals(db: &TestDb, table: &str) -> i64 {
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE total IS DISTINCT FROM qty * 2"
+        )))
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    })
+}
+
 /// A row lock held by another transaction: the batches that meet it shrink and retry until it
 /// is released, and the run ends well. Held past the retries, the run stops naming the holder;
 /// the next run resumes from the saved cursor.
@@ -323,15 +336,7 @@ fn a_held_row_lock_shrinks_the_batch_and_is_retried() {
         tx.commit().await.unwrap();
     });
     ok(&run(&db, &dir2, &["backfill"]));
-    db.rt.block_on(async {
-        let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let wrong: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM items2 WHERE total IS DISTINCT FROM qty * 2")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-        assert_eq!(wrong, 0);
-    });
+    assert_eq!(wrong_totals(&db, "items2"), 0);
 }
 
 /// After the expand of a rename of a NOT NULL column, and before the backfill reaches a row,
@@ -423,15 +428,7 @@ fn a_row_left_wrong_after_its_batch_stops_the_run_naming_its_key() {
     });
     let out = run(&db, &dir, &["backfill"]);
     ok(&out);
-    db.rt.block_on(async {
-        let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let wrong: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM items WHERE total IS DISTINCT FROM qty * 2")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-        assert_eq!(wrong, 0);
-    });
+    assert_eq!(wrong_totals(&db, "items"), 0);
 }
 
 /// The backfill's record deleted under a running backfill (as a careless `DELETE` or an
@@ -775,15 +772,7 @@ fn while_others_are_busy_one_worker_walks_and_both_once_they_stop() {
         after.iter().any(|s| s.0 && !s.1 && s.2),
         "once quiet, the two ranges never walked at once: {after:?}"
     );
-    db.rt.block_on(async {
-        let mut c = PgConnection::connect(&db.url).await.unwrap();
-        let wrong: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM items WHERE total IS DISTINCT FROM qty * 2")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-        assert_eq!(wrong, 0);
-    });
+    assert_eq!(wrong_totals(&db, "items"), 0);
 }
 
 /// The batches compress the full-page images they write to the WAL (`wal_compression`) where

@@ -394,8 +394,22 @@ fn writes_to_rows_the_backfill_has_not_reached_keep_working() {
 /// next run resumes there and finishes.
 #[test]
 fn a_row_left_wrong_after_its_batch_stops_the_run_naming_its_key() {
+    row_left_wrong("leftwrong", "");
+}
+
+/// The same when each batch commits in a transaction of its own (`synchronous_commit`).
+#[test]
+fn a_row_left_wrong_by_a_batch_that_commits_synchronously_stops_the_run_too() {
+    row_left_wrong("leftwrongsync", "synchronous_commit = true\n");
+}
+
+fn row_left_wrong(tag: &str, config: &str) {
     let db = TestDb::new();
-    let dir = items_expanded(&db, "leftwrong", "[backfill]\nbatch_rows = 2000\n");
+    let dir = items_expanded(
+        &db,
+        tag,
+        &format!("[backfill]\nbatch_rows = 2000\n{config}"),
+    );
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
         sqlx::raw_sql(

@@ -482,37 +482,6 @@ impl Metadata {
         Ok(())
     }
 
-    /// Saves one worker's range of a backfill and adds the rows it walked, in the caller's
-    /// transaction (the batch's own), so a range's cursor and its rows commit together.
-    pub async fn save_backfill_range<'e>(
-        &self,
-        conn: impl sqlx::PgExecutor<'e>,
-        name: &str,
-        ordinal: i32,
-        range: usize,
-        cursor: &RangeCursor,
-        walked: i64,
-    ) -> Result<(), Error> {
-        let json = serde_json::to_string(cursor)
-            .map_err(|e| Error::Database(format!("saving the backfill cursor: {e}")))?;
-        let sql = format!(
-            "UPDATE {s}.backfills SET cursor = jsonb_set(cursor, ARRAY['ranges', $3::text], $4::jsonb),
-                 rows_done = rows_done + $5, updated_at = now()
-             WHERE migration = $1 AND ordinal = $2",
-            s = self.q()
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(name)
-            .bind(ordinal)
-            .bind(range as i32)
-            .bind(json)
-            .bind(walked)
-            .execute(conn)
-            .await
-            .map_err(db("saving the backfill cursor"))?;
-        Ok(())
-    }
-
     /// The save of a backfill batch's cursor as part of the batch's own statement, so the rows
     /// and the cursor commit together in one round trip. It follows a CTE named `c` with the
     /// columns `n` (rows the batch changed) and `bad` (rows it left wrong), and adds two:

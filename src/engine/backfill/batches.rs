@@ -4,6 +4,7 @@
 use super::key::{key_params, KeyColumn};
 use super::workers::Range;
 use super::Backfill;
+use crate::engine::state::Metadata;
 use crate::error::Error;
 use crate::model::quote_ident;
 use sqlx::{AssertSqlSafe, PgConnection};
@@ -55,33 +56,28 @@ impl Batches<'_> {
             self.plain,
             key_params(self.keys, at),
             self.plain,
-            at + self.keys.len()
+            self.after_end(after)
         )
     }
 
     /// A whole batch in one statement, which is its own transaction: the UPDATE, the check
-    /// of every row it wrote, and the save of the cursor (`save`, from
-    /// [`crate::engine::state::Metadata::batch_save_ctes`] with its parameters after the
-    /// batch's end key). It gives back the rows changed, the rows still wrong (always 0 when
-    /// it commits: a wrong row fails the statement) and whether the cursor was saved.
-    pub(super) fn batch_sql(&self, after: bool, save: &str) -> String {
+    /// of every row it wrote (none is wrong without a `verify` condition), and the save of the
+    /// cursor ([`Metadata::batch_save_ctes`], its parameters after the batch's end key). It
+    /// gives back the rows changed, the rows still wrong (always 0 when it commits: a wrong
+    /// row fails the statement) and whether the cursor was saved.
+    pub(super) fn batch_sql(&self, after: bool, meta: &Metadata) -> String {
         let update = self.update_sql(after);
-        let (returning, bad) = match self.b.verify {
-            Some(wrong) => (
-                format!("({wrong})"),
-                "count(*) FILTER (WHERE wrong)".to_string(),
-            ),
-            None => ("false".to_string(), "0::bigint".to_string()),
-        };
+        let wrong = self.b.verify.unwrap_or("false");
+        let save = meta.batch_save_ctes(self.after_end(after));
         format!(
-            "WITH u AS ({update} RETURNING {returning} AS wrong), \
-             c AS (SELECT count(*) AS n, {bad} AS bad FROM u), {save} \
+            "WITH u AS ({update} RETURNING ({wrong}) AS wrong), \
+             c AS (SELECT count(*) AS n, count(*) FILTER (WHERE wrong) AS bad FROM u), {save} \
              SELECT c.n, c.bad, (SELECT count(*) FROM s) FROM c"
         )
     }
 
     /// The first parameter after a batch's end key.
-    pub(super) fn after_end(&self, after: bool) -> usize {
+    fn after_end(&self, after: bool) -> usize {
         self.at(after) + self.keys.len()
     }
 

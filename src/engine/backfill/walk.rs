@@ -60,11 +60,11 @@ pub(super) async fn walk(
 
 /// Session settings a walk changed, each with the value it had before.
 #[derive(Default)]
-pub(super) struct Changed(Vec<(&'static str, String)>);
+struct Changed(Vec<(&'static str, String)>);
 
 impl Changed {
     /// Sets `name` for the session, keeping the value it had the first time.
-    pub(super) async fn set(
+    async fn set(
         &mut self,
         conn: &mut PgConnection,
         name: &'static str,
@@ -137,11 +137,7 @@ async fn walk_batches(
         }
     }
     // The batch's statement, after the cursor and after none.
-    let save_at = |after| meta.batch_save_ctes(q.after_end(after));
-    let batch_sql = [
-        q.batch_sql(false, &save_at(false)),
-        q.batch_sql(true, &save_at(true)),
-    ];
+    let batch_sql = [q.batch_sql(false, meta), q.batch_sql(true, meta)];
     let mut timeouts = 0u32;
     let mut lag_checked: Option<Instant> = None;
     loop {
@@ -245,15 +241,13 @@ async fn walk_batches(
             let mut commit = Duration::ZERO;
             let row = if settings.synchronous_commit {
                 let mut tx = conn.begin().await?;
-                match s.fetch_one(&mut *tx).await {
-                    Ok(row) => {
-                        let committing = Instant::now();
-                        tx.commit().await?;
-                        commit = committing.elapsed();
-                        Ok(row)
-                    }
-                    Err(e) => Err(e),
+                let row = s.fetch_one(&mut *tx).await;
+                if row.is_ok() {
+                    let committing = Instant::now();
+                    tx.commit().await?;
+                    commit = committing.elapsed();
                 }
+                row
             } else {
                 s.fetch_one(&mut *conn).await
             };

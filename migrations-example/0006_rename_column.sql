@@ -1,2 +1,2 @@
--- RENAME COLUMN: a new column kept equal to the old one by triggers until contract drops it.
+-- RENAME COLUMN: the old version gets a view keeping `name`, then the column is renamed at expand.
 ALTER TABLE users RENAME COLUMN name TO full_name;

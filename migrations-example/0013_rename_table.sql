@@ -1,2 +1,2 @@
--- RENAME TABLE: renamed, with an updatable view under the old name until contract.
+-- RENAME TABLE: the old version gets a view under the old name, then the table is renamed at expand.
 ALTER TABLE organizations_src RENAME TO organizations;

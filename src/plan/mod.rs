@@ -220,6 +220,10 @@ pub struct Rewrite {
     /// How the new version's views show what this rewrite changes (with `views` on).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub view: Vec<ViewChange>,
+    /// The tables whose shape (their columns, the columns' names or types) the expand steps
+    /// change: a running version that reads such a table itself gets its view of it first.
+    #[serde(default, skip_serializing_if = "Reshape::is_nothing")]
+    pub reshapes: Reshape,
     /// The columns the statement changes or builds on (`*`: the whole table), so that the
     /// engine can refuse it while an earlier migration is still renaming, swapping or dropping
     /// one of them.
@@ -230,6 +234,51 @@ pub struct Rewrite {
     /// dropped from the plan.
     #[serde(skip)]
     pub adopts: Option<QualifiedName>,
+}
+
+/// Which tables' shape an expand changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reshape {
+    #[default]
+    Nothing,
+    Tables(Vec<QualifiedName>),
+    /// An opaque statement (a `DO` block, a function): any table may change.
+    Unknown,
+}
+
+impl Reshape {
+    pub fn is_nothing(&self) -> bool {
+        *self == Reshape::Nothing
+    }
+
+    /// Both together.
+    pub fn union(self, other: &Reshape) -> Reshape {
+        match (self, other) {
+            (Reshape::Unknown, _) | (_, Reshape::Unknown) => Reshape::Unknown,
+            (Reshape::Nothing, o) => o.clone(),
+            (Reshape::Tables(mut a), Reshape::Tables(b)) => {
+                for t in b {
+                    if !a.iter().any(|x| x.same(t)) {
+                        a.push(t.clone());
+                    }
+                }
+                Reshape::Tables(a)
+            }
+            (s, Reshape::Nothing) => s,
+        }
+    }
+
+    /// Whether the table `schema.name` may change shape.
+    pub fn includes(&self, schema: &str, name: &str) -> bool {
+        match self {
+            Reshape::Nothing => false,
+            Reshape::Unknown => true,
+            Reshape::Tables(t) => t
+                .iter()
+                .any(|t| t.name == name && t.schema_name() == schema),
+        }
+    }
 }
 
 /// What one rewrite changes in the new version's view of a table, against the version before
@@ -287,12 +336,16 @@ impl ViewChange {
     pub fn describe(&self) -> String {
         use crate::model::quote_ident as q;
         match self {
-            ViewChange::RenameColumn { table, from, to } => {
-                format!("{table}: the new version sees {} as {}", q(from), q(to))
-            }
-            ViewChange::RenameTable { table, to } => {
-                format!("the new version sees {table} as {}", q(to))
-            }
+            ViewChange::RenameColumn { table, from, to } => format!(
+                "{table}: renamed at expand, so the new version reads the table; the old version sees {} as {} through its view until contract",
+                q(to),
+                q(from)
+            ),
+            ViewChange::RenameTable { table, to } => format!(
+                "{table} renamed {} at expand, so the new version reads the table; the old version sees it as {} through its view until contract",
+                q(to),
+                q(&table.name)
+            ),
             ViewChange::HideColumn { table, column } => {
                 format!("{table}: the new version does not see {}", q(column))
             }
@@ -329,6 +382,13 @@ pub struct MigrationPlan {
 impl MigrationPlan {
     pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
         self.rewrites.iter().flat_map(move |r| r.steps_in(phase))
+    }
+
+    /// The tables whose shape the expand phase changes.
+    pub fn reshaped(&self) -> Reshape {
+        self.rewrites
+            .iter()
+            .fold(Reshape::Nothing, |acc, r| acc.union(&r.reshapes))
     }
 
     /// What the new version's views change, in the order of the file.

@@ -17,10 +17,11 @@ crate::declare_rule! {
     /// ```
     ///
     /// ## Instead
-    /// Let each version read through its own version schema: the new version's view shows
-    /// `name` as `full_name`, the old version's still shows `name`, and contract renames the
-    /// column itself — metadata only, no copy of the table. The app connects with the
-    /// `search_path` that `migrate latest` prints. The plan does exactly this. With `views =
+    /// Give the running version a view of the table in its own version schema that still shows
+    /// `name`, then rename the column at expand — metadata only, no copy of the table: the new
+    /// version reads the table itself, and contract only drops the old version's view. Each
+    /// version connects with the `search_path` that `migrate latest` printed for it. The plan
+    /// does exactly this. With `views =
     /// false`: add `full_name`, keep both columns equal with triggers, backfill, and drop `name`
     /// in contract.
     pub struct RenamingColumn => "renaming-column", Warning;
@@ -39,7 +40,7 @@ impl Rule for RenamingColumn {
                         &Self::META,
                         format!("renaming {table}.{from} to {to} breaks every query of the running version that names {from}"),
                         if ctx.settings.views {
-                            "the new version's view shows the new name until contract renames the column (the plan does); the app connects with `migrate latest`"
+                            "the running version gets a view that keeps the old name, then the column is renamed at expand and the new version reads the table (the plan does); each version connects with `migrate latest`"
                         } else {
                             "add the new column kept equal by triggers, backfill, and drop the old one in contract (the plan does)"
                         },

@@ -17,10 +17,10 @@ crate::declare_rule! {
     /// ```
     ///
     /// ## Instead
-    /// Let each version read through its own version schema: the new version's view is named
-    /// `accounts`, the old version's `users`, and contract renames the table itself. The app
-    /// connects with the `search_path` that `migrate latest` prints. The plan does this for
-    /// tables. With `views = false`: rename, and in the same transaction create an updatable view
+    /// Give the running version a view named `users` in its own version schema, then rename the
+    /// table at expand: the new version reads `accounts` itself, and contract only drops the old
+    /// version's view. Each version connects with the `search_path` that `migrate latest`
+    /// printed for it. The plan does this for tables. With `views = false`: rename, and in the same transaction create an updatable view
     /// under the old name (`CREATE VIEW users AS SELECT * FROM accounts`); drop it in contract.
     pub struct RenamingTable => "renaming-table", Warning;
 }
@@ -38,7 +38,7 @@ impl Rule for RenamingTable {
                         &Self::META,
                         format!("renaming {table} to {to} breaks every query of the running version that names {table}"),
                         if ctx.settings.views {
-                            "the new version's view has the new name until contract renames the table (the plan does); the app connects with `migrate latest`"
+                            "the running version gets a view under the old name, then the table is renamed at expand and the new version reads it (the plan does); each version connects with `migrate latest`"
                         } else {
                             "rename and keep an updatable view under the old name until contract (the plan does)"
                         },

@@ -30,7 +30,8 @@ use shadow::*;
 use volatile_default::*;
 
 use super::{
-    FkAction, Key, KeyAction, LateForeignKey, Phase, PlanCtx, Rewrite, Step, StepKind, ViewChange,
+    FkAction, Key, KeyAction, LateForeignKey, Phase, PlanCtx, Reshape, Rewrite, Step, StepKind,
+    ViewChange,
 };
 use crate::model::locks::{locks_of, LockHold, LockLevel, TableLock};
 use crate::model::types::{type_change, TypeChange};
@@ -72,9 +73,32 @@ pub fn plan_statement(ctx: &PlanCtx, op_sql: &[String], earlier: &[&Operation]) 
             r.statement = ctx.index;
             r.line = ctx.line;
             r.touches = touches(ctx, op);
+            if r.steps_in(Phase::Expand).next().is_some() {
+                r.reshapes = reshapes(op, ctx.section.is_some());
+            }
             Some(r)
         })
         .collect()
+}
+
+/// The tables whose shape an operation's expand steps change: a column added (or its shadow,
+/// for a type change), renamed, retyped in place, or dropped as written in an expand section.
+/// An intent's `DROP COLUMN` only lifts NOT NULL at expand.
+fn reshapes(op: &Operation, explicit: bool) -> Reshape {
+    use Operation as O;
+    match op {
+        O::AddColumn { table, .. }
+        | O::AlterColumnType { table, .. }
+        | O::RenameColumn { table, .. }
+        | O::RenameTable {
+            table,
+            kind: crate::model::ObjectKind::Table,
+            ..
+        } => Reshape::Tables(vec![table.clone()]),
+        O::DropColumn { table, .. } if explicit => Reshape::Tables(vec![table.clone()]),
+        O::Opaque { .. } => Reshape::Unknown,
+        _ => Reshape::Nothing,
+    }
 }
 
 /// The columns an operation changes or builds on, as far as it says: the columns it names, and
@@ -165,6 +189,7 @@ fn new_rewrite(intent: impl Into<String>) -> Rewrite {
         rejected: None,
         rewritten: true,
         view: Vec::new(),
+        reshapes: Reshape::Nothing,
         touches: Vec::new(),
         adopts: None,
     }
@@ -447,12 +472,12 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
             match type_change(current, ty, using.is_some()) {
                 TypeChange::NoRewrite if !ctx.views => as_written(op, sql, Phase::Expand, &what),
                 TypeChange::NoRewrite => {
-                    // In place, PostgreSQL refuses the change while a view reads the column, and
-                    // made again, every version's view would show the new type modifier: a
-                    // prepared statement reading the column would fail in the running version.
+                    // In place, the running version's prepared statements reading the column would
+                    // fail on the new type (a new type modifier is enough), and PostgreSQL refuses
+                    // the change while the view that would keep its type reads the column.
                     let mut r = change_type(ctx, table, column, &ty.sql, using.as_deref(), &what);
                     r.notes.push(format!(
-                        "this change does not rewrite the table, but every version's view reads {}: the shadow column keeps each version's type (with views = false it runs in place)",
+                        "this change does not rewrite the table, but the running version reads {} with its old type: the shadow column keeps each version's type (with views = false it runs in place)",
                         quote_ident(column)
                     ));
                     r

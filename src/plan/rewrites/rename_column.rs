@@ -1,8 +1,10 @@
 //! `RENAME COLUMN a TO b`.
 //!
-//! With views: metadata only. The new version's view shows `a` as `b`, the old version's view
-//! still shows `a`; contract renames the column itself (views name columns by number, so
-//! neither view's result changes). No shadow column, no trigger, no backfill.
+//! With views: metadata only, at expand. The table takes the new version's shape, so the new
+//! version reads the table itself from its first query; the old version was given its view of
+//! the table just before (`b AS a`: views name columns by number, so its result does not
+//! change), and contract only drops that view with the old version's schema. No shadow column,
+//! no trigger, no backfill; abort renames the column back.
 //!
 //! Without views: a second column `b` kept equal to `a` by triggers, a copy of every row, and in
 //! contract one transaction that drops the triggers and `a` together — a gap between the two
@@ -24,14 +26,17 @@ pub(super) fn rename_column(
             from: from.to_string(),
             to: to.to_string(),
         });
+        let (qf, qt) = (quote_ident(from), quote_ident(to));
         r.steps.push(exclusive(
-            Phase::Contract,
-            "rename the column: metadata only, every version's view keeps its shape",
-            format!(
-                "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-                quote_ident(from),
-                quote_ident(to)
-            ),
+            Phase::Expand,
+            "rename the column: metadata only; the old version reads it under its old name through its view",
+            format!("ALTER TABLE {table} RENAME COLUMN {qf} TO {qt}"),
+            table,
+        ));
+        r.abort.push(exclusive(
+            Phase::Expand,
+            "rename the column back",
+            format!("ALTER TABLE {table} RENAME COLUMN {qt} TO {qf}"),
             table,
         ));
         return r;

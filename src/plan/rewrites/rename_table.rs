@@ -1,9 +1,10 @@
 //! `RENAME TABLE`.
 //!
-//! With views, nothing changes in expand: the new version's schema shows the table under its
-//! new name, the old version's under the old one, and contract renames the table itself (the
-//! views follow it: they name it by its object id, not its name). Without views, the table is
-//! renamed in expand and an updatable view keeps the old name until contract.
+//! With views, the table is renamed at expand, so the new version reads it under its new name
+//! from its first query; the old version was given its view under the old name just before
+//! (a view names its table by object id, so it follows the rename), and contract only drops
+//! that view with the old version's schema. Without views, the table is renamed in expand and
+//! an updatable view in the table's own schema keeps the old name until contract.
 
 use super::*;
 
@@ -14,11 +15,21 @@ pub(super) fn rename_table(ctx: &PlanCtx, table: &QualifiedName, to: &str, what:
             table: table.clone(),
             to: to.to_string(),
         });
+        let renamed = QualifiedName::new(table.schema.as_deref(), to);
         r.steps.push(exclusive(
-            Phase::Contract,
-            "rename the table: metadata only, every version's view follows it",
+            Phase::Expand,
+            "rename the table: metadata only; the old version reads it under its old name through its view",
             format!("ALTER TABLE {table} RENAME TO {}", quote_ident(to)),
             table,
+        ));
+        r.abort.push(exclusive(
+            Phase::Expand,
+            "rename the table back",
+            format!(
+                "ALTER TABLE {renamed} RENAME TO {}",
+                quote_ident(&table.name)
+            ),
+            &renamed,
         ));
         return r;
     }

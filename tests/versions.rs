@@ -61,8 +61,10 @@ async fn server_major(url: &str) -> u32 {
     n.parse::<u32>().unwrap() / 10_000
 }
 
+/// Baseline makes an empty version schema (the version reads the tables themselves); the views
+/// made for it before a later migration changes its tables give a role no more than the tables.
 #[test]
-fn baseline_makes_a_version_whose_views_grant_no_more_than_the_tables() {
+fn baseline_makes_an_empty_version_whose_views_made_later_grant_no_more_than_the_tables() {
     let db = TestDb::new();
     // Roles are the cluster's: one of this test's own, dropped at the end.
     let role = Role {
@@ -88,25 +90,62 @@ fn baseline_makes_a_version_whose_views_grant_no_more_than_the_tables() {
     let dir = common::project(
         "migrate-versions",
         &db.name,
-        &[(
-            "0001_schema.sql",
-            "CREATE TABLE users (id bigint PRIMARY KEY, name text);\nCREATE TABLE payments (id bigint PRIMARY KEY, amount int);\nCREATE TABLE notes (id bigint PRIMARY KEY, owner text, body text);\nCREATE TABLE secrets (id bigint PRIMARY KEY, public_part text, hidden text);\n",
-        )],
+        &[
+            (
+                "0001_schema.sql",
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text);\nCREATE TABLE payments (id bigint PRIMARY KEY, amount int);\nCREATE TABLE notes (id bigint PRIMARY KEY, owner text, body text);\nCREATE TABLE secrets (id bigint PRIMARY KEY, public_part text, hidden text);\n",
+            ),
+            (
+                "0002_more.sql",
+                "ALTER TABLE users ADD COLUMN a text;\nALTER TABLE payments ADD COLUMN a text;\nALTER TABLE notes ADD COLUMN a text;\nALTER TABLE secrets ADD COLUMN a text;\n",
+            ),
+        ],
+    );
+    ok(&migrate(&db, &dir, &["baseline", "0001_schema"]));
+    let path = ok(&migrate(&db, &dir, &["latest"]));
+    assert_eq!(path.trim(), "migrate_0001_schema, public");
+    let count_views = |schema: &str| -> i64 {
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM pg_views WHERE schemaname = $1")
+                .bind(schema)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!(
+        count_views("migrate_0001_schema"),
+        0,
+        "the version reads the tables"
     );
     if db.rt.block_on(server_major(&db.url)) < 15 {
-        // A view runs as its owner before 15 and would bypass the notes' row security.
-        let o = migrate(&db, &dir, &["baseline"]);
+        // A view runs as its owner before 15 and would bypass the notes' row security: the
+        // expand that would need one is refused before anything changes.
+        let o = migrate(&db, &dir, &["expand"]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(err.contains("notes has row-level security"), "{err}");
+        let added: i64 = db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT count(*) FROM information_schema.columns WHERE column_name = 'a'",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        });
+        assert_eq!(added, 0, "nothing was changed");
         return;
     }
-    ok(&migrate(&db, &dir, &["baseline"]));
-    let path = ok(&migrate(&db, &dir, &["latest"]));
-    assert_eq!(path.trim(), "migrate_0001_schema, public");
+    ok(&migrate(&db, &dir, &["expand"]));
     let status: serde_json::Value =
         serde_json::from_str(&ok(&migrate(&db, &dir, &["status", "--format", "json"]))).unwrap();
     assert_eq!(status[0]["version_schema"], "migrate_0001_schema");
+    assert_eq!(
+        status[0]["views"],
+        serde_json::json!(["notes", "payments", "secrets", "users"])
+    );
     db.rt.block_on(async {
         let mut c = PgConnection::connect(&db.url).await.unwrap();
         sqlx::query("SELECT set_config('search_path', $1, false)")
@@ -146,15 +185,10 @@ fn baseline_makes_a_version_whose_views_grant_no_more_than_the_tables() {
                 .map(|c| c.into_owned());
             assert_eq!(code.as_deref(), Some("42501"), "{denied}: {err}");
         }
-        sqlx::raw_sql("RESET ROLE").execute(&mut c).await.unwrap();
-        let views: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_views WHERE schemaname = 'migrate_0001_schema'",
-        )
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-        assert_eq!(views, 4);
     });
+    // The new version reads the tables themselves.
+    assert_eq!(count_views("migrate_0001_schema"), 4);
+    assert_eq!(count_views("migrate_0002_more"), 0);
 }
 
 /// A pgbench client in prepared mode (`-M prepared`) on a version's `search_path`, running
@@ -284,7 +318,7 @@ async fn on_path(db: &TestDb, path: &str) -> PgConnection {
 }
 
 #[test]
-fn a_partitioned_table_is_read_through_its_parent_view_across_a_rename() {
+fn a_partitioned_table_is_read_through_its_parent_view_by_the_old_version_across_a_rename() {
     let db = TestDb::new();
     let dir = common::project(
         "migrate-versions-partitioned",
@@ -322,20 +356,26 @@ INSERT INTO events SELECT g, date '2026-01-01' + g % 300, 'k' || g FROM generate
             run_prepared(&mut old, "old after expand", old_sql, n).await;
             run_prepared(&mut new, "new beside it", new_sql, n).await;
         }
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let views = |schema: &'static str| {
+            sqlx::query_scalar::<_, String>(
+                "SELECT viewname::text FROM pg_views WHERE schemaname = $1 ORDER BY 1",
+            )
+            .bind(schema)
+        };
+        // The old version: one view, of the parent (the partition has none). The new version
+        // reads the table, renamed and with its new column at expand.
+        let old_views = views("migrate_0001_events").fetch_all(&mut c).await.unwrap();
+        assert_eq!(old_views, ["events"]);
+        let new_views = views("migrate_0003_note").fetch_all(&mut c).await.unwrap();
+        assert_eq!(new_views, Vec::<String>::new());
         drop(old);
         ok(&migrate(&db, &dir, &["contract"]));
         for n in 20..30 {
             run_prepared(&mut new, "new after contract", new_sql, n).await;
         }
-        let mut c = PgConnection::connect(&db.url).await.unwrap();
-        // One view, of the parent; the partition has none, and it was renamed with its parent.
-        let views: Vec<String> = sqlx::query_scalar(
-            "SELECT viewname::text FROM pg_views WHERE schemaname = 'migrate_0003_note'",
-        )
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-        assert_eq!(views, ["events"]);
+        let new_views = views("migrate_0003_note").fetch_all(&mut c).await.unwrap();
+        assert_eq!(new_views, Vec::<String>::new());
         let renamed: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events_2026' AND column_name = 'category'",
         )
@@ -395,11 +435,24 @@ fn a_managed_schema_that_does_not_exist_is_refused_before_anything_changes() {
     });
 }
 
-/// A type change swaps a new column into the table, which PostgreSQL puts last; the next
-/// version's view still shows the columns in the order the app has always seen them, to a
-/// prepared `SELECT *`, with the column added after them.
+/// Item 7 through a prepared `SELECT *`: its columns, in order.
+async fn read_item(app: &mut PgConnection) -> Vec<String> {
+    let row = sqlx::query("SELECT * FROM items WHERE id = $1")
+        .bind(7i64)
+        .fetch_one(app)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("id"), 7);
+    assert_eq!(row.get::<String, _>("name"), "item 7");
+    row.columns().iter().map(|c| c.name().to_string()).collect()
+}
+
+/// A type change swaps a new column into the table, which PostgreSQL puts last. The new version
+/// sees the column there from expand on, through a view for the window, so contract's swap
+/// changes nothing it reads: the view then equals the table and goes, and a statement it
+/// prepared in the window goes on through the table.
 #[test]
-fn a_column_swapped_by_a_type_change_keeps_its_place_in_later_versions() {
+fn a_type_change_shows_the_new_version_the_column_where_contract_puts_it() {
     let db = TestDb::new();
     let dir = common::project(
         "migrate-versions-order",
@@ -418,10 +471,12 @@ INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 100) g;\n",
         ],
     );
     ok(&migrate(&db, &dir, &["expand", "0002_bigint"]));
-    ok(&migrate(&db, &dir, &["contract", "0002_bigint"]));
-    ok(&migrate(&db, &dir, &["expand"]));
     let path = ok(&migrate(&db, &dir, &["latest"]));
     db.rt.block_on(async {
+        let mut app = on_path(&db, path.trim()).await;
+        assert_eq!(read_item(&mut app).await, ["name", "price", "id"]);
+        ok(&migrate(&db, &dir, &["contract", "0002_bigint"]));
+        assert_eq!(read_item(&mut app).await, ["name", "price", "id"]);
         let mut c = PgConnection::connect(&db.url).await.unwrap();
         let table: Vec<String> = sqlx::query_scalar(
             "SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.items'::regclass
@@ -430,7 +485,18 @@ INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 100) g;\n",
         .fetch_all(&mut c)
         .await
         .unwrap();
-        assert_eq!(table, ["name", "price", "id", "note"], "the table itself");
+        assert_eq!(table, ["name", "price", "id"], "the table itself");
+        let views: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_views WHERE schemaname = 'migrate_0002_bigint'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(views, 0, "after contract the version reads the table");
+    });
+    ok(&migrate(&db, &dir, &["expand"]));
+    let path = ok(&migrate(&db, &dir, &["latest"]));
+    db.rt.block_on(async {
         let mut app = on_path(&db, path.trim()).await;
         let row = sqlx::query("SELECT * FROM items WHERE id = $1")
             .bind(7i64)
@@ -438,8 +504,6 @@ INSERT INTO items SELECT g, 'item ' || g, g FROM generate_series(1, 100) g;\n",
             .await
             .unwrap();
         let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
-        assert_eq!(names, ["id", "name", "price", "note"]);
-        assert_eq!(row.get::<i64, _>("id"), 7);
-        assert_eq!(row.get::<String, _>("name"), "item 7");
+        assert_eq!(names, ["name", "price", "id", "note"]);
     });
 }

@@ -61,11 +61,25 @@ pub fn run(args: StatusArgs) -> Result<u8, Error> {
             ]);
             let latest = lines.iter().rposition(|l| l.version_schema.is_some());
             for (i, l) in lines.iter().enumerate() {
-                let schema = match (&l.version_schema, Some(i) == latest) {
+                let mut schema = match (&l.version_schema, Some(i) == latest) {
                     (Some(s), true) => format!("{s} (latest)"),
                     (Some(s), false) => s.clone(),
                     (None, _) => "—".into(),
                 };
+                if l.version_schema.is_some() {
+                    // Which tables the version reads through a view; the rest, itself.
+                    schema.push_str(&match l.views.len() {
+                        0 => "\nreads the tables".to_string(),
+                        _ => format!("\nviews: {}", l.views.join(", ")),
+                    });
+                }
+                let mut note = l.note.clone().unwrap_or_default();
+                for f in &l.not_made_by_migrate {
+                    if !note.is_empty() {
+                        note.push('\n');
+                    }
+                    note.push_str(&format!("not made by migrate, contract stops on it: {f}"));
+                }
                 let phase = if l.baselined {
                     format!("{} (baseline)", l.phase)
                 } else {
@@ -77,7 +91,7 @@ pub fn run(args: StatusArgs) -> Result<u8, Error> {
                     backfill_cell(l),
                     schema,
                     l.updated_at.clone().unwrap_or_else(|| "—".into()),
-                    l.note.clone().unwrap_or_default(),
+                    note,
                 ]);
             }
             let pending = lines

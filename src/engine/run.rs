@@ -14,7 +14,7 @@ use crate::files::{self, LintTarget, MigrationEntry};
 use crate::lint::Level;
 use crate::model::locks::{LockHold, LockLevel, TableLock};
 use crate::model::QualifiedName;
-use crate::plan::{MigrationPlan, Phase, Step, StepKind, ViewChange};
+use crate::plan::{MigrationPlan, Phase, Reshape, Step, StepKind, ViewChange};
 use sqlx::PgConnection;
 use std::io::Write;
 use std::time::Instant;
@@ -338,11 +338,23 @@ impl Runner {
                     let plan = self.plan(m).await?;
                     self.refuse_conflicts(&plan).await?;
                     if self.settings.views {
-                        // What the version schema would refuse (row security before 15, two
-                        // tables of one name), refused before the first step rather than after
-                        // the last.
-                        self.version_step(&name, plan.view_changes().cloned().collect())
-                            .await?;
+                        // What the views would refuse (row security before 15, two tables of
+                        // one name), refused before the first step rather than after the last.
+                        // A rename is the table's own at expand: the new version needs no view
+                        // for it.
+                        let own = plan
+                            .view_changes()
+                            .filter(|c| {
+                                !matches!(
+                                    c,
+                                    ViewChange::RenameColumn { .. }
+                                        | ViewChange::RenameTable { .. }
+                                )
+                            })
+                            .cloned()
+                            .collect();
+                        self.version_step(&name, own).await?;
+                        self.keep_shapes(&name, &plan.reshaped(), true, out).await?;
                     }
                     self.meta
                         .start(&mut self.conn, &name, &m.checksum, &plan)
@@ -363,6 +375,17 @@ impl Runner {
                 Some(_) => continue,
             };
             if phase == MigrationPhase::Expanding {
+                if self.settings.views {
+                    // Committed before the first step that changes a table: a running version
+                    // that reads the table itself goes on through its view of it as it was.
+                    let kept = self.keep_shapes(&name, &plan.reshaped(), false, out).await;
+                    if let Err(e) = kept {
+                        if step == 0 {
+                            self.meta.forget(&mut self.conn, &name).await?;
+                        }
+                        return Err(e);
+                    }
+                }
                 let steps: Vec<&Step> = plan.steps_in(Phase::Expand).collect();
                 let run = self
                     .run_steps(
@@ -375,14 +398,20 @@ impl Runner {
                     )
                     .await;
                 if let Err(e) = run {
-                    // Nothing applied yet (step 0): leave no trace of the attempt.
+                    // Nothing applied yet (step 0): leave no trace of the attempt, and no view
+                    // kept for a change that did not happen.
                     self.meta.forget(&mut self.conn, &name).await?;
+                    if self.settings.views {
+                        let _ = self.drop_redundant_views(out).await;
+                    }
                     return Err(e);
                 }
                 if self.settings.views {
                     // Committed together with the Expanded checkpoint: a killed run makes it again.
                     self.make_version(&name, MigrationPhase::Expanded, out)
                         .await?;
+                    // A view kept for a change that left the table's shape as it was.
+                    self.drop_redundant_views(out).await?;
                 } else {
                     self.meta
                         .checkpoint(&mut self.conn, &name, MigrationPhase::Expanded, 0)
@@ -400,6 +429,9 @@ impl Runner {
             };
             self.run_backfills(&name, &plan, from, out).await?;
             done += 1;
+        }
+        if self.settings.views {
+            self.warn_foreign(out).await?;
         }
         Ok(done)
     }
@@ -495,6 +527,9 @@ impl Runner {
             let phases = (MigrationPhase::Contracting, MigrationPhase::Complete);
             self.run_phase(&name, phases, "contract", &steps, from, out)
                 .await?;
+            // The new version's views of the window (a hidden column, a swapped type) now
+            // equal their tables: it reads the tables themselves from here on.
+            self.drop_redundant_views(out).await?;
             done += 1;
         }
         Ok(done)
@@ -549,8 +584,12 @@ impl Runner {
         }
         // Its version schema first: its views read what the undo drops.
         let own = versions::schema_name(&self.settings.metadata_schema, name);
-        self.drop_versions(&[own], "drop the version schema", out)
-            .await?;
+        self.drop_versions(
+            &[own],
+            &format!("abort of {name}: drop its version schema"),
+            out,
+        )
+        .await?;
         // Undo in reverse order of the rewrites.
         let steps: Vec<&Step> = plan
             .rewrites
@@ -560,7 +599,12 @@ impl Runner {
             .collect();
         let phases = (MigrationPhase::Aborting, MigrationPhase::Aborted);
         self.run_phase(name, phases, "abort", &steps, from, out)
-            .await
+            .await?;
+        // The running versions' views kept for the undone change equal their tables again.
+        if self.settings.views {
+            self.drop_redundant_views(out).await?;
+        }
+        Ok(())
     }
 
     /// Makes the version schema of `name` as the newest version: the live tables with the view
@@ -603,8 +647,9 @@ impl Runner {
         Ok(plans)
     }
 
-    /// The step that makes the version schema of `name`, and how many views it holds: the live
-    /// tables with the view changes of the migrations in flight up to `name`, then `more`.
+    /// The step that makes the version schema of `name`, and how many views it holds: a view
+    /// of each table whose shape differs for that version from the table itself (the live
+    /// tables with the view changes of the migrations in flight up to `name`, then `more`).
     async fn version_step(
         &mut self,
         name: &str,
@@ -618,6 +663,44 @@ impl Runner {
             .flat_map(|(_, p)| p.view_changes().cloned())
             .collect();
         changes.extend(more);
+        let managed = self.managed().await?;
+        let tables = versions::read_tables(&mut self.conn, &managed).await?;
+        let usage = versions::schema_usage(&mut self.conn, &managed).await?;
+        let shape = versions::shape(&tables, &changes);
+        let schema = versions::schema_name(&self.settings.metadata_schema, name);
+        let held = versions::held(&mut self.conn, std::slice::from_ref(&schema), &managed).await?;
+        let views: Vec<&versions::TableView> = shape
+            .iter()
+            .filter(|v| v.differs())
+            .filter(|v| !held.own_in(&schema).any(|o| o.name == v.name))
+            .collect();
+        let mut sql = versions::schema_sql(&schema, &usage, name);
+        sql.extend(versions::views_sql(
+            &schema,
+            &views,
+            self.settings.pg_version,
+            name,
+        )?);
+        let step = Step {
+            phase: Phase::Expand,
+            action: format!("version schema {schema}"),
+            sql: sql.join(";\n"),
+            kind: StepKind::Ddl,
+            // Creating a view reads its table's definition: a brief ACCESS SHARE.
+            locks: views
+                .iter()
+                .map(|v| TableLock {
+                    table: QualifiedName::new(Some(&v.table.schema), &v.table.name),
+                    level: LockLevel::AccessShare,
+                    hold: LockHold::Brief,
+                })
+                .collect(),
+        };
+        Ok((step, views.len()))
+    }
+
+    /// The managed schemas (`schemas` of migrate.toml), each of which must exist.
+    async fn managed(&mut self) -> Result<Vec<String>, Error> {
         let managed = self.settings.managed_schemas.clone();
         let present = versions::existing(&mut self.conn, &managed).await?;
         if let Some(missing) = managed.iter().find(|m| !present.contains(m)) {
@@ -626,30 +709,106 @@ impl Runner {
                 crate::model::quote_ident(missing)
             )));
         }
-        let tables = versions::read_tables(&mut self.conn, &managed).await?;
-        let usage = versions::schema_usage(&mut self.conn, &managed).await?;
-        let mut shape = versions::shape(&tables, &changes);
-        // The newest version schema before this one, as the order its views show.
-        let mut earlier = self.records().await?;
-        earlier.retain(|r| files::natural_cmp(&r.name, name).is_lt());
-        earlier.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
-        let before: Vec<String> = earlier
+        Ok(managed)
+    }
+
+    /// The version schemas that exist, in migration order, each with its migration.
+    async fn version_schemas(&mut self) -> Result<Vec<(String, String)>, Error> {
+        let mut records = self.records().await?;
+        records.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+        let names: Vec<String> = records
             .iter()
             .map(|r| versions::schema_name(&self.settings.metadata_schema, &r.name))
             .collect();
-        if let Some(previous) = versions::existing(&mut self.conn, &before).await?.last() {
-            let order = versions::view_columns(&mut self.conn, previous).await?;
-            versions::keep_order(&mut shape, &order);
+        let present = versions::existing(&mut self.conn, &names).await?;
+        Ok(names
+            .into_iter()
+            .zip(records)
+            .filter(|(s, _)| present.contains(s))
+            .map(|(s, r)| (s, r.name))
+            .collect())
+    }
+
+    /// Before the expand of `name` changes the shape of tables, every other version that reads
+    /// one of them itself gets its view of the table as it is, committed before the change:
+    /// PostgreSQL analyses that version's prepared statements again when the table changes, and
+    /// finds the view first on their `search_path`, with the shape they were prepared for.
+    /// Idempotent. With `dry`, only what it would refuse is refused; nothing runs.
+    async fn keep_shapes(
+        &mut self,
+        name: &str,
+        reshaped: &Reshape,
+        dry: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        if reshaped.is_nothing() {
+            return Ok(());
         }
-        let schema = versions::schema_name(&self.settings.metadata_schema, name);
-        let sql = versions::create_sql(&schema, &shape, &usage, self.settings.pg_version, name)?;
+        let own = versions::schema_name(&self.settings.metadata_schema, name);
+        let running: Vec<(String, String)> = self
+            .version_schemas()
+            .await?
+            .into_iter()
+            .filter(|(s, _)| *s != own)
+            .collect();
+        if running.is_empty() {
+            return Ok(());
+        }
+        let managed = self.managed().await?;
+        let tables = versions::read_tables(&mut self.conn, &managed).await?;
+        let targets: Vec<&versions::LiveTable> = tables
+            .iter()
+            .filter(|t| reshaped.includes(&t.schema, &t.name))
+            .collect();
+        let schemas: Vec<String> = running.iter().map(|(s, _)| s.clone()).collect();
+        let held = versions::held(&mut self.conn, &schemas, &managed).await?;
+        let mut sql = Vec::new();
+        let mut kept = Vec::new();
+        for (schema, migration) in &running {
+            let missing: Vec<versions::TableView> = targets
+                .iter()
+                .filter(|t| !held.own_in(schema).any(|v| v.table == Some(t.oid)))
+                .map(|t| versions::TableView::as_is(t))
+                .collect();
+            for v in &missing {
+                let taken = format!(
+                    "{}.{}",
+                    crate::model::quote_ident(schema),
+                    crate::model::quote_ident(&v.name)
+                );
+                if let Some(f) = held
+                    .foreign
+                    .iter()
+                    .find(|f| f.reads.is_none() && f.what.ends_with(&format!(" {taken}")))
+                {
+                    return Err(Error::Refused(format!(
+                        "{name}: version {migration} reads {}.{} itself and needs its view of it before the change, but {} (owner {}) has that name; {}; nothing was changed",
+                        crate::model::quote_ident(&v.table.schema),
+                        crate::model::quote_ident(&v.table.name),
+                        f.what,
+                        f.owner,
+                        f.fix
+                    )));
+                }
+                kept.push(taken);
+            }
+            let views: Vec<&versions::TableView> = missing.iter().collect();
+            sql.extend(versions::views_sql(
+                schema,
+                &views,
+                self.settings.pg_version,
+                migration,
+            )?);
+        }
+        if dry || sql.is_empty() {
+            return Ok(());
+        }
         let step = Step {
             phase: Phase::Expand,
-            action: format!("version schema {schema}"),
-            sql,
+            action: format!("keep the running versions' shape: view {}", kept.join(", ")),
+            sql: sql.join(";\n"),
             kind: StepKind::Ddl,
-            // Creating a view reads its table's definition: a brief ACCESS SHARE.
-            locks: tables
+            locks: targets
                 .iter()
                 .map(|t| TableLock {
                     table: QualifiedName::new(Some(&t.schema), &t.name),
@@ -658,7 +817,82 @@ impl Runner {
                 })
                 .collect(),
         };
-        Ok((step, shape.len()))
+        self.run_version_step(&step, name, out).await
+    }
+
+    /// What every version schema holds.
+    async fn held_by_versions(&mut self) -> Result<versions::Held, Error> {
+        let schemas: Vec<String> = self
+            .version_schemas()
+            .await?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let managed = self.settings.managed_schemas.clone();
+        versions::held(&mut self.conn, &schemas, &managed).await
+    }
+
+    /// Runs a step on the version schemas under the lock timeout like any step (no checkpoint:
+    /// each is idempotent), and says what it did, after `migration` when given.
+    async fn run_version_step(
+        &mut self,
+        step: &Step,
+        migration: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        run_step(&mut self.conn, step, &self.exec, None).await?;
+        let lead = if migration.is_empty() {
+            String::new()
+        } else {
+            format!("{migration}  ")
+        };
+        let _ = writeln!(
+            out,
+            "{lead}{}  ({} ms)",
+            step.action,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// Drops the views of ours that have come to equal their tables (and that nothing else
+    /// reads): their versions read the tables themselves, with the same result.
+    async fn drop_redundant_views(&mut self, out: &mut dyn Write) -> Result<(), Error> {
+        let held = self.held_by_versions().await?;
+        let redundant = held.redundant();
+        let Some(sql) = versions::drop_sql(&redundant, &[]) else {
+            return Ok(());
+        };
+        let names: Vec<String> = redundant
+            .iter()
+            .map(|v| format!("{}.{}", v.schema, v.name))
+            .collect();
+        let step = Step {
+            phase: Phase::Contract,
+            action: format!(
+                "drop views that equal their tables now (the version reads the table): {}",
+                names.join(", ")
+            ),
+            sql,
+            kind: StepKind::Ddl,
+            locks: Vec::new(),
+        };
+        self.run_version_step(&step, "", out).await
+    }
+
+    /// Says what the version schemas hold that `migrate` did not make: contract and abort stop
+    /// on it until it is moved.
+    async fn warn_foreign(&mut self, out: &mut dyn Write) -> Result<(), Error> {
+        let held = self.held_by_versions().await?;
+        for f in &held.foreign {
+            let _ = writeln!(
+                out,
+                "warning: not made by migrate, in or over version schema {}: {f}; contract and abort stop until it is moved",
+                f.schema
+            );
+        }
+        Ok(())
     }
 
     /// Drops the version schemas of every recorded migration before `name`.
@@ -670,11 +904,17 @@ impl Runner {
             .filter(|r| files::natural_cmp(&r.name, name).is_lt())
             .map(|r| versions::schema_name(&self.settings.metadata_schema, &r.name))
             .collect();
-        self.drop_versions(&older, "drop the schemas of older versions", out)
-            .await
+        self.drop_versions(
+            &older,
+            &format!("contract of {name}: drop the schemas of older versions"),
+            out,
+        )
+        .await
     }
 
-    /// Drops those of `schemas` that exist, under the lock timeout like any step; idempotent.
+    /// Drops those of `schemas` that exist: the views `migrate` made in them, then the schemas,
+    /// by name, never `CASCADE`, under the lock timeout like any step; idempotent. Anything
+    /// else in them, or over their views, stops it before anything is dropped.
     async fn drop_versions(
         &mut self,
         schemas: &[String],
@@ -682,10 +922,21 @@ impl Runner {
         out: &mut dyn Write,
     ) -> Result<(), Error> {
         let present = versions::existing(&mut self.conn, schemas).await?;
-        let Some(sql) = versions::drop_sql(&present) else {
+        if present.is_empty() {
+            return Ok(());
+        }
+        let managed = self.settings.managed_schemas.clone();
+        let held = versions::held(&mut self.conn, &present, &managed).await?;
+        if !held.foreign.is_empty() {
+            return Err(versions::refusal(
+                action,
+                &held.foreign.iter().collect::<Vec<_>>(),
+            ));
+        }
+        let views: Vec<&versions::OwnView> = held.own.iter().collect();
+        let Some(sql) = versions::drop_sql(&views, &present) else {
             return Ok(());
         };
-        let started = Instant::now();
         let step = Step {
             phase: Phase::Contract,
             action: format!("{action} ({})", present.join(", ")),
@@ -693,14 +944,7 @@ impl Runner {
             kind: StepKind::Ddl,
             locks: Vec::new(),
         };
-        run_step(&mut self.conn, &step, &self.exec, None).await?;
-        let _ = writeln!(
-            out,
-            "{}  ({} ms)",
-            step.action,
-            started.elapsed().as_millis()
-        );
-        Ok(())
+        self.run_version_step(&step, "", out).await
     }
 
     /// The newest version schema, with its migration's phase.

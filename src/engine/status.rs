@@ -23,8 +23,16 @@ pub struct StatusLine {
     pub changed: bool,
     pub file_missing: bool,
     pub note: Option<String>,
-    /// The schema of views this version's app reads through, while it exists.
+    /// The schema first on this version's `search_path`, while it exists.
     pub version_schema: Option<String>,
+    /// The tables this version reads through a view of its own (its shape of them differs
+    /// from the tables'); every other table it reads itself.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<String>,
+    /// What is in the version schema, or over its views, that migrate did not make: contract
+    /// and abort stop on it until it is moved.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_made_by_migrate: Vec<String>,
 }
 
 impl StatusLine {
@@ -47,6 +55,8 @@ impl StatusLine {
             file_missing,
             note,
             version_schema: None,
+            views: Vec::new(),
+            not_made_by_migrate: Vec::new(),
         }
     }
 }
@@ -90,6 +100,8 @@ pub async fn lines(settings: &Settings, url: &str) -> Result<Vec<StatusLine>, Er
                 file_missing: false,
                 note: None,
                 version_schema: None,
+                views: Vec::new(),
+                not_made_by_migrate: Vec::new(),
             },
         };
         out.push(line);
@@ -107,8 +119,16 @@ pub async fn lines(settings: &Settings, url: &str) -> Result<Vec<StatusLine>, Er
         .map(|l| versions::schema_name(&settings.metadata_schema, &l.name))
         .collect();
     let present = versions::existing(&mut conn, &names).await?;
+    let held = versions::held(&mut conn, &present, &settings.managed_schemas).await?;
     for (line, name) in out.iter_mut().zip(names) {
         if present.contains(&name) {
+            line.views = held.own_in(&name).map(|v| v.name.clone()).collect();
+            line.not_made_by_migrate = held
+                .foreign
+                .iter()
+                .filter(|f| f.schema == name)
+                .map(ToString::to_string)
+                .collect();
             line.version_schema = Some(name);
         }
     }

@@ -2,12 +2,23 @@
 # Installs and starts what migrate needs on a Debian/Ubuntu machine, whatever is already there:
 #   - libclang (the PostgreSQL parser crate generates its bindings with it)
 #   - with --postgres: a PostgreSQL server, started, reachable at 127.0.0.1:5432 as `postgres`.
+#   - with --clients: the real app clients the tests drive through the version schemas —
+#     Debian's ruby-activerecord and ruby-pg, libpostgresql-jdbc-java with a JDK, PgBouncer,
+#     and psycopg 3 and asyncpg from PyPI in a virtualenv ($MIGRATE_CLIENTS_VENV, default
+#     ~/.cache/migrate-clients/venv).
 # Safe to run again: it only installs or starts what is missing.
 # Prints `export MIGRATE_TEST_DATABASE_URL=…` when the server needs a password to reach.
 set -euo pipefail
 
 want_postgres=false
-[ "${1:-}" = "--postgres" ] && want_postgres=true
+want_clients=false
+for arg in "$@"; do
+  case "$arg" in
+    --postgres) want_postgres=true ;;
+    --clients) want_clients=true ;;
+    *) printf 'setup: unknown option %s\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -26,6 +37,26 @@ if ! ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so*
    && ! ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'; then
   say "installing libclang-dev"
   apt_install libclang-dev
+fi
+
+if $want_clients; then
+  missing=()
+  ruby -e 'require "active_record"; require "pg"' >/dev/null 2>&1 || missing+=(ruby-activerecord ruby-pg)
+  [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+  command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
+  command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing the app clients the tests drive: ${missing[*]}"
+    apt_install "${missing[@]}"
+  fi
+  venv="${MIGRATE_CLIENTS_VENV:-$HOME/.cache/migrate-clients/venv}"
+  if ! "$venv/bin/python" -c 'import psycopg, asyncpg' >/dev/null 2>&1; then
+    say "installing psycopg and asyncpg from PyPI into $venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q 'psycopg[binary]>=3.1,<4' 'asyncpg>=0.29,<1' >&2
+  fi
+  echo "export MIGRATE_CLIENTS_PYTHON=$venv/bin/python"
 fi
 
 $want_postgres || exit 0

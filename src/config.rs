@@ -43,6 +43,9 @@ pub struct RawConfig {
     pub views: Option<bool>,
     /// The schemas whose tables the version schemas show (`["public"]`).
     pub schemas: Option<Vec<String>>,
+    /// How the new version sees a column dropped at contract until then: `hidden` by a view of
+    /// the table, or `shown`, reading the table itself.
+    pub dropped_columns: Option<DroppedColumns>,
     /// Who applies the files: `migrate` (the default) or `other` (Flyway, sqlx, diesel, …).
     pub applied_by: Option<AppliedBy>,
     #[serde(default)]
@@ -310,6 +313,20 @@ impl BackfillSettings {
     }
 }
 
+/// How the new version sees, between expand and contract, a column its migration drops at
+/// contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DroppedColumns {
+    /// A view of the table without the column, for the window: the new version's `SELECT *`
+    /// never changes shape, but a catalog-reading ORM started in the window finds no primary
+    /// key on that table.
+    Hidden,
+    /// The table itself, column included until contract drops it: the table is a table for the
+    /// new version from its first query, and its prepared `SELECT *` meets the drop once.
+    Shown,
+}
+
 /// Who applies the migration files, which decides what `migrate plan` must check itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -340,6 +357,8 @@ pub struct Settings {
     pub views: bool,
     /// The schemas whose tables the version schemas show.
     pub managed_schemas: Vec<String>,
+    /// How the new version sees a column dropped at contract until then.
+    pub dropped_columns: DroppedColumns,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<String, Option<Level>>,
     pub applied_by: AppliedBy,
@@ -363,6 +382,7 @@ impl Default for Settings {
             views: true,
             applied_by: AppliedBy::Migrate,
             managed_schemas: vec!["public".to_string()],
+            dropped_columns: DroppedColumns::Hidden,
             rule_levels: BTreeMap::new(),
         }
     }
@@ -457,6 +477,9 @@ impl Settings {
         }
         if let Some(v) = raw.views {
             s.views = v;
+        }
+        if let Some(d) = raw.dropped_columns {
+            s.dropped_columns = d;
         }
         if let Some(list) = &raw.schemas {
             if list.is_empty() {
@@ -558,6 +581,18 @@ mod tests {
         );
         assert!("sixteen".parse::<PgVersion>().is_err());
         assert!("1.2.3".parse::<PgVersion>().is_err());
+    }
+
+    #[test]
+    fn dropped_columns_are_hidden_unless_shown() {
+        let default = Settings::from_raw(&toml::from_str("").unwrap()).unwrap();
+        assert_eq!(default.dropped_columns, DroppedColumns::Hidden);
+        let raw: RawConfig = toml::from_str("dropped_columns = \"shown\"").unwrap();
+        assert_eq!(
+            Settings::from_raw(&raw).unwrap().dropped_columns,
+            DroppedColumns::Shown
+        );
+        assert!(toml::from_str::<RawConfig>("dropped_columns = \"gone\"").is_err());
     }
 
     #[test]

@@ -663,6 +663,10 @@ impl Runner {
             .flat_map(|(_, p)| p.view_changes().cloned())
             .collect();
         changes.extend(more);
+        if self.settings.dropped_columns == crate::config::DroppedColumns::Shown {
+            // The new version reads the table, the column included, until contract drops it.
+            changes.retain(|c| !matches!(c, ViewChange::HideColumn { .. }));
+        }
         let managed = self.managed().await?;
         let tables = versions::read_tables(&mut self.conn, &managed).await?;
         let usage = versions::schema_usage(&mut self.conn, &managed).await?;

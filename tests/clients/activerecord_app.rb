@@ -4,7 +4,7 @@
 #
 # Driven by tests/clients.rs over stdin/stdout: each line `round` runs every operation of this
 # version once and prints one JSON line, {"op": "ok" | "<error class>: <message>"}; `quit` ends.
-# Environment: DATABASE_URL, SEARCH_PATH, APP_VERSION (old | new).
+# Environment: DATABASE_URL, SEARCH_PATH, APP_VERSION (old | new), DECLARED_KEY (optional).
 require "active_record"
 require "json"
 
@@ -17,6 +17,11 @@ ActiveRecord::Base.logger = nil
 class User < ActiveRecord::Base; end
 class Order < ActiveRecord::Base; end
 class Job < ActiveRecord::Base; end
+# DECLARED_KEY=1: the models name their primary key (`self.primary_key = "id"`), so
+# ActiveRecord does not look it up in pg_index.
+if ENV["DECLARED_KEY"] == "1"
+  [User, Order, Job].each { |m| m.primary_key = "id" }
+end
 
 OLD = ENV.fetch("APP_VERSION") == "old"
 NAME = OLD ? "name" : "full_name"

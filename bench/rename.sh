@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Rename benchmark: `RENAME COLUMN` of an N-row table through version schemas of views (the
-# default) against the two-physical-column rename of `views = false`, side by side in one run:
-# time of expand (with its backfill) and of contract, WAL written, the table's size after, and
-# what a steady probe workload (point reads and updates at RATE/s, prepared) saw meanwhile.
-# Then pgbench through a version schema's view against the table itself, interleaved.
+# Rename benchmark: `RENAME COLUMN` of an N-row table through version schemas (the default:
+# the table is renamed at expand and the old version reads it through a view until contract)
+# against the two-physical-column rename of `views = false`, side by side in one run: time of
+# expand (with its backfill) and of contract, WAL written, the table's size after, and what a
+# steady probe workload (point reads and updates at RATE/s, prepared) saw meanwhile.
+# Then pgbench, each against the table itself in the same state, interleaved: through the
+# newest version's search_path after contract (it reads the table: the goal is the same rate),
+# and through a running version's view during the window of a later migration.
 #
 #   bench/rename.sh                 # N=5000000 rows (~5 min)
 #   N=500000 ROUNDS=1 bench/rename.sh
@@ -105,27 +108,44 @@ print(f'{t1-t0:.2f} | {t2-t1:.2f} | {t2-t0:.2f} | {$wal/1048576:.0f} | {$size_be
   echo "$mode: ${ROW[$mode]}" >&2
 done
 
-# pgbench through the newest version schema's view against the table itself, interleaved.
+# pgbench through a version's search_path against the table itself, interleaved, in two
+# states: after contract (the newest version reads the table) and in the window of a later
+# rename (the same version then reads its view of the table).
 db=rename_views
-path=$("$MIGRATE" latest --database-url "$(url "$db")" --config "$OUT/views/migrate.toml")
+dir="$OUT/views"
+m() { "$MIGRATE" "$@" --database-url "$(url "$db")" --dir "$dir/migrations" --config "$dir/migrate.toml"; }
+path=$(m latest)
 cat >"$OUT/mix.pgbench" <<'EOF'
 \set id random(1, :n)
 SELECT * FROM users WHERE id = :id;
 UPDATE users SET email = email WHERE id = :id;
 EOF
 declare -A TPS LAT
-for r in $(seq 1 "$ROUNDS"); do
-  for via in view table; do
-    opts=""
-    [ "$via" = view ] && opts="-c search_path=${path// /}"
-    res=$(PGOPTIONS="$opts" pgbench -n -M prepared -c 4 -j 2 -T "$SECONDS_PER_RUN" -D n="$N" -f "$OUT/mix.pgbench" "$(url "$db")" 2>&1)
-    tps=$(printf '%.0f' "$(echo "$res" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')")
-    lat=$(echo "$res" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
-    TPS[$via]="${TPS[$via]:-}${TPS[$via]:+, }$tps"
-    LAT[$via]="${LAT[$via]:-}${LAT[$via]:+, }$lat"
-    echo "round $r, through the $via: $tps tps, $lat ms" >&2
+bench_pair() { # $1: the label of the path's state
+  for r in $(seq 1 "$ROUNDS"); do
+    for via in "$1" table; do
+      opts=""
+      [ "$via" != table ] && opts="-c search_path=$path"
+      res=$(PGOPTIONS="$opts" pgbench -n -M prepared -c 4 -j 2 -T "$SECONDS_PER_RUN" -D n="$N" -f "$OUT/mix.pgbench" "$(url "$db")" 2>&1)
+      tps=$(printf '%.0f' "$(echo "$res" | sed -n 's/^tps = \([0-9.]*\).*/\1/p')")
+      lat=$(echo "$res" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p')
+      key="$1/$via"
+      TPS[$key]="${TPS[$key]:-}${TPS[$key]:+, }$tps"
+      LAT[$key]="${LAT[$key]:-}${LAT[$key]:+, }$lat"
+      echo "round $r, $1, through the $via: $tps tps, $lat ms" >&2
+    done
   done
-done
+}
+views_now() { q "$db" "SELECT count(*) FROM pg_views WHERE schemaname = '${path%%,*}'"; }
+VIEWS_AFTER=$(views_now)
+bench_pair after
+echo "ALTER TABLE users RENAME COLUMN full_name TO display_name;" >"$dir/migrations/0003_rename_again.sql"
+m expand >/dev/null
+VIEWS_WINDOW=$(views_now)
+bench_pair window
+ratio() { python3 -c "
+a=[float(x) for x in '${TPS[$1]}'.split(', ')]; b=[float(x) for x in '${TPS[$2]}'.split(', ')]
+print(', '.join(f'{x/y:.2f}' for x, y in zip(a, b)))"; }
 
 {
   echo "# Rename of a $N-row table ($(date -u +%F), PostgreSQL $(q postgres 'SHOW server_version'))"
@@ -137,8 +157,10 @@ done
   echo
   echo "Probe: point read + update of another column, prepared, $RATE/s on 2 connections, through the table, during expand and contract."
   echo
-  echo "| pgbench (\`SELECT *\` by key + update, prepared, 4 clients, ${SECONDS_PER_RUN} s × $ROUNDS) | tps, each round | latency ms, each round |"
-  echo "|---|---|---|"
-  echo "| through the version schema's view | ${TPS[view]} | ${LAT[view]} |"
-  echo "| the table itself | ${TPS[table]} | ${LAT[table]} |"
+  echo "| pgbench (\`SELECT *\` by key + update, prepared, 4 clients, ${SECONDS_PER_RUN} s × $ROUNDS) | tps, each round | latency ms, each round | × the table, each round |"
+  echo "|---|---|---|---|"
+  echo "| after contract: the newest version's path ($VIEWS_AFTER views in its schema) | ${TPS[after/after]} | ${LAT[after/after]} | $(ratio after/after after/table) |"
+  echo "| after contract: the table itself | ${TPS[after/table]} | ${LAT[after/table]} | |"
+  echo "| in a later migration's window: the same path, now through its view ($VIEWS_WINDOW views) | ${TPS[window/window]} | ${LAT[window/window]} | $(ratio window/window window/table) |"
+  echo "| in that window: the table itself | ${TPS[window/table]} | ${LAT[window/table]} | |"
 } | tee "$OUT/results.md"

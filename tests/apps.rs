@@ -8,27 +8,11 @@
 
 mod common;
 
-use common::{ok, text, TestDb};
+use common::{latest, ok, on_path, text, TestDb};
 use sqlx::{Column, Connection, PgConnection, Row, TypeInfo};
 
 fn run(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     common::migrate_in(&db.url, dir, args, None)
-}
-
-fn latest(db: &TestDb, dir: &std::path::Path) -> String {
-    let o = run(db, dir, &["latest"]);
-    ok(&o);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
-}
-
-async fn on_path(db: &TestDb, path: &str) -> PgConnection {
-    let mut c = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("SELECT set_config('search_path', $1, false)")
-        .bind(path)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c
 }
 
 /// The primary key of `table` as the connection's `search_path` resolves the name, read from

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{ok, TestDb};
+use common::{latest, ok, TestDb};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -138,12 +138,6 @@ fn jdbc_url(url: &str) -> String {
         u.push_str(&format!("&password={password}"));
     }
     u
-}
-
-fn latest(db: &TestDb, dir: &std::path::Path) -> String {
-    let o = common::migrate_in(&db.url, dir, &["latest"], None);
-    ok(&o);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 /// The operations that failed, with their errors.

@@ -6,35 +6,8 @@
 
 mod common;
 
-use common::{ok, TestDb};
-use sqlx::{Connection, PgConnection};
+use common::{ok, Roles, TestDb};
 use std::process::{Child, Command, Stdio};
-
-/// Drops the test's roles when it ends, passed or not (roles outlive the database).
-struct Roles {
-    url: String,
-    names: Vec<String>,
-}
-
-impl Drop for Roles {
-    fn drop(&mut self) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            if let Ok(mut c) = PgConnection::connect(&self.url).await {
-                for r in &self.names {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP OWNED BY \"{r}\"; DROP ROLE \"{r}\""
-                    )))
-                    .execute(&mut c)
-                    .await;
-                }
-            }
-        });
-    }
-}
 
 /// A PgBouncer in transaction mode on a free port, stopped when dropped.
 struct Bouncer {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::TestDb;
+use common::{on_path, TestDb};
 use sqlx::{Column, Connection, PgConnection, Row};
 
 fn migrate(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -27,31 +27,6 @@ fn ok(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Drops the test's role when the test ends, passed or not (roles outlive the database).
-struct Role {
-    url: String,
-    name: String,
-}
-
-impl Drop for Role {
-    fn drop(&mut self) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            if let Ok(mut c) = PgConnection::connect(&self.url).await {
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP OWNED BY \"{0}\"; DROP ROLE \"{0}\"",
-                    self.name
-                )))
-                .execute(&mut c)
-                .await;
-            }
-        });
-    }
-}
-
 async fn server_major(url: &str) -> u32 {
     let mut c = PgConnection::connect(url).await.unwrap();
     let n: String = sqlx::query_scalar("SELECT current_setting('server_version_num')")
@@ -67,11 +42,11 @@ async fn server_major(url: &str) -> u32 {
 fn baseline_makes_an_empty_version_whose_views_made_later_grant_no_more_than_the_tables() {
     let db = TestDb::new();
     // Roles are the cluster's: one of this test's own, dropped at the end.
-    let role = Role {
+    let roles = common::Roles {
         url: db.url.clone(),
-        name: format!("reader_{}", db.name),
+        names: vec![format!("reader_{}", db.name)],
     };
-    let role = &role.name;
+    let role = &roles.names[0];
     db.exec(&format!(
         "CREATE TABLE users (id bigint PRIMARY KEY, name text);
          CREATE TABLE payments (id bigint PRIMARY KEY, amount int);
@@ -305,16 +280,6 @@ async fn run_prepared(c: &mut PgConnection, who: &str, statements: &[&str], n: i
             .await
             .unwrap_or_else(|e| panic!("{who}, round {n}: {e}\n{s}"));
     }
-}
-
-async fn on_path(db: &TestDb, path: &str) -> PgConnection {
-    let mut c = PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("SELECT set_config('search_path', $1, false)")
-        .bind(path)
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c
 }
 
 #[test]

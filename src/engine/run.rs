@@ -868,14 +868,25 @@ impl Runner {
         let Some(sql) = versions::drop_sql(&redundant, &[]) else {
             return Ok(());
         };
-        let names: Vec<String> = redundant
+        // Compact: each table once, with how many version schemas had such a view of it.
+        let mut tables: Vec<(&str, usize)> = Vec::new();
+        for v in &redundant {
+            match tables.iter_mut().find(|(t, _)| *t == v.name) {
+                Some((_, n)) => *n += 1,
+                None => tables.push((&v.name, 1)),
+            }
+        }
+        let names: Vec<String> = tables
             .iter()
-            .map(|v| format!("{}.{}", v.schema, v.name))
+            .map(|(t, n)| match n {
+                1 => t.to_string(),
+                n => format!("{t} ×{n}"),
+            })
             .collect();
         let step = Step {
             phase: Phase::Contract,
             action: format!(
-                "drop views that equal their tables now (the version reads the table): {}",
+                "drop views that equal their tables now (their versions read the tables): {}",
                 names.join(", ")
             ),
             sql,

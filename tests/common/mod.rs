@@ -195,3 +195,48 @@ impl Drop for TestDb {
         });
     }
 }
+
+/// The `search_path` that `migrate latest` prints for the newest version of `dir`'s migrations.
+pub fn latest(db: &TestDb, dir: &std::path::Path) -> String {
+    let o = migrate_in(&db.url, dir, &["latest"], None);
+    ok(&o);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// A connection to the test database on `path`, as an app of that version connects.
+pub async fn on_path(db: &TestDb, path: &str) -> PgConnection {
+    let mut c = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("SELECT set_config('search_path', $1, false)")
+        .bind(path)
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
+}
+
+/// Roles a test makes, dropped with what they own when it ends, passed or not (roles belong to
+/// the cluster and outlive the test's database).
+pub struct Roles {
+    pub url: String,
+    pub names: Vec<String>,
+}
+
+impl Drop for Roles {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(mut c) = PgConnection::connect(&self.url).await {
+                for r in &self.names {
+                    let _ = c
+                        .execute(AssertSqlSafe(format!(
+                            "DROP OWNED BY \"{r}\"; DROP ROLE \"{r}\""
+                        )))
+                        .await;
+                }
+            }
+        });
+    }
+}

@@ -434,3 +434,90 @@ INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 10) g;\n",
         assert_eq!(views(&mut c, &schema_0002).await, Vec::<String>::new());
     });
 }
+
+/// A version of an app starting as the role `app`: its framework makes its table with `CREATE
+/// TABLE IF NOT EXISTS`, first without a schema name (refused: no CREATE on the version
+/// schema), then with one.
+async fn start_as(db: &TestDb, path: &str, app: &str) -> PgConnection {
+    let mut c = on_path(db, path).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET ROLE \"{app}\"")))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let unnamed =
+        sqlx::raw_sql("CREATE TABLE IF NOT EXISTS sessions (id text PRIMARY KEY, data text)")
+            .execute(&mut c)
+            .await
+            .unwrap_err();
+    let code = unnamed
+        .as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned());
+    assert_eq!(code.as_deref(), Some("42501"), "{path}: {unnamed}");
+    assert!(
+        unnamed
+            .to_string()
+            .contains("permission denied for schema migrate_"),
+        "{unnamed}"
+    );
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS public.sessions (id text PRIMARY KEY, data text)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
+}
+
+/// A framework that makes its table at start with `CREATE TABLE IF NOT EXISTS`, as each version
+/// starts. App roles have USAGE on version schemas and never CREATE: without a schema name the
+/// statement fails at once (nothing lands where the next version would not see it); with one,
+/// every version shares the table and its rows, and contract has nothing to stop on.
+#[test]
+fn a_table_made_at_each_version_s_start_is_shared_when_named_and_refused_when_not() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-apps-runtime",
+        &db.name,
+        &[
+            (
+                "0001_schema.sql",
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL);\n",
+            ),
+            (
+                "0002_rename.sql",
+                "ALTER TABLE users RENAME COLUMN name TO full_name;\n",
+            ),
+        ],
+    );
+    let roles = common::Roles {
+        url: db.url.clone(),
+        names: vec![format!("app_{}", db.name)],
+    };
+    let app = &roles.names[0];
+    db.exec(&format!(
+        "CREATE ROLE \"{app}\" NOLOGIN; GRANT USAGE, CREATE ON SCHEMA public TO \"{app}\""
+    ));
+    ok(&run(&db, &dir, &["expand", "0001_schema"]));
+    db.rt.block_on(async {
+        let mut v1 = start_as(&db, &latest(&db, &dir), app).await;
+        sqlx::raw_sql("INSERT INTO sessions VALUES ('a', '1'), ('b', '2')")
+            .execute(&mut v1)
+            .await
+            .unwrap();
+    });
+    ok(&run(&db, &dir, &["expand"]));
+    db.rt.block_on(async {
+        let mut v2 = start_as(&db, &latest(&db, &dir), app).await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+            .fetch_one(&mut v2)
+            .await
+            .unwrap();
+        assert_eq!(n, 2, "the new version sees the sessions the old one made");
+    });
+    let contract = run(&db, &dir, &["contract"]);
+    ok(&contract);
+    assert!(
+        !text(&contract).contains("not made by migrate"),
+        "{}",
+        text(&contract)
+    );
+}

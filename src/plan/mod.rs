@@ -337,12 +337,12 @@ impl ViewChange {
         use crate::model::quote_ident as q;
         match self {
             ViewChange::RenameColumn { table, from, to } => format!(
-                "{table}: renamed at expand, so the new version reads the table; the old version sees {} as {} through its view until contract",
+                "{table}: {} for the new version, {} for the old one until contract",
                 q(to),
                 q(from)
             ),
             ViewChange::RenameTable { table, to } => format!(
-                "{table} renamed {} at expand, so the new version reads the table; the old version sees it as {} through its view until contract",
+                "{table}: {} for the new version, {} for the old one until contract",
                 q(to),
                 q(&table.name)
             ),

@@ -18,6 +18,7 @@ pub(super) fn rename_column(
     from: &str,
     to: &str,
     what: &str,
+    changed_before: bool,
 ) -> Rewrite {
     if ctx.views {
         let mut r = new_rewrite(what);
@@ -27,6 +28,20 @@ pub(super) fn rename_column(
             to: to.to_string(),
         });
         let (qf, qt) = (quote_ident(from), quote_ident(to));
+        if changed_before {
+            // Later phases of an earlier statement name the column as it is: the rename comes
+            // after them, at contract, and the new version's view shows the new name until then.
+            r.steps.push(exclusive(
+                Phase::Contract,
+                "rename the column: metadata only, after this migration's other steps on the table",
+                format!("ALTER TABLE {table} RENAME COLUMN {qf} TO {qt}"),
+                table,
+            ));
+            r.notes.push(format!(
+                "an earlier statement of this migration changes {table}, and its later steps name it as it is: the column is renamed at contract, and until then the new version reads {table} through a view; a rename in a migration of its own is done at expand, and the new version reads the table itself"
+            ));
+            return r;
+        }
         r.steps.push(exclusive(
             Phase::Expand,
             "rename the column: metadata only; the old version reads it under its old name through its view",
@@ -131,6 +146,14 @@ mod tests {
     fn through_views() {
         insta::assert_snapshot!(plan(
             "ALTER TABLE users RENAME COLUMN name TO full_name;",
+            true
+        ));
+    }
+
+    #[test]
+    fn after_an_earlier_change_of_the_table_at_contract() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ALTER COLUMN age TYPE bigint;\nALTER TABLE users RENAME COLUMN name TO full_name;",
             true
         ));
     }

@@ -8,13 +8,33 @@
 
 use super::*;
 
-pub(super) fn rename_table(ctx: &PlanCtx, table: &QualifiedName, to: &str, what: &str) -> Rewrite {
+pub(super) fn rename_table(
+    ctx: &PlanCtx,
+    table: &QualifiedName,
+    to: &str,
+    what: &str,
+    changed_before: bool,
+) -> Rewrite {
     let mut r = new_rewrite(what);
     if ctx.views {
         r.view.push(ViewChange::RenameTable {
             table: table.clone(),
             to: to.to_string(),
         });
+        if changed_before {
+            // Later phases of an earlier statement name the table as it is: the rename comes
+            // after them, at contract, and the new version's view has the new name until then.
+            r.steps.push(exclusive(
+                Phase::Contract,
+                "rename the table: metadata only, after this migration's other steps on it",
+                format!("ALTER TABLE {table} RENAME TO {}", quote_ident(to)),
+                table,
+            ));
+            r.notes.push(format!(
+                "an earlier statement of this migration changes {table}, and its later steps name it as it is: the table is renamed at contract, and until then the new version reads it through a view; a rename in a migration of its own is done at expand, and the new version reads the table itself"
+            ));
+            return r;
+        }
         let renamed = QualifiedName::new(table.schema.as_deref(), to);
         r.steps.push(exclusive(
             Phase::Expand,
@@ -69,6 +89,14 @@ mod tests {
     #[test]
     fn through_views() {
         insta::assert_snapshot!(plan("ALTER TABLE users RENAME TO people;", true));
+    }
+
+    #[test]
+    fn after_an_earlier_change_of_the_table_at_contract() {
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ALTER COLUMN age TYPE bigint;\nALTER TABLE users RENAME TO people;",
+            true
+        ));
     }
 
     #[test]

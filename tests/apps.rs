@@ -521,3 +521,62 @@ fn a_table_made_at_each_version_s_start_is_shared_when_named_and_refused_when_no
         text(&contract)
     );
 }
+
+/// An aborted migration whose file is still there runs again at the next expand, from nothing:
+/// its backfill starts over (the aborted run's cursor does not carry over), and every row ends
+/// right.
+#[test]
+fn an_aborted_migration_expands_again_from_its_file() {
+    let db = TestDb::new();
+    let dir = common::project(
+        "migrate-apps-again",
+        &db.name,
+        &[
+            (
+                "0001_schema.sql",
+                "CREATE TABLE items (id bigint PRIMARY KEY, qty integer NOT NULL);
+INSERT INTO items SELECT g, g FROM generate_series(1, 3000) g;\n",
+            ),
+            (
+                "0002_bigint.sql",
+                "ALTER TABLE items ALTER COLUMN qty TYPE bigint;\nALTER TABLE items RENAME TO stock;\n",
+            ),
+        ],
+    );
+    ok(&run(&db, &dir, &["expand", "0001_schema"]));
+    let old_path = latest(&db, &dir);
+    ok(&run(&db, &dir, &["expand"]));
+    ok(&run(&db, &dir, &["abort", "0002_bigint"]));
+    db.rt.block_on(async {
+        // Rows the old version changes between the abort and the next expand must be converted
+        // by the next backfill, which starts over.
+        let mut old = on_path(&db, &old_path).await;
+        sqlx::query("UPDATE items SET qty = qty + 1000000 WHERE id <= 10")
+            .execute(&mut old)
+            .await
+            .unwrap();
+    });
+    let again = run(&db, &dir, &["expand"]);
+    ok(&again);
+    assert!(
+        text(&again).contains("0002_bigint  expand"),
+        "expanded again\n{}",
+        text(&again)
+    );
+    ok(&run(&db, &dir, &["contract"]));
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let (rows, wrong, ty): (i64, i64, String) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE qty <> CASE WHEN id <= 10 THEN id + 1000000 ELSE id END),
+                    (SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                      WHERE attrelid = 'public.stock'::regclass AND attname = 'qty')
+             FROM public.stock",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!((rows, wrong, ty.as_str()), (3000, 0, "bigint"));
+        let mut new = on_path(&db, &latest(&db, &dir)).await;
+        assert_eq!(primary_key(&mut new, "stock").await, ["id"]);
+    });
+}

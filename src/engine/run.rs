@@ -323,7 +323,9 @@ impl Runner {
                 Self::unchanged(m, r)?;
             }
             let (plan, phase, step) = match record.map(|r| (r.phase, r.step)) {
-                None => {
+                // An aborted migration whose file is still here runs again, planned from the
+                // file as it is now (it may have been fixed since).
+                None | Some((MigrationPhase::Aborted, _)) => {
                     // A new file that sorts before one already applied: running it now would
                     // apply migrations in a different order here than on a fresh database.
                     if let Some(later) = recorded.iter().find(|r| {

@@ -339,6 +339,20 @@ impl Metadata {
     ) -> Result<(), Error> {
         let json = serde_json::to_string(plan)
             .map_err(|e| Error::Database(format!("storing the plan: {e}")))?;
+        // An aborted migration starts again from nothing: its record goes, and with it its
+        // backfills' cursors, in the transaction that records the new start.
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(db("recording the migration"))?;
+        let forget = format!(
+            "DELETE FROM {}.migrations WHERE name = $1 AND phase = 'aborted'",
+            self.q()
+        );
+        sqlx::query(AssertSqlSafe(forget))
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("clearing the aborted record"))?;
         let sql = format!(
             "INSERT INTO {}.migrations (name, checksum, phase, step, plan, tool_version)
              VALUES ($1, $2, 'expanding', 0, $3::jsonb, $4)",
@@ -349,9 +363,10 @@ impl Metadata {
             .bind(checksum)
             .bind(json)
             .bind(env!("CARGO_PKG_VERSION"))
-            .execute(&mut *conn)
+            .execute(&mut *tx)
             .await
             .map_err(db("recording the migration"))?;
+        tx.commit().await.map_err(db("recording the migration"))?;
         Ok(())
     }
 

@@ -408,8 +408,8 @@ pub struct OwnView {
     pub name: String,
     /// The table it reads.
     pub table: Option<i64>,
-    /// It shows its table as it is, under the table's name, in a managed schema: the version
-    /// reads the same through the table itself.
+    /// It shows its table as it is, under the table's name, in a managed schema where the name
+    /// finds it: the version reads the same through the table itself.
     pub equals_table: bool,
 }
 
@@ -509,7 +509,13 @@ pub async fn held(
          )
          SELECT rel.schema, rel.name, rel.relkind::text, rel.owner, rel.own, rel.tbl::int8,
                 rel.own AND t.relname = rel.name AND tn.nspname = ANY($2)
-                  AND vs.s IS NOT DISTINCT FROM ts.s AS equals_table
+                  AND vs.s IS NOT DISTINCT FROM ts.s
+                  -- and the name finds this table on the version's path, not one of an
+                  -- earlier managed schema
+                  AND NOT EXISTS (SELECT 1 FROM pg_class o JOIN pg_namespace onn ON onn.oid = o.relnamespace
+                                  WHERE o.relname = rel.name AND onn.nspname = ANY($2)
+                                    AND array_position($2, onn.nspname::text) < array_position($2, tn.nspname::text))
+                  AS equals_table
          FROM rel
          LEFT JOIN pg_class t ON t.oid = rel.tbl
          LEFT JOIN pg_namespace tn ON tn.oid = t.relnamespace

@@ -43,6 +43,16 @@ pub(super) async fn walk_key(
     .await
     .map_err(|e| Error::Database(format!("reading the key of {table}: {e}")))?;
     if rows.is_empty() {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table.sql())
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| Error::Database(format!("looking for {table}: {e}")))?;
+        if !exists {
+            return Err(Error::Refused(format!(
+                "{table} does not exist: it was renamed or dropped after this migration was planned; nothing of its backfill ran"
+            )));
+        }
         return Err(Error::Usage(format!(
             "{table} has no primary key and no unique index over NOT NULL columns, so it cannot be backfilled in batches: add a primary key (for example a bigint identity column), or CREATE UNIQUE INDEX CONCURRENTLY over columns that are NOT NULL, first"
         )));

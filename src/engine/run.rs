@@ -19,6 +19,25 @@ use sqlx::PgConnection;
 use std::io::Write;
 use std::time::Instant;
 
+/// Names, each once, with how often it came when more than once: `users ×3, orders`.
+fn tally<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for n in names {
+        match counts.iter_mut().find(|(m, _)| *m == n) {
+            Some((_, c)) => *c += 1,
+            None => counts.push((n, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(n, c)| match c {
+            1 => n.to_string(),
+            c => format!("{n} ×{c}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A connection holding the runner lock, with the metadata schema ready.
 pub struct Runner {
     conn: PgConnection,
@@ -796,7 +815,7 @@ impl Runner {
                         f.fix
                     )));
                 }
-                kept.push(taken);
+                kept.push((schema.clone(), v.name.clone()));
             }
             let views: Vec<&versions::TableView> = missing.iter().collect();
             sql.extend(versions::views_sql(
@@ -811,7 +830,18 @@ impl Runner {
         }
         let step = Step {
             phase: Phase::Expand,
-            action: format!("keep the running versions' shape: view {}", kept.join(", ")),
+            action: format!(
+                "keep the running versions' shape: a view of {} in {}",
+                tally(kept.iter().map(|(_, t)| t.as_str())),
+                {
+                    let mut made: Vec<&String> = kept.iter().map(|(s, _)| s).collect();
+                    made.dedup();
+                    match made.as_slice() {
+                        [one] => one.to_string(),
+                        many => format!("{} version schemas", many.len()),
+                    }
+                }
+            ),
             sql: sql.join(";\n"),
             kind: StepKind::Ddl,
             locks: targets
@@ -870,26 +900,11 @@ impl Runner {
         let Some(sql) = versions::drop_sql(&redundant, &[]) else {
             return Ok(());
         };
-        // Compact: each table once, with how many version schemas had such a view of it.
-        let mut tables: Vec<(&str, usize)> = Vec::new();
-        for v in &redundant {
-            match tables.iter_mut().find(|(t, _)| *t == v.name) {
-                Some((_, n)) => *n += 1,
-                None => tables.push((&v.name, 1)),
-            }
-        }
-        let names: Vec<String> = tables
-            .iter()
-            .map(|(t, n)| match n {
-                1 => t.to_string(),
-                n => format!("{t} ×{n}"),
-            })
-            .collect();
         let step = Step {
             phase: Phase::Contract,
             action: format!(
                 "drop views that equal their tables now (their versions read the tables): {}",
-                names.join(", ")
+                tally(redundant.iter().map(|v| v.name.as_str()))
             ),
             sql,
             kind: StepKind::Ddl,

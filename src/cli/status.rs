@@ -78,7 +78,11 @@ pub fn run(args: StatusArgs) -> Result<u8, Error> {
                     if !note.is_empty() {
                         note.push('\n');
                     }
-                    note.push_str(&format!("not made by migrate, contract stops on it: {f}"));
+                    // The fix is in expand's warning and in --format json.
+                    note.push_str(&format!(
+                        "not made by migrate, contract stops on it: {} (owner {})",
+                        f.what, f.owner
+                    ));
                 }
                 let phase = if l.baselined {
                     format!("{} (baseline)", l.phase)

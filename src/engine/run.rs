@@ -648,8 +648,13 @@ impl Runner {
         run_step(&mut self.conn, &step, &self.exec, Some(&cp)).await?;
         let _ = writeln!(
             out,
-            "{name}  {}: {views} views  ({} ms)",
+            "{name}  {}: {}  ({} ms)",
             step.action,
+            match views {
+                0 => "no view, the version reads the tables".to_string(),
+                1 => "1 view, where the version's shape of a table differs".to_string(),
+                n => format!("{n} views, where the version's shape of a table differs"),
+            },
             started.elapsed().as_millis()
         );
         Ok(())

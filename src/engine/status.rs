@@ -32,7 +32,7 @@ pub struct StatusLine {
     /// What is in the version schema, or over its views, that migrate did not make: contract
     /// and abort stop on it until it is moved.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_made_by_migrate: Vec<String>,
+    pub not_made_by_migrate: Vec<versions::Foreign>,
 }
 
 impl StatusLine {
@@ -127,7 +127,7 @@ pub async fn lines(settings: &Settings, url: &str) -> Result<Vec<StatusLine>, Er
                 .foreign
                 .iter()
                 .filter(|f| f.schema == name)
-                .map(ToString::to_string)
+                .cloned()
                 .collect();
             line.version_schema = Some(name);
         }

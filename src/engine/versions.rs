@@ -414,7 +414,7 @@ pub struct OwnView {
 }
 
 /// Something in or on a version schema that `migrate` did not make.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Foreign {
     /// `table migrate_0002_x.sessions`, `materialized view public.totals`.
     pub what: String,

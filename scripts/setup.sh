@@ -45,7 +45,7 @@ if $want_clients; then
   [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
   command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
   command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
-  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+  python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)   # venv's --help works without it
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing the app clients the tests drive: ${missing[*]}"
     apt_install "${missing[@]}"

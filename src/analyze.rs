@@ -304,6 +304,7 @@ fn lint_and_plan(
             section,
             pg: settings.pg_version,
             views: settings.views,
+            pending_tables: &settings.pending_tables,
         };
         for r in plan_statement(&plan_ctx, sqls, &earlier) {
             if let Some(index) = &r.adopts {

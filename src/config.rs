@@ -359,6 +359,9 @@ pub struct Settings {
     pub managed_schemas: Vec<String>,
     /// How the new version sees a column dropped at contract until then.
     pub dropped_columns: DroppedColumns,
+    /// Set by the engine when it plans a migration, never by a file: the tables that the
+    /// migrations in flight before it still change in later phases.
+    pub pending_tables: Vec<crate::model::QualifiedName>,
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<String, Option<Level>>,
     pub applied_by: AppliedBy,
@@ -383,6 +386,7 @@ impl Default for Settings {
             applied_by: AppliedBy::Migrate,
             managed_schemas: vec!["public".to_string()],
             dropped_columns: DroppedColumns::Hidden,
+            pending_tables: Vec::new(),
             rule_levels: BTreeMap::new(),
         }
     }

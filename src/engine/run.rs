@@ -151,7 +151,31 @@ impl Runner {
     async fn plan(&mut self, m: &Migration) -> Result<MigrationPlan, Error> {
         let catalog = introspect::read_catalog(&mut self.conn).await?;
         let target = LintTarget::all(vec![m.entry.clone()]);
-        let mut reports = analyze_targets(&[target], &self.settings, &catalog)?;
+        // The tables that migrations in flight still change after expand: their steps name
+        // them as they are, so this migration renames none of them before its contract.
+        let mut settings = self.settings.clone();
+        let records = self.records().await?;
+        for (name, plan) in self.in_flight_plans().await? {
+            // Only the phases still to run: a backfilled migration has only its contract left.
+            let backfilled = records.iter().any(|r| {
+                r.name == name
+                    && matches!(
+                        r.phase,
+                        MigrationPhase::Backfilled | MigrationPhase::Contracting
+                    )
+            });
+            for step in plan.rewrites.iter().flat_map(|r| r.steps.iter()) {
+                if step.phase == Phase::Expand || (backfilled && step.phase == Phase::Backfill) {
+                    continue;
+                }
+                for lock in &step.locks {
+                    if !settings.pending_tables.iter().any(|t| t.same(&lock.table)) {
+                        settings.pending_tables.push(lock.table.clone());
+                    }
+                }
+            }
+        }
+        let mut reports = analyze_targets(&[target], &settings, &catalog)?;
         let report = reports
             .pop()
             .ok_or_else(|| Error::Usage("nothing to plan".into()))?;

@@ -25,6 +25,9 @@ pub struct PlanCtx<'a> {
     pub pg: crate::vocab::PgVersion,
     /// Whether the apps read through version schemas (`views` in migrate.toml).
     pub views: bool,
+    /// Tables that migrations still in flight change in their backfill or contract steps,
+    /// which name them as they are: a rename of one waits for contract.
+    pub pending_tables: &'a [QualifiedName],
 }
 
 impl PlanCtx<'_> {

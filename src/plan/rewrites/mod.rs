@@ -426,13 +426,14 @@ fn explicit(ctx: &PlanCtx, op: &Operation, sql: &str, phase: Phase) -> Option<Re
     }
 }
 
-/// Whether an earlier statement of the migration changes `table`: its backfill and contract
-/// steps name the table and its columns as they were, so a rename of either must wait until
-/// contract, after them.
-fn changed_before(earlier: &[&Operation], table: &QualifiedName) -> bool {
+/// Whether an earlier statement of the migration, or a migration still in flight, changes
+/// `table`: their backfill and contract steps name the table and its columns as they were, so
+/// a rename of either must wait until contract, after them.
+fn changed_before(ctx: &PlanCtx, earlier: &[&Operation], table: &QualifiedName) -> bool {
     earlier
         .iter()
         .any(|op| op.table().is_some_and(|t| t.same(table)))
+        || ctx.pending_tables.iter().any(|t| t.same(table))
 }
 
 /// Plain SQL: each intent becomes its safe phased form.
@@ -473,7 +474,7 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
             reject(&what, partition_key_refusal(table, column))
         }
         O::RenameColumn { table, from, .. } if live(table) && !ctx.views && in_key(table, from) => reject(&what, partition_key_refusal(table, from)),
-        O::RenameColumn { table, from, to } if live(table) => rename_column(ctx, table, from, to, &what, changed_before(earlier, table)),
+        O::RenameColumn { table, from, to } if live(table) => rename_column(ctx, table, from, to, &what, changed_before(ctx, earlier, table)),
         O::AlterColumnType {
             table, column, ty, using, ..
         } if live(table) => {
@@ -557,7 +558,7 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
             table,
             to,
             kind: crate::model::ObjectKind::Table,
-        } if live(table) => rename_table(ctx, table, to, &what, changed_before(earlier, table)),
+        } if live(table) => rename_table(ctx, table, to, &what, changed_before(ctx, earlier, table)),
         O::DropColumn { table, column, .. } if live(table) => drop_column(ctx, op, sql, table, column, &what),
         O::Drop { kind: crate::model::ObjectKind::Table, names, .. } if names.iter().any(live) => drop_table(op, sql, names, &what),
         O::Truncate { tables, .. } if tables.iter().any(live) => reject(&what, "TRUNCATE takes ACCESS EXCLUSIVE and deletes every row the running version reads"),

@@ -38,7 +38,7 @@ pub(super) fn rename_column(
                 table,
             ));
             r.notes.push(format!(
-                "an earlier statement of this migration changes {table}, and its later steps name it as it is: the column is renamed at contract, and until then the new version reads {table} through a view; a rename in a migration of its own is done at expand, and the new version reads the table itself"
+                "an earlier statement of this migration, or a migration still in flight, changes {table}, and its later steps name it as it is: the column is renamed at contract, and until then the new version reads {table} through a view; a rename in a migration of its own is done at expand, and the new version reads the table itself"
             ));
             return r;
         }

@@ -31,7 +31,7 @@ pub(super) fn rename_table(
                 table,
             ));
             r.notes.push(format!(
-                "an earlier statement of this migration changes {table}, and its later steps name it as it is: the table is renamed at contract, and until then the new version reads it through a view; a rename in a migration of its own is done at expand, and the new version reads the table itself"
+                "an earlier statement of this migration, or a migration still in flight, changes {table}, and its later steps name it as it is: the table is renamed at contract, and until then the new version reads it through a view; a rename in a migration of its own is done at expand, and the new version reads the table itself"
             ));
             return r;
         }

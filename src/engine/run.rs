@@ -154,16 +154,12 @@ impl Runner {
         // The tables that migrations in flight still change after expand: their steps name
         // them as they are, so this migration renames none of them before its contract.
         let mut settings = self.settings.clone();
-        let records = self.records().await?;
-        for (name, plan) in self.in_flight_plans().await? {
+        for (_, phase, plan) in self.in_flight_plans().await? {
             // Only the phases still to run: a backfilled migration has only its contract left.
-            let backfilled = records.iter().any(|r| {
-                r.name == name
-                    && matches!(
-                        r.phase,
-                        MigrationPhase::Backfilled | MigrationPhase::Contracting
-                    )
-            });
+            let backfilled = matches!(
+                phase,
+                MigrationPhase::Backfilled | MigrationPhase::Contracting
+            );
             for step in plan.rewrites.iter().flat_map(|r| r.steps.iter()) {
                 if step.phase == Phase::Expand || (backfilled && step.phase == Phase::Backfill) {
                     continue;
@@ -685,13 +681,15 @@ impl Runner {
     }
 
     /// The migrations in flight (expanded, not yet contracted), in order, with their plans.
-    async fn in_flight_plans(&mut self) -> Result<Vec<(String, MigrationPlan)>, Error> {
+    async fn in_flight_plans(
+        &mut self,
+    ) -> Result<Vec<(String, MigrationPhase, MigrationPlan)>, Error> {
         let mut records = self.records().await?;
         records.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
         let mut plans = Vec::new();
         for r in records.iter().filter(|r| r.phase.in_flight()) {
             if let Some(plan) = self.meta.plan(&mut self.conn, &r.name).await? {
-                plans.push((r.name.clone(), plan));
+                plans.push((r.name.clone(), r.phase, plan));
             }
         }
         Ok(plans)
@@ -709,8 +707,8 @@ impl Runner {
             .in_flight_plans()
             .await?
             .iter()
-            .filter(|(m, _)| !files::natural_cmp(m, name).is_gt())
-            .flat_map(|(_, p)| p.view_changes().cloned())
+            .filter(|(m, _, _)| !files::natural_cmp(m, name).is_gt())
+            .flat_map(|(_, _, p)| p.view_changes().cloned())
             .collect();
         changes.extend(more);
         if self.settings.dropped_columns == crate::config::DroppedColumns::Shown {
@@ -1051,7 +1049,7 @@ impl Runner {
     /// or a column that are about to change underneath (a CHECK on a column a later swap drops
     /// would be lost with it).
     async fn refuse_conflicts(&mut self, plan: &MigrationPlan) -> Result<(), Error> {
-        for (r, earlier) in self.in_flight_plans().await? {
+        for (r, _, earlier) in self.in_flight_plans().await? {
             for change in earlier.view_changes() {
                 let (table, column) = change.in_flux();
                 let hit = plan.rewrites.iter().find_map(|rw| {

@@ -11,6 +11,9 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod guard;
+pub use guard::{GuardSettings, Level as GuardLevel, Levels as GuardLevels, RawGuard, Signal};
+
 /// A rule's configured level, or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,6 +55,9 @@ pub struct RawConfig {
     pub rules: BTreeMap<String, RuleSetting>,
     #[serde(default)]
     pub backfill: RawBackfill,
+    /// What is watched while a migration runs, and what each signal makes it do.
+    #[serde(default)]
+    pub guard: RawGuard,
     /// The targets of a rollout over many databases (read by `--fleet` with no file).
     pub fleet: Option<toml::Value>,
 }
@@ -365,6 +371,7 @@ pub struct Settings {
     /// Per-rule level overrides; `None` turns a rule off.
     pub rule_levels: BTreeMap<String, Option<Level>>,
     pub applied_by: AppliedBy,
+    pub guard: GuardSettings,
 }
 
 impl Default for Settings {
@@ -388,6 +395,7 @@ impl Default for Settings {
             dropped_columns: DroppedColumns::Hidden,
             pending_tables: Vec::new(),
             rule_levels: BTreeMap::new(),
+            guard: GuardSettings::default(),
         }
     }
 }
@@ -503,6 +511,15 @@ impl Settings {
             s.managed_schemas = list.clone();
         }
         s.backfill = BackfillSettings::from_raw(&raw.backfill)?;
+        s.guard = GuardSettings::from_raw(&raw.guard)?;
+        // The backfill's bound on replica lag is the guard's pause level for it, unless the
+        // guard's own table sets one.
+        if !raw.guard.signals.contains_key(Signal::ReplicaLag.key()) {
+            s.guard.signals.entry(Signal::ReplicaLag).or_default().pause = s
+                .backfill
+                .max_replica_lag
+                .map(|d| GuardLevel::Absolute(d.as_secs_f64()));
+        }
         // Whether each id names a rule is checked against the registry by `lint`, which
         // config does not import (`lint::rules::check_configured`).
         for (id, setting) in &raw.rules {

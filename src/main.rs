@@ -1,7 +1,7 @@
 //! The `migrate` binary: parse arguments, run the command, map the outcome to an exit code.
 
 use clap::Parser;
-use migrate::cli::{self, EXIT_USAGE};
+use migrate::cli::{self, EXIT_STOPPED, EXIT_USAGE};
 use std::process::ExitCode;
 
 #[global_allocator]
@@ -18,9 +18,13 @@ fn main() -> ExitCode {
         Err(e) => {
             // The library's errors already name their cause; anyhow adds the context chain
             // only where the binary attaches some.
+            let code = match e {
+                migrate::error::Error::Stopped(_) => EXIT_STOPPED,
+                _ => EXIT_USAGE,
+            };
             let e = anyhow::Error::from(e);
             eprintln!("error: {e}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(code)
         }
     }
 }

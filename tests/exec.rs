@@ -40,6 +40,7 @@ fn fast() -> ExecSettings {
         statement_timeout: None,
         backfill: Default::default(),
         rollout: None,
+        guard: None,
     }
 }
 

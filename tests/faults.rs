@@ -116,8 +116,9 @@ fn the_server_restarting_mid_backfill_loses_nothing() {
     eprintln!("{restarts} restarts mid-backfill, every row right");
 }
 
-/// A replica that stops replaying: the backfill waits while its replay lag is over
-/// `max_replica_lag`, saying so, and goes on once the replica catches up.
+/// A replica that stops replaying: the guard pauses the backfill while its replay lag is over
+/// `max_replica_lag` (the guard's replica_lag level), saying so, and it goes on once the
+/// replica catches up.
 #[test]
 fn the_backfill_waits_for_a_lagging_replica() {
     let primary = Cluster::start(None);
@@ -181,8 +182,8 @@ fn the_backfill_waits_for_a_lagging_replica() {
     let out = child.wait_with_output().unwrap();
     ok(&out);
     let said = text(&out);
-    assert!(said.contains("a replica is"), "{said}");
-    assert!(said.contains("s waiting for replicas"), "{said}");
+    assert!(said.contains("guard: pausing: replica_lag"), "{said}");
+    assert!(said.contains("s paused by the guard"), "{said}");
     assert_eq!(
         scalar(
             &url,

@@ -25,7 +25,8 @@ pub fn run(args: AbortArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     block_on(async {
-        let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
+        let mut runner =
+            Runner::open_watched(&url, exec_settings(&settings), settings, "abort").await?;
         let result = runner.abort(&args.name, &mut std::io::stdout()).await;
         runner.close().await;
         result

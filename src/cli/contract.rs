@@ -25,7 +25,8 @@ pub fn run(args: ContractArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {
-        let mut runner = Runner::open(&url, exec_settings(&settings), settings).await?;
+        let mut runner =
+            Runner::open_watched(&url, exec_settings(&settings), settings, "contract").await?;
         let result = runner
             .contract(args.name.as_deref(), &mut std::io::stdout())
             .await;

@@ -30,7 +30,9 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
     let n = block_on(async {
-        let mut runner = Runner::open(&url, exec_settings(&settings), settings.clone()).await?;
+        let mut runner =
+            Runner::open_watched(&url, exec_settings(&settings), settings.clone(), "expand")
+                .await?;
         let result = runner
             .expand(
                 args.name.as_deref(),

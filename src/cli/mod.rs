@@ -16,17 +16,19 @@ pub mod status;
 
 use clap::{Parser, Subcommand};
 
-/// Exit codes: 0 ok, 1 findings at error level, 2 usage, I/O or connection error.
+/// Exit codes: 0 ok, 1 findings at error level, 2 usage, I/O or connection error, 3 stopped
+/// at a checkpoint (by the guard): run the command again to resume.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_STOPPED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "migrate",
     version,
     about = "Zero-downtime PostgreSQL schema changes by expand and contract",
-    long_about = "Zero-downtime PostgreSQL schema changes by expand and contract.\n\nExit codes: 0 ok, 1 findings at error level, 2 usage, I/O or connection error."
+    long_about = "Zero-downtime PostgreSQL schema changes by expand and contract.\n\nExit codes: 0 ok, 1 findings at error level, 2 usage, I/O or connection error, 3 stopped by the guard at a checkpoint (run it again to resume)."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -84,6 +84,19 @@ pub fn run(args: StatusArgs) -> Result<u8, Error> {
                         f.what, f.owner
                     ));
                 }
+                if let Some(g) = &l.guard {
+                    if !note.is_empty() {
+                        note.push('\n');
+                    }
+                    let how = match (g.action.as_str(), l.guard_resumed) {
+                        ("stop", _) => "stopped by the guard",
+                        ("pause", true) => "paused by the guard, resumed",
+                        ("pause", false) => "paused by the guard",
+                        (_, true) => "slowed by the guard, resumed",
+                        _ => "slowed by the guard",
+                    };
+                    note.push_str(&format!("{how} at {} ({}): {}", g.at, g.command, g.detail));
+                }
                 let phase = if l.baselined {
                     format!("{} (baseline)", l.phase)
                 } else {

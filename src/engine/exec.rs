@@ -39,6 +39,8 @@ pub struct ExecSettings {
     pub backfill: crate::config::BackfillSettings,
     /// Set when this database is one target of a rollout over many (`--fleet`).
     pub rollout: Option<RolloutHooks>,
+    /// The guard watching this run, when one is (`[guard]`).
+    pub guard: Option<super::guard::GuardHandle>,
 }
 
 /// What a rollout over many databases shares with the run on each of them: the flag that
@@ -91,6 +93,7 @@ impl Default for ExecSettings {
             statement_timeout: None,
             backfill: Default::default(),
             rollout: None,
+            guard: None,
         }
     }
 }
@@ -190,6 +193,9 @@ pub async fn run_step(
     let started = Instant::now();
     let tables: Vec<String> = step.locks.iter().map(|l| l.table.sql()).collect();
     loop {
+        if let Some(g) = &settings.guard {
+            g.gate(|| step.action.clone()).await?;
+        }
         let timeout = try_timeout(settings, report.lock_timeouts);
         if !tables.is_empty() {
             // A failure to look is no reason not to try: the try's own timeout still holds.
@@ -248,6 +254,9 @@ pub async fn run_step(
             Err(TryError::Other(e)) => return Err(e),
             Err(TryError::Sql(e)) if sqlstate(&e).as_deref() == Some(LOCK_NOT_AVAILABLE) => {
                 report.lock_timeouts += 1;
+                if let Some(g) = &settings.guard {
+                    g.own_rollback();
+                }
                 if report.lock_timeouts > settings.retries {
                     let blockers = blockers(conn, &tables).await;
                     return Err(Error::LockTimeout(format!(

@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod exec;
+pub mod guard;
 pub mod introspect;
 pub mod lock;
 pub mod partitions;

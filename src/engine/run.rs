@@ -5,6 +5,7 @@
 
 use super::backfill::{self, Backfill};
 use super::exec::{run_step, Checkpoint, ExecSettings};
+use super::guard::{Guard, Voice};
 use super::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
 use super::{connect, introspect, lock, versions};
 use crate::analyze::analyze_targets;
@@ -46,6 +47,8 @@ pub struct Runner {
     meta: Metadata,
     settings: Settings,
     exec: ExecSettings,
+    /// Watching the database while this runner changes it (see [`Runner::watch`]).
+    guard: Option<Guard>,
 }
 
 /// A migration file with its checksum.
@@ -98,12 +101,74 @@ impl Runner {
             meta,
             settings,
             exec,
+            guard: None,
         })
+    }
+
+    /// Opens a runner for `command` with its guard watching (see [`Runner::watch`]).
+    pub async fn open_watched(
+        url: &str,
+        exec: ExecSettings,
+        settings: Settings,
+        command: &str,
+    ) -> Result<Runner, Error> {
+        let mut runner = Runner::open(url, exec, settings).await?;
+        if let Err(e) = runner.watch(command).await {
+            runner.close().await;
+            return Err(Error::Database(format!(
+                "the guard cannot watch this run ({e}); free a connection, or set `[guard] enabled = false` to run unwatched"
+            )));
+        }
+        Ok(runner)
+    }
+
+    /// Starts the guard (unless `[guard] enabled = false`) for `command`: from here on every
+    /// step and batch asks it first, and a stop cancels our statement. During an abort only
+    /// the lock queue behind our statements counts: an app failing is a reason to finish
+    /// undoing the migration, not to wait.
+    pub async fn watch(&mut self, command: &str) -> Result<(), Error> {
+        if !self.settings.guard.enabled || self.guard.is_some() {
+            return Ok(());
+        }
+        let mut settings = self.settings.guard.clone();
+        if command == "abort" {
+            settings.signals.retain(|s, _| {
+                matches!(
+                    s,
+                    crate::config::Signal::LockWait | crate::config::Signal::LockWaiters
+                )
+            });
+        }
+        let voice = Voice {
+            prefix: self
+                .exec
+                .rollout
+                .as_ref()
+                .map(|h| h.target.clone())
+                .unwrap_or_default(),
+            metadata_schema: self.settings.metadata_schema.clone(),
+        };
+        let guard = Guard::start(&self.url, &settings, command, voice).await?;
+        guard.handle.register(&mut self.conn).await;
+        self.exec.guard = Some(guard.handle.clone());
+        self.guard = Some(guard);
+        Ok(())
+    }
+
+    /// A failed run's error, said as the guard's stop when the guard stopped it.
+    fn guarded<T>(&self, r: Result<T, Error>) -> Result<T, Error> {
+        match &self.exec.guard {
+            Some(g) => r.map_err(|e| g.explain(e)),
+            None => r,
+        }
     }
 
     /// Releases the runner lock and closes the connection cleanly, so the next run can start
     /// at once.
     pub async fn close(mut self) {
+        if let Some(g) = self.guard.take() {
+            g.finish().await;
+        }
         lock::release(&mut self.conn, &self.settings.metadata_schema).await;
         let _ = sqlx::Connection::close(self.conn).await;
     }
@@ -218,6 +283,9 @@ impl Runner {
         from: usize,
         out: &mut dyn Write,
     ) -> Result<(), Error> {
+        if let Some(g) = &self.exec.guard {
+            g.running(name);
+        }
         for (i, step) in steps.iter().enumerate().skip(from) {
             if let Some(h) = &self.exec.rollout {
                 h.check(|| format!("{name} {label} {}/{}", i + 1, steps.len()))?;
@@ -264,10 +332,10 @@ impl Runner {
                                 } else {
                                     String::new()
                                 },
-                                if r.replica_wait.is_zero() {
-                                    String::new()
-                                } else {
-                                    format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64())
+                                match (r.replica_wait.is_zero(), r.guard_wait.is_zero()) {
+                                    (true, true) => String::new(),
+                                    (false, _) => format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64()),
+                                    (true, false) => format!(", {:.1} s paused by the guard", r.guard_wait.as_secs_f64()),
                                 },
                                 if r.slowest_commit.is_zero() {
                                     String::new()
@@ -346,6 +414,16 @@ impl Runner {
     /// Expands every pending migration in order (up to `upto`), then runs its backfills;
     /// resumes any that a killed run left half done.
     pub async fn expand(
+        &mut self,
+        upto: Option<&str>,
+        backfill: bool,
+        out: &mut dyn Write,
+    ) -> Result<usize, Error> {
+        let r = self.expand_unguarded(upto, backfill, out).await;
+        self.guarded(r)
+    }
+
+    async fn expand_unguarded(
         &mut self,
         upto: Option<&str>,
         backfill: bool,
@@ -508,6 +586,15 @@ impl Runner {
         upto: Option<&str>,
         out: &mut dyn Write,
     ) -> Result<usize, Error> {
+        let r = self.backfill_unguarded(upto, out).await;
+        self.guarded(r)
+    }
+
+    async fn backfill_unguarded(
+        &mut self,
+        upto: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<usize, Error> {
         let migrations = self.migrations(upto)?;
         let mut done = 0;
         for m in &migrations {
@@ -536,6 +623,15 @@ impl Runner {
     /// Contracts every backfilled migration in order (up to `upto`); stops at the first that
     /// is not ready, saying why.
     pub async fn contract(
+        &mut self,
+        upto: Option<&str>,
+        out: &mut dyn Write,
+    ) -> Result<usize, Error> {
+        let r = self.contract_unguarded(upto, out).await;
+        self.guarded(r)
+    }
+
+    async fn contract_unguarded(
         &mut self,
         upto: Option<&str>,
         out: &mut dyn Write,
@@ -578,6 +674,11 @@ impl Runner {
 
     /// Undoes an expanded, not yet contracted migration: the old version keeps working.
     pub async fn abort(&mut self, name: &str, out: &mut dyn Write) -> Result<(), Error> {
+        let r = self.abort_unguarded(name, out).await;
+        self.guarded(r)
+    }
+
+    async fn abort_unguarded(&mut self, name: &str, out: &mut dyn Write) -> Result<(), Error> {
         let records = self.records().await?;
         let Some(r) = records.iter().find(|r| r.name == name) else {
             return Err(Error::Refused(format!(

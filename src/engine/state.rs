@@ -13,7 +13,18 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use std::fmt;
 
 /// The layout this release writes; a database with a newer one is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
+
+/// One thing the guard did: a throttle, pause, resume or stop, with the signal and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardEvent {
+    pub at: String,
+    pub migration: Option<String>,
+    pub command: String,
+    pub action: String,
+    pub signal: Option<String>,
+    pub detail: String,
+}
 
 /// Where a migration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -186,8 +197,8 @@ impl Metadata {
                     self.q()
                 )))
             }
-            Some(_) => return Ok(()),
-            None => {}
+            Some(v) if v == SCHEMA_VERSION => return Ok(()),
+            _ => {}
         }
         let s = self.q();
         let ddl = format!(
@@ -224,9 +235,19 @@ impl Metadata {
                  updated_at timestamptz,
                  finished_at timestamptz,
                  PRIMARY KEY (migration, ordinal)
+             );
+             -- Layout 2: what the guard did, and why.
+             CREATE TABLE IF NOT EXISTS {s}.guard_events (
+                 at timestamptz NOT NULL DEFAULT now(),
+                 migration text,
+                 command text NOT NULL,
+                 action text NOT NULL CHECK (action IN ('throttle', 'pause', 'resume', 'stop')),
+                 signal text,
+                 detail text NOT NULL
              );"
         );
-        // One transaction: a failure leaves no half-made schema behind.
+        // One transaction: a failure leaves no half-made schema behind. Every statement above
+        // is IF NOT EXISTS, so the same DDL upgrades an older layout.
         let mut tx = sqlx::Connection::begin(&mut *conn)
             .await
             .map_err(db("creating the metadata schema"))?;
@@ -432,6 +453,35 @@ impl Metadata {
             .await
             .map_err(db("recording the error"))?;
         Ok(())
+    }
+
+    /// The guard's last pause or stop (and whether it resumed since), newest first.
+    pub async fn last_guard_events(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+    ) -> Result<Vec<GuardEvent>, Error> {
+        let sql = format!(
+            "SELECT to_char(at, 'YYYY-MM-DD HH24:MI:SS'), migration, command, action, signal, detail
+             FROM {}.guard_events ORDER BY at DESC LIMIT $1",
+            self.q()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db("reading the guard's events"))?;
+        Ok(rows
+            .iter()
+            .map(|r| GuardEvent {
+                at: r.get(0),
+                migration: r.get(1),
+                command: r.get(2),
+                action: r.get(3),
+                signal: r.get(4),
+                detail: r.get(5),
+            })
+            .collect())
     }
 
     /// A backfill's saved cursor and rows done, if it has started.

@@ -2,7 +2,7 @@
 //! last error and version schema. What `migrate status` shows, for one database or a fleet.
 
 use crate::config::Settings;
-use crate::engine::state::{checksum, Metadata, MigrationPhase, MigrationRecord};
+use crate::engine::state::{checksum, GuardEvent, Metadata, MigrationPhase, MigrationRecord};
 use crate::engine::versions;
 use crate::error::Error;
 use crate::files;
@@ -33,6 +33,11 @@ pub struct StatusLine {
     /// and abort stop on it until it is moved.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub not_made_by_migrate: Vec<versions::Foreign>,
+    /// The guard's last throttle, pause or stop while this migration ran, and whether the run
+    /// went on after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardEvent>,
+    pub guard_resumed: bool,
 }
 
 impl StatusLine {
@@ -57,6 +62,8 @@ impl StatusLine {
             version_schema: None,
             views: Vec::new(),
             not_made_by_migrate: Vec::new(),
+            guard: None,
+            guard_resumed: false,
         }
     }
 }
@@ -66,9 +73,13 @@ pub async fn lines(settings: &Settings, url: &str) -> Result<Vec<StatusLine>, Er
     let entries = files::list_dir(&settings.migrations_dir)?;
     let mut conn = crate::engine::connect(url).await?;
     // Read-only: the metadata schema is not created by looking at it.
-    let records = Metadata::new(&settings.metadata_schema)
-        .records(&mut conn)
-        .await?;
+    let meta = Metadata::new(&settings.metadata_schema);
+    let records = meta.records(&mut conn).await?;
+    // A layout from before the guard has no events: none to show.
+    let events = meta
+        .last_guard_events(&mut conn, 200)
+        .await
+        .unwrap_or_default();
     let mut out = Vec::new();
     for e in &entries {
         let bytes = std::fs::read(&e.path).map_err(|err| Error::io(&e.path, err))?;
@@ -102,6 +113,8 @@ pub async fn lines(settings: &Settings, url: &str) -> Result<Vec<StatusLine>, Er
                 version_schema: None,
                 views: Vec::new(),
                 not_made_by_migrate: Vec::new(),
+                guard: None,
+                guard_resumed: false,
             },
         };
         out.push(line);
@@ -114,6 +127,21 @@ pub async fn lines(settings: &Settings, url: &str) -> Result<Vec<StatusLine>, Er
         out.push(StatusLine::recorded(r, false, true, Some(note)));
     }
     out.sort_by(|a, b| files::natural_cmp(&a.name, &b.name));
+    for line in &mut out {
+        let mine = events
+            .iter()
+            .filter(|e| e.migration.as_deref() == Some(line.name.as_str()));
+        let mut resumed = false;
+        for e in mine {
+            if e.action == "resume" {
+                resumed = true;
+            } else {
+                line.guard = Some(e.clone());
+                line.guard_resumed = resumed;
+                break;
+            }
+        }
+    }
     let names: Vec<String> = out
         .iter()
         .map(|l| versions::schema_name(&settings.metadata_schema, &l.name))

@@ -532,7 +532,17 @@ async fn on_target(
             "recorded {added} migration(s) as applied; {existing} already recorded"
         ));
     }
-    let mut runner = Runner::open(t.url(), exec, settings.clone()).await?;
+    let command = match op {
+        Op::Expand { .. } => Some("expand"),
+        Op::Backfill { .. } => Some("backfill"),
+        Op::Contract { .. } => Some("contract"),
+        Op::Abort { .. } => Some("abort"),
+        Op::Latest | Op::Baseline { .. } => None,
+    };
+    let mut runner = match command {
+        Some(c) => Runner::open_watched(t.url(), exec, settings.clone(), c).await?,
+        None => Runner::open(t.url(), exec, settings.clone()).await?,
+    };
     let result = match op {
         Op::Expand { upto, backfill } => runner
             .expand(upto.as_deref(), *backfill, out)

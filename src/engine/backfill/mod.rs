@@ -64,6 +64,8 @@ pub struct BackfillReport {
     pub largest: i64,
     /// Time spent waiting for replicas to catch up.
     pub replica_wait: Duration,
+    /// Time spent paused by the guard (every worker's pauses added up).
+    pub guard_wait: Duration,
     /// Whether every row updated was checked as written (see `verify` of the step).
     pub verified: bool,
     /// Batches run while other sessions were busy (with `busy_pause`).

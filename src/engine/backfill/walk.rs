@@ -144,8 +144,15 @@ async fn walk_batches(
         if let Some(h) = &exec.rollout {
             h.check(|| format!("the next batch of backfilling {}", q.table))?;
         }
-        // Replicas first: a batch adds WAL they must replay.
-        if let Some(bound) = settings.max_replica_lag {
+        let mut throttled = false;
+        if let Some(g) = &exec.guard {
+            report.guard_wait += g
+                .gate(|| format!("the next batch of backfilling {}", q.table))
+                .await?;
+            throttled = g.throttled();
+        }
+        // Replicas first: a batch adds WAL they must replay. With a guard, it watches them.
+        if let Some(bound) = settings.max_replica_lag.filter(|_| exec.guard.is_none()) {
             if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 lag_checked = Some(Instant::now());
                 shared.own.set(shared.own.get() + 1);
@@ -343,8 +350,9 @@ async fn walk_batches(
                 if commit > settings.target {
                     pause += commit.min(Duration::from_secs(2));
                 }
-                // Commits slowed down and one worker is left: as long again as the batch.
-                if pausing {
+                // Commits slowed down and one worker is left, or the guard says slow down:
+                // as long again as the batch.
+                if pausing || throttled {
                     pause = pause.max(took);
                 }
                 if last_batch {
@@ -356,6 +364,9 @@ async fn walk_batches(
             }
             Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") => {
                 report.lock_timeouts += 1;
+                if let Some(g) = &exec.guard {
+                    g.own_rollback();
+                }
                 // Smaller batches first; only once at the smallest do tries count down.
                 if sizer.at_min() {
                     timeouts += 1;

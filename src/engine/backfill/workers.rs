@@ -81,11 +81,16 @@ pub(super) async fn in_parallel(
         .filter(|i| !cursor.ranges[*i].done)
         .collect();
     let mut others = Vec::new();
+    let mut pids = Vec::new();
     for _ in 1..todo.len() {
         let url = q.b.url.ok_or_else(|| {
             Error::Usage("backfill workers need the database URL to open their connections".into())
         })?;
-        others.push(crate::engine::connect(url).await?);
+        let mut c = crate::engine::connect(url).await?;
+        if let Some(g) = &exec.guard {
+            pids.extend(g.register(&mut c).await);
+        }
+        others.push(c);
     }
     let mut ranges: Vec<Range> = todo
         .iter()
@@ -134,6 +139,9 @@ pub(super) async fn in_parallel(
     })
     .await;
     drop(futures);
+    if let Some(g) = &exec.guard {
+        pids.iter().for_each(|p| g.unregister(*p));
+    }
     let mut total = BackfillReport {
         smallest: i64::MAX,
         ..Default::default()
@@ -150,6 +158,7 @@ pub(super) async fn in_parallel(
                 total.largest = total.largest.max(r.largest);
                 total.lock_timeouts += r.lock_timeouts;
                 total.replica_wait += r.replica_wait;
+                total.guard_wait += r.guard_wait;
                 total.busy_batches += r.busy_batches;
                 total.slowdowns += r.slowdowns;
                 total.slowest_commit = total.slowest_commit.max(r.slowest_commit);

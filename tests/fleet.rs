@@ -479,3 +479,82 @@ fn a_bad_fleet_file_is_refused_naming_what_to_fix() {
     );
     assert!(!said.contains("secret"), "{said}");
 }
+
+/// Stages with a watch window: once the canary's stage is done, the guard watches the canary;
+/// its app starts failing (a bad release: hundreds of failed transactions a second) during
+/// the window, and the rollout stops before it widens, naming the target and the signal, with
+/// every later target untouched. Once the app is healthy, a rerun goes through every stage.
+#[test]
+fn a_target_that_turns_bad_in_its_watch_window_stops_the_rollout_before_it_widens() {
+    let f = Fleet::new(
+        "stages",
+        4,
+        "stages = [1, \"50%\", \"100%\"]\nwatch = \"6s\"\n",
+        "",
+    );
+    f.add("0002_total.sql", TOTAL);
+    let child = f
+        .command(&["expand"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while f.phase_of(0, "0002_total").as_deref() != Some("backfilled") {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the canary never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = f.url(0);
+    let failed = f.rt.block_on(async {
+        let mut c = PgConnection::connect(&url).await.unwrap();
+        let (mut failed, t) = (0, Instant::now());
+        while t.elapsed() < Duration::from_secs(5) {
+            if sqlx::raw_sql("SELECT 1 / 0").execute(&mut c).await.is_err() {
+                failed += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        failed
+    });
+    assert!(failed > 500, "only {failed} failed transactions");
+    let out = child.wait_with_output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("stopping the rollout before it widens"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "halted       before the next stage, a target done turned bad: {}: rollbacks",
+            f.names[0]
+        )),
+        "{said}"
+    );
+    for i in 1..4 {
+        assert!(f.phases(i).is_empty(), "target {i} was touched: {said}");
+    }
+    let watched = f.query(
+        0,
+        "SELECT command, action, signal FROM migrate.guard_events WHERE action = 'pause'",
+    );
+    assert_eq!(
+        watched,
+        [[
+            Some("watch".to_string()),
+            Some("pause".to_string()),
+            Some("rollbacks".to_string())
+        ]],
+        "{said}"
+    );
+    // Healthy again: the rerun watches the canary, then the wider stages, and is done.
+    let out = f.run(&["expand"]);
+    ok(&out);
+    let said = text(&out);
+    assert!(said.contains("stage 1 done (1 of 4 targets)"), "{said}");
+    assert!(said.contains("stage 2 done (2 of 4 targets)"), "{said}");
+    f.assert_all_backfilled();
+}

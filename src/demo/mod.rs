@@ -172,7 +172,8 @@ async fn fleet_scenario(
     let fleet = crate::fleet::Fleet {
         targets: targets.clone(),
         canary: vec![0],
-        canary_wait: Duration::ZERO,
+        stages: vec![1, n],
+        watch: Duration::ZERO,
         parallel: 2,
         backfills: 1,
         source: PathBuf::from("the demo's fleet"),

@@ -144,7 +144,7 @@ impl Runner {
                 .exec
                 .rollout
                 .as_ref()
-                .map(|h| h.target.clone())
+                .map(|h| format!("{} ", h.target))
                 .unwrap_or_default(),
             metadata_schema: self.settings.metadata_schema.clone(),
         };
@@ -332,7 +332,7 @@ impl Runner {
                                 } else {
                                     String::new()
                                 },
-                                match (r.replica_wait.is_zero(), r.guard_wait.is_zero()) {
+                                match (r.replica_wait.is_zero(), r.guard_wait < std::time::Duration::from_millis(50)) {
                                     (true, true) => String::new(),
                                     (false, _) => format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64()),
                                     (true, false) => format!(", {:.1} s paused by the guard", r.guard_wait.as_secs_f64()),

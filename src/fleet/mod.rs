@@ -1,13 +1,18 @@
 //! Many databases of one schema: shards, a database per tenant, a main and a CI database. The
 //! fleet file (or `[fleet]` in migrate.toml) names the targets — URLs from environment
 //! variables, never written in the file, or the databases a query finds on a server — and how
-//! a rollout over them goes: a canary first, alone; then the rest, a few at once.
+//! a rollout over them goes: in stages, the canaries first and alone, then wider stages a
+//! few targets at once, with a watch window after each in which the guard watches the
+//! targets already done; a bad signal stops the rollout before it widens.
 //!
 //! ```toml
 //! parallel = 4          # targets at once after the canary (default 4)
 //! backfills = 2         # targets backfilling at once (default: parallel)
 //! canary = ["main"]     # run first, alone (default: the first target)
-//! canary_wait = "30s"   # watch the canary this long before widening (default 0)
+//! stages = [1, "5%", "25%", "100%"]   # targets done by the end of each stage (default:
+//!                                     # the canaries, then the rest)
+//! watch = "60s"         # the guard watches the targets done this long after each stage
+//!                       # but the last (default 0; `canary_wait` is the old name)
 //!
 //! [[target]]
 //! name = "main"
@@ -31,6 +36,9 @@ struct RawFleet {
     parallel: Option<usize>,
     backfills: Option<usize>,
     canary: Option<Vec<String>>,
+    stages: Option<Vec<toml::Value>>,
+    watch: Option<String>,
+    /// The old name of `watch`.
     canary_wait: Option<String>,
     #[serde(default)]
     target: Vec<RawTarget>,
@@ -89,7 +97,11 @@ pub struct Fleet {
     pub targets: Vec<Target>,
     /// Indices into `targets` of the canaries, in order.
     pub canary: Vec<usize>,
-    pub canary_wait: Duration,
+    /// How many targets are done by the end of each stage (rising, the last all of them); the
+    /// first stage is the canaries', run one after the other.
+    pub stages: Vec<usize>,
+    /// How long the guard watches the targets done after each stage but the last.
+    pub watch: Duration,
     pub parallel: usize,
     pub backfills: usize,
     /// Where the fleet was read from, for messages.
@@ -199,21 +211,73 @@ impl Fleet {
         if backfills == 0 {
             return Err(bad("backfills must be at least 1".into()));
         }
-        let canary_wait = match &raw.canary_wait {
-            Some(w) => {
-                crate::config::parse_duration(w).map_err(|e| bad(format!("canary_wait: {e}")))?
+        let watch = match (&raw.watch, &raw.canary_wait) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "watch and canary_wait are the same setting (canary_wait is its old name): keep watch".into(),
+                ))
             }
-            None => Duration::ZERO,
+            (Some(w), None) | (None, Some(w)) => {
+                crate::config::parse_duration(w).map_err(|e| bad(format!("watch: {e}")))?
+            }
+            (None, None) => Duration::ZERO,
         };
+        let stages = match &raw.stages {
+            None => vec![canary.len().min(targets.len()), targets.len()],
+            Some(v) => stage_bounds(v, targets.len()).map_err(|e| bad(format!("stages: {e}")))?,
+        };
+        let mut stages = stages;
+        stages.dedup();
+        stages.retain(|n| *n > 0);
         Ok(Fleet {
             targets,
             canary,
-            canary_wait,
+            stages,
+            watch,
             parallel,
             backfills,
             source: path.to_path_buf(),
         })
     }
+}
+
+/// How many of `n` targets are done by the end of each stage: a count (`1`) or a share
+/// (`"25%"`, rounded up); rising, and ending with all of them (`"100%"` is added when the
+/// last stage leaves some out).
+fn stage_bounds(stages: &[toml::Value], n: usize) -> Result<Vec<usize>, String> {
+    let mut out: Vec<usize> = Vec::new();
+    for v in stages {
+        let upto = match v {
+            toml::Value::Integer(i) if *i >= 1 => (*i as usize).min(n),
+            toml::Value::String(s) => {
+                let p: f64 = s
+                    .trim()
+                    .strip_suffix('%')
+                    .and_then(|p| p.trim().parse().ok())
+                    .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+                    .ok_or_else(|| {
+                        format!("`{s}` is not a share of the targets (write \"25%\")")
+                    })?;
+                ((n as f64 * p / 100.0).ceil() as usize).clamp(1, n)
+            }
+            other => {
+                return Err(format!(
+                    "`{other:?}` is neither a count of targets nor a share"
+                ))
+            }
+        };
+        if out.last().is_some_and(|last| upto < *last) {
+            return Err(format!(
+                "each stage must reach at least as many targets as the one before ({upto} after {})",
+                out.last().copied().unwrap_or_default()
+            ));
+        }
+        out.push(upto);
+    }
+    if out.last() != Some(&n) {
+        out.push(n);
+    }
+    Ok(out)
 }
 
 /// The server's URL with another database in its path (query parameters kept).
@@ -241,7 +305,27 @@ pub fn with_database(url: &str, db: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{stage_bounds, with_database};
+
+    #[test]
+    fn stages_are_counts_or_shares_rising_to_all() {
+        let v = |t: &str| -> Vec<toml::Value> {
+            let doc: toml::Table = toml::from_str(&format!("s = {t}")).unwrap();
+            doc["s"].as_array().unwrap().clone()
+        };
+        assert_eq!(
+            stage_bounds(&v(r#"[1, "5%", "25%", "100%"]"#), 40).unwrap(),
+            [1, 2, 10, 40]
+        );
+        // The rest is added; a share is at least one target.
+        assert_eq!(stage_bounds(&v(r#"[1, "10%"]"#), 3).unwrap(), [1, 1, 3]);
+        assert!(stage_bounds(&v(r#"[5, 2]"#), 10)
+            .unwrap_err()
+            .contains("at least as many"));
+        assert!(stage_bounds(&v(r#"["half"]"#), 10)
+            .unwrap_err()
+            .contains("share"));
+    }
 
     #[test]
     fn the_database_is_replaced_and_the_rest_kept() {

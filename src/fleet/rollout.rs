@@ -11,6 +11,7 @@
 use super::{Fleet, Target};
 use crate::config::Settings;
 use crate::engine::exec::{ExecSettings, RolloutHooks};
+use crate::engine::guard::{Action, Guard, Voice};
 use crate::engine::run::Runner;
 use crate::engine::state::MigrationPhase;
 use crate::engine::status::{lines, StatusLine};
@@ -45,6 +46,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether it changes the targets (and so a stage of it is watched before the next).
+    fn changes(&self) -> bool {
+        !matches!(self, Op::Latest)
+    }
+
     fn verb(&self) -> &'static str {
         match self {
             Op::Expand { .. } => "expand",
@@ -71,14 +77,18 @@ pub enum Outcome {
 pub struct Report {
     pub verb: &'static str,
     pub targets: Vec<(String, Outcome)>,
+    /// Why the rollout stopped before a wider stage: the target and its signal.
+    pub halted: Option<String>,
     pub took: Duration,
 }
 
 impl Report {
     pub fn failed(&self) -> bool {
-        self.targets
-            .iter()
-            .any(|(_, o)| !matches!(o, Outcome::Done(_)))
+        self.halted.is_some()
+            || self
+                .targets
+                .iter()
+                .any(|(_, o)| !matches!(o, Outcome::Done(_)))
     }
 
     /// The closing summary: counts, then each target that is not done.
@@ -100,6 +110,11 @@ impl Report {
         s.push_str(&format!(
             ", {failed} failed, {stopped} stopped, {waiting} not started"
         ));
+        if let Some(why) = &self.halted {
+            s.push_str(&format!(
+                "\n  halted       before the next stage, a target done turned bad: {why}"
+            ));
+        }
         for (name, o) in &self.targets {
             match o {
                 Outcome::Failed(e) => s.push_str(&format!("\n  failed       {name}: {e}")),
@@ -367,6 +382,7 @@ pub async fn run(
             .collect(),
     ));
     let local = tokio::task::LocalSet::new();
+    let halted: RefCell<Option<String>> = RefCell::new(None);
     let one = |i: usize| {
         let t = fleet.targets[i].clone();
         let hooks = RolloutHooks {
@@ -420,41 +436,63 @@ pub async fn run(
                     }
                 })
             });
-            for &i in &fleet.canary {
+            // The canaries first, then the rest in the fleet's order, cut into stages.
+            let order: Vec<usize> = fleet
+                .canary
+                .iter()
+                .copied()
+                .chain((0..fleet.targets.len()).filter(|i| !fleet.canary.contains(i)))
+                .collect();
+            let mut from = 0;
+            for (k, &upto) in fleet.stages.iter().enumerate() {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                one(i).await;
-            }
-            let canaries_ok = !stop.load(Ordering::SeqCst);
-            if canaries_ok
-                && !fleet.canary_wait.is_zero()
-                && fleet.canary.len() < fleet.targets.len()
-            {
-                let names: Vec<&str> = fleet
-                    .canary
+                let stage = &order[from..upto];
+                if k == 0 {
+                    // The canaries, alone, one after the other.
+                    for &i in stage {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        one(i).await;
+                    }
+                } else {
+                    let mut set = tokio::task::JoinSet::new();
+                    let mut rest = stage.iter().copied();
+                    loop {
+                        while set.len() < fleet.parallel && !stop.load(Ordering::SeqCst) {
+                            let Some(i) = rest.next() else { break };
+                            set.spawn_local(one(i));
+                        }
+                        if set.join_next().await.is_none() {
+                            break;
+                        }
+                    }
+                }
+                from = upto;
+                let last = upto == order.len();
+                if stop.load(Ordering::SeqCst) || last || fleet.watch.is_zero() || !op.changes()
+                {
+                    continue;
+                }
+                let done: Vec<Target> = order[..upto]
                     .iter()
-                    .map(|i| fleet.targets[*i].name.as_str())
+                    .map(|i| fleet.targets[*i].clone())
                     .collect();
                 view.line(
                     "",
                     &format!(
-                        "canary {} done; watching for {:.0} s before the rest",
-                        names.join(", "),
-                        fleet.canary_wait.as_secs_f64()
+                        "stage {} done ({upto} of {} targets); watching them for {:.0} s before the next",
+                        k + 1,
+                        order.len(),
+                        fleet.watch.as_secs_f64()
                     ),
                 );
-                tokio::time::sleep(fleet.canary_wait).await;
-            }
-            let mut set = tokio::task::JoinSet::new();
-            let mut rest = (0..fleet.targets.len()).filter(|i| !fleet.canary.contains(i));
-            loop {
-                while canaries_ok && set.len() < fleet.parallel && !stop.load(Ordering::SeqCst) {
-                    let Some(i) = rest.next() else { break };
-                    set.spawn_local(one(i));
-                }
-                if set.join_next().await.is_none() {
-                    break;
+                if let Err(why) = watch_stage(&done, settings, fleet.watch).await {
+                    view.line("", &format!("stopping the rollout before it widens: {why}"));
+                    halted.replace(Some(why));
+                    stop.store(true, Ordering::SeqCst);
                 }
             }
             if let Some(t) = ticker {
@@ -474,8 +512,53 @@ pub async fn run(
     Ok(Report {
         verb: op.verb(),
         targets,
+        halted: halted.into_inner(),
         took: started.elapsed(),
     })
+}
+
+/// Watches the targets `done` for `how_long` with a guard each (on connections of its own;
+/// nothing of ours runs there now): the first that turns bad — a signal at a pause or stop
+/// level — ends the watch, named. Without a guard (`[guard] enabled = false`), a blind wait.
+async fn watch_stage(
+    done: &[Target],
+    settings: &Settings,
+    how_long: Duration,
+) -> Result<(), String> {
+    if !settings.guard.enabled {
+        tokio::time::sleep(how_long).await;
+        return Ok(());
+    }
+    let mut guards = Vec::new();
+    let mut result = Ok(());
+    for t in done {
+        let voice = Voice {
+            prefix: format!("{} ", t.name),
+            metadata_schema: settings.metadata_schema.clone(),
+        };
+        match Guard::start(t.url(), &settings.guard, "watch", voice).await {
+            Ok(g) => guards.push((t.name.clone(), g)),
+            Err(e) => {
+                result = Err(format!("{}: the guard cannot watch it ({e})", t.name));
+                break;
+            }
+        }
+    }
+    let deadline = Instant::now() + how_long;
+    while result.is_ok() && Instant::now() < deadline {
+        for (name, g) in &guards {
+            let v = g.handle.verdict();
+            if v.action >= Action::Pause {
+                result = Err(format!("{name}: {}", v.reason));
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (_, g) in guards {
+        g.finish().await;
+    }
+    result
 }
 
 /// Targets done, running and waiting, and the backfill furthest from its end.

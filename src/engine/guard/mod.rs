@@ -66,6 +66,11 @@ impl GuardHandle {
         }
     }
 
+    /// The verdict now.
+    pub fn verdict(&self) -> Verdict {
+        self.verdict.borrow().clone()
+    }
+
     /// Whether the backfill should slow down.
     pub fn throttled(&self) -> bool {
         self.verdict.borrow().action == Action::Throttle
@@ -165,7 +170,10 @@ impl Guard {
         if let Some(u) = &settings.health_url {
             watched.push(format!("health {u}"));
         }
-        eprintln!("{}guard: watching {}", voice.prefix, watched.join(", "));
+        // Once per run; a rollout's targets, many at once, would repeat it for each.
+        if voice.prefix.is_empty() {
+            eprintln!("guard: watching {}", watched.join(", "));
+        }
         let judge = Judge::new(settings.clone(), baselines);
         let (tx, rx) = watch::channel(Verdict::go());
         let shared = Arc::new(Shared {

@@ -186,3 +186,47 @@ fn the_fleet_demo_has_no_failed_request_on_any_database_and_leaves_nothing() {
     let left = databases_like(&admin, &format!("migrate\\_demo\\_{pid}%"));
     assert_eq!(left, 0, "the demo databases were dropped");
 }
+
+/// `--incident`: mid-backfill a bad release fails 30% of the app's requests for 6 s. The
+/// guard pauses the backfill by itself within a few seconds of the first failure and resumes
+/// it after the last; the incident's failures are its own (the migration failed none), and
+/// every row is right.
+#[test]
+fn the_incident_demo_pauses_the_backfill_while_the_app_fails_and_resumes_after() {
+    let admin = common::admin_url();
+    let rows = 200_000;
+    let (_, out) = demo(
+        &[
+            "--rows",
+            &rows.to_string(),
+            "--rate",
+            "100",
+            "--phase-seconds",
+            "1",
+            "--incident",
+            "--json",
+        ],
+        Some(&admin),
+    );
+    let r = report(&out);
+    assert_zero_downtime(&r, rows);
+    let i = &r["incident"];
+    assert!(i["failed_requests"].as_u64().unwrap() > 50, "{i:#}");
+    assert_eq!(i["signal"], "rollbacks", "{i:#}");
+    let noticed = i["noticed_after_s"].as_f64().expect("the guard paused");
+    assert!((0.0..4.0).contains(&noticed), "noticed after {noticed} s");
+    let resumed = i["resumed_after_end_s"]
+        .as_f64()
+        .expect("the guard resumed");
+    assert!(
+        (0.0..10.0).contains(&resumed),
+        "resumed {resumed} s after the end"
+    );
+}
+
+#[test]
+fn the_incident_demo_needs_a_backfill_that_lasts() {
+    let (_, out) = demo(&["--rows", "5000", "--incident"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rows 200000 or more"));
+}

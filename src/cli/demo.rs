@@ -39,6 +39,10 @@ pub struct DemoArgs {
     /// are shared out among them.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
     pub fleet: Option<u32>,
+    /// Mid-backfill, a bad release fails 30% of the app's requests for 6 s: the guard pauses
+    /// the backfill by itself and resumes it after; the report says how soon it noticed.
+    #[arg(long, conflicts_with = "fleet")]
+    pub incident: bool,
 }
 
 pub fn run(args: DemoArgs) -> Result<u8, Error> {
@@ -60,7 +64,14 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
         exec: exec_settings(&settings),
         views: !args.no_views,
         json: args.json,
+        incident: args.incident,
     };
+    if args.incident && args.rows < 200_000 {
+        return Err(Error::Usage(format!(
+            "--incident happens during the backfill, which must last some seconds: use --rows 200000 or more (not {})",
+            args.rows
+        )));
+    }
     if let Some(n) = args.fleet {
         let mut progress: Box<dyn Write> = if args.json {
             Box::new(std::io::stderr())
@@ -236,6 +247,25 @@ fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
             w.samples
         )?;
     }
+    if let Some(i) = &r.incident {
+        writeln!(
+            out,
+            "incident: a bad release failed {}% of the app's requests for {:.1} s ({} requests, not counted above)",
+            i.share, i.seconds, i.failed_requests
+        )?;
+        match (i.noticed_after_s, i.resumed_after_end_s) {
+            (Some(n), Some(r)) => writeln!(
+                out,
+                "  the guard paused the backfill {n:.1} s after the first failure ({}), and resumed it {r:.1} s after the last",
+                i.signal.as_deref().unwrap_or("?")
+            )?,
+            (Some(n), None) => writeln!(
+                out,
+                "  the guard paused the backfill {n:.1} s after the first failure, and never resumed it"
+            )?,
+            _ => writeln!(out, "  the guard did NOT pause the backfill during the incident")?,
+        }
+    }
     let bound = crate::demo::LOCK_WAIT_BOUND_MS;
     if r.long_lock_waits.is_empty() {
         writeln!(
@@ -253,7 +283,12 @@ fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
     if r.ok() {
         writeln!(
             out,
-            "zero downtime: no request failed or waited on a lock past the bound, and every row is right"
+            "zero downtime: no request failed or waited on a lock past the bound, and every row is right{}",
+            if r.incident.is_some() {
+                "; the guard held the backfill through the incident"
+            } else {
+                ""
+            }
         )?;
     } else {
         writeln!(out, "NOT zero downtime: see the failures above")?;

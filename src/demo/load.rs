@@ -62,6 +62,10 @@ struct Shared {
     search_path: Mutex<[Option<String>; 2]>,
     /// The versions read through views: `SELECT *` and no casts.
     views: bool,
+    /// A bad release (`--incident`): this share (percent) of the requests fail in the app,
+    /// their transaction rolled back, and are counted apart from the migration's failures.
+    incident_share: AtomicUsize,
+    incident_failed: AtomicUsize,
 }
 
 /// One row of the report.
@@ -97,6 +101,32 @@ pub struct DemoReport {
     /// What the requests in flight were doing, per phase: the share of 10 ms samples in each
     /// wait event (`running` when on the CPU), most frequent first.
     pub waits: Vec<PhaseWaits>,
+    /// `--incident`: the bad release injected during the backfill, and what the guard did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<Incident>,
+}
+
+/// A bad release during the backfill (`migrate demo --incident`) and the guard's answer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Incident {
+    /// The share of requests that failed (percent) and for how long.
+    pub share: usize,
+    pub seconds: f64,
+    /// Requests the bad release failed (not counted in `failed_requests`).
+    pub failed_requests: usize,
+    /// From the first failure to the guard's pause of the backfill (none: it never paused).
+    pub noticed_after_s: Option<f64>,
+    /// From the end of the incident to the guard's resume (none: it never resumed).
+    pub resumed_after_end_s: Option<f64>,
+    /// The signal the guard named.
+    pub signal: Option<String>,
+}
+
+impl Incident {
+    /// The guard paused during the incident and resumed after it.
+    pub fn handled(&self) -> bool {
+        self.noticed_after_s.is_some() && self.resumed_after_end_s.is_some()
+    }
 }
 
 /// The wait events of one phase's requests in flight, as shares of the samples.
@@ -130,6 +160,7 @@ impl DemoReport {
             && self.rows_wrong == 0
             && self.problems.is_empty()
             && self.long_lock_waits.is_empty()
+            && self.incident.as_ref().is_none_or(Incident::handled)
     }
 }
 
@@ -207,6 +238,16 @@ impl Workload {
     /// The `search_path` a version's connections use from their first request on.
     pub fn set_search_path(&self, v: Version, path: String) {
         self.shared.search_path.lock().unwrap()[v as usize] = Some(path);
+    }
+
+    /// Makes this share (percent, 0 to end it) of every request fail in the app.
+    pub fn set_incident(&self, share: usize) {
+        self.shared.incident_share.store(share, Ordering::SeqCst);
+    }
+
+    /// The requests the incident failed so far.
+    pub fn incident_failed(&self) -> usize {
+        self.shared.incident_failed.load(Ordering::SeqCst)
     }
 
     pub fn run_version(&self, v: Version) {
@@ -340,6 +381,14 @@ async fn worker(
         }
         let phase = s.phase.load(Ordering::SeqCst);
         n += 1;
+        let share = s.incident_share.load(Ordering::SeqCst);
+        if share > 0 && rng.below(100) < share as u64 {
+            // The bad release fails this request: an error inside its transaction.
+            let _ = sqlx::raw_sql("BEGIN; SELECT 1 / 0").execute(&mut c).await;
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut c).await;
+            s.incident_failed.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
         let result = request(&mut c, &s, v, slot, rows, n, &mut rng).await;
         let ms = at.elapsed().as_secs_f64() * 1000.0;
         let mut cells = s.cells.lock().unwrap();

@@ -18,7 +18,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use load::{DemoReport, PhaseRow, LOCK_WAIT_BOUND_MS};
+pub use load::{DemoReport, Incident, PhaseRow, LOCK_WAIT_BOUND_MS};
+
+/// `--incident`: the share of requests the bad release fails, and for how long.
+const INCIDENT_SHARE: usize = 30;
+const INCIDENT_TIME: Duration = Duration::from_secs(6);
 
 /// What the demo runs with.
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct DemoOptions {
     pub views: bool,
     /// The report goes to stdout as JSON: everything else to stderr.
     pub json: bool,
+    /// Mid-backfill, a bad release fails a share of the app's requests for a while.
+    pub incident: bool,
 }
 
 /// The rows the demo loads, in the shape of `0001_create_tables.sql`.
@@ -308,6 +314,65 @@ async fn backfilled_rows(conn: &mut PgConnection) -> Result<i64, Error> {
         .map_err(|e| Error::Database(format!("reading backfill totals: {e}")))
 }
 
+/// The bad release: once the backfill has begun, a share of the app's requests fail for a
+/// while. Its start and end on the server's clock.
+async fn incident(workload: &load::Workload, url: &str) -> Result<(f64, f64), Error> {
+    let db = |e: sqlx::Error| Error::Database(format!("the demo's incident: {e}"));
+    let mut c = PgConnection::connect(url).await.map_err(db)?;
+    let begun = Instant::now();
+    while backfilled_rows(&mut c).await? == 0 {
+        if begun.elapsed() > Duration::from_secs(60) {
+            return Err(Error::Usage(
+                "the demo's incident: no backfill began within 60 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now = "SELECT extract(epoch FROM clock_timestamp())::float8";
+    let start: f64 = sqlx::query_scalar(now)
+        .fetch_one(&mut c)
+        .await
+        .map_err(db)?;
+    workload.set_incident(INCIDENT_SHARE);
+    tokio::time::sleep(INCIDENT_TIME).await;
+    workload.set_incident(0);
+    let end: f64 = sqlx::query_scalar(now)
+        .fetch_one(&mut c)
+        .await
+        .map_err(db)?;
+    let _ = c.close().await;
+    Ok((start, end))
+}
+
+/// What the guard did about the incident, from its events in the metadata.
+async fn guard_answer(
+    url: &str,
+    (start, end): (f64, f64),
+    failed_requests: usize,
+) -> Result<Incident, Error> {
+    let db = |e: sqlx::Error| Error::Database(format!("reading the guard's events: {e}"));
+    let mut c = PgConnection::connect(url).await.map_err(db)?;
+    let events: Vec<(f64, String, Option<String>)> = sqlx::query_as(
+        "SELECT extract(epoch FROM at)::float8, action, signal FROM migrate.guard_events
+         WHERE command = 'backfill' AND at >= to_timestamp($1) ORDER BY at",
+    )
+    .bind(start)
+    .fetch_all(&mut c)
+    .await
+    .map_err(db)?;
+    let _ = c.close().await;
+    let pause = events.iter().position(|e| e.1 == "pause");
+    let resume = pause.and_then(|p| events[p..].iter().find(|e| e.1 == "resume"));
+    Ok(Incident {
+        share: INCIDENT_SHARE,
+        seconds: end - start,
+        failed_requests,
+        noticed_after_s: pause.map(|p| events[p].0 - start),
+        resumed_after_end_s: resume.map(|r| r.0 - end),
+        signal: pause.and_then(|p| events[p].2.clone()),
+    })
+}
+
 /// The first migration of the example: the one that creates the tables.
 fn first_migration(opts: &DemoOptions) -> Result<String, Error> {
     let entries = std::fs::read_dir(&opts.migrations).map_err(|e| {
@@ -336,10 +401,12 @@ async fn scenario(
         views: opts.views,
         ..Settings::default()
     };
-    let runner = |s: Settings| Runner::open(url, opts.exec.clone(), s);
+    let runner = |s: Settings, command: &'static str| {
+        Runner::open_watched(url, opts.exec.clone(), s, command)
+    };
 
     heading(out, &format!("creating the tables ({first})"));
-    let mut r = runner(settings.clone()).await?;
+    let mut r = runner(settings.clone(), "expand").await?;
     let created = r.expand(Some(first), true, &mut indented(&mut *out)).await;
     r.close().await;
     created?;
@@ -384,7 +451,7 @@ async fn scenario(
             "expand: additive changes, triggers, NOT VALID constraints, concurrent indexes",
         );
         workload.set_phase(Phase::Expand);
-        let mut r = runner(settings.clone()).await?;
+        let mut r = runner(settings.clone(), "expand").await?;
         let expanded = r.expand(None, false, &mut indented(&mut *out)).await;
         let latest = match (&expanded, opts.views) {
             (Ok(_), true) => r.latest().await,
@@ -404,11 +471,23 @@ async fn scenario(
         heading(out, "backfill: batched, while the old version writes");
         workload.set_phase(Phase::Backfill);
         let bf_started = Instant::now();
-        let mut r = runner(settings.clone()).await?;
-        let backfilled = r.backfill(None, &mut indented(&mut *out)).await;
+        let mut r = runner(settings.clone(), "backfill").await?;
+        let incident = async {
+            match opts.incident {
+                true => Some(incident(&workload, url).await),
+                false => None,
+            }
+        };
+        let mut lines = indented(&mut *out);
+        let (backfilled, times) = tokio::join!(r.backfill(None, &mut lines), incident);
+        drop(lines);
         r.close().await;
         backfilled?;
         let bf_time = bf_started.elapsed();
+        let incident = match times {
+            Some(t) => Some(guard_answer(url, t?, workload.incident_failed()).await?),
+            None => None,
+        };
 
         heading(
             out,
@@ -428,7 +507,7 @@ async fn scenario(
             "contract: drops, validations, swaps (old version gone)",
         );
         workload.set_phase(Phase::Contract);
-        let mut r = runner(settings.clone()).await?;
+        let mut r = runner(settings.clone(), "contract").await?;
         let contracted = r.contract(None, &mut indented(&mut *out)).await;
         r.close().await;
         contracted?;
@@ -436,11 +515,12 @@ async fn scenario(
         heading(out, "new version alone");
         workload.set_phase(Phase::After);
         tokio::time::sleep(opts.phase_time).await;
-        Ok::<Duration, Error>(bf_time)
+        Ok::<_, Error>((bf_time, incident))
     }
     .await;
     let (mut report, expected, inserted) = workload.stop().await;
-    let bf_time = steps?;
+    let (bf_time, incident) = steps?;
+    report.incident = incident;
 
     heading(out, "checking every row");
     report.backfill_rows = backfilled_rows(&mut conn).await?;

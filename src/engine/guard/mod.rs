@@ -223,6 +223,7 @@ struct Watch {
 impl Watch {
     async fn run(mut self, done: Arc<Notify>) {
         let mut blind_said = false;
+        let (mut samples, mut sampling) = (0u32, Duration::ZERO);
         loop {
             let pids = self
                 .shared
@@ -231,7 +232,11 @@ impl Watch {
                 .map(|p| p.clone())
                 .unwrap_or_default();
             let own = self.shared.own_rollbacks.load(Ordering::Relaxed);
-            match self.sampler.sample(&mut self.conn, &pids, own).await {
+            let t = Instant::now();
+            let sampled = self.sampler.sample(&mut self.conn, &pids, own).await;
+            samples += 1;
+            sampling += t.elapsed();
+            match sampled {
                 Ok(s) => {
                     blind_said = false;
                     let now = Instant::now();
@@ -252,6 +257,13 @@ impl Watch {
                 _ = done.notified() => break,
                 _ = tokio::time::sleep(self.interval) => {}
             }
+        }
+        // What watching cost: the time of a sample against the interval between them.
+        if self.voice.prefix.is_empty() && samples > 1 {
+            eprintln!(
+                "guard: {samples} samples, {:.2} ms each",
+                sampling.as_secs_f64() * 1e3 / f64::from(samples)
+            );
         }
         let _ = sqlx::Connection::close(self.conn).await;
     }

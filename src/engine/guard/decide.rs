@@ -129,12 +129,14 @@ impl Judge {
                 self.over_stop.remove(&signal);
                 continue;
             };
+            let mut confirming = false;
             if action == Action::Stop {
                 let n = self.over_stop.entry(signal).or_default();
                 *n += 1;
                 // Not yet confirmed: a pause until the next look.
                 if *n < self.settings.confirm {
                     action = Action::Pause;
+                    confirming = true;
                 }
             } else {
                 self.over_stop.remove(&signal);
@@ -154,14 +156,17 @@ impl Judge {
                 } else {
                     format!(" {}", show(signal, level))
                 };
+                let (crossed, then) = match confirming {
+                    true => ("stop", "; stopping if the next sample confirms it"),
+                    false => (action.name(), ""),
+                };
                 worst = Verdict {
                     action,
                     signal: Some(signal),
                     reason: format!(
-                        "{} {} ({verb} its {} level{level}{base})",
+                        "{} {} ({verb} its {crossed} level{level}{base}){then}",
                         signal.key(),
                         show(signal, value),
-                        action.name(),
                     ),
                 };
             }

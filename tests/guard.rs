@@ -361,7 +361,8 @@ fn an_unhealthy_app_pauses_the_backfill_and_a_healthy_one_resumes_it() {
         &["expand", "0001_accounts"],
         None,
     ));
-    let mut child = spawn(&db, &dir, &["expand"]);
+    // For a tool: the guard's events as JSON lines on stdout, as they happen.
+    let mut child = spawn(&db, &dir, &["expand", "--format", "json"]);
     wait_for_batches(&db, &mut child);
     health.status.store(503, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(2000));
@@ -369,8 +370,25 @@ fn an_unhealthy_app_pauses_the_backfill_and_a_healthy_one_resumes_it() {
     health.status.store(200, Ordering::SeqCst);
     let (out, said) = finish(child);
     assert_eq!(out.status.code(), Some(0), "{said}");
-    assert!(said.contains("guard: pausing: health unhealthy"), "{said}");
-    assert!(said.contains("guard: resuming after"), "{said}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let kinds: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or_default().to_string();
+            (s("event"), s("action") + &s("signal"))
+        })
+        .collect();
+    let at = |k: (&str, &str)| kinds.iter().position(|x| (x.0.as_str(), x.1.as_str()) == k);
+    let pause = at(("guard", "pausehealth")).unwrap_or_else(|| panic!("{kinds:?}"));
+    let resume = at(("guard", "resume")).unwrap_or_else(|| panic!("{kinds:?}"));
+    assert!(pause < resume, "{kinds:?}");
+    let last = lines.last().unwrap();
+    assert_eq!((&last["event"], &last["ok"]), (&"result".into(), &true.into()), "{last}");
+    assert_eq!(last["done"]["migrations"], 1, "{last}");
+    assert!(lines[pause]["detail"].as_str().unwrap().contains("health unhealthy"));
     assert!(health.requests.load(Ordering::SeqCst) >= 5);
     let ev = events(&db);
     let pause = ev

@@ -1,7 +1,7 @@
 //! `migrate abort NAME`: undo an expanded, not yet contracted migration.
 
 use super::db::exec_settings;
-use super::db::{block_on, DbArgs};
+use super::db::{block_on, DbArgs, RunOutput};
 use super::EXIT_OK;
 use crate::engine::run::Runner;
 use crate::error::Error;
@@ -13,6 +13,8 @@ pub struct AbortArgs {
     pub name: String,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub out: RunOutput,
 }
 
 pub fn run(args: AbortArgs) -> Result<u8, Error> {
@@ -24,13 +26,20 @@ pub fn run(args: AbortArgs) -> Result<u8, Error> {
     }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
-    block_on(async {
-        let mut runner =
-            Runner::open_watched(&url, exec_settings(&settings), settings, "abort").await?;
-        let result = runner.abort(&args.name, &mut std::io::stdout()).await;
+    let mut exec = exec_settings(&settings);
+    exec.json_events = args.out.json();
+    let mut steps = args.out.steps();
+    let r = block_on(async {
+        let mut runner = Runner::open_watched(&url, exec, settings, "abort").await?;
+        let result = runner.abort(&args.name, &mut steps).await;
         runner.close().await;
         result
-    })?;
-    println!("aborted {}: the old version's schema is back", args.name);
+    });
+    args.out
+        .result("abort", &r, |_| serde_json::json!({ "aborted": args.name }));
+    r?;
+    if !args.out.json() {
+        println!("aborted {}: the old version's schema is back", args.name);
+    }
     Ok(EXIT_OK)
 }

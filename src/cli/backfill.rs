@@ -2,7 +2,7 @@
 //! a killed run left half done.
 
 use super::db::exec_settings;
-use super::db::{block_on, DbArgs};
+use super::db::{block_on, DbArgs, RunOutput};
 use super::EXIT_OK;
 use crate::engine::run::Runner;
 use crate::error::Error;
@@ -13,6 +13,8 @@ pub struct BackfillArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub out: RunOutput,
 }
 
 pub fn run(args: BackfillArgs) -> Result<u8, Error> {
@@ -24,15 +26,22 @@ pub fn run(args: BackfillArgs) -> Result<u8, Error> {
     }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
+    let mut exec = exec_settings(&settings);
+    exec.json_events = args.out.json();
+    let mut steps = args.out.steps();
     let n = block_on(async {
-        let mut runner =
-            Runner::open_watched(&url, exec_settings(&settings), settings, "backfill").await?;
-        let result = runner
-            .backfill(args.name.as_deref(), &mut std::io::stdout())
-            .await;
+        let mut runner = Runner::open_watched(&url, exec, settings, "backfill").await?;
+        let result = runner.backfill(args.name.as_deref(), &mut steps).await;
         runner.close().await;
         result
-    })?;
-    println!("backfilled {n} migration(s); deploy the new version, then run `migrate contract`");
+    });
+    args.out
+        .result("backfill", &n, |n| serde_json::json!({ "migrations": n }));
+    let n = n?;
+    if !args.out.json() {
+        println!(
+            "backfilled {n} migration(s); deploy the new version, then run `migrate contract`"
+        );
+    }
     Ok(EXIT_OK)
 }

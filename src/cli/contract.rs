@@ -1,7 +1,7 @@
 //! `migrate contract [NAME]`: the contract phase of every backfilled migration, in order.
 
 use super::db::exec_settings;
-use super::db::{block_on, DbArgs};
+use super::db::{block_on, DbArgs, RunOutput};
 use super::EXIT_OK;
 use crate::engine::run::Runner;
 use crate::error::Error;
@@ -13,6 +13,8 @@ pub struct ContractArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub out: RunOutput,
 }
 
 pub fn run(args: ContractArgs) -> Result<u8, Error> {
@@ -24,15 +26,20 @@ pub fn run(args: ContractArgs) -> Result<u8, Error> {
     }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
+    let mut exec = exec_settings(&settings);
+    exec.json_events = args.out.json();
+    let mut steps = args.out.steps();
     let n = block_on(async {
-        let mut runner =
-            Runner::open_watched(&url, exec_settings(&settings), settings, "contract").await?;
-        let result = runner
-            .contract(args.name.as_deref(), &mut std::io::stdout())
-            .await;
+        let mut runner = Runner::open_watched(&url, exec, settings, "contract").await?;
+        let result = runner.contract(args.name.as_deref(), &mut steps).await;
         runner.close().await;
         result
-    })?;
-    println!("contracted {n} migration(s)");
+    });
+    args.out
+        .result("contract", &n, |n| serde_json::json!({ "migrations": n }));
+    let n = n?;
+    if !args.out.json() {
+        println!("contracted {n} migration(s)");
+    }
     Ok(EXIT_OK)
 }

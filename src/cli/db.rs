@@ -63,6 +63,62 @@ impl DbArgs {
     }
 }
 
+/// How a command that changes the database reports: for people, or for tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunFormat {
+    Human,
+    /// stdout carries one JSON object per line — each of the guard's throttle, pause, resume
+    /// and stop events as it happens, then the command's result — and the step lines go to
+    /// stderr.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunOutput {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: RunFormat,
+}
+
+impl RunOutput {
+    pub fn json(&self) -> bool {
+        self.format == RunFormat::Json
+    }
+
+    /// Where the step lines go: stdout for people, stderr when stdout is for a tool.
+    pub fn steps(&self) -> Box<dyn std::io::Write> {
+        match self.format {
+            RunFormat::Human => Box::new(std::io::stdout()),
+            RunFormat::Json => Box::new(std::io::stderr()),
+        }
+    }
+
+    /// With `--format json`, the closing line: what the command did, or why it did not.
+    pub fn result<T>(
+        &self,
+        command: &str,
+        r: &Result<T, Error>,
+        done: impl FnOnce(&T) -> serde_json::Value,
+    ) {
+        if !self.json() {
+            return;
+        }
+        let line = match r {
+            Ok(v) => {
+                serde_json::json!({"event": "result", "command": command, "ok": true, "done": done(v)})
+            }
+            Err(e) => serde_json::json!({
+                "event": "result",
+                "command": command,
+                "ok": false,
+                "stopped": matches!(e, Error::Stopped(_)),
+                "error": e.to_string(),
+            }),
+        };
+        println!("{line}");
+    }
+}
+
 /// How steps run, from the settings.
 pub fn exec_settings(settings: &Settings) -> crate::engine::exec::ExecSettings {
     crate::engine::exec::ExecSettings {

@@ -2,7 +2,7 @@
 //! backfills; resumes a killed run.
 
 use super::db::exec_settings;
-use super::db::{block_on, DbArgs};
+use super::db::{block_on, DbArgs, RunOutput};
 use super::EXIT_OK;
 use crate::engine::run::Runner;
 use crate::error::Error;
@@ -17,6 +17,8 @@ pub struct ExpandArgs {
     pub skip_backfill: bool,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub out: RunOutput,
 }
 
 pub fn run(args: ExpandArgs) -> Result<u8, Error> {
@@ -29,16 +31,13 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
     }
     let settings = args.db.settings()?;
     let url = args.db.url()?.to_string();
+    let mut exec = exec_settings(&settings);
+    exec.json_events = args.out.json();
+    let mut steps = args.out.steps();
     let n = block_on(async {
-        let mut runner =
-            Runner::open_watched(&url, exec_settings(&settings), settings.clone(), "expand")
-                .await?;
+        let mut runner = Runner::open_watched(&url, exec, settings.clone(), "expand").await?;
         let result = runner
-            .expand(
-                args.name.as_deref(),
-                !args.skip_backfill,
-                &mut std::io::stdout(),
-            )
+            .expand(args.name.as_deref(), !args.skip_backfill, &mut steps)
             .await;
         let latest = match &result {
             Ok(_) if runner.settings().views => runner.latest().await,
@@ -46,8 +45,18 @@ pub fn run(args: ExpandArgs) -> Result<u8, Error> {
         };
         runner.close().await;
         result.and_then(|n| latest.map(|l| (n, l)))
-    })?;
-    let (n, latest) = n;
+    });
+    let managed = settings.managed_schemas.clone();
+    args.out.result("expand", &n, |(n, latest)| {
+        serde_json::json!({
+            "migrations": n,
+            "search_path": latest.as_ref().map(|(s, _)| crate::engine::versions::search_path(s, &managed)),
+        })
+    });
+    let (n, latest) = n?;
+    if args.out.json() {
+        return Ok(EXIT_OK);
+    }
     if args.skip_backfill {
         println!("expanded {n} migration(s); run `migrate backfill` next");
     } else {

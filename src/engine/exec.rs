@@ -41,6 +41,8 @@ pub struct ExecSettings {
     pub rollout: Option<RolloutHooks>,
     /// The guard watching this run, when one is (`[guard]`).
     pub guard: Option<super::guard::GuardHandle>,
+    /// The guard's events go to stdout as JSON lines (`--format json`).
+    pub json_events: bool,
 }
 
 /// What a rollout over many databases shares with the run on each of them: the flag that
@@ -94,6 +96,7 @@ impl Default for ExecSettings {
             backfill: Default::default(),
             rollout: None,
             guard: None,
+            json_events: false,
         }
     }
 }

@@ -147,6 +147,7 @@ impl Runner {
                 .map(|h| format!("{} ", h.target))
                 .unwrap_or_default(),
             metadata_schema: self.settings.metadata_schema.clone(),
+            json: self.exec.json_events,
         };
         let guard = Guard::start(&self.url, &settings, command, voice).await?;
         guard.handle.register(&mut self.conn).await;

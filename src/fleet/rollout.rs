@@ -535,6 +535,7 @@ async fn watch_stage(
         let voice = Voice {
             prefix: format!("{} ", t.name),
             metadata_schema: settings.metadata_schema.clone(),
+            json: false,
         };
         match Guard::start(t.url(), &settings.guard, "watch", voice).await {
             Ok(g) => guards.push((t.name.clone(), g)),

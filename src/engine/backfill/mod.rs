@@ -186,14 +186,17 @@ pub async fn run(
         latency: latency.map(RefCell::new),
         busy_workers: settings.busy_workers,
         finished: RefCell::new(vec![false; workers as usize]),
-        progress: RefCell::new(Progress::new(
-            format!("backfill {table}"),
-            walked,
-            estimate,
-            exec.rollout
-                .as_ref()
-                .map(|h| (h.target.clone(), h.progress.clone())),
-        )),
+        progress: RefCell::new(
+            Progress::new(
+                format!("backfill {table}"),
+                walked,
+                estimate,
+                exec.rollout
+                    .as_ref()
+                    .map(|h| (h.target.clone(), h.progress.clone())),
+            )
+            .watched_by(exec.guard.clone()),
+        ),
     };
     if active && workers > settings.busy_workers {
         let t = format!("other sessions are active: {}", shared.walking());

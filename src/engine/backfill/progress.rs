@@ -20,6 +20,8 @@ pub(super) struct Progress {
     pub(super) sink: Option<(String, Sink)>,
     /// Whether the table had a row estimate when the backfill started.
     pub(super) estimated: bool,
+    /// The guard, whose line of signals follows the figures.
+    guard: Option<crate::engine::guard::GuardHandle>,
 }
 
 /// How often the progress line is written when the output is not a terminal.
@@ -59,7 +61,24 @@ impl Progress {
             total,
             sink,
             estimated: total > 0,
+            guard: None,
         }
+    }
+
+    /// Shows the guard's signals beside the figures.
+    pub(super) fn watched_by(mut self, guard: Option<crate::engine::guard::GuardHandle>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// `  ·  guard: …` when a guard watches, else nothing.
+    fn guard_line(&self) -> String {
+        self.guard
+            .as_ref()
+            .map(|g| g.line())
+            .filter(|l| !l.is_empty())
+            .map(|l| format!("  ·  {l}"))
+            .unwrap_or_default()
     }
 
     pub(super) fn update(&mut self, walked: i64, size: i64) {
@@ -77,7 +96,7 @@ impl Progress {
             Some(bar) => {
                 bar.set_length(self.total as u64);
                 bar.set_position(walked as u64);
-                bar.set_message(format!("batch {size}"));
+                bar.set_message(format!("batch {size}{}", self.guard_line()));
             }
             None if self.last_line.elapsed() >= LOG_EVERY => {
                 self.last_line = Instant::now();
@@ -85,12 +104,13 @@ impl Progress {
                 let rate = (walked - self.start_walked) as f64 / secs;
                 let left = (self.total - walked).max(0) as f64;
                 eprintln!(
-                    "{}: {walked} / ~{} rows ({:.0}%), {:.0} rows/s, ~{:.0} s left, batch {size} rows",
+                    "{}: {walked} / ~{} rows ({:.0}%), {:.0} rows/s, ~{:.0} s left, batch {size} rows{}",
                     self.label,
                     self.total,
                     100.0 * walked as f64 / self.total.max(1) as f64,
                     rate,
-                    if rate > 0.0 { left / rate } else { 0.0 }
+                    if rate > 0.0 { left / rate } else { 0.0 },
+                    self.guard_line()
                 );
             }
             None => {}

@@ -31,6 +31,8 @@ pub struct GuardHandle {
 }
 
 struct Shared {
+    /// The signals of the last sample, compact, for a progress line.
+    line: Mutex<String>,
     pids: Mutex<Vec<i32>>,
     own_rollbacks: AtomicI64,
     migration: Mutex<Option<String>>,
@@ -64,6 +66,16 @@ impl GuardHandle {
                 }
             }
         }
+    }
+
+    /// The last sample's signals and the verdict, on one short line (`guard ok: lock queue 0,
+    /// rollbacks 0.2/s, connections 8%`).
+    pub fn line(&self) -> String {
+        self.shared
+            .line
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// The verdict now.
@@ -138,6 +150,8 @@ pub struct Voice {
     /// Put before every line (a rollout's target).
     pub prefix: String,
     pub metadata_schema: String,
+    /// Each event as a JSON line on stdout, for tools, instead of a sentence on stderr.
+    pub json: bool,
 }
 
 impl Guard {
@@ -177,6 +191,7 @@ impl Guard {
         let judge = Judge::new(settings.clone(), baselines);
         let (tx, rx) = watch::channel(Verdict::go());
         let shared = Arc::new(Shared {
+            line: Mutex::new(String::new()),
             pids: Mutex::new(Vec::new()),
             own_rollbacks: AtomicI64::new(0),
             migration: Mutex::new(None),
@@ -243,6 +258,10 @@ impl Watch {
                     if let Some(v) = self.judge.judge(&s.values, now) {
                         self.changed(v, &pids).await;
                     }
+                    let line = self.line(&s.values);
+                    if let Ok(mut l) = self.shared.line.lock() {
+                        *l = line;
+                    }
                 }
                 Err(e) if !blind_said => {
                     blind_said = true;
@@ -266,6 +285,34 @@ impl Watch {
             );
         }
         let _ = sqlx::Connection::close(self.conn).await;
+    }
+
+    /// The signals that matter most, compact, after the verdict.
+    fn line(&self, values: &std::collections::BTreeMap<crate::config::Signal, f64>) -> String {
+        use crate::config::Signal;
+        let v = self.tx.borrow();
+        let head = match v.action {
+            Action::Go => "guard ok".to_string(),
+            a => format!("guard {}: {}", a.name(), v.signal.map_or("", |s| s.key())),
+        };
+        let shown: Vec<String> = [
+            (Signal::LockWaiters, "queued"),
+            (Signal::Rollbacks, "rollbacks"),
+            (Signal::Latency, "latency"),
+            (Signal::Connections, "connections"),
+            (Signal::ReplicaLag, "lag"),
+        ]
+        .into_iter()
+        .filter_map(|(s, name)| {
+            let x = values.get(&s)?;
+            let text = match s {
+                Signal::Connections => format!("{:.0}%", x * 100.0),
+                _ => decide::show(s, *x),
+            };
+            Some(format!("{name} {text}"))
+        })
+        .collect();
+        format!("{head} ({})", shown.join(", "))
     }
 
     /// Says, records and publishes a new verdict; on a stop, cancels our statements first.
@@ -298,15 +345,33 @@ impl Watch {
                 .execute(&mut self.conn)
                 .await;
         }
-        eprintln!("{}guard: {verb}", self.voice.prefix);
         if v.action == Action::Go {
-            detail = verb;
+            detail = verb.clone();
         }
         let action = match (v.action, previous) {
             (Action::Go, _) | (Action::Throttle, Action::Pause) => "resume",
             (a, _) => a.name(),
         };
         let migration = self.shared.migration.lock().ok().and_then(|m| m.clone());
+        if self.voice.json {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            println!(
+                "{}",
+                serde_json::json!({
+                    "event": "guard",
+                    "at": at,
+                    "command": self.shared.command,
+                    "migration": migration,
+                    "action": action,
+                    "signal": v.signal.map(|s| s.key()),
+                    "detail": detail,
+                })
+            );
+        } else {
+            eprintln!("{}guard: {verb}", self.voice.prefix);
+        }
         let insert = format!(
             "INSERT INTO {}.guard_events (migration, command, action, signal, detail) VALUES ($1, $2, $3, $4, $5)",
             quote_ident(&self.voice.metadata_schema)

@@ -41,6 +41,7 @@ fn fast() -> ExecSettings {
         backfill: Default::default(),
         rollout: None,
         guard: None,
+        json_events: false,
     }
 }
 

@@ -386,9 +386,16 @@ fn an_unhealthy_app_pauses_the_backfill_and_a_healthy_one_resumes_it() {
     let resume = at(("guard", "resume")).unwrap_or_else(|| panic!("{kinds:?}"));
     assert!(pause < resume, "{kinds:?}");
     let last = lines.last().unwrap();
-    assert_eq!((&last["event"], &last["ok"]), (&"result".into(), &true.into()), "{last}");
+    assert_eq!(
+        (&last["event"], &last["ok"]),
+        (&"result".into(), &true.into()),
+        "{last}"
+    );
     assert_eq!(last["done"]["migrations"], 1, "{last}");
-    assert!(lines[pause]["detail"].as_str().unwrap().contains("health unhealthy"));
+    assert!(lines[pause]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("health unhealthy"));
     assert!(health.requests.load(Ordering::SeqCst) >= 5);
     let ev = events(&db);
     let pause = ev

@@ -478,9 +478,10 @@ async fn scenario(
                 false => None,
             }
         };
-        let mut lines = indented(&mut *out);
-        let (backfilled, times) = tokio::join!(r.backfill(None, &mut lines), incident);
-        drop(lines);
+        let (backfilled, times) = {
+            let mut lines = indented(&mut *out);
+            tokio::join!(r.backfill(None, &mut lines), incident)
+        };
         r.close().await;
         backfilled?;
         let bf_time = bf_started.elapsed();

@@ -333,10 +333,10 @@ impl Runner {
                                 } else {
                                     String::new()
                                 },
-                                match (r.replica_wait.is_zero(), r.guard_wait < std::time::Duration::from_millis(50)) {
-                                    (true, true) => String::new(),
-                                    (false, _) => format!(", {:.1} s waiting for replicas", r.replica_wait.as_secs_f64()),
-                                    (true, false) => format!(", {:.1} s paused by the guard", r.guard_wait.as_secs_f64()),
+                                if r.guard_wait < std::time::Duration::from_millis(50) {
+                                    String::new()
+                                } else {
+                                    format!(", {:.1} s paused by the guard", r.guard_wait.as_secs_f64())
                                 },
                                 if r.slowest_commit.is_zero() {
                                     String::new()

@@ -705,6 +705,7 @@ mod tests {
                 ("d".into(), Outcome::NotStarted),
                 ("e".into(), Outcome::NotStarted),
             ],
+            halted: None,
             took: Duration::from_secs(1),
         };
         assert!(r.failed());
@@ -713,5 +714,24 @@ mod tests {
         assert!(s.contains("failed       b: lock timeout: x"));
         assert!(s.contains("stopped      c: stopped before y"));
         assert!(s.contains("not started  d, e"));
+    }
+
+    #[test]
+    fn a_halted_rollout_is_failed_and_says_why_though_every_target_started_is_done() {
+        let r = Report {
+            verb: "expand",
+            targets: vec![
+                ("a".into(), Outcome::Done("expanded 1 migration(s)".into())),
+                ("b".into(), Outcome::NotStarted),
+            ],
+            halted: Some("a: rollbacks 40.0/s".into()),
+            took: Duration::from_secs(1),
+        };
+        assert!(r.failed());
+        let s = r.summary();
+        assert!(s.contains(
+            "halted       before the next stage, a target done turned bad: a: rollbacks 40.0/s"
+        ));
+        assert!(s.contains("not started  b"));
     }
 }

@@ -14,7 +14,6 @@ mod batches;
 mod key;
 mod progress;
 mod sizing;
-mod throttle;
 mod walk;
 mod workers;
 
@@ -23,11 +22,11 @@ pub use sizing::Sizer;
 use batches::{span_start, Batches};
 use key::{key_list, table_estimate, walk_key};
 use progress::Progress;
-use throttle::{Busy, Latency};
 use walk::walk;
 use workers::{in_parallel, split, Range, Save, Shared};
 
 use crate::engine::exec::ExecSettings;
+use crate::engine::guard::PaceSettings;
 use crate::engine::state::{BackfillCursor, Metadata};
 use crate::error::Error;
 use crate::model::{quote_ident, QualifiedName};
@@ -62,8 +61,6 @@ pub struct BackfillReport {
     pub lock_timeouts: i64,
     pub smallest: i64,
     pub largest: i64,
-    /// Time spent waiting for replicas to catch up.
-    pub replica_wait: Duration,
     /// Time spent paused by the guard (every worker's pauses added up).
     pub guard_wait: Duration,
     /// Whether every row updated was checked as written (see `verify` of the step).
@@ -162,30 +159,27 @@ pub async fn run(
     } else {
         cursor.ranges.iter().filter(|r| !r.done).count() as u32
     };
-    // The probe acts only while the database is busy, when no more than `busy_workers` walk:
-    // its first step back is then one of those.
-    let mut latency = settings
-        .commit_slowdown
-        .map(|f| Latency::new(f, workers.min(settings.busy_workers)));
-    if let (Some(l), Some(_)) = (&mut latency, &cursor.upper) {
-        // The lowest of three before any batch: the commit latency without the backfill.
-        for _ in 0..3 {
-            if let Ok(t) = Latency::probe(conn).await {
-                l.observe(t, true);
-            }
-        }
-    }
-    // Before this backfill opens connections of its own.
-    let active = Busy::others_active(conn).await;
-    let own = Cell::new(0);
-    let busy = Busy::new(Busy::commits(conn).await, &own, active);
+    // The guard watches the other sessions and the commit latency for the backfill; the
+    // probe acts only while the database is busy, when no more than `busy_workers` walk: its
+    // first step back is then one of those.
+    let pace = match (&exec.guard, &cursor.upper) {
+        (Some(g), Some(_)) => Some(
+            g.pace(PaceSettings {
+                busy_tps: settings.busy_tps,
+                commit_slowdown: settings.commit_slowdown,
+                workers: workers.min(settings.busy_workers),
+            })
+            .await,
+        ),
+        _ => None,
+    };
+    let active = pace.as_ref().is_some_and(|p| p.busy());
     let shared = Shared {
-        busy: RefCell::new(busy),
         walked: Cell::new(walked),
-        own,
-        latency: latency.map(RefCell::new),
+        pace,
         busy_workers: settings.busy_workers,
         finished: RefCell::new(vec![false; workers as usize]),
+        said_busy: Cell::new(active),
         progress: RefCell::new(
             Progress::new(
                 format!("backfill {table}"),
@@ -219,9 +213,16 @@ pub async fn run(
         Some(_) => in_parallel(conn, meta, exec, &q, &mut cursor, &shared).await,
     };
     shared.progress.borrow_mut().finish();
+    if let Some(g) = &exec.guard {
+        g.pace_done();
+    }
     let mut report = outcome?;
-    if let Some(l) = &shared.latency {
-        report.lowest_commit = l.borrow().baseline().unwrap_or_default();
+    if let Some(p) = &shared.pace {
+        (
+            report.slowdowns,
+            report.slowest_commit,
+            report.lowest_commit,
+        ) = p.figures();
     }
     // Every row the batches updated was checked as written (rows after the bound are the
     // triggers' job).

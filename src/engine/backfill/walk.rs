@@ -2,9 +2,7 @@
 //! with its cursor, sized, throttled and shown.
 
 use super::batches::{span_end, Batches};
-use super::progress::LOG_EVERY;
 use super::sizing::Sizer;
-use super::throttle::{replica_lag, Busy};
 use super::workers::{pace, Finished, Range, Save, Shared};
 use super::BackfillReport;
 use crate::engine::exec::ExecSettings;
@@ -139,7 +137,6 @@ async fn walk_batches(
     // The batch's statement, after the cursor and after none.
     let batch_sql = [q.batch_sql(false, meta), q.batch_sql(true, meta)];
     let mut timeouts = 0u32;
-    let mut lag_checked: Option<Instant> = None;
     loop {
         if let Some(h) = &exec.rollout {
             h.check(|| format!("the next batch of backfilling {}", q.table))?;
@@ -151,28 +148,7 @@ async fn walk_batches(
                 .await?;
             throttled = g.throttled();
         }
-        // Replicas first: a batch adds WAL they must replay. With a guard, it watches them.
-        if let Some(bound) = settings.max_replica_lag.filter(|_| exec.guard.is_none()) {
-            if lag_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                lag_checked = Some(Instant::now());
-                shared.own.set(shared.own.get() + 1);
-                let mut said: Option<Instant> = None;
-                while let Some(lag) = replica_lag(conn).await?.filter(|l| *l > bound) {
-                    if said.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-                        said = Some(Instant::now());
-                        shared.progress.borrow_mut().say(&format!(
-                            "waiting: a replica is {:.1} s behind (max_replica_lag {:.1} s)",
-                            lag.as_secs_f64(),
-                            bound.as_secs_f64()
-                        ));
-                    }
-                    let wait = Instant::now();
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    report.replica_wait += wait.elapsed();
-                }
-            }
-        }
-        let pausing = pace(conn, rank, shared, &mut report).await;
+        let pausing = pace(rank, shared).await;
         let size = sizer.rows();
         let batch_started = Instant::now();
         let after = range.last.is_some();
@@ -185,7 +161,7 @@ async fn walk_batches(
                         e = e.bind(v.clone());
                     }
                     // A transaction of ours, as the batch is.
-                    shared.own.set(shared.own.get() + 1);
+                    shared.own(1);
                     e.bind(size - 1)
                         .fetch_optional(&mut *conn)
                         .await?
@@ -203,7 +179,7 @@ async fn walk_batches(
                 for v in range.last.iter().flatten().chain(end.iter()) {
                     c = c.bind(v.clone());
                 }
-                shared.own.set(shared.own.get() + 1);
+                shared.own(1);
                 Some(c.fetch_one(&mut *conn).await?)
             } else {
                 Some(size)
@@ -299,20 +275,12 @@ async fn walk_batches(
                     .progress
                     .borrow_mut()
                     .update(shared.walked.get(), sizer.rows());
-                shared.own.set(shared.own.get() + 1);
-                let watch = settings.busy_pause.is_some()
-                    || settings.flush_after.is_some()
-                    || shared.latency.is_some();
-                // Other sessions' commits, from pg_stat_database, minus our own transactions:
-                // one worker samples them for all.
-                if watch && shared.samples(rank) && shared.busy.borrow().due() {
-                    let was = shared.busy();
-                    let now = Busy::commits(conn).await;
-                    let mut b = shared.busy.borrow_mut();
-                    b.sample(now, settings.busy_tps, &shared.own);
-                    let (busy, tps) = (b.busy, b.tps);
-                    drop(b);
-                    // What changes with it: the pause, and how many workers walk.
+                shared.own(1);
+                // What changes when the guard finds the database busy or quiet: the pause,
+                // and how many workers walk. One worker says it for all.
+                let busy = shared.busy();
+                if shared.samples(rank) && busy != shared.said_busy.get() {
+                    shared.said_busy.set(busy);
                     let mut doing = Vec::new();
                     if settings.busy_pause.is_some() {
                         doing.push(if busy { "slowing down" } else { "full speed" }.to_string());
@@ -320,8 +288,9 @@ async fn walk_batches(
                     if shared.finished.borrow().len() as u32 > shared.busy_workers {
                         doing.push(shared.walking());
                     }
-                    if busy != was && !doing.is_empty() {
+                    if !doing.is_empty() {
                         let doing = doing.join(", ");
+                        let tps = shared.pace.as_ref().map_or(0.0, |p| p.tps());
                         shared.progress.borrow_mut().say(&if busy {
                             format!("other sessions are busy ({tps:.0} commits/s): {doing}")
                         } else {

@@ -3,15 +3,16 @@
 
 use super::batches::Batches;
 use super::progress::Progress;
-use super::throttle::{Busy, Change, Latency};
 use super::walk::walk;
 use super::BackfillReport;
 use crate::engine::exec::ExecSettings;
+use crate::engine::guard::Pace;
 use crate::engine::state::{BackfillCursor, Metadata, RangeCursor};
 use crate::error::Error;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Cuts the key into `workers` ranges of about the same number of rows, at the keys found
@@ -157,7 +158,6 @@ pub(super) async fn in_parallel(
                 total.smallest = total.smallest.min(r.smallest);
                 total.largest = total.largest.max(r.largest);
                 total.lock_timeouts += r.lock_timeouts;
-                total.replica_wait += r.replica_wait;
                 total.guard_wait += r.guard_wait;
                 total.busy_batches += r.busy_batches;
                 total.slowdowns += r.slowdowns;
@@ -193,21 +193,19 @@ pub(super) enum Save {
 }
 
 /// What the workers of one backfill share: the rows walked so far, the progress shown, and
-/// the count of their own transactions, which the busy throttle leaves out of the others'.
+/// the pace the guard sets.
 pub(super) struct Shared {
     pub(super) walked: Cell<i64>,
-    pub(super) own: Cell<i64>,
     pub(super) progress: RefCell<Progress>,
-    /// Whether other sessions use the database: another one was active as the backfill
-    /// started ([`Busy::others_active`]), then the latest sample of their commits, taken by
-    /// the first worker still walking ([`Shared::samples`]).
-    pub(super) busy: RefCell<Busy>,
-    /// The commit-latency probe and how many workers it lets run (`commit_slowdown`).
-    pub(super) latency: Option<RefCell<Latency>>,
+    /// Whether other sessions use the database and how many workers the commit probe lets
+    /// walk, as the guard sees it (none without a guard: full speed).
+    pub(super) pace: Option<Arc<Pace>>,
     /// How many workers walk while the database is busy (`busy_workers`).
     pub(super) busy_workers: u32,
     /// Which workers (by rank) have walked their whole range.
     pub(super) finished: RefCell<Vec<bool>>,
+    /// Whether the database was busy when that was last said.
+    pub(super) said_busy: Cell<bool>,
 }
 
 /// Marks a worker finished when its walk ends, by any path.
@@ -220,13 +218,19 @@ impl Drop for Finished<'_> {
 }
 
 impl Shared {
-    /// Whether other sessions use the database, as last seen.
+    /// Whether other sessions use the database, as the guard last saw.
     pub(super) fn busy(&self) -> bool {
-        self.busy.borrow().busy
+        self.pace.as_ref().is_some_and(|p| p.busy())
     }
 
-    /// Whether the worker of `rank` samples the others' commits for all: the first one not
-    /// finished.
+    /// Counts `n` transactions of ours, which the guard leaves out of the others' commits.
+    pub(super) fn own(&self, n: i64) {
+        if let Some(p) = &self.pace {
+            p.own(n);
+        }
+    }
+
+    /// Whether the worker of `rank` says what changed for all: the first one not finished.
     pub(super) fn samples(&self, rank: usize) -> bool {
         self.finished.borrow()[..rank].iter().all(|f| *f)
     }
@@ -237,10 +241,7 @@ impl Shared {
         if !self.busy() {
             return u32::MAX;
         }
-        let probe = self
-            .latency
-            .as_ref()
-            .map_or(u32::MAX, |l| l.borrow().allowed);
+        let probe = self.pace.as_ref().map_or(u32::MAX, |p| p.allowed());
         probe.min(self.busy_workers)
     }
 
@@ -264,60 +265,17 @@ impl Shared {
     }
 }
 
-/// Parks this worker while fewer are allowed to walk (see [`Shared::allowed`]) and, while
-/// other sessions use the database, probes the commit latency when it is due (whichever
-/// worker gets there first); whether the batches pause. Alone, there is no application whose
-/// commits a probe stands for, and each probe would stall the batches for a WAL flush
-/// (measured 3% of the rate).
-pub(super) async fn pace(
-    conn: &mut PgConnection,
-    rank: usize,
-    shared: &Shared,
-    report: &mut BackfillReport,
-) -> bool {
+/// Parks this worker while fewer are allowed to walk (see [`Shared::allowed`]), saying what
+/// the guard's probe changed; whether the batches pause (the probe's last step back).
+pub(super) async fn pace(rank: usize, shared: &Shared) -> bool {
     loop {
-        if !shared.busy() {
-            if let Some(cell) = &shared.latency {
-                if cell.borrow_mut().release() {
-                    let t = format!("the database is quiet: {}", cell.borrow().running());
-                    shared.progress.borrow_mut().say(&t);
-                }
-            }
-            return false;
-        }
-        if let Some(cell) = shared.latency.as_ref().filter(|c| c.borrow().due()) {
-            cell.borrow_mut().started();
-            if let Ok(took) = Latency::probe(conn).await {
-                shared.own.set(shared.own.get() + 1);
-                report.slowest_commit = report.slowest_commit.max(took);
-                let mut l = cell.borrow_mut();
-                let change = l.observe(took, false);
-                let base = l.baseline().unwrap_or_default();
-                let told = match change {
-                    Change::None => None,
-                    Change::Slower => {
-                        report.slowdowns += 1;
-                        Some(format!(
-                            "commits take {:.1} ms (lowest {:.1} ms): {}",
-                            took.as_secs_f64() * 1e3,
-                            base.as_secs_f64() * 1e3,
-                            l.running()
-                        ))
-                    }
-                    Change::Faster => Some(format!(
-                        "commits back to {:.1} ms: {}",
-                        took.as_secs_f64() * 1e3,
-                        l.running()
-                    )),
-                };
-                drop(l);
-                if let Some(t) = told {
-                    shared.progress.borrow_mut().say(&t);
-                }
+        if let Some(p) = &shared.pace {
+            for t in p.told() {
+                shared.progress.borrow_mut().say(&t);
             }
         }
         if !shared.parked(rank) {
-            return shared.latency.as_ref().is_some_and(|c| c.borrow().pausing);
+            return shared.busy() && shared.pace.as_ref().is_some_and(|p| p.pausing());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -326,85 +284,66 @@ pub(super) async fn pace(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::guard::PaceSettings;
 
-    #[test]
-    fn a_parked_worker_takes_the_turn_of_one_that_finished() {
-        let mut l = Latency::new(4.0, 3);
-        let ms = Duration::from_millis;
-        l.observe(ms(1), true);
-        // Two slow probes: one worker of three left.
-        l.observe(ms(50), false);
-        l.observe(ms(50), false);
-        let shared = Shared {
+    fn shared(pace: Option<Arc<Pace>>, busy_workers: u32) -> Shared {
+        Shared {
             walked: Cell::new(0),
-            own: Cell::new(0),
             progress: RefCell::new(Progress::new("t".into(), 0, 0, None)),
-            latency: Some(RefCell::new(l)),
+            pace,
+            busy_workers,
             finished: RefCell::new(vec![false; 3]),
-            busy: RefCell::new(Busy::new(None, &Cell::new(0), true)),
-            busy_workers: 3,
-        };
-        assert_eq!(
-            (0..3).map(|r| shared.parked(r)).collect::<Vec<_>>(),
-            [false, true, true]
-        );
-        shared.finished.borrow_mut()[0] = true;
-        assert!(!shared.parked(1) && shared.parked(2));
-        shared.finished.borrow_mut()[1] = true;
-        assert!(!shared.parked(2));
-        // Released (the database went quiet): every worker runs.
-        shared.finished.borrow_mut().fill(false);
-        assert!(shared.latency.as_ref().unwrap().borrow_mut().release());
-        assert!((0..3).all(|r| !shared.parked(r)));
-        // The first worker still walking samples the others' commits for all.
-        assert!(shared.samples(0) && !shared.samples(1) && !shared.samples(2));
-        shared.finished.borrow_mut()[0] = true;
-        assert!(shared.samples(1) && !shared.samples(2));
-        let free = Shared {
-            latency: None,
-            finished: RefCell::new(vec![false; 3]),
-            ..shared
-        };
-        assert!((0..3).all(|r| !free.parked(r)));
+            said_busy: Cell::new(false),
+        }
     }
 
     #[test]
-    fn while_the_database_is_busy_only_busy_workers_walk() {
-        let shared = Shared {
-            walked: Cell::new(0),
-            own: Cell::new(0),
-            progress: RefCell::new(Progress::new("t".into(), 0, 0, None)),
-            latency: None,
-            finished: RefCell::new(vec![false; 3]),
-            busy: RefCell::new(Busy::new(None, &Cell::new(0), true)),
-            busy_workers: 1,
-        };
+    fn without_a_guard_every_worker_walks() {
+        let s = shared(None, 1);
+        assert!((0..3).all(|r| !s.parked(r)));
+        assert_eq!(s.walking(), "all 3 workers");
+        // The first worker still walking says what changed for all.
+        assert!(s.samples(0) && !s.samples(1));
+        s.finished.borrow_mut()[0] = true;
+        assert!(s.samples(1) && !s.samples(2));
+    }
+
+    #[test]
+    fn a_quiet_database_lets_every_worker_walk_whatever_busy_workers_says() {
+        let pace = Arc::new(Pace::new(PaceSettings {
+            busy_tps: 20,
+            commit_slowdown: Some(4.0),
+            workers: 1,
+        }));
+        let s = shared(Some(pace.clone()), 1);
+        // Not busy (the guard has not seen others commit): all walk.
+        assert!((0..3).all(|r| !s.parked(r)));
+        // Busy: `busy_workers` (one) walks, the first not finished; its turn passes on.
+        pace.force(true, 3);
         let parked = |s: &Shared| (0..3).map(|r| s.parked(r)).collect::<Vec<_>>();
-        assert_eq!(parked(&shared), [false, true, true]);
-        assert_eq!(shared.walking(), "1 of 3 workers");
-        // The first finishes: its turn passes on.
-        shared.finished.borrow_mut()[0] = true;
-        assert_eq!(parked(&shared), [false, false, true]);
-        // Quiet: all walk.
-        shared.finished.borrow_mut().fill(false);
-        shared.busy.borrow_mut().busy = false;
-        assert_eq!(parked(&shared), [false, false, false]);
-        assert_eq!(shared.walking(), "all 3 workers");
-        // Busy again, with a probe that allows two and `busy_workers = 2`: the fewer wins.
-        let mut l = Latency::new(4.0, 3);
-        l.observe(Duration::from_millis(1), true);
-        l.observe(Duration::from_millis(50), false);
-        let probed = Shared {
-            latency: Some(RefCell::new(l)),
-            busy_workers: 2,
-            ..shared
-        };
-        probed.busy.borrow_mut().busy = true;
-        assert_eq!(parked(&probed), [false, false, true]);
-        let strict = Shared {
-            busy_workers: 1,
-            ..probed
-        };
-        assert_eq!(parked(&strict), [false, true, true]);
+        assert_eq!(parked(&s), [false, true, true]);
+        assert_eq!(s.walking(), "1 of 3 workers");
+        s.finished.borrow_mut()[0] = true;
+        assert_eq!(parked(&s), [false, false, true]);
+    }
+
+    #[test]
+    fn while_busy_the_probe_and_busy_workers_each_bound_the_workers() {
+        let pace = Arc::new(Pace::new(PaceSettings {
+            busy_tps: 20,
+            commit_slowdown: Some(4.0),
+            workers: 3,
+        }));
+        let s = shared(Some(pace.clone()), 2);
+        let parked = |s: &Shared| (0..3).map(|r| s.parked(r)).collect::<Vec<_>>();
+        // The probe allows three, busy_workers two: the fewer wins.
+        pace.force(true, 3);
+        assert_eq!(parked(&s), [false, false, true]);
+        // The probe took two out: one walks.
+        pace.force(true, 1);
+        assert_eq!(parked(&s), [false, true, true]);
+        // Quiet again: all walk.
+        pace.force(false, 1);
+        assert_eq!(parked(&s), [false, false, false]);
     }
 }

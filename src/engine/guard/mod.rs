@@ -7,9 +7,11 @@
 //! schema's `guard_events`, which `status` shows.
 
 pub mod decide;
+mod pace;
 mod sample;
 
 pub use decide::{Action, Verdict};
+pub use pace::{Pace, PaceSettings};
 
 use crate::config::GuardSettings;
 use crate::error::Error;
@@ -33,6 +35,10 @@ pub struct GuardHandle {
 struct Shared {
     /// The signals of the last sample, compact, for a progress line.
     line: Mutex<String>,
+    /// The backfill running now, whose pace the guard watches.
+    pacing: Mutex<Option<Arc<Pace>>>,
+    /// Wakes the guard between samples (a backfill starts).
+    wake: Notify,
     pids: Mutex<Vec<i32>>,
     own_rollbacks: AtomicI64,
     migration: Mutex<Option<String>>,
@@ -76,6 +82,35 @@ impl GuardHandle {
             .lock()
             .map(|l| l.clone())
             .unwrap_or_default()
+    }
+
+    /// A backfill starts: from now until [`GuardHandle::pace_done`] the guard also counts the
+    /// other sessions' commits and, while they are busy, probes the commit latency, and says
+    /// through the returned [`Pace`] how many of `settings.workers` may walk. Returns once the
+    /// probe is calibrated, before the first batch.
+    pub async fn pace(&self, settings: PaceSettings) -> Arc<Pace> {
+        let pace = Arc::new(Pace::new(settings));
+        {
+            let ready = pace.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Ok(mut p) = self.shared.pacing.lock() {
+                *p = Some(pace.clone());
+            }
+            self.shared.wake.notify_one();
+            if !pace.is_ready.load(Ordering::SeqCst) {
+                // A guard that cannot sample leaves the backfill at full speed, not waiting.
+                let _ = tokio::time::timeout(Duration::from_secs(10), ready).await;
+            }
+        }
+        pace
+    }
+
+    /// The backfill is over.
+    pub fn pace_done(&self) {
+        if let Ok(mut p) = self.shared.pacing.lock() {
+            *p = None;
+        }
     }
 
     /// The verdict now.
@@ -192,6 +227,8 @@ impl Guard {
         let (tx, rx) = watch::channel(Verdict::go());
         let shared = Arc::new(Shared {
             line: Mutex::new(String::new()),
+            pacing: Mutex::new(None),
+            wake: Notify::new(),
             pids: Mutex::new(Vec::new()),
             own_rollbacks: AtomicI64::new(0),
             migration: Mutex::new(None),
@@ -206,6 +243,7 @@ impl Guard {
             shared: shared.clone(),
             interval: settings.interval,
             voice,
+            txns: 0,
         };
         let task = tokio::spawn(watch.run(done.clone()));
         Ok(Guard {
@@ -233,12 +271,16 @@ struct Watch {
     shared: Arc<Shared>,
     interval: Duration,
     voice: Voice,
+    /// Transactions the guard made on its connection (left out of the others' commits).
+    txns: i64,
 }
 
 impl Watch {
     async fn run(mut self, done: Arc<Notify>) {
         let mut blind_said = false;
         let (mut samples, mut sampling) = (0u32, Duration::ZERO);
+        let mut last_sample: Option<Instant> = None;
+        let mut pacing: Option<pace::Pacing> = None;
         loop {
             let pids = self
                 .shared
@@ -246,35 +288,61 @@ impl Watch {
                 .lock()
                 .map(|p| p.clone())
                 .unwrap_or_default();
-            let own = self.shared.own_rollbacks.load(Ordering::Relaxed);
-            let t = Instant::now();
-            let sampled = self.sampler.sample(&mut self.conn, &pids, own).await;
-            samples += 1;
-            sampling += t.elapsed();
-            match sampled {
-                Ok(s) => {
-                    blind_said = false;
-                    let now = Instant::now();
-                    if let Some(v) = self.judge.judge(&s.values, now) {
-                        self.changed(v, &pids).await;
-                    }
-                    let line = self.line(&s.values);
-                    if let Ok(mut l) = self.shared.line.lock() {
-                        *l = line;
-                    }
+            // A backfill started or ended.
+            let registered = self.shared.pacing.lock().ok().and_then(|p| p.clone());
+            match registered {
+                Some(p) if pacing.as_ref().is_none_or(|c| !Arc::ptr_eq(&c.pace, &p)) => {
+                    let mut fresh = pace::Pacing::new(p);
+                    fresh.start(&mut self.conn, &pids, &mut self.txns).await;
+                    pacing = Some(fresh);
                 }
-                Err(e) if !blind_said => {
-                    blind_said = true;
-                    eprintln!(
-                        "{}guard: cannot sample the database ({e}); the run goes on unwatched until it can",
-                        self.voice.prefix
-                    );
-                }
-                Err(_) => {}
+                None => pacing = None,
+                _ => {}
             }
+            if last_sample.is_none_or(|t| t.elapsed() >= self.interval) {
+                last_sample = Some(Instant::now());
+                let own = self.shared.own_rollbacks.load(Ordering::Relaxed);
+                let t = Instant::now();
+                let sampled = self.sampler.sample(&mut self.conn, &pids, own).await;
+                self.txns += sampled.as_ref().map_or(1, |s| s.queries);
+                samples += 1;
+                sampling += t.elapsed();
+                match sampled {
+                    Ok(s) => {
+                        blind_said = false;
+                        let now = Instant::now();
+                        if let Some(v) = self.judge.judge(&s.values, now) {
+                            self.changed(v, &pids).await;
+                        }
+                        let line = self.line(&s.values);
+                        if let Ok(mut l) = self.shared.line.lock() {
+                            *l = line;
+                        }
+                    }
+                    Err(e) if !blind_said => {
+                        blind_said = true;
+                        eprintln!(
+                            "{}guard: cannot sample the database ({e}); the run goes on unwatched until it can",
+                            self.voice.prefix
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Some(p) = &mut pacing {
+                p.look(&mut self.conn, &mut self.txns).await;
+            }
+            let to_sample = self
+                .interval
+                .saturating_sub(last_sample.map_or(Duration::ZERO, |t| t.elapsed()));
+            let wait = match &pacing {
+                Some(p) => to_sample.min(p.next_probe().unwrap_or(Duration::from_millis(500))),
+                None => to_sample,
+            };
             tokio::select! {
                 _ = done.notified() => break,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.shared.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
         // What watching cost: the time of a sample against the interval between them.
@@ -338,6 +406,7 @@ impl Watch {
             (Action::Pause, _) => format!("pausing: {detail}"),
             (Action::Stop, _) => format!("stopping: {detail}"),
         };
+        self.txns += 2;
         if v.action == Action::Stop && !pids.is_empty() {
             // At once: the statement that makes sessions queue gives its lock up now.
             let _ = sqlx::query("SELECT pg_cancel_backend(p) FROM unnest($1::int[]) AS p")

@@ -31,6 +31,8 @@ pub struct Waiters {
 
 pub struct Sampler {
     last: Option<Counters>,
+    /// Requested checkpoints counted over the last minute: one in a second is no rate of 60.
+    checkpoint_window: std::collections::VecDeque<(Instant, f64)>,
     /// Where `pg_stat_statements` lives, and the statements watched (the busiest at the start).
     statements: Option<(String, Vec<i64>)>,
     /// The requested checkpoints so far, and per minute since the statistics' reset.
@@ -42,6 +44,8 @@ pub struct Sampler {
 /// What sampling saw once.
 pub struct Sampled {
     pub values: BTreeMap<Signal, f64>,
+    /// The queries (each its own transaction) it took.
+    pub queries: i64,
 }
 
 const ACTIVITY: &str = "
@@ -114,6 +118,7 @@ impl Sampler {
         }
         Sampler {
             last: None,
+            checkpoint_window: std::collections::VecDeque::new(),
             statements,
             checkpoints_sql,
             health: settings.health_url.as_deref().map(|u| Health {
@@ -221,8 +226,22 @@ impl Sampler {
             if let (Some(a), Some(b)) = (last.wal_bytes, counters.wal_bytes) {
                 values.insert(Signal::WalRate, (b - a).max(0.0) / secs / 1e6);
             }
-            if let (Some(a), Some(b)) = (last.checkpoints, counters.checkpoints) {
-                values.insert(Signal::Checkpoints, (b - a).max(0.0) / secs * 60.0);
+            if let Some(c) = counters.checkpoints {
+                self.checkpoint_window.push_back((now, c));
+                while self
+                    .checkpoint_window
+                    .front()
+                    .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(60))
+                {
+                    self.checkpoint_window.pop_front();
+                }
+                // Per minute over the window, once it spans half a minute at least.
+                if let Some((t0, c0)) = self.checkpoint_window.front() {
+                    let span = now.duration_since(*t0).as_secs_f64();
+                    if span >= 30.0 {
+                        values.insert(Signal::Checkpoints, (c - c0).max(0.0) / span * 60.0);
+                    }
+                }
             }
             if let (Some((t0, c0)), Some((t1, c1))) = (last.statements, counters.statements) {
                 if c1 > c0 {
@@ -233,7 +252,8 @@ impl Sampler {
         if let Some(h) = &self.health {
             values.insert(Signal::Health, if h.check().await { 1.0 } else { 0.0 });
         }
-        Ok(Sampled { values })
+        let queries = 2 + i64::from(self.statements.is_some());
+        Ok(Sampled { values, queries })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod lint;
 pub mod model;
 pub mod plan;
+pub mod rehearse;
 pub mod report;
 pub mod sql;
 pub mod vocab;

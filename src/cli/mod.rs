@@ -11,6 +11,7 @@ pub mod expand;
 pub mod fleet;
 pub mod latest;
 pub mod plan;
+pub mod rehearse;
 pub mod rules;
 pub mod status;
 
@@ -57,6 +58,9 @@ pub enum Command {
     Baseline(baseline::BaselineArgs),
     /// Print the search_path of the newest version's schema, for the app to connect with.
     Latest(latest::LatestArgs),
+    /// Try the pending migrations on a scratch copy: expand, abort, expand, contract; check
+    /// that the abort restores every table and that the end state is what the files mean.
+    Rehearse(rehearse::RehearseArgs),
 }
 
 /// When to colour output.
@@ -94,5 +98,6 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
         Command::Status(args) => status::run(args),
         Command::Baseline(args) => baseline::run(args),
         Command::Latest(args) => latest::run(args),
+        Command::Rehearse(args) => rehearse::run(args),
     }
 }

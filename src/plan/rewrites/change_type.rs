@@ -286,6 +286,15 @@ mod tests {
     }
 
     #[test]
+    fn a_check_and_an_index_on_the_retyped_column_come_after_the_swap() {
+        // Made at expand, on the old column, the swap would drop both with it.
+        insta::assert_snapshot!(plan(
+            "ALTER TABLE users ALTER COLUMN age TYPE bigint;\nALTER TABLE users ADD CONSTRAINT users_age_positive CHECK (age >= 0);\nCREATE INDEX users_age ON users (age);",
+            true
+        ));
+    }
+
+    #[test]
     fn a_widening_goes_through_the_shadow_with_views() {
         insta::assert_snapshot!(plan(
             "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);",

@@ -436,6 +436,22 @@ fn changed_before(ctx: &PlanCtx, earlier: &[&Operation], table: &QualifiedName) 
         || ctx.pending_tables.iter().any(|t| t.same(table))
 }
 
+/// The columns of `table` whose type an earlier statement of this migration changes. A type
+/// change swaps in a new column at contract and drops the old one, and with it whatever this
+/// migration built on the old one in expand: a constraint or index on such a column is made
+/// at contract, after the swap, on the column as it then is.
+fn retyped_before<'a>(earlier: &[&'a Operation], table: &QualifiedName) -> Vec<&'a str> {
+    earlier
+        .iter()
+        .filter_map(|op| match op {
+            Operation::AlterColumnType {
+                table: t, column, ..
+            } if t.same(table) => Some(column.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Plain SQL: each intent becomes its safe phased form.
 fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> Option<Rewrite> {
     use Operation as O;
@@ -444,8 +460,20 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
     let in_key =
         |t: &QualifiedName, c: &str| ctx.catalog.table(t).is_some_and(|t| t.in_partition_key(c));
     let pg = ctx.pg();
+    // Whether this builds on a column an earlier statement retypes (an expression index or a
+    // check may read any column: then any retyped column of the table counts).
+    let after_swap = |t: &QualifiedName, columns: &[String]| {
+        let retyped = retyped_before(earlier, t);
+        !retyped.is_empty()
+            && (columns.is_empty() || columns.iter().any(|c| retyped.contains(&c.as_str())))
+    };
     Some(match op {
         O::Transaction(TxControl::Begin | TxControl::Commit) | O::SetVariable { .. } => return None,
+        O::CreateIndex(ix) if live(&ix.table) && after_swap(&ix.table, &ix.columns) => {
+            let mut r = concurrent_index(ctx, op, Phase::Contract);
+            r.notes.push(format!("an earlier statement changes the type of a column of {} this index may read: it is built at contract, after the swap, so it indexes the new column (built at expand, it would go with the old one)", ix.table));
+            r
+        }
         O::CreateIndex(ix) if !ix.concurrently && live(&ix.table) => concurrent_index(ctx, op, Phase::Expand),
         O::DropIndex { concurrently: false, .. } => concurrent_drop_index(op, Phase::Contract),
         O::AddColumn { table, column, .. } if live(table) => {
@@ -530,7 +558,18 @@ fn intent(ctx: &PlanCtx, op: &Operation, sql: &str, earlier: &[&Operation]) -> O
                         },
                         _ => StepKind::Ddl,
                     };
-                    r.steps.push(step(Phase::Expand, "add the constraint NOT VALID: checks new writes only", add.clone(), fk(FkAction::AddNotValid), locks.clone()));
+                    let fk_columns: &[String] = match &constraint.kind {
+                        ConstraintKind::ForeignKey { columns, .. } => columns,
+                        _ => &[],
+                    };
+                    // On a column an earlier statement retypes: after the swap, at contract.
+                    let add_in = if after_swap(table, fk_columns) {
+                        r.notes.push(format!("an earlier statement changes the type of a column of {table} this constraint may read: it is added at contract, after the swap, on the new column (added at expand, the swap would drop it with the old one); until then new writes are not checked by it"));
+                        Phase::Contract
+                    } else {
+                        Phase::Expand
+                    };
+                    r.steps.push(step(add_in, "add the constraint NOT VALID: checks new writes only", add.clone(), fk(FkAction::AddNotValid), locks.clone()));
                     let validate = format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", quote_ident(&name));
                     r.steps.push(step(Phase::Contract, "validate existing rows without blocking writes", validate, fk(FkAction::Validate), scan(table, LockLevel::ShareUpdateExclusive)));
                     let mut drop = exclusive(Phase::Expand, "drop the constraint", format!("ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}", quote_ident(&name)), table);

@@ -1,0 +1,303 @@
+//! `migrate rehearse`: the pending migrations tried on a scratch copy — forward, back and
+//! forward — before production. A stage of its own above the engine: it drives the same
+//! runner `expand`, `abort` and `contract` do.
+//!
+//! On the scratch database: the files' SQL as written is applied in a transaction that is
+//! rolled back, for the end state they mean; then expand with its backfills, abort (later
+//! migrations first), expand and backfill again, contract. After the abort every table must be
+//! as it was before (columns, constraints and their validity, indexes and their validity,
+//! triggers, rows); after the contract, as the files as written make it.
+
+pub mod fingerprint;
+
+use crate::config::Settings;
+use crate::engine::exec::ExecSettings;
+use crate::engine::run::Runner;
+use crate::engine::state::MigrationPhase;
+use crate::error::Error;
+use crate::files::MigrationEntry;
+use fingerprint::Fingerprint;
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use std::io::Write;
+use std::time::Instant;
+
+/// What a rehearsal runs with.
+pub struct RehearseOptions {
+    pub settings: Settings,
+    /// The scratch database: a branch, a restored backup, a clone. It is changed.
+    pub scratch_url: String,
+    /// Rehearse the pending migrations up to and including this one.
+    pub upto: Option<String>,
+    pub exec: ExecSettings,
+}
+
+/// One phase of the rehearsal and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTime {
+    pub phase: &'static str,
+    pub seconds: f64,
+}
+
+/// What the rehearsal found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Rehearsal {
+    /// The migrations rehearsed, in order.
+    pub migrations: Vec<String>,
+    pub phases: Vec<PhaseTime>,
+    /// What the abort did not put back as it was before expand.
+    pub abort_differences: Vec<String>,
+    /// Where the end state differs from what the files as written make.
+    pub end_differences: Vec<String>,
+    /// The phase that failed, and why.
+    pub failed: Option<String>,
+}
+
+impl Rehearsal {
+    pub fn ok(&self) -> bool {
+        self.failed.is_none()
+            && self.abort_differences.is_empty()
+            && self.end_differences.is_empty()
+    }
+}
+
+/// Runs the rehearsal on the scratch database; the step lines go to `out`.
+pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsal, Error> {
+    let s = &opts.settings;
+    let url = opts.scratch_url.as_str();
+    let lines = crate::engine::status::lines(s, url).await?;
+    let mut pending: Vec<String> = Vec::new();
+    for l in &lines {
+        if matches!(l.phase, MigrationPhase::Pending | MigrationPhase::Aborted) && !l.file_missing {
+            pending.push(l.name.clone());
+        } else if !pending.is_empty() && l.phase != MigrationPhase::Pending {
+            return Err(Error::Refused(format!(
+                "{} is {} on the scratch database, after the pending {}: rehearse on a copy of a database whose applied migrations come first",
+                l.name, l.phase, pending[0]
+            )));
+        }
+        if opts.upto.as_deref() == Some(l.name.as_str()) {
+            break;
+        }
+    }
+    if let Some(u) = &opts.upto {
+        if !lines.iter().any(|l| &l.name == u) {
+            return Err(Error::Usage(format!(
+                "no migration `{u}` in {}",
+                s.migrations_dir.display()
+            )));
+        }
+    }
+    let mut report = Rehearsal {
+        migrations: pending.clone(),
+        ..Default::default()
+    };
+    if pending.is_empty() {
+        return Ok(report);
+    }
+    let upto = pending.last().cloned();
+    let files: Vec<MigrationEntry> = crate::files::list_dir(&s.migrations_dir)?
+        .into_iter()
+        .filter(|e| pending.contains(&e.name))
+        .collect();
+    let mut conn = connect(url).await?;
+    let before = fingerprint::read(&mut conn, &s.managed_schemas, true).await?;
+
+    let started = Instant::now();
+    let written = match as_written(&mut conn, &files, &s.managed_schemas).await {
+        Ok(fp) => fp,
+        Err(e) => {
+            report.failed = Some(format!("applying the files as written: {e}"));
+            return Ok(report);
+        }
+    };
+    report.phases.push(PhaseTime {
+        phase: "as written (rolled back)",
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    let _ = conn.close().await;
+
+    // Forward, back, forward.
+    let step = |phase: &'static str| (phase, Instant::now());
+    let (phase, t) = step("expand + backfill");
+    let _ = writeln!(out, "▸ {phase}");
+    if let Err(e) = expand(opts, upto.as_deref(), out).await {
+        report.failed = Some(format!("{phase}: {e}"));
+        return Ok(report);
+    }
+    report.phases.push(done(phase, t));
+    let (phase, t) = step("abort");
+    let _ = writeln!(out, "▸ {phase}");
+    for name in pending.iter().rev() {
+        let r = async {
+            let mut r = Runner::open_watched(url, opts.exec.clone(), s.clone(), "abort").await?;
+            let a = r.abort(name, out).await;
+            r.close().await;
+            a
+        }
+        .await;
+        if let Err(e) = r {
+            report.failed = Some(format!("abort of {name}: {e}"));
+            return Ok(report);
+        }
+    }
+    report.phases.push(done(phase, t));
+    let mut conn = connect(url).await?;
+    let after_abort = fingerprint::read(&mut conn, &s.managed_schemas, true).await?;
+    let _ = conn.close().await;
+    report.abort_differences = fingerprint::diff(&before, &after_abort);
+
+    let (phase, t) = step("expand + backfill again");
+    let _ = writeln!(out, "▸ {phase}");
+    if let Err(e) = expand(opts, upto.as_deref(), out).await {
+        report.failed = Some(format!("{phase}: {e}"));
+        return Ok(report);
+    }
+    report.phases.push(done(phase, t));
+    let (phase, t) = step("contract");
+    let _ = writeln!(out, "▸ {phase}");
+    let contracted = async {
+        let mut r = Runner::open_watched(url, opts.exec.clone(), s.clone(), "contract").await?;
+        let c = r.contract(upto.as_deref(), out).await;
+        r.close().await;
+        c
+    }
+    .await;
+    if let Err(e) = contracted {
+        report.failed = Some(format!("{phase}: {e}"));
+        return Ok(report);
+    }
+    report.phases.push(done(phase, t));
+    let mut conn = connect(url).await?;
+    let end = fingerprint::read(&mut conn, &s.managed_schemas, false).await?;
+    let _ = conn.close().await;
+    report.end_differences = fingerprint::diff(&written, &end);
+    Ok(report)
+}
+
+fn done(phase: &'static str, t: Instant) -> PhaseTime {
+    PhaseTime {
+        phase,
+        seconds: t.elapsed().as_secs_f64(),
+    }
+}
+
+async fn connect(url: &str) -> Result<PgConnection, Error> {
+    crate::engine::connect(url).await
+}
+
+async fn expand(
+    opts: &RehearseOptions,
+    upto: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut r = Runner::open_watched(
+        &opts.scratch_url,
+        opts.exec.clone(),
+        opts.settings.clone(),
+        "expand",
+    )
+    .await?;
+    let e = r.expand(upto, true, out).await;
+    r.close().await;
+    e.map(|_| ())
+}
+
+/// The end state the files mean: their SQL as written, statement by statement, in one
+/// transaction that is then rolled back. A statement that cannot run in a transaction block
+/// runs without `CONCURRENTLY` (the same catalog result), or, if it still cannot (`VACUUM`),
+/// is left out: it changes no table's shape.
+async fn as_written(
+    conn: &mut PgConnection,
+    files: &[MigrationEntry],
+    schemas: &[String],
+) -> Result<Fingerprint, Error> {
+    let mut tx = conn
+        .begin()
+        .await
+        .map_err(|e| Error::Database(e.to_string()))?;
+    for f in files {
+        let text = std::fs::read_to_string(&f.path).map_err(|e| Error::io(&f.path, e))?;
+        for span in crate::sql::split::split(&text).statements {
+            let stmt = &text[span.start..span.end];
+            let line = text[..span.start].lines().count().max(1);
+            let mut tries = vec![stmt.to_string()];
+            if let Some(plain) = without_concurrently(stmt) {
+                tries.push(plain);
+            }
+            let mut last = None;
+            for sql in tries {
+                sqlx::raw_sql("SAVEPOINT migrate_rehearse")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| Error::Database(e.to_string()))?;
+                match sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await {
+                    Ok(_) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => {
+                        sqlx::raw_sql("ROLLBACK TO SAVEPOINT migrate_rehearse")
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| Error::Database(e.to_string()))?;
+                        last = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = last {
+                let in_block = e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "25001");
+                if !in_block {
+                    return Err(Error::Database(format!("{}:{line}: {e}", f.path.display())));
+                }
+            }
+        }
+    }
+    let fp = fingerprint::read(&mut *tx, schemas, false).await;
+    let _ = tx.rollback().await;
+    fp
+}
+
+/// `stmt` without the word CONCURRENTLY, if it has it.
+fn without_concurrently(stmt: &str) -> Option<String> {
+    let lower = stmt.to_ascii_lowercase();
+    let word = "concurrently";
+    let is_ident = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    let mut out = String::new();
+    let mut at = 0;
+    let mut found = false;
+    while let Some(i) = lower[at..].find(word).map(|i| i + at) {
+        let before = stmt[..i].chars().next_back();
+        let after = stmt[i + word.len()..].chars().next();
+        if !is_ident(before) && !is_ident(after) {
+            out.push_str(&stmt[at..i]);
+            found = true;
+        } else {
+            out.push_str(&stmt[at..i + word.len()]);
+        }
+        at = i + word.len();
+    }
+    out.push_str(&stmt[at..]);
+    found.then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_concurrently;
+
+    #[test]
+    fn concurrently_comes_out_as_a_word_only() {
+        assert_eq!(
+            without_concurrently("CREATE INDEX CONCURRENTLY ix ON t (a)").as_deref(),
+            Some("CREATE INDEX  ix ON t (a)")
+        );
+        assert_eq!(
+            without_concurrently("SELECT concurrently_done FROM t"),
+            None
+        );
+        assert_eq!(without_concurrently("VACUUM t"), None);
+    }
+}

@@ -1,0 +1,172 @@
+//! `migrate rehearse` on a real scratch database: a clean migration goes forward, back and
+//! forward with the abort restoring every table and the end state what the files mean; an
+//! abort that cannot restore — an explicit-phase file whose undo misses a step, a backfill
+//! that overwrites values the old version reads — fails the rehearsal naming the table and the
+//! difference.
+
+mod common;
+
+use common::{migrate_in, ok, project, text, TestDb};
+use sqlx::{Connection, PgConnection};
+
+const USERS: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text NOT NULL, age int);
+INSERT INTO users SELECT g, 'user ' || g, g % 90 FROM generate_series(1, 5000) g;\n";
+
+/// Runs `migrate rehearse --scratch-url` on `scratch` with `dir`'s migrations (the target
+/// another database); the JSON report.
+fn rehearse(scratch: &TestDb, dir: &std::path::Path) -> (Option<i32>, serde_json::Value, String) {
+    let target = TestDb::new();
+    let out = migrate_in(
+        &target.url,
+        dir,
+        &[
+            "rehearse",
+            "--format",
+            "json",
+            "--scratch-url",
+            &scratch.url,
+        ],
+        None,
+    );
+    let said = text(&out);
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}): {said}"));
+    (out.status.code(), report, said)
+}
+
+fn phase_of(db: &TestDb, name: &str) -> Option<String> {
+    db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar("SELECT phase FROM migrate.migrations WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut c)
+            .await
+            .unwrap()
+    })
+}
+
+fn strings(v: &serde_json::Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_clean_migration_goes_forward_back_and_forward_and_ends_as_the_files_mean() {
+    let db = TestDb::new();
+    let dir = project(
+        "rehearse",
+        "clean",
+        &[
+            ("0001_users.sql", USERS),
+            (
+                "0002_changes.sql",
+                "-- migrate:no-transaction
+                 ALTER TABLE users ADD COLUMN email text;
+                 ALTER TABLE users ALTER COLUMN age TYPE bigint;
+                 CREATE INDEX CONCURRENTLY users_name ON users (name);
+                 ALTER TABLE users ADD CONSTRAINT users_age_positive CHECK (age >= 0);\n",
+            ),
+        ],
+    );
+    ok(&migrate_in(&db.url, &dir, &["expand", "0001_users"], None));
+    let (code, r, said) = rehearse(&db, &dir);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(strings(&r["migrations"]), ["0002_changes"]);
+    assert!(r["failed"].is_null(), "{r:#}");
+    assert!(strings(&r["abort_differences"]).is_empty(), "{r:#}");
+    assert!(strings(&r["end_differences"]).is_empty(), "{r:#}");
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "as written (rolled back)",
+            "expand + backfill",
+            "abort",
+            "expand + backfill again",
+            "contract"
+        ]
+    );
+    // The scratch database ends contracted.
+    assert_eq!(phase_of(&db, "0002_changes").as_deref(), Some("complete"));
+}
+
+#[test]
+fn an_undo_that_misses_a_step_fails_naming_the_table_and_the_difference() {
+    let db = TestDb::new();
+    let dir = project(
+        "rehearse",
+        "undo",
+        &[
+            ("0001_users.sql", USERS),
+            // A default set in the expand section: nothing undoes it at abort.
+            (
+                "0002_default.sql",
+                "-- migrate:expand
+                 ALTER TABLE users ADD COLUMN email text;
+                 ALTER TABLE users ALTER COLUMN age SET DEFAULT 18;\n",
+            ),
+        ],
+    );
+    ok(&migrate_in(&db.url, &dir, &["expand", "0001_users"], None));
+    let (code, r, said) = rehearse(&db, &dir);
+    assert_eq!(code, Some(1), "{said}");
+    // The abort refuses before it changes anything, naming what it cannot undo; the rehearsal
+    // stops there and says so.
+    let failed = r["failed"].as_str().unwrap_or_else(|| panic!("{r:#}"));
+    assert!(
+        failed.starts_with("abort of 0002_default:")
+            && failed.contains("no undo for set default of users.age"),
+        "{failed}"
+    );
+    assert_eq!(phase_of(&db, "0002_default").as_deref(), Some("backfilled"));
+}
+
+#[test]
+fn a_backfill_that_overwrites_what_the_old_version_reads_fails_on_the_rows() {
+    let db = TestDb::new();
+    let dir = project(
+        "rehearse",
+        "overwrite",
+        &[
+            ("0001_users.sql", USERS),
+            (
+                "0002_upper.sql",
+                "-- migrate:backfill
+                 UPDATE users SET name = upper(name);\n",
+            ),
+        ],
+    );
+    ok(&migrate_in(&db.url, &dir, &["expand", "0001_users"], None));
+    let (code, r, said) = rehearse(&db, &dir);
+    assert_eq!(code, Some(1), "{said}");
+    let diffs = strings(&r["abort_differences"]);
+    assert_eq!(diffs.len(), 1, "{r:#}");
+    assert!(
+        diffs[0].starts_with("public.users: the rows' values differ (same count, 5000"),
+        "{diffs:?}"
+    );
+}
+
+#[test]
+fn the_scratch_must_not_be_the_target_and_must_be_given() {
+    let db = TestDb::new();
+    let dir = project("rehearse", "args", &[("0001_users.sql", USERS)]);
+    let out = migrate_in(&db.url, &dir, &["rehearse"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--scratch-url"), "{}", text(&out));
+    let out = migrate_in(&db.url, &dir, &["rehearse", "--scratch-url", &db.url], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("is the target itself"),
+        "{}",
+        text(&out)
+    );
+}

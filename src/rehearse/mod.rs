@@ -256,7 +256,7 @@ async fn as_written(
             }
         }
     }
-    let fp = fingerprint::read(&mut *tx, schemas, false).await;
+    let fp = fingerprint::read(&mut tx, schemas, false).await;
     let _ = tx.rollback().await;
     fp
 }

@@ -106,12 +106,12 @@ fn an_undo_that_misses_a_step_fails_naming_the_table_and_the_difference() {
         "undo",
         &[
             ("0001_users.sql", USERS),
-            // A default set in the expand section: nothing undoes it at abort.
+            // A statistics target set in the expand section: nothing undoes it at abort.
             (
                 "0002_default.sql",
                 "-- migrate:expand
                  ALTER TABLE users ADD COLUMN email text;
-                 ALTER TABLE users ALTER COLUMN age SET DEFAULT 18;\n",
+                 ALTER TABLE users ALTER COLUMN age SET STATISTICS 500;\n",
             ),
         ],
     );
@@ -123,10 +123,34 @@ fn an_undo_that_misses_a_step_fails_naming_the_table_and_the_difference() {
     let failed = r["failed"].as_str().unwrap_or_else(|| panic!("{r:#}"));
     assert!(
         failed.starts_with("abort of 0002_default:")
-            && failed.contains("no undo for set default of users.age"),
+            && failed.contains("no undo for alter table other on users"),
         "{failed}"
     );
     assert_eq!(phase_of(&db, "0002_default").as_deref(), Some("backfilled"));
+}
+
+#[test]
+fn a_default_set_at_expand_is_restored_by_the_abort() {
+    let db = TestDb::new();
+    let dir = project(
+        "rehearse",
+        "default",
+        &[
+            ("0001_users.sql", USERS),
+            // A default on a column that had one, and on one added in the same statement.
+            (
+                "0002_defaults.sql",
+                "ALTER TABLE users ALTER COLUMN name SET DEFAULT 'nobody';
+                 ALTER TABLE users ADD COLUMN currency text, ALTER COLUMN currency SET DEFAULT 'EUR';\n",
+            ),
+        ],
+    );
+    ok(&migrate_in(&db.url, &dir, &["expand", "0001_users"], None));
+    db.exec("ALTER TABLE users ALTER COLUMN name SET DEFAULT 'anonymous'");
+    let (code, r, said) = rehearse(&db, &dir);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(strings(&r["abort_differences"]).is_empty(), "{r:#}");
+    assert!(strings(&r["end_differences"]).is_empty(), "{r:#}");
 }
 
 #[test]

@@ -69,7 +69,8 @@ pub fn plan_statement(ctx: &PlanCtx, op_sql: &[String], earlier: &[&Operation]) 
             let mut r = match ctx.section {
                 Some(phase) => explicit(ctx, op, sql, phase),
                 None => intent(ctx, op, sql, earlier),
-            }?;
+            }
+            .map(|r| with_default_undo(ctx, op, r))?;
             r.statement = ctx.index;
             r.line = ctx.line;
             r.touches = touches(ctx, op);
@@ -434,6 +435,36 @@ fn changed_before(ctx: &PlanCtx, earlier: &[&Operation], table: &QualifiedName) 
         .iter()
         .any(|op| op.table().is_some_and(|t| t.same(table)))
         || ctx.pending_tables.iter().any(|t| t.same(table))
+}
+
+/// A default set at expand is undone by abort: the column's default before it, or none.
+fn with_default_undo(ctx: &PlanCtx, op: &Operation, mut r: Rewrite) -> Rewrite {
+    if let Operation::SetDefault {
+        table,
+        column,
+        default: Some(_),
+    } = op
+    {
+        if r.steps_in(Phase::Expand).next().is_some() && r.abort.is_empty() {
+            let before = ctx
+                .catalog
+                .table(table)
+                .and_then(|t| t.column(column))
+                .and_then(|c| c.default.clone());
+            let q = quote_ident(column);
+            let sql = match before {
+                Some(d) => format!("ALTER TABLE {table} ALTER COLUMN {q} SET DEFAULT {d}"),
+                None => format!("ALTER TABLE {table} ALTER COLUMN {q} DROP DEFAULT"),
+            };
+            r.abort.push(exclusive(
+                Phase::Expand,
+                "restore the column's default",
+                sql,
+                table,
+            ));
+        }
+    }
+    r
 }
 
 /// The columns of `table` whose type an earlier statement of this migration changes. A type

@@ -43,6 +43,9 @@ pub struct DemoArgs {
     /// the backfill by itself and resumes it after; the report says how soon it noticed.
     #[arg(long, conflicts_with = "fleet")]
     pub incident: bool,
+    /// Run without the guard (`[guard] enabled = false`), to compare.
+    #[arg(long, conflicts_with = "incident")]
+    pub no_guard: bool,
 }
 
 pub fn run(args: DemoArgs) -> Result<u8, Error> {
@@ -65,6 +68,7 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
         views: !args.no_views,
         json: args.json,
         incident: args.incident,
+        guard: !args.no_guard,
     };
     if args.incident && args.rows < 200_000 {
         return Err(Error::Usage(format!(

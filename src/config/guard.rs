@@ -203,13 +203,6 @@ impl Default for GuardSettings {
             },
         );
         signals.insert(
-            Signal::Checkpoints,
-            Levels {
-                throttle: times(4.0),
-                ..Default::default()
-            },
-        );
-        signals.insert(
             Signal::Health,
             Levels {
                 pause: Some(Level::Absolute(0.5)),

@@ -41,6 +41,8 @@ pub struct DemoOptions {
     pub json: bool,
     /// Mid-backfill, a bad release fails a share of the app's requests for a while.
     pub incident: bool,
+    /// Runs watched by the guard (`--no-guard`: unwatched, for comparison).
+    pub guard: bool,
 }
 
 /// The rows the demo loads, in the shape of `0001_create_tables.sql`.
@@ -396,11 +398,12 @@ async fn scenario(
     first: &str,
     out: &mut dyn Write,
 ) -> Result<DemoReport, Error> {
-    let settings = Settings {
+    let mut settings = Settings {
         migrations_dir: opts.migrations.clone(),
         views: opts.views,
         ..Settings::default()
     };
+    settings.guard.enabled = opts.guard;
     let runner = |s: Settings, command: &'static str| {
         Runner::open_watched(url, opts.exec.clone(), s, command)
     };

@@ -319,10 +319,14 @@ async fn walk_batches(
                 if commit > settings.target {
                     pause += commit.min(Duration::from_secs(2));
                 }
-                // Commits slowed down and one worker is left, or the guard says slow down:
-                // as long again as the batch.
-                if pausing || throttled {
+                // Commits slowed down and one worker is left: as long again as the batch.
+                if pausing {
                     pause = pause.max(took);
+                }
+                // The guard says slow down: the batch's time again on top of any pause, so the
+                // rate halves whatever the pause was.
+                if throttled {
+                    pause += took;
                 }
                 if last_batch {
                     break;

@@ -147,23 +147,16 @@ fn a_burst_of_failing_app_transactions_pauses_the_backfill_until_it_is_over() {
     // A bad release: every request of the app fails, hundreds a second, for six seconds.
     let stop = Arc::new(AtomicBool::new(false));
     let failing = {
-        let (url, stop) = (db.url.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let mut c = PgConnection::connect(&url).await.unwrap();
-                let mut failed = 0u64;
-                while !stop.load(Ordering::SeqCst) {
-                    if sqlx::raw_sql("SELECT 1 / 0").execute(&mut c).await.is_err() {
-                        failed += 1;
-                    }
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+        let stop = stop.clone();
+        common::on_thread(&db.url, move |mut c| async move {
+            let mut failed = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                if sqlx::raw_sql("SELECT 1 / 0").execute(&mut c).await.is_err() {
+                    failed += 1;
                 }
-                failed
-            })
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            failed
         })
     };
     std::thread::sleep(Duration::from_millis(3000));
@@ -233,21 +226,14 @@ fn sessions_queued_behind_a_step_stop_it_and_a_rerun_resumes_from_its_checkpoint
     let started = Instant::now();
     let child = spawn(&db, &dir, &["expand"]);
     // An app read of reports, queued behind the ALTER that waits behind the report.
-    let reader = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let reader = common::on_thread(&url, |mut c| async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let t = Instant::now();
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reports")
+            .fetch_one(&mut c)
+            .await
             .unwrap();
-        rt.block_on(async {
-            let mut c = PgConnection::connect(&url).await.unwrap();
-            let t = Instant::now();
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM reports")
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-            t.elapsed()
-        })
+        t.elapsed()
     });
     let (out, said) = finish(child);
     let waited = reader.join().unwrap();

@@ -129,12 +129,9 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
     let (phase, t) = step("abort");
     let _ = writeln!(out, "▸ {phase}");
     for name in pending.iter().rev() {
-        let r = async {
-            let mut r = Runner::open_watched(url, opts.exec.clone(), s.clone(), "abort").await?;
-            let a = r.abort(name, out).await;
-            r.close().await;
-            a
-        }
+        let r = on_scratch(opts, "abort", async |r: &mut Runner| {
+            r.abort(name, out).await
+        })
         .await;
         if let Err(e) = r {
             report.failed = Some(format!("abort of {name}: {e}"));
@@ -156,12 +153,9 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
     report.phases.push(done(phase, t));
     let (phase, t) = step("contract");
     let _ = writeln!(out, "▸ {phase}");
-    let contracted = async {
-        let mut r = Runner::open_watched(url, opts.exec.clone(), s.clone(), "contract").await?;
-        let c = r.contract(upto.as_deref(), out).await;
-        r.close().await;
-        c
-    }
+    let contracted = on_scratch(opts, "contract", async |r: &mut Runner| {
+        r.contract(upto.as_deref(), out).await
+    })
     .await;
     if let Err(e) = contracted {
         report.failed = Some(format!("{phase}: {e}"));
@@ -186,21 +180,35 @@ async fn connect(url: &str) -> Result<PgConnection, Error> {
     crate::engine::connect(url).await
 }
 
+/// One command on the scratch database as the command line runs it: a watched runner,
+/// opened for it and closed after.
+async fn on_scratch<T>(
+    opts: &RehearseOptions,
+    command: &str,
+    run: impl AsyncFnOnce(&mut Runner) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut r = Runner::open_watched(
+        &opts.scratch_url,
+        opts.exec.clone(),
+        opts.settings.clone(),
+        command,
+    )
+    .await?;
+    let done = run(&mut r).await;
+    r.close().await;
+    done
+}
+
 async fn expand(
     opts: &RehearseOptions,
     upto: Option<&str>,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let mut r = Runner::open_watched(
-        &opts.scratch_url,
-        opts.exec.clone(),
-        opts.settings.clone(),
-        "expand",
-    )
-    .await?;
-    let e = r.expand(upto, true, out).await;
-    r.close().await;
-    e.map(|_| ())
+    on_scratch(opts, "expand", async |r: &mut Runner| {
+        r.expand(upto, true, out).await
+    })
+    .await
+    .map(|_| ())
 }
 
 /// The end state the files mean: their SQL as written, statement by statement, in one

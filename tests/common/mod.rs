@@ -240,3 +240,24 @@ impl Drop for Roles {
         });
     }
 }
+
+/// Runs `job` with a connection to `url` on a thread and runtime of its own — a session that
+/// makes load or waits on a lock while the test goes on; join the handle for its result.
+pub fn on_thread<T, F, Fut>(url: &str, job: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce(PgConnection) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let c = PgConnection::connect(&url).await.unwrap();
+                job(c).await
+            })
+    })
+}

@@ -96,6 +96,15 @@ fn a_clean_migration_goes_forward_back_and_forward_and_ends_as_the_files_mean() 
     );
     // The scratch database ends contracted.
     assert_eq!(phase_of(&db, "0002_changes").as_deref(), Some("complete"));
+    // Both versions probed it and neither failed.
+    let probes = r["probes"].as_array().unwrap();
+    assert_eq!(probes.len(), 2, "{r:#}");
+    assert!(
+        probes
+            .iter()
+            .all(|p| p["failed"] == 0 && p["requests"].as_u64().unwrap() > 0),
+        "{r:#}"
+    );
 }
 
 #[test]
@@ -192,5 +201,42 @@ fn the_scratch_must_not_be_the_target_and_must_be_given() {
         text(&out).contains("is the target itself"),
         "{}",
         text(&out)
+    );
+}
+
+/// Both app versions probe throughout (prepared `SELECT *` by key, and an `UPDATE` of a column
+/// their version knows): a migration whose expand breaks the old version's writes — here a
+/// trigger that refuses them — fails the rehearsal naming the version, the phase and the table.
+#[test]
+fn a_change_that_breaks_the_old_versions_writes_fails_on_its_probe() {
+    let db = TestDb::new();
+    let dir = project(
+        "rehearse",
+        "probe",
+        &[
+            ("0001_users.sql", USERS),
+            (
+                "0002_trigger.sql",
+                "CREATE FUNCTION users_frozen() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN RAISE EXCEPTION 'users are read-only now'; END $$;
+                 CREATE TRIGGER users_frozen BEFORE UPDATE ON users
+                     FOR EACH ROW EXECUTE FUNCTION users_frozen();\n",
+            ),
+        ],
+    );
+    ok(&migrate_in(&db.url, &dir, &["expand", "0001_users"], None));
+    let (code, r, said) = rehearse(&db, &dir);
+    assert_eq!(code, Some(1), "{said}");
+    let old = r["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["version"] == "old")
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert!(old["failed"].as_u64().unwrap() > 0, "{r:#}");
+    let first = old["errors"][0].as_str().unwrap();
+    assert!(
+        first.contains("users: ") && first.contains("users are read-only now"),
+        "{first}"
     );
 }

@@ -85,6 +85,16 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         t.add_row([p.phase.to_string(), format!("{:.2}", p.seconds)]);
     }
     writeln!(out, "{t}")?;
+    for p in &r.probes {
+        writeln!(
+            out,
+            "{} version's probe ({}): {} requests, {} failed, p99 {:.1} ms, max {:.1} ms",
+            p.version, p.search_path, p.requests, p.failed, p.p99_ms, p.max_ms
+        )?;
+        for e in &p.errors {
+            writeln!(out, "  failure: {e}")?;
+        }
+    }
     if let Some(f) = &r.failed {
         writeln!(out, "FAILED: {f}")?;
     }
@@ -109,7 +119,7 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
     if r.ok() {
         writeln!(
             out,
-            "ok: forward, back and forward again; the abort restored every table and the end state is what the files mean"
+            "ok: forward, back and forward again with both versions' probes answered; the abort restored every table and the end state is what the files mean"
         )?;
     }
     Ok(())

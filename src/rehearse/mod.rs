@@ -9,6 +9,9 @@
 //! triggers, rows); after the contract, as the files as written make it.
 
 pub mod fingerprint;
+mod probe;
+
+pub use probe::ProbeReport;
 
 use crate::config::Settings;
 use crate::engine::exec::ExecSettings;
@@ -51,6 +54,9 @@ pub struct Rehearsal {
     pub end_differences: Vec<String>,
     /// The phase that failed, and why.
     pub failed: Option<String>,
+    /// What each app version's probe saw: the old one from before the first expand until just
+    /// before contract, the new one while each expand stands and through contract.
+    pub probes: Vec<ProbeReport>,
 }
 
 impl Rehearsal {
@@ -58,6 +64,7 @@ impl Rehearsal {
         self.failed.is_none()
             && self.abort_differences.is_empty()
             && self.end_differences.is_empty()
+            && self.probes.iter().all(|p| p.failed == 0)
     }
 }
 
@@ -117,51 +124,118 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
     });
     let _ = conn.close().await;
 
-    // Forward, back, forward.
-    let step = |phase: &'static str| (phase, Instant::now());
-    let (phase, t) = step("expand + backfill");
-    let _ = writeln!(out, "▸ {phase}");
-    if let Err(e) = expand(opts, upto.as_deref(), out).await {
-        report.failed = Some(format!("{phase}: {e}"));
-        return Ok(report);
-    }
-    report.phases.push(done(phase, t));
-    let (phase, t) = step("abort");
-    let _ = writeln!(out, "▸ {phase}");
-    for name in pending.iter().rev() {
-        let r = on_scratch(opts, "abort", async |r: &mut Runner| {
-            r.abort(name, out).await
-        })
-        .await;
-        if let Err(e) = r {
-            report.failed = Some(format!("abort of {name}: {e}"));
-            return Ok(report);
+    // Forward, back, forward, while the app's versions probe: the old one from the start until
+    // contract, the new one while each expand stands (it cannot outlive an abort) and on.
+    // Each version uses the tables it knows: the old one those there before, the new one those
+    // the files leave (not one they drop at contract).
+    let known = |fp: &Fingerprint| -> Vec<String> {
+        fp.tables
+            .keys()
+            .filter_map(|t| t.split_once('.').map(|(_, n)| n.to_string()))
+            .collect()
+    };
+    let (old_tables, new_tables) = (known(&before), known(&written));
+    let old_path = version_path(opts).await?;
+    let mut old = Some(probe::Probe::start(url, "old", &old_path, &old_tables, "expand").await?);
+    let mut new: Option<probe::Probe> = None;
+    let mut new_reports = Vec::new();
+    let outcome = async {
+        let step = |phase: &'static str| (phase, Instant::now());
+        let (phase, t) = step("expand + backfill");
+        let _ = writeln!(out, "▸ {phase}");
+        expand(opts, upto.as_deref(), out)
+            .await
+            .map_err(|e| format!("{phase}: {e}"))?;
+        new = Some(
+            probe::Probe::start(
+                url,
+                "new",
+                &version_path(opts).await.map_err(|e| e.to_string())?,
+                &new_tables,
+                "expand",
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+        report.phases.push(done(phase, t));
+        let (phase, t) = step("abort");
+        let _ = writeln!(out, "▸ {phase}");
+        // The new version is rolled back first, as a deploy would be.
+        if let Some(p) = new.take() {
+            new_reports.push(p.stop().await);
         }
-    }
-    report.phases.push(done(phase, t));
-    let mut conn = connect(url).await?;
-    let after_abort = fingerprint::read(&mut conn, &s.managed_schemas, true).await?;
-    let _ = conn.close().await;
-    report.abort_differences = fingerprint::diff(&before, &after_abort);
+        old.as_ref().inspect(|p| p.phase("abort"));
+        for name in pending.iter().rev() {
+            on_scratch(opts, "abort", async |r: &mut Runner| {
+                r.abort(name, out).await
+            })
+            .await
+            .map_err(|e| format!("abort of {name}: {e}"))?;
+        }
+        report.phases.push(done(phase, t));
+        let mut conn = connect(url).await.map_err(|e| e.to_string())?;
+        let after_abort = fingerprint::read(&mut conn, &s.managed_schemas, true)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = conn.close().await;
+        report.abort_differences = fingerprint::diff(&before, &after_abort);
 
-    let (phase, t) = step("expand + backfill again");
-    let _ = writeln!(out, "▸ {phase}");
-    if let Err(e) = expand(opts, upto.as_deref(), out).await {
-        report.failed = Some(format!("{phase}: {e}"));
-        return Ok(report);
+        let (phase, t) = step("expand + backfill again");
+        let _ = writeln!(out, "▸ {phase}");
+        old.as_ref().inspect(|p| p.phase("expand again"));
+        expand(opts, upto.as_deref(), out)
+            .await
+            .map_err(|e| format!("{phase}: {e}"))?;
+        new = Some(
+            probe::Probe::start(
+                url,
+                "new",
+                &version_path(opts).await.map_err(|e| e.to_string())?,
+                &new_tables,
+                "expand again",
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        );
+        report.phases.push(done(phase, t));
+        // The old version is gone before contract, as after a deploy.
+        if let Some(p) = old.take() {
+            report.probes.push(p.stop().await);
+        }
+        let (phase, t) = step("contract");
+        let _ = writeln!(out, "▸ {phase}");
+        new.as_ref().inspect(|p| p.phase("contract"));
+        on_scratch(opts, "contract", async |r: &mut Runner| {
+            r.contract(upto.as_deref(), out).await
+        })
+        .await
+        .map_err(|e| format!("{phase}: {e}"))?;
+        report.phases.push(done(phase, t));
+        Ok::<(), String>(())
     }
-    report.phases.push(done(phase, t));
-    let (phase, t) = step("contract");
-    let _ = writeln!(out, "▸ {phase}");
-    let contracted = on_scratch(opts, "contract", async |r: &mut Runner| {
-        r.contract(upto.as_deref(), out).await
-    })
     .await;
-    if let Err(e) = contracted {
-        report.failed = Some(format!("{phase}: {e}"));
+    if let Some(p) = old.take() {
+        report.probes.push(p.stop().await);
+    }
+    if let Some(p) = new.take() {
+        new_reports.push(p.stop().await);
+    }
+    // The new version's two runs, as one.
+    if let Some(mut n) = new_reports.first().cloned() {
+        for r in &new_reports[1..] {
+            n.requests += r.requests;
+            n.failed += r.failed;
+            n.p99_ms = n.p99_ms.max(r.p99_ms);
+            n.max_ms = n.max_ms.max(r.max_ms);
+            n.errors.extend(r.errors.iter().cloned());
+            n.search_path = r.search_path.clone();
+        }
+        report.probes.push(n);
+    }
+    if let Err(e) = outcome {
+        report.failed = Some(e);
         return Ok(report);
     }
-    report.phases.push(done(phase, t));
     let mut conn = connect(url).await?;
     let end = fingerprint::read(&mut conn, &s.managed_schemas, false).await?;
     let _ = conn.close().await;
@@ -178,6 +252,19 @@ fn done(phase: &'static str, t: Instant) -> PhaseTime {
 
 async fn connect(url: &str) -> Result<PgConnection, Error> {
     crate::engine::connect(url).await
+}
+
+/// The `search_path` the newest version connects with (`migrate latest`), or the managed
+/// schemas where there is no version schema.
+async fn version_path(opts: &RehearseOptions) -> Result<String, Error> {
+    let mut r = Runner::open(&opts.scratch_url, opts.exec.clone(), opts.settings.clone()).await?;
+    let latest = r.latest().await;
+    r.close().await;
+    let managed = &opts.settings.managed_schemas;
+    Ok(match latest? {
+        Some((schema, _)) => crate::engine::versions::search_path(&schema, managed),
+        None => managed.join(","),
+    })
 }
 
 /// One command on the scratch database as the command line runs it: a watched runner,

@@ -42,6 +42,7 @@ fn fast() -> ExecSettings {
         rollout: None,
         guard: None,
         json_events: false,
+        observer: None,
     }
 }
 

@@ -96,6 +96,22 @@ fn a_clean_migration_goes_forward_back_and_forward_and_ends_as_the_files_mean() 
     );
     // The scratch database ends contracted.
     assert_eq!(phase_of(&db, "0002_changes").as_deref(), Some("complete"));
+    // Every step is listed with the phase it ran in: forward, back and forward.
+    let phases: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["migration"] == "0002_changes")
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    for p in ["expand", "backfill", "abort", "contract"] {
+        assert!(phases.contains(&p), "no {p} step in {phases:?}");
+    }
+    assert_eq!(
+        phases.iter().filter(|p| **p == "expand").count() % 2,
+        0,
+        "expand runs twice: {phases:?}"
+    );
     // Both versions probed it and neither failed.
     let probes = r["probes"].as_array().unwrap();
     assert_eq!(probes.len(), 2, "{r:#}");

@@ -85,6 +85,36 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         t.add_row([p.phase.to_string(), format!("{:.2}", p.seconds)]);
     }
     writeln!(out, "{t}")?;
+    // The steps that held a lock blocking writes (SHARE or stronger), as the server showed.
+    let blocking: Vec<_> = r
+        .steps
+        .iter()
+        .filter_map(|s| {
+            s.locks
+                .first()
+                .filter(|l| crate::rehearse::lock_strength(&l.mode) >= 4)
+                .map(|l| (s, l))
+        })
+        .collect();
+    if !blocking.is_empty() {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header(["step", "ms", "strongest lock (from the server)", "held ms"]);
+        for (s, l) in &blocking {
+            t.add_row([
+                format!("{} {} {}: {}", s.migration, s.phase, s.step, s.action),
+                format!("{:.0}", s.ms),
+                format!("{} on {}", l.mode, l.relation),
+                format!("{:.0}", l.held_ms),
+            ]);
+        }
+        writeln!(
+            out,
+            "steps that held a lock blocking writes ({} of {} steps; sampled every 5 ms):\n{t}",
+            blocking.len(),
+            r.steps.len()
+        )?;
+    }
     for p in &r.probes {
         writeln!(
             out,

@@ -43,6 +43,28 @@ pub struct ExecSettings {
     pub guard: Option<super::guard::GuardHandle>,
     /// The guard's events go to stdout as JSON lines (`--format json`).
     pub json_events: bool,
+    /// Told when each step starts and ends (a rehearsal times them and their locks).
+    pub observer: Option<StepObserver>,
+}
+
+/// A step starting or ending: the migration, the phase's label, the step's place and action.
+#[derive(Debug, Clone)]
+pub struct StepEvent {
+    pub migration: String,
+    pub label: String,
+    pub step: usize,
+    pub action: String,
+    pub start: bool,
+}
+
+/// What is told of each step as it starts and ends.
+#[derive(Clone)]
+pub struct StepObserver(pub std::sync::Arc<dyn Fn(StepEvent) + Send + Sync>);
+
+impl std::fmt::Debug for StepObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StepObserver")
+    }
 }
 
 /// What a rollout over many databases shares with the run on each of them: the flag that
@@ -97,6 +119,7 @@ impl Default for ExecSettings {
             rollout: None,
             guard: None,
             json_events: false,
+            observer: None,
         }
     }
 }

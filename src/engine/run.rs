@@ -292,6 +292,18 @@ impl Runner {
                 h.check(|| format!("{name} {label} {}/{}", i + 1, steps.len()))?;
             }
             let started = Instant::now();
+            let tell = |start: bool| {
+                if let Some(o) = &self.exec.observer {
+                    (o.0)(super::exec::StepEvent {
+                        migration: name.to_string(),
+                        label: label.to_string(),
+                        step: i + 1,
+                        action: step.action.clone(),
+                        start,
+                    });
+                }
+            };
+            tell(true);
             let cp = Checkpoint {
                 meta: &self.meta,
                 migration: name,
@@ -365,6 +377,7 @@ impl Runner {
                     .await
                     .map(|_| ()),
             };
+            tell(false);
             if let Err(e) = result {
                 if !matches!(e, Error::Stopped(_)) {
                     let _ = self

@@ -9,8 +9,10 @@
 //! triggers, rows); after the contract, as the files as written make it.
 
 pub mod fingerprint;
+mod locks;
 mod probe;
 
+pub use locks::{strength as lock_strength, StepLock, StepTime};
 pub use probe::ProbeReport;
 
 use crate::config::Settings;
@@ -57,6 +59,8 @@ pub struct Rehearsal {
     /// What each app version's probe saw: the old one from before the first expand until just
     /// before contract, the new one while each expand stands and through contract.
     pub probes: Vec<ProbeReport>,
+    /// Every step run, with its time and the locks it was seen holding, strongest first.
+    pub steps: Vec<StepTime>,
 }
 
 impl Rehearsal {
@@ -136,6 +140,17 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
     };
     let (old_tables, new_tables) = (known(&before), known(&written));
     let old_path = version_path(opts).await?;
+    let (watch, observer) = locks::LockWatch::start(url).await?;
+    let watched = RehearseOptions {
+        settings: opts.settings.clone(),
+        scratch_url: opts.scratch_url.clone(),
+        upto: opts.upto.clone(),
+        exec: ExecSettings {
+            observer: Some(observer),
+            ..opts.exec.clone()
+        },
+    };
+    let opts = &watched;
     let mut old = Some(probe::Probe::start(url, "old", &old_path, &old_tables, "expand").await?);
     let mut new: Option<probe::Probe> = None;
     let mut new_reports = Vec::new();
@@ -220,6 +235,7 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
     if let Some(p) = new.take() {
         new_reports.push(p.stop().await);
     }
+    report.steps = watch.finish().await;
     // The new version's two runs, as one.
     if let Some(mut n) = new_reports.first().cloned() {
         for r in &new_reports[1..] {

@@ -388,6 +388,8 @@ pub fn describe(op: &Operation) -> String {
         )
         .to_lowercase(),
         O::Opaque { what } | O::Other { what } => what.to_lowercase(),
+        // The subcommand's name from the parser (`SetStatistics` → `set statistics`).
+        O::AlterTableOther { table, what } => format!("alter table {table} {}", split_camel(what)),
         other => {
             let dbg = format!("{other:?}");
             let name = dbg.split([' ', '(', '{']).next().unwrap_or("").to_string();

@@ -23,7 +23,7 @@ else
   CACHE="${PG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/migrate-pg}"
 fi
 TESTS=()
-for t in ${PG_TESTS:-run backfill catalogue exec failures state live_catalog demo versions apps clients pgbouncer forms partitions fleet guard}; do
+for t in ${PG_TESTS:-run backfill catalogue exec failures state live_catalog demo versions apps clients pgbouncer forms partitions fleet guard rehearse}; do
   TESTS+=(--test "$t")
 done
 

@@ -30,6 +30,9 @@ pub struct Waiters {
 }
 
 pub struct Sampler {
+    /// The one query of pg_stat_activity, pg_stat_database and pg_stat_replication, with the
+    /// start of a wait as this server version knows it.
+    activity: String,
     last: Option<Counters>,
     /// Requested checkpoints counted over the last minute: one in a second is no rate of 60.
     checkpoint_window: std::collections::VecDeque<(Instant, f64)>,
@@ -63,7 +66,7 @@ SELECT d.xact_rollback::float8, d.deadlocks::float8,
 FROM pg_stat_database d,
 LATERAL (
     SELECT count(*) AS n,
-           extract(epoch FROM max(now() - a.query_start)) AS oldest,
+           extract(epoch FROM max(now() - WAIT_START)) AS oldest,
            (array_agg(format('pid %s (%s): %s', a.pid, coalesce(nullif(a.application_name, ''), '?'),
                              left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 80))
                       ORDER BY a.query_start))[1:3] AS who
@@ -116,7 +119,15 @@ impl Sampler {
                 }
             }
         }
+        // From 14, when each wait began (`pg_locks.waitstart`); before, the waiting statement's
+        // start, which is the same for a statement that waited from its first moment.
+        let wait_start = if version >= 140000 {
+            "coalesce((SELECT min(l.waitstart) FROM pg_locks l WHERE l.pid = a.pid AND NOT l.granted), a.query_start)"
+        } else {
+            "a.query_start"
+        };
         Sampler {
+            activity: ACTIVITY.replace("WAIT_START", wait_start),
             last: None,
             checkpoint_window: std::collections::VecDeque::new(),
             statements,
@@ -186,7 +197,7 @@ impl Sampler {
         own_rollbacks: i64,
     ) -> Result<Sampled, sqlx::Error> {
         let mut values = BTreeMap::new();
-        let r = sqlx::query(ACTIVITY)
+        let r = sqlx::query(AssertSqlSafe(self.activity.clone()))
             .bind(ours)
             .fetch_one(&mut *conn)
             .await?;

@@ -222,6 +222,46 @@ fn a_newer_metadata_layout_is_refused() {
     );
 }
 
+/// A database whose metadata schema has the first layout (from before the guard) is upgraded
+/// in place by the next run: its records kept, the guard's events table added, layout 2.
+#[test]
+fn a_first_layout_metadata_schema_is_upgraded_in_place() {
+    let db = TestDb::new();
+    let dir = example_copy("upgrade");
+    let d = dir.to_str().unwrap();
+    let base = |upto: Option<&str>| {
+        let mut args = vec!["baseline"];
+        args.extend(upto);
+        args.extend(["--database-url", &db.url, "--dir", d]);
+        migrate(&args)
+    };
+    assert_eq!(base(Some("0001_create_tables")).status.code(), Some(0));
+    // Back to layout 1, as the release before made it.
+    db.exec(
+        "DROP TABLE migrate.guard_events;
+         DELETE FROM migrate.schema_version;
+         INSERT INTO migrate.schema_version (version, tool_version) VALUES (1, '0.1.0');",
+    );
+    assert_eq!(base(None).status.code(), Some(0));
+    let (layout, events, records): (i32, bool, i64) = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_as(
+            "SELECT (SELECT max(version) FROM migrate.schema_version),
+                    to_regclass('migrate.guard_events') IS NOT NULL,
+                    (SELECT count(*) FROM migrate.migrations)",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    });
+    assert_eq!(layout, 2);
+    assert!(events, "the guard's events table was added");
+    assert!(
+        records > 1,
+        "the records are kept and the rest baselined: {records}"
+    );
+}
+
 #[test]
 fn the_metadata_schema_name_is_configurable_and_quoted() {
     let db = TestDb::new();

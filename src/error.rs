@@ -28,8 +28,8 @@ pub enum Error {
     /// A step could not get its lock within its tries; the message names the blockers.
     #[error("lock timeout: {0}")]
     LockTimeout(String),
-    /// A target of a rollout stopped cleanly between steps because another one failed; a
-    /// rerun resumes it.
+    /// The run stopped cleanly at a checkpoint — the guard stopped it, or, in a rollout,
+    /// another target failed; a rerun resumes it (exit code 3 on its own).
     #[error("{0}")]
     Stopped(String),
     /// A rollout over many databases ended with failures; the message lists every target.

@@ -16,6 +16,7 @@ pub use locks::{strength as lock_strength, StepLock, StepTime};
 pub use probe::ProbeReport;
 
 use crate::config::Settings;
+use crate::engine::connect;
 use crate::engine::exec::ExecSettings;
 use crate::engine::run::Runner;
 use crate::engine::state::MigrationPhase;
@@ -161,17 +162,7 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
         expand(opts, upto.as_deref(), out)
             .await
             .map_err(|e| format!("{phase}: {e}"))?;
-        new = Some(
-            probe::Probe::start(
-                url,
-                "new",
-                &version_path(opts).await.map_err(|e| e.to_string())?,
-                &new_tables,
-                "expand",
-            )
-            .await
-            .map_err(|e| e.to_string())?,
-        );
+        new = Some(new_version(opts, &new_tables, "expand").await?);
         report.phases.push(done(phase, t));
         let (phase, t) = step("abort");
         let _ = writeln!(out, "▸ {phase}");
@@ -201,17 +192,7 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
         expand(opts, upto.as_deref(), out)
             .await
             .map_err(|e| format!("{phase}: {e}"))?;
-        new = Some(
-            probe::Probe::start(
-                url,
-                "new",
-                &version_path(opts).await.map_err(|e| e.to_string())?,
-                &new_tables,
-                "expand again",
-            )
-            .await
-            .map_err(|e| e.to_string())?,
-        );
+        new = Some(new_version(opts, &new_tables, "expand again").await?);
         report.phases.push(done(phase, t));
         // The old version is gone before contract, as after a deploy.
         if let Some(p) = old.take() {
@@ -266,8 +247,16 @@ fn done(phase: &'static str, t: Instant) -> PhaseTime {
     }
 }
 
-async fn connect(url: &str) -> Result<PgConnection, Error> {
-    crate::engine::connect(url).await
+/// The new version's probe, on the path of the version the expand just made.
+async fn new_version(
+    opts: &RehearseOptions,
+    tables: &[String],
+    phase: &'static str,
+) -> Result<probe::Probe, String> {
+    let path = version_path(opts).await.map_err(|e| e.to_string())?;
+    probe::Probe::start(&opts.scratch_url, "new", &path, tables, phase)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The `search_path` the newest version connects with (`migrate latest`), or the managed

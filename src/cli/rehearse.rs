@@ -1,9 +1,10 @@
-//! `migrate rehearse [NAME] --scratch-url URL`: the pending migrations forward, back and
-//! forward on a scratch copy, and what it found.
+//! `migrate rehearse [NAME] [--scratch-url URL]`: the pending migrations forward, back and
+//! forward on a scratch copy (given, or made on the target's server), and what it found.
 
 use super::db::{block_on, exec_settings, DbArgs, RunFormat};
 use super::{EXIT_FINDINGS, EXIT_OK};
 use crate::error::Error;
+use crate::rehearse::scratch::Sample;
 use crate::rehearse::{Rehearsal, RehearseOptions};
 use std::io::Write;
 
@@ -12,7 +13,9 @@ pub struct RehearseArgs {
     /// Rehearse the pending migrations up to and including this one (default: all).
     pub name: Option<String>,
     /// The scratch database to rehearse on — a branch, a restored backup, a clone of the
-    /// target — which the rehearsal changes (the password is never printed).
+    /// target — which the rehearsal changes (the password is never printed). Without it, the
+    /// rehearsal makes a copy on the target's server (schemas and a sample of the rows), reads
+    /// the target only, and drops the copy at the end.
     #[arg(
         long,
         env = "MIGRATE_SCRATCH_URL",
@@ -20,6 +23,15 @@ pub struct RehearseArgs {
         hide_env_values = true
     )]
     pub scratch_url: Option<String>,
+    /// The share of each large table's rows the made copy takes (default 0.05).
+    #[arg(long, value_name = "FRACTION")]
+    pub sample: Option<f64>,
+    /// At most this many rows of one table in the made copy (default 100000).
+    #[arg(long, value_name = "ROWS")]
+    pub sample_max_rows: Option<i64>,
+    /// A table with fewer rows than this is copied whole (default 10000).
+    #[arg(long, value_name = "ROWS")]
+    pub whole_below: Option<i64>,
     #[command(flatten)]
     pub db: DbArgs,
     /// Output format.
@@ -28,35 +40,80 @@ pub struct RehearseArgs {
 }
 
 pub fn run(args: RehearseArgs) -> Result<u8, Error> {
-    if args.db.fleet.is_some() {
-        return Err(Error::Usage(
-            "rehearse --fleet is not built yet: rehearse on a copy of the canary with --scratch-url".into(),
-        ));
-    }
-    let Some(scratch) = args.scratch_url.clone() else {
-        return Err(Error::Usage(
-            "rehearse needs --scratch-url: a database to try the migrations on (a branch, a restored backup or a clone of the target); making one on the target's server is not built yet".into(),
-        ));
-    };
-    if args.db.database_url.as_deref() == Some(scratch.as_str()) {
+    if args.db.database_url.is_some()
+        && args.db.database_url.as_deref() == args.scratch_url.as_deref()
+    {
         return Err(Error::Usage(
             "--scratch-url is the target itself: the rehearsal changes the scratch database, so give it a copy".into(),
         ));
     }
+    for (flag, v) in [
+        ("--sample", args.sample),
+        ("--sample-max-rows", args.sample_max_rows.map(|v| v as f64)),
+        ("--whole-below", args.whole_below.map(|v| v as f64)),
+    ] {
+        if v.is_some() && args.scratch_url.is_some() {
+            return Err(Error::Usage(format!(
+                "{flag} sizes the copy rehearse makes, and --scratch-url gives one already: leave out one of them"
+            )));
+        }
+    }
+    if args.sample.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
+        return Err(Error::Usage(
+            "--sample is a share of each large table's rows: above 0, at most 1 (0.05 is 5%)"
+                .into(),
+        ));
+    }
     let settings = args.db.settings()?;
     let json = args.format == RunFormat::Json;
-    let opts = RehearseOptions {
-        exec: exec_settings(&settings),
-        settings,
-        scratch_url: scratch,
-        upto: args.name.clone(),
-    };
     let mut steps: Box<dyn Write> = if json {
         Box::new(std::io::stderr())
     } else {
         Box::new(std::io::stdout())
     };
-    let report = block_on(crate::rehearse::run(&opts, &mut steps))?;
+    let exec = exec_settings(&settings);
+    let report = block_on(async {
+        // With --fleet, the copy is of the canary: the database the rollout tries first.
+        let target = match args.db.fleet().await? {
+            Some(f) => {
+                let i = f.canary.first().copied().unwrap_or(0);
+                f.targets
+                    .get(i)
+                    .map(|t| t.url().to_string())
+                    .ok_or_else(|| Error::Usage("the fleet has no targets".into()))?
+            }
+            None => args.db.url()?.to_string(),
+        };
+        match args.scratch_url.clone() {
+            Some(scratch) if scratch == target => Err(Error::Usage(
+                "--scratch-url is the target itself: the rehearsal changes the scratch database, so give it a copy".into(),
+            )),
+            Some(scratch) => {
+                let opts = RehearseOptions {
+                    exec,
+                    settings,
+                    scratch_url: scratch,
+                    upto: args.name.clone(),
+                };
+                crate::rehearse::run(&opts, &mut steps).await
+            }
+            None => {
+                let d = Sample::default();
+                let sample = Sample {
+                    fraction: args.sample.unwrap_or(d.fraction),
+                    max_rows: args.sample_max_rows.unwrap_or(d.max_rows),
+                    whole_below: args.whole_below.unwrap_or(d.whole_below),
+                };
+                let opts = RehearseOptions {
+                    exec,
+                    settings,
+                    scratch_url: String::new(),
+                    upto: args.name.clone(),
+                };
+                crate::rehearse::run_on_copy(&target, &sample, opts, &mut steps).await
+            }
+        }
+    })?;
     drop(steps);
     let mut out = std::io::stdout().lock();
     let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
@@ -78,6 +135,44 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         );
     }
     writeln!(out, "rehearsed {}", r.migrations.join(", "))?;
+    if let Some(c) = &r.scratch {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header([
+            "table",
+            "target rows (est.)",
+            "target size",
+            "copied rows",
+            "how",
+        ]);
+        for c in &c.tables {
+            let mut how = if c.whole { "whole" } else { "sample" }.to_string();
+            if c.parents_added > 0 {
+                how.push_str(&format!(", {} rows others reference", c.parents_added));
+            }
+            if c.orphans_left_out > 0 {
+                how.push_str(&format!(
+                    ", {} rows without a parent left out",
+                    c.orphans_left_out
+                ));
+            }
+            t.add_row([
+                c.table.clone(),
+                c.target_rows.to_string(),
+                human_bytes(c.target_bytes),
+                c.rows.to_string(),
+                how,
+            ]);
+        }
+        writeln!(
+            out,
+            "on {}, a copy made on the target's server in {:.1} s (dropped at the end):\n{t}",
+            c.database, c.seconds
+        )?;
+        for w in &c.warnings {
+            writeln!(out, "  not copied: {w}")?;
+        }
+    }
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header(["phase", "seconds"]);
@@ -153,4 +248,16 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// A size in bytes as people read it.
+fn human_bytes(b: i64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.1} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.0} kB", b / 1e3)
+    }
 }

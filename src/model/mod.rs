@@ -90,6 +90,13 @@ pub fn quote_ident(name: &str) -> String {
     out
 }
 
+/// Quotes a string as an SQL literal, for the few statements that cannot take a bound value
+/// (`COMMENT`, `CREATE EXTENSION … VERSION`). The session runs with `standard_conforming_strings`
+/// on (the default since 9.1), where a backslash is an ordinary character.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 /// [`quote_ident`] into `out`.
 pub fn write_ident(out: &mut impl fmt::Write, name: &str) -> fmt::Result {
     let plain = !name.is_empty()

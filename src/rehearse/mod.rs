@@ -11,6 +11,7 @@
 pub mod fingerprint;
 mod locks;
 mod probe;
+pub mod scratch;
 
 pub use locks::{strength as lock_strength, StepLock, StepTime};
 pub use probe::ProbeReport;
@@ -62,6 +63,9 @@ pub struct Rehearsal {
     pub probes: Vec<ProbeReport>,
     /// Every step run, with its time and the locks it was seen holding, strongest first.
     pub steps: Vec<StepTime>,
+    /// The scratch database the rehearsal made on the target's server, when it was given none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch: Option<scratch::ScratchReport>,
 }
 
 impl Rehearsal {
@@ -71,6 +75,41 @@ impl Rehearsal {
             && self.end_differences.is_empty()
             && self.probes.iter().all(|p| p.failed == 0)
     }
+}
+
+/// Makes a scratch copy of `target` on its server, rehearses there and drops the copy, however
+/// the rehearsal ends (Ctrl-C included; a copy left by a killed run goes at the next one).
+pub async fn run_on_copy(
+    target: &str,
+    sample: &scratch::Sample,
+    opts: RehearseOptions,
+    out: &mut dyn Write,
+) -> Result<Rehearsal, Error> {
+    let s = &opts.settings;
+    let (copy, made) =
+        scratch::Scratch::make(target, &s.managed_schemas, &s.metadata_schema, sample, out).await?;
+    let _ = writeln!(
+        out,
+        "copied {} tables ({} rows) in {:.1} s",
+        made.tables.len(),
+        made.tables.iter().map(|t| t.rows).sum::<i64>(),
+        made.seconds
+    );
+    let opts = RehearseOptions {
+        scratch_url: copy.url.clone(),
+        ..opts
+    };
+    let result = tokio::select! {
+        r = run(&opts, out) => r,
+        _ = tokio::signal::ctrl_c() => Err(Error::Stopped(
+            "interrupted: the scratch database is dropped and the target was not touched".into(),
+        )),
+    };
+    let removed = copy.remove().await;
+    let mut report = result?;
+    removed?;
+    report.scratch = Some(made);
+    Ok(report)
 }
 
 /// Runs the rehearsal on the scratch database; the step lines go to `out`.

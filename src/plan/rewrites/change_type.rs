@@ -295,6 +295,16 @@ mod tests {
     }
 
     #[test]
+    fn a_concurrent_index_on_the_retyped_column_is_built_once_concurrently_at_contract() {
+        let p = plan(
+            "-- migrate:no-transaction\nALTER TABLE users ALTER COLUMN age TYPE bigint;\nCREATE INDEX CONCURRENTLY users_age ON users (age);",
+            true,
+        );
+        assert!(p.contains("CREATE INDEX CONCURRENTLY users_age"), "{p}");
+        assert!(!p.contains("CONCURRENTLY CONCURRENTLY"), "{p}");
+    }
+
+    #[test]
     fn a_widening_goes_through_the_shadow_with_views() {
         insta::assert_snapshot!(plan(
             "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);",

@@ -6,6 +6,10 @@ use super::*;
 pub(super) fn add_concurrently(sql: &str, keyword: &str, reindex: bool) -> String {
     let lower = sql.to_ascii_lowercase();
     let words: Vec<(usize, &str)> = word_spans(&lower);
+    // Already concurrent (a concurrent build moved to another phase): as it is.
+    if words.iter().any(|(_, w)| *w == "concurrently") {
+        return sql.to_string();
+    }
     let target = if reindex {
         // REINDEX [ ( options ) ] { INDEX | TABLE | SCHEMA | DATABASE | SYSTEM } name
         words

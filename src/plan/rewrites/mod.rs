@@ -801,5 +801,11 @@ CREATE TABLE ev_2026 PARTITION OF ev FOR VALUES FROM ('2026-01-01') TO ('2027-01
             add_concurrently("REINDEX (VERBOSE) TABLE t", "REINDEX", true),
             "REINDEX (VERBOSE) TABLE CONCURRENTLY t"
         );
+        // A concurrent build moved to contract (its column is retyped first) keeps one word:
+        // the rehearsal found `CREATE INDEX CONCURRENTLY CONCURRENTLY` failing contract.
+        assert_eq!(
+            add_concurrently("CREATE INDEX CONCURRENTLY i ON t (a)", "INDEX", false),
+            "CREATE INDEX CONCURRENTLY i ON t (a)"
+        );
     }
 }

@@ -287,7 +287,7 @@ CREATE TABLE events (at timestamptz NOT NULL, kind text) PARTITION BY RANGE (at)
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE INDEX events_at ON events (at);
 INSERT INTO events SELECT '2026-01-01'::timestamptz + g * interval '1 minute', 'k' FROM generate_series(1, 500) g;
-CREATE VIEW big_orders AS SELECT o.id, o.total, u.name FROM orders o JOIN users u ON u.id = o.user_id WHERE o.total > 500;\n";
+CREATE VIEW recent_events AS SELECT at, kind FROM events WHERE at > '2026-06-01';\n";
 
 /// Everything a rehearsal could write on the target: the rows of every table (metadata
 /// included) and the shape of every column, constraint and index, as one text.
@@ -360,7 +360,7 @@ fn without_a_scratch_url_a_copy_is_made_beside_the_target_which_is_never_written
                 "0002_changes.sql",
                 "-- migrate:no-transaction
                  ALTER TABLE orders ADD COLUMN note text;
-                 ALTER TABLE orgs ALTER COLUMN name TYPE varchar(200);
+                 ALTER TABLE orders ALTER COLUMN total TYPE numeric(12,2);
                  CREATE INDEX CONCURRENTLY orders_total ON orders (total);\n",
             ),
         ],
@@ -423,6 +423,43 @@ fn without_a_scratch_url_a_copy_is_made_beside_the_target_which_is_never_written
             .all(|p| p["failed"] == 0),
         "{r:#}"
     );
+    // Every step that scans or changes the rows of orders is measured (WAL, growth) and
+    // projected onto the target's size of it, which is the target's own.
+    let target_bytes: i64 = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query_scalar("SELECT pg_total_relation_size('orders')")
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    });
+    let p = &r["projection"];
+    let t = p["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "public.orders")
+        .unwrap_or_else(|| panic!("{p:#}"));
+    assert_eq!(t["target_bytes"], target_bytes, "{p:#}");
+    assert!(
+        t["scratch_bytes"].as_i64().unwrap() < target_bytes / 2,
+        "{p:#}"
+    );
+    let steps = r["steps"].as_array().unwrap();
+    let backfill = steps
+        .iter()
+        .rfind(|s| s["phase"] == "backfill" && s["sized_by"] == "orders")
+        .unwrap_or_else(|| panic!("{r:#}"));
+    assert!(backfill["wal_bytes"].as_i64().unwrap() > 0, "{backfill:#}");
+    assert!(
+        backfill["size_change"].as_i64().unwrap() > 0,
+        "{backfill:#}"
+    );
+    assert!(
+        backfill["projected_ms"].as_f64().unwrap() > backfill["ms"].as_f64().unwrap(),
+        "{backfill:#}"
+    );
+    assert!(p["backfill_seconds"].as_f64().unwrap() > 0.0, "{p:#}");
+    assert!(p["disk_bytes"].as_i64().unwrap() > 0, "{p:#}");
     // The copy is gone, and the target is as it was, rows and shape, metadata included: the
     // pending migration is still pending there.
     let name = r["scratch"]["database"].as_str().unwrap();

@@ -1,12 +1,22 @@
 //! `migrate rehearse [NAME] [--scratch-url URL]`: the pending migrations forward, back and
 //! forward on a scratch copy (given, or made on the target's server), and what it found.
 
-use super::db::{block_on, exec_settings, DbArgs, RunFormat};
+use super::db::{block_on, exec_settings, DbArgs};
 use super::{EXIT_FINDINGS, EXIT_OK};
 use crate::error::Error;
 use crate::rehearse::scratch::Sample;
 use crate::rehearse::{Rehearsal, RehearseOptions};
 use std::io::Write;
+
+/// How the rehearsal reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RehearseFormat {
+    Human,
+    /// One JSON object on stdout; the step lines on stderr.
+    Json,
+    /// Markdown for a GitHub job summary.
+    Github,
+}
 
 #[derive(Debug, clap::Args)]
 pub struct RehearseArgs {
@@ -34,9 +44,10 @@ pub struct RehearseArgs {
     pub whole_below: Option<i64>,
     #[command(flatten)]
     pub db: DbArgs,
-    /// Output format.
+    /// Output format: `github` writes the report as Markdown, to the job summary when
+    /// GITHUB_STEP_SUMMARY is set, else to stdout.
     #[arg(long, value_enum, default_value = "human")]
-    pub format: RunFormat,
+    pub format: RehearseFormat,
 }
 
 pub fn run(args: RehearseArgs) -> Result<u8, Error> {
@@ -65,7 +76,7 @@ pub fn run(args: RehearseArgs) -> Result<u8, Error> {
         ));
     }
     let settings = args.db.settings()?;
-    let json = args.format == RunFormat::Json;
+    let json = args.format != RehearseFormat::Human;
     let mut steps: Box<dyn Write> = if json {
         Box::new(std::io::stderr())
     } else {
@@ -95,7 +106,14 @@ pub fn run(args: RehearseArgs) -> Result<u8, Error> {
                     scratch_url: scratch,
                     upto: args.name.clone(),
                 };
-                crate::rehearse::run(&opts, &mut steps).await
+                let mut report = crate::rehearse::run(&opts, &mut steps).await?;
+                // Projected onto the target's sizes, when it can be read (never written).
+                if args.db.database_url.is_some() {
+                    let managed = &opts.settings.managed_schemas;
+                    let sizes = crate::rehearse::target_sizes(&target, managed).await?;
+                    report.project(&sizes, managed);
+                }
+                Ok(report)
             }
             None => {
                 let d = Sample::default();
@@ -117,12 +135,29 @@ pub fn run(args: RehearseArgs) -> Result<u8, Error> {
     drop(steps);
     let mut out = std::io::stdout().lock();
     let io = |e| Error::io(std::path::Path::new("<stdout>"), e);
-    if json {
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(|e| io(std::io::Error::other(e)))?;
-        writeln!(out).map_err(io)?;
-    } else {
-        print(&mut out, &report).map_err(io)?;
+    match args.format {
+        RehearseFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)
+                .map_err(|e| io(std::io::Error::other(e)))?;
+            writeln!(out).map_err(io)?;
+        }
+        RehearseFormat::Human => print(&mut out, &report).map_err(io)?,
+        RehearseFormat::Github => {
+            let md = markdown(&report);
+            match std::env::var_os("GITHUB_STEP_SUMMARY") {
+                Some(path) => {
+                    let path = std::path::PathBuf::from(path);
+                    let mut f = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(&path)
+                        .map_err(|e| Error::io(&path, e))?;
+                    f.write_all(md.as_bytes())
+                        .map_err(|e| Error::io(&path, e))?;
+                }
+                None => out.write_all(md.as_bytes()).map_err(io)?,
+            }
+        }
     }
     Ok(if report.ok() { EXIT_OK } else { EXIT_FINDINGS })
 }
@@ -210,6 +245,41 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
             r.steps.len()
         )?;
     }
+    let scaled: Vec<_> = r.steps.iter().filter(|s| s.sized_by.is_some()).collect();
+    if !scaled.is_empty() {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header([
+            "step that scans, rewrites or changes rows",
+            "ms",
+            "WAL",
+            "size change",
+            "on the target (projected)",
+        ]);
+        for s in &scaled {
+            let projected = match (s.projected_ms, s.projected_size_change) {
+                (Some(ms), Some(b)) => format!("{}, {}", human_ms(ms), signed_bytes(b)),
+                _ => String::new(),
+            };
+            t.add_row([
+                format!("{} {} {}: {}", s.migration, s.phase, s.step, s.action),
+                format!("{:.0}", s.ms),
+                human_bytes(s.wal_bytes),
+                signed_bytes(s.size_change),
+                projected,
+            ]);
+        }
+        writeln!(out, "{t}")?;
+    }
+    if let Some(p) = &r.projection {
+        writeln!(
+            out,
+            "projected on the target (from its table sizes and the rates measured here; not a measurement): backfill {}, index builds and validations {}, disk {}",
+            human_ms(p.backfill_seconds * 1e3),
+            human_ms(p.scan_seconds * 1e3),
+            human_bytes(p.disk_bytes)
+        )?;
+    }
     for p in &r.probes {
         writeln!(
             out,
@@ -260,4 +330,125 @@ fn human_bytes(b: i64) -> String {
     } else {
         format!("{:.0} kB", b / 1e3)
     }
+}
+
+/// A size change with its sign.
+fn signed_bytes(b: i64) -> String {
+    if b < 0 {
+        format!("-{}", human_bytes(-b))
+    } else {
+        format!("+{}", human_bytes(b))
+    }
+}
+
+/// A time as people read it.
+fn human_ms(ms: f64) -> String {
+    if ms >= 3_600_000.0 {
+        format!("{:.1} h", ms / 3_600_000.0)
+    } else if ms >= 60_000.0 {
+        format!("{:.1} min", ms / 60_000.0)
+    } else if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+/// The report as Markdown, for a GitHub job summary.
+fn markdown(r: &Rehearsal) -> String {
+    use std::fmt::Write as _;
+    let mut m = String::new();
+    let verdict = if r.migrations.is_empty() {
+        "nothing to rehearse"
+    } else if r.ok() {
+        "passed"
+    } else {
+        "FAILED"
+    };
+    let _ = writeln!(
+        m,
+        "## migrate rehearse: {verdict}\n\n{}\n",
+        r.migrations
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(f) = &r.failed {
+        let _ = writeln!(m, "**Failed:** {}\n", f.replace('\n', " "));
+    }
+    for (title, diffs) in [
+        ("The abort did not restore", &r.abort_differences),
+        (
+            "The end state differs from the files as written",
+            &r.end_differences,
+        ),
+    ] {
+        if !diffs.is_empty() {
+            let _ = writeln!(m, "**{title}:**\n");
+            for d in diffs.iter() {
+                let _ = writeln!(m, "- {d}");
+            }
+            let _ = writeln!(m);
+        }
+    }
+    let _ = writeln!(m, "| phase | seconds |\n|---|---:|");
+    for p in &r.phases {
+        let _ = writeln!(m, "| {} | {:.2} |", p.phase, p.seconds);
+    }
+    let _ = writeln!(
+        m,
+        "\n| version | requests | failed | p99 ms | max ms |\n|---|---:|---:|---:|---:|"
+    );
+    for p in &r.probes {
+        let _ = writeln!(
+            m,
+            "| {} | {} | {} | {:.1} | {:.1} |",
+            p.version, p.requests, p.failed, p.p99_ms, p.max_ms
+        );
+    }
+    let _ = writeln!(
+        m,
+        "\n| step | ms | strongest lock (server) | held ms | WAL | size | on the target (projected) |\n|---|---:|---|---:|---:|---:|---|"
+    );
+    for s in &r.steps {
+        let lock = s
+            .locks
+            .first()
+            .map(|l| {
+                (
+                    format!("{} on {}", l.mode, l.relation),
+                    format!("{:.0}", l.held_ms),
+                )
+            })
+            .unwrap_or_default();
+        let projected = match (s.projected_ms, s.projected_size_change) {
+            (Some(ms), Some(b)) => format!("{}, {}", human_ms(ms), signed_bytes(b)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            m,
+            "| {} {} {}: {} | {:.0} | {} | {} | {} | {} | {} |",
+            s.migration,
+            s.phase,
+            s.step,
+            s.action.replace('|', "\\|"),
+            s.ms,
+            lock.0,
+            lock.1,
+            human_bytes(s.wal_bytes),
+            signed_bytes(s.size_change),
+            projected
+        );
+    }
+    if let Some(p) = &r.projection {
+        let _ = writeln!(
+            m,
+            "\n**Projected on the target** (from its table sizes and the rates measured here; not a measurement): backfill {}, index builds and validations {}, disk {}.",
+            human_ms(p.backfill_seconds * 1e3),
+            human_ms(p.scan_seconds * 1e3),
+            human_bytes(p.disk_bytes)
+        );
+    }
+    m
 }

@@ -54,6 +54,9 @@ pub struct StepEvent {
     pub label: String,
     pub step: usize,
     pub action: String,
+    /// The table whose size the step's time follows (it scans, rewrites or changes its rows),
+    /// as `schema.table` or the bare name the plan gave; None for a catalog change only.
+    pub sized_by: Option<String>,
     pub start: bool,
 }
 

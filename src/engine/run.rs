@@ -299,6 +299,11 @@ impl Runner {
                         label: label.to_string(),
                         step: i + 1,
                         action: step.action.clone(),
+                        sized_by: step
+                            .locks
+                            .iter()
+                            .find(|l| l.hold != LockHold::Brief)
+                            .map(|l| l.table.to_string()),
                         start,
                     });
                 }

@@ -26,6 +26,7 @@ use crate::files::MigrationEntry;
 use fingerprint::Fingerprint;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
@@ -66,6 +67,149 @@ pub struct Rehearsal {
     /// The scratch database the rehearsal made on the target's server, when it was given none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scratch: Option<scratch::ScratchReport>,
+    /// The managed tables' sizes on the scratch database before the rehearsal.
+    #[serde(skip)]
+    pub scratch_sizes: BTreeMap<String, TableSize>,
+    /// The production run's figures, projected from the target's table sizes and the rates
+    /// the rehearsal measured, when the target could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projection: Option<Projection>,
+}
+
+/// A table's size: the planner's row estimate and its bytes with indexes and TOAST (a
+/// partitioned table's: its partitions').
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TableSize {
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+/// What the production run is projected to take: each step that scans, rewrites or changes
+/// the rows of a table, its time and size change multiplied by that table's size on the
+/// target over its size on the scratch database. A projection, not a measurement: rates on a
+/// copy of other size, cache and load differ.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Projection {
+    /// The backfills' time, in seconds.
+    pub backfill_seconds: f64,
+    /// The other steps that scan or rewrite a table (index builds, validations), in seconds.
+    pub scan_seconds: f64,
+    /// The disk the run is projected to take: the growth of every step that grows a table.
+    pub disk_bytes: i64,
+    /// Per table: the scratch database's size against the target's.
+    pub tables: Vec<ProjectedTable>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectedTable {
+    pub table: String,
+    pub scratch_bytes: i64,
+    pub target_bytes: i64,
+    pub target_rows: i64,
+}
+
+/// The sizes of the tables in `schemas`, keyed `schema.table`.
+pub async fn table_sizes(
+    conn: &mut PgConnection,
+    schemas: &[String],
+) -> Result<BTreeMap<String, TableSize>, Error> {
+    let rows: Vec<(String, String, f64, i64)> = sqlx::query_as(
+        "SELECT n.nspname::text, c.relname::text,
+                CASE WHEN c.relkind = 'p' THEN (SELECT sum(greatest(l.reltuples, 0)) FROM pg_partition_tree(c.oid) t
+                                                 JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf)
+                     ELSE greatest(c.reltuples, 0) END::float8,
+                CASE WHEN c.relkind = 'p' THEN (SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
+                     ELSE pg_total_relation_size(c.oid) END::int8
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY($1)",
+    )
+    .bind(schemas)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(|e| Error::Database(format!("reading the tables' sizes: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|(schema, table, rows, bytes)| {
+            (
+                format!("{schema}.{table}"),
+                TableSize {
+                    rows: rows as i64,
+                    bytes,
+                },
+            )
+        })
+        .collect())
+}
+
+/// The target's table sizes, read in a read-only session.
+pub async fn target_sizes(
+    url: &str,
+    schemas: &[String],
+) -> Result<BTreeMap<String, TableSize>, Error> {
+    let mut c = connect(url).await?;
+    sqlx::raw_sql("SET default_transaction_read_only = on")
+        .execute(&mut c)
+        .await
+        .map_err(|e| Error::Database(e.to_string()))?;
+    let sizes = table_sizes(&mut c, schemas).await;
+    let _ = c.close().await;
+    sizes
+}
+
+impl Rehearsal {
+    /// Projects the steps of the last forward pass (expand, backfill and contract after the
+    /// abort: the run production will see) onto the target's table sizes.
+    pub fn project(&mut self, target: &BTreeMap<String, TableSize>, managed: &[String]) {
+        let find =
+            |sizes: &BTreeMap<String, TableSize>, name: &str| -> Option<(String, TableSize)> {
+                let key = if name.contains('.') {
+                    name.replace('"', "")
+                } else {
+                    format!(
+                        "{}.{name}",
+                        managed.first().map_or("public", String::as_str)
+                    )
+                };
+                sizes.get(&key).map(|s| (key, *s))
+            };
+        let from = self
+            .steps
+            .iter()
+            .rposition(|s| s.phase == "abort")
+            .map_or(0, |i| i + 1);
+        let mut p = Projection::default();
+        for step in &mut self.steps[from..] {
+            let Some(name) = &step.sized_by else { continue };
+            let (Some((key, here)), Some((_, there))) =
+                (find(&self.scratch_sizes, name), find(target, name))
+            else {
+                continue;
+            };
+            if here.bytes <= 0 {
+                continue;
+            }
+            let factor = there.bytes as f64 / here.bytes as f64;
+            let ms = step.ms * factor;
+            let grows = (step.size_change as f64 * factor) as i64;
+            step.projected_ms = Some(ms);
+            step.projected_size_change = Some(grows);
+            if step.phase == "backfill" {
+                p.backfill_seconds += ms / 1e3;
+            } else {
+                p.scan_seconds += ms / 1e3;
+            }
+            p.disk_bytes += grows.max(0);
+            if !p.tables.iter().any(|t| t.table == key) {
+                p.tables.push(ProjectedTable {
+                    table: key,
+                    scratch_bytes: here.bytes,
+                    target_bytes: there.bytes,
+                    target_rows: there.rows,
+                });
+            }
+        }
+        self.projection = Some(p);
+    }
 }
 
 impl Rehearsal {
@@ -85,9 +229,15 @@ pub async fn run_on_copy(
     opts: RehearseOptions,
     out: &mut dyn Write,
 ) -> Result<Rehearsal, Error> {
-    let s = &opts.settings;
-    let (copy, made) =
-        scratch::Scratch::make(target, &s.managed_schemas, &s.metadata_schema, sample, out).await?;
+    let managed = opts.settings.managed_schemas.clone();
+    let (copy, made) = scratch::Scratch::make(
+        target,
+        &managed,
+        &opts.settings.metadata_schema,
+        sample,
+        out,
+    )
+    .await?;
     let _ = writeln!(
         out,
         "copied {} tables ({} rows) in {:.1} s",
@@ -108,6 +258,8 @@ pub async fn run_on_copy(
     let removed = copy.remove().await;
     let mut report = result?;
     removed?;
+    let sizes = target_sizes(target, &managed).await?;
+    report.project(&sizes, &managed);
     report.scratch = Some(made);
     Ok(report)
 }
@@ -153,6 +305,7 @@ pub async fn run(opts: &RehearseOptions, out: &mut dyn Write) -> Result<Rehearsa
         .collect();
     let mut conn = connect(url).await?;
     let before = fingerprint::read(&mut conn, &s.managed_schemas, true).await?;
+    report.scratch_sizes = table_sizes(&mut conn, &s.managed_schemas).await?;
 
     let started = Instant::now();
     let written = match as_written(&mut conn, &files, &s.managed_schemas).await {

@@ -112,7 +112,7 @@ impl LockWatch {
                 .await
                 .unwrap_or_default();
                 let lsn: i64 = sqlx::query_scalar(lsn).fetch_one(&mut c).await.unwrap_or(0);
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     size = sqlx::query_scalar("SELECT pg_database_size(current_database())")
                         .fetch_one(&mut c)
                         .await

@@ -573,3 +573,45 @@ fn the_copy_of_a_killed_rehearsal_is_dropped_by_the_next_one() {
         databases_like(&db, &prefix)
     );
 }
+
+#[test]
+fn with_a_fleet_the_copy_is_of_the_canary_and_github_gets_a_summary() {
+    let (canary, other) = (TestDb::new(), TestDb::new());
+    let dir = project(
+        "rehearse",
+        "fleet",
+        &[
+            ("0001_users.sql", USERS),
+            ("0002_email.sql", "ALTER TABLE users ADD COLUMN email text;\n"),
+        ],
+    );
+    // Only the canary has 0001 applied: a copy of the other would rehearse both files.
+    ok(&migrate_in(&canary.url, &dir, &["expand", "0001_users"], None));
+    ok(&migrate_in(&canary.url, &dir, &["contract", "0001_users"], None));
+    std::fs::write(
+        dir.join("fleet.toml"),
+        "canary = [\"c\"]\n[[target]]\nname = \"o\"\nurl_env = \"MIGRATE_REHEARSE_OTHER\"\n[[target]]\nname = \"c\"\nurl_env = \"MIGRATE_REHEARSE_CANARY\"\n",
+    )
+    .unwrap();
+    let summary = dir.join("summary.md");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_migrate"))
+        .args(["rehearse", "--format", "github", "--fleet"])
+        .arg(dir.join("fleet.toml"))
+        .arg("--dir")
+        .arg(&*dir)
+        .env("MIGRATE_REHEARSE_OTHER", &other.url)
+        .env("MIGRATE_REHEARSE_CANARY", &canary.url)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(md.starts_with("## migrate rehearse: passed\n\n`0002_email`\n"), "{md}");
+    assert!(md.contains("| old | "), "{md}");
+    assert!(md.contains("| 0002_email expand 1: "), "{md}");
+    // The copy was the canary's (the other target's would have rehearsed 0001 as well, as
+    // the summary's list shows), and it is gone.
+    assert!(databases_like(&canary, &scratch_prefix(&canary)).is_empty());
+    assert!(databases_like(&other, &scratch_prefix(&other)).is_empty());
+}

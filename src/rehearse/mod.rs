@@ -85,8 +85,9 @@ pub struct TableSize {
 }
 
 /// What the production run is projected to take: each step that scans, rewrites or changes
-/// the rows of a table, its time and size change multiplied by that table's size on the
-/// target over its size on the scratch database. A projection, not a measurement: rates on a
+/// the rows of a table, its time (less what a catalog-only step takes, which does not grow)
+/// and size change multiplied by that table's size on the target over its size on the
+/// scratch database. A projection, not a measurement: rates on a
 /// copy of other size, cache and load differ.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Projection {
@@ -177,6 +178,16 @@ impl Rehearsal {
             .iter()
             .rposition(|s| s.phase == "abort")
             .map_or(0, |i| i + 1);
+        // What every step costs whatever the table's size (lock, round trips, checkpoint): the
+        // median time of the steps that only change the catalog. Only the rest scales.
+        let mut brief: Vec<f64> = self
+            .steps
+            .iter()
+            .filter(|s| s.sized_by.is_none())
+            .map(|s| s.ms)
+            .collect();
+        brief.sort_by(f64::total_cmp);
+        let fixed = brief.get(brief.len() / 2).copied().unwrap_or(0.0);
         let mut p = Projection::default();
         for step in &mut self.steps[from..] {
             let Some(name) = &step.sized_by else { continue };
@@ -189,7 +200,8 @@ impl Rehearsal {
                 continue;
             }
             let factor = there.bytes as f64 / here.bytes as f64;
-            let ms = step.ms * factor;
+            let overhead = fixed.min(step.ms);
+            let ms = overhead + (step.ms - overhead) * factor;
             let grows = (step.size_change as f64 * factor) as i64;
             step.projected_ms = Some(ms);
             step.projected_size_change = Some(grows);

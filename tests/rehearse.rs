@@ -72,9 +72,36 @@ fn a_clean_migration_goes_forward_back_and_forward_and_ends_as_the_files_mean() 
         ],
     );
     ok(&migrate_in(&db.url, &dir, &["expand", "0001_users"], None));
+    let rollbacks = || -> i64 {
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        })
+    };
+    let before = rollbacks();
     let (code, r, said) = rehearse(&db, &dir);
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(strings(&r["migrations"]), ["0002_changes"]);
+    // The probes' writes are undone to a savepoint in transactions that commit: rolled back,
+    // every request counted as the app failing, and the guard paused the rehearsal for it.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let requests: u64 = r["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["requests"].as_u64().unwrap())
+        .sum();
+    assert!(requests > 20, "{r:#}");
+    assert!(
+        rollbacks() - before < 10,
+        "{} rollbacks for {requests} probe requests",
+        rollbacks() - before
+    );
     assert!(r["failed"].is_null(), "{r:#}");
     assert!(strings(&r["abort_differences"]).is_empty(), "{r:#}");
     assert!(strings(&r["end_differences"]).is_empty(), "{r:#}");
@@ -582,12 +609,25 @@ fn with_a_fleet_the_copy_is_of_the_canary_and_github_gets_a_summary() {
         "fleet",
         &[
             ("0001_users.sql", USERS),
-            ("0002_email.sql", "ALTER TABLE users ADD COLUMN email text;\n"),
+            (
+                "0002_email.sql",
+                "ALTER TABLE users ADD COLUMN email text;\n",
+            ),
         ],
     );
     // Only the canary has 0001 applied: a copy of the other would rehearse both files.
-    ok(&migrate_in(&canary.url, &dir, &["expand", "0001_users"], None));
-    ok(&migrate_in(&canary.url, &dir, &["contract", "0001_users"], None));
+    ok(&migrate_in(
+        &canary.url,
+        &dir,
+        &["expand", "0001_users"],
+        None,
+    ));
+    ok(&migrate_in(
+        &canary.url,
+        &dir,
+        &["contract", "0001_users"],
+        None,
+    ));
     std::fs::write(
         dir.join("fleet.toml"),
         "canary = [\"c\"]\n[[target]]\nname = \"o\"\nurl_env = \"MIGRATE_REHEARSE_OTHER\"\n[[target]]\nname = \"c\"\nurl_env = \"MIGRATE_REHEARSE_CANARY\"\n",
@@ -607,7 +647,10 @@ fn with_a_fleet_the_copy_is_of_the_canary_and_github_gets_a_summary() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let md = std::fs::read_to_string(&summary).unwrap();
-    assert!(md.starts_with("## migrate rehearse: passed\n\n`0002_email`\n"), "{md}");
+    assert!(
+        md.starts_with("## migrate rehearse: passed\n\n`0002_email`\n"),
+        "{md}"
+    );
     assert!(md.contains("| old | "), "{md}");
     assert!(md.contains("| 0002_email expand 1: "), "{md}");
     // The copy was the canary's (the other target's would have rehearsed 0001 as well, as

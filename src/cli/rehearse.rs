@@ -245,7 +245,13 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
             r.steps.len()
         )?;
     }
-    let scaled: Vec<_> = r.steps.iter().filter(|s| s.sized_by.is_some()).collect();
+    // With a projection, the last forward pass (the run production will see); JSON has all.
+    let projected = r.steps.iter().any(|s| s.projected_ms.is_some());
+    let scaled: Vec<_> = r
+        .steps
+        .iter()
+        .filter(|s| s.sized_by.is_some() && (!projected || s.projected_ms.is_some()))
+        .collect();
     if !scaled.is_empty() {
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -271,7 +277,7 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         }
         writeln!(out, "{t}")?;
     }
-    if let Some(p) = &r.projection {
+    if let Some(p) = r.projection.as_ref().filter(|p| !p.tables.is_empty()) {
         writeln!(
             out,
             "projected on the target (from its table sizes and the rates measured here; not a measurement): backfill {}, index builds and validations {}, disk {}",
@@ -441,7 +447,7 @@ fn markdown(r: &Rehearsal) -> String {
             projected
         );
     }
-    if let Some(p) = &r.projection {
+    if let Some(p) = r.projection.as_ref().filter(|p| !p.tables.is_empty()) {
         let _ = writeln!(
             m,
             "\n**Projected on the target** (from its table sizes and the rates measured here; not a measurement): backfill {}, index builds and validations {}, disk {}.",

@@ -242,11 +242,13 @@ pub async fn run_on_copy(
     out: &mut dyn Write,
 ) -> Result<Rehearsal, Error> {
     let managed = opts.settings.managed_schemas.clone();
+    let hints = scratch::fk_hints(&opts.settings)?;
     let (copy, made) = scratch::Scratch::make(
         target,
         &managed,
         &opts.settings.metadata_schema,
         sample,
+        &hints,
         out,
     )
     .await?;

@@ -1,6 +1,6 @@
 //! An app version's probe during a rehearsal: on its version's `search_path`, over and over, a
 //! prepared `SELECT *` of a row by its key and an `UPDATE` that writes a column its version
-//! knows back to itself (in a transaction that is rolled back), round the tables it sees — as an app whose statements are prepared
+//! knows back to itself (undone to a savepoint), round the tables it sees — as an app whose statements are prepared
 //! once and then meet every change the rehearsal makes. Every failure is kept.
 
 use serde::Serialize;
@@ -165,19 +165,33 @@ async fn run(
                             w = q(w),
                             k = q(k)
                         );
-                        // Rolled back: the write meets every view, trigger, constraint and
-                        // lock on its way, and leaves the rows (an `updated_at` trigger's
-                        // among them) for the rehearsal's comparison as the migration left
-                        // them.
+                        // Undone to a savepoint: the write meets every view, trigger,
+                        // constraint and lock on its way, and leaves the rows (an
+                        // `updated_at` trigger's among them) for the rehearsal's comparison as
+                        // the migration left them. The transaction itself commits: a rolled
+                        // back one a request would count as the app failing, and the guard
+                        // would pause the rehearsal for it.
                         match c.begin().await {
                             Ok(mut tx) => {
-                                let r = sqlx::query(AssertSqlSafe(write))
-                                    .bind(v)
-                                    .execute(&mut *tx)
-                                    .await
-                                    .map(|_| ());
-                                let _ = tx.rollback().await;
-                                r
+                                let r = async {
+                                    sqlx::raw_sql("SAVEPOINT probe").execute(&mut *tx).await?;
+                                    sqlx::query(AssertSqlSafe(write))
+                                        .bind(v)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                    sqlx::raw_sql("ROLLBACK TO SAVEPOINT probe")
+                                        .execute(&mut *tx)
+                                        .await
+                                        .map(|_| ())
+                                }
+                                .await;
+                                match r {
+                                    Ok(()) => tx.commit().await,
+                                    Err(e) => {
+                                        let _ = tx.rollback().await;
+                                        Err(e)
+                                    }
+                                }
                             }
                             Err(e) => Err(e),
                         }

@@ -83,6 +83,48 @@ pub struct ScratchReport {
     pub warnings: Vec<String>,
 }
 
+/// A foreign key a migration adds to tables that exist: the sample must keep its parents too,
+/// or the rehearsal would fail where production passes.
+#[derive(Debug, Clone)]
+pub struct FkHint {
+    pub child: crate::model::QualifiedName,
+    pub columns: Vec<String>,
+    pub parent: crate::model::QualifiedName,
+    pub ref_columns: Vec<String>,
+}
+
+/// The foreign keys the migrations add to existing tables (`ALTER TABLE … ADD … FOREIGN KEY`).
+pub fn fk_hints(settings: &crate::config::Settings) -> Result<Vec<FkHint>, Error> {
+    use crate::model::{ConstraintKind, Operation};
+    let mut out = Vec::new();
+    for entry in crate::files::list_dir(&settings.migrations_dir)? {
+        let file = crate::files::load(&entry, settings.transaction)?;
+        for ops in crate::analyze::Prepared::new(file).ops {
+            for op in ops {
+                if let Operation::AddConstraint {
+                    table, constraint, ..
+                } = op
+                {
+                    if let ConstraintKind::ForeignKey {
+                        columns,
+                        references,
+                        ref_columns,
+                    } = constraint.kind
+                    {
+                        out.push(FkHint {
+                            child: table,
+                            columns,
+                            parent: references,
+                            ref_columns,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A scratch database made on the target's server; [`Scratch::remove`] drops it.
 pub struct Scratch {
     pub url: String,
@@ -183,6 +225,7 @@ impl Scratch {
         schemas: &[String],
         metadata_schema: &str,
         sample: &Sample,
+        hints: &[FkHint],
         out: &mut dyn Write,
     ) -> Result<(Scratch, ScratchReport), Error> {
         let started = Instant::now();
@@ -252,6 +295,7 @@ impl Scratch {
             schemas,
             metadata_schema,
             sample,
+            hints,
             &mut report,
         )
         .await
@@ -341,6 +385,7 @@ async fn copy(
     managed: &[String],
     metadata_schema: &str,
     sample: &Sample,
+    hints: &[FkHint],
     report: &mut ScratchReport,
 ) -> Result<(), Error> {
     let mut src = connect(target_url).await?;
@@ -387,7 +432,9 @@ async fn copy(
     let tables = c.tables().await?;
     c.rows(&tables, sample).await?;
     let fks = c.fk_list().await?;
-    c.pull_parents(&fks).await?;
+    let mut wanted = c.hinted(hints, managed).await?;
+    wanted.extend(fks.iter().cloned());
+    c.pull_parents(&wanted).await?;
     c.constraints_and_indexes().await?;
     c.foreign_keys(fks).await?;
     c.views().await?;
@@ -421,6 +468,7 @@ impl Table {
 }
 
 /// A foreign key of a copied table.
+#[derive(Clone)]
 struct Fk {
     child: (String, String),
     parent: (String, String),
@@ -666,8 +714,9 @@ impl Copier<'_> {
     async fn tables(&mut self) -> Result<Vec<Table>, Error> {
         let sql = format!(
             "SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text,
-                    CASE WHEN c.reltuples > 0 THEN c.reltuples::float8 ELSE -1 END
-                      * CASE WHEN c.reltuples > 0 OR pg_relation_size(c.oid) = 0 THEN 1 ELSE pg_relation_size(c.oid) / 100.0 END,
+                    CASE WHEN c.reltuples > 0 THEN c.reltuples::float8
+                         WHEN pg_relation_size(c.oid) = 0 THEN 0
+                         ELSE -(pg_relation_size(c.oid) / 100.0) END::float8,
                     pg_total_relation_size(c.oid),
                     CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
                     CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END,
@@ -938,6 +987,61 @@ impl Copier<'_> {
                 add,
             })
             .collect())
+    }
+
+    /// The keys the migrations add, as foreign keys between tables the copy has (a name
+    /// without a schema is in the first managed schema).
+    async fn hinted(&mut self, hints: &[FkHint], managed: &[String]) -> Result<Vec<Fk>, Error> {
+        let first = managed.first().map_or("public", String::as_str);
+        let mut out = Vec::new();
+        for h in hints {
+            let schema_of =
+                |q: &crate::model::QualifiedName| q.schema.clone().unwrap_or(first.to_string());
+            let (cs, ps) = (schema_of(&h.child), schema_of(&h.parent));
+            if !self.schemas.contains(&cs) || !self.schemas.contains(&ps) {
+                continue;
+            }
+            let found: Option<(i64, Vec<String>)> = sqlx::query_as(
+                "SELECT p.oid::int8, array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.i)
+                 FROM pg_class p JOIN pg_namespace n ON n.oid = p.relnamespace
+                 CROSS JOIN unnest($3::text[]) WITH ORDINALITY k(col, i)
+                 JOIN pg_attribute a ON a.attrelid = p.oid AND a.attname = k.col AND NOT a.attisdropped
+                 WHERE n.nspname = $1 AND p.relname = $2 AND p.relkind IN ('r', 'p')
+                 GROUP BY p.oid HAVING count(*) = cardinality($3::text[])",
+            )
+            .bind(&ps)
+            .bind(&h.parent.name)
+            .bind(&h.ref_columns)
+            .fetch_optional(&mut *self.src)
+            .await
+            .map_err(db("reading the keys the migrations add"))?;
+            let child_has: bool = sqlx::query_scalar(
+                "SELECT count(*) = cardinality($3::text[]) FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = ANY($3) AND NOT a.attisdropped",
+            )
+            .bind(&cs)
+            .bind(&h.child.name)
+            .bind(&h.columns)
+            .fetch_one(&mut *self.src)
+            .await
+            .map_err(db("reading the keys the migrations add"))?;
+            // A key to or from a table the migrations make, or on a column they add: nothing
+            // on the target to keep.
+            let Some((oid, ref_types)) = found.filter(|_| child_has) else {
+                continue;
+            };
+            out.push(Fk {
+                child: (cs, h.child.name.clone()),
+                parent: (ps, h.parent.name.clone()),
+                parent_oid: oid as u32,
+                cols: h.columns.clone(),
+                refs: h.ref_columns.clone(),
+                ref_types,
+                add: String::new(),
+            });
+        }
+        Ok(out)
     }
 
     /// The rows a sampled row's foreign key needs, fetched from the target by key (through

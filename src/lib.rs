@@ -13,6 +13,7 @@ pub mod error;
 pub mod files;
 pub mod fleet;
 pub mod lint;
+pub mod load;
 pub mod model;
 pub mod plan;
 pub mod rehearse;

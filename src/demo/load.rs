@@ -3,6 +3,7 @@
 //! latency of every request queued behind it, not as fewer requests).
 
 use crate::error::Error;
+use crate::load::{app_session, Timings};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection};
 use std::collections::HashMap;
@@ -35,19 +36,13 @@ const VERSIONS: [&str; 2] = ["old", "new"];
 const WORKERS: usize = 2;
 
 #[derive(Default)]
-struct Cell {
-    latencies_ms: Vec<f64>,
-    failed: u64,
-}
-
-#[derive(Default)]
 struct Shared {
     phase: AtomicUsize,
     running: [AtomicBool; 2],
     /// Workers of each version that have stopped.
     stopped: [AtomicUsize; 2],
     stop_all: AtomicBool,
-    cells: Mutex<HashMap<(usize, usize), Cell>>,
+    cells: Mutex<HashMap<(usize, usize), Timings>>,
     /// Users written by a worker: id → (name, age). Each worker updates only ids of its own
     /// residue mod 4, so every id has one writer and its last write is known.
     expected: Mutex<HashMap<i64, (String, i64)>>,
@@ -193,9 +188,7 @@ impl Workload {
                 let mut c = PgConnection::connect(url).await.map_err(|e| {
                     Error::Database(format!("connecting the demo's app versions: {e}"))
                 })?;
-                sqlx::query("SELECT set_config('application_name', $1, false)")
-                    .bind(format!("migrate-demo-{version}-{w}"))
-                    .execute(&mut c)
+                app_session(&mut c, Some(&format!("migrate-demo-{version}-{w}")), None)
                     .await
                     .map_err(|e| Error::Database(format!("naming the demo's sessions: {e}")))?;
                 conns.push((v, w, c));
@@ -280,24 +273,15 @@ impl Workload {
                 let Some(cell) = cells.get(&(v, p)) else {
                     continue;
                 };
-                let mut l = cell.latencies_ms.clone();
-                l.sort_by(|a, b| a.total_cmp(b));
-                let pct = |q: f64| {
-                    if l.is_empty() {
-                        0.0
-                    } else {
-                        l[((q * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1]
-                    }
-                };
                 report.failed_requests += cell.failed;
                 report.phases.push(PhaseRow {
                     phase,
                     version,
-                    requests: l.len() + cell.failed as usize,
+                    requests: cell.requests(),
                     failed: cell.failed,
-                    p50_ms: pct(0.5),
-                    p99_ms: pct(0.99),
-                    max_ms: l.last().copied().unwrap_or(0.0),
+                    p50_ms: cell.percentile(0.5),
+                    p99_ms: cell.percentile(0.99),
+                    max_ms: cell.max(),
                     longest_lock_wait_ms: waits[p],
                 });
             }
@@ -361,10 +345,7 @@ async fn worker(
             // The version starts: it connects to its own version schema, as an app would.
             let path = s.search_path.lock().unwrap()[v].clone();
             if let Some(path) = path {
-                let set = sqlx::query("SELECT set_config('search_path', $1, false)")
-                    .bind(path)
-                    .execute(&mut c)
-                    .await;
+                let set = app_session(&mut c, None, Some(&path)).await;
                 if let Err(e) = set {
                     s.errors.lock().unwrap().push(format!(
                         "{} version, setting its search_path: {e}",
@@ -394,9 +375,9 @@ async fn worker(
         let mut cells = s.cells.lock().unwrap();
         let cell = cells.entry((v, phase)).or_default();
         match result {
-            Ok(()) => cell.latencies_ms.push(ms),
+            Ok(()) => cell.ok(ms),
             Err(e) => {
-                cell.failed += 1;
+                cell.fail();
                 let mut errors = s.errors.lock().unwrap();
                 if errors.len() < 10 {
                     errors.push(format!("{} version, {}: {e}", VERSIONS[v], PHASES[phase]));

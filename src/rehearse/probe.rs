@@ -53,12 +53,13 @@ impl Probe {
             crate::error::Error::Database(format!("the {version} version's probe: {e}"))
         };
         let mut c = PgConnection::connect(url).await.map_err(db)?;
-        sqlx::query("SELECT set_config('search_path', $1, false), set_config('application_name', $2, false)")
-            .bind(path)
-            .bind(format!("migrate rehearsal probe ({version})"))
-            .execute(&mut c)
-            .await
-            .map_err(db)?;
+        crate::load::app_session(
+            &mut c,
+            Some(&format!("migrate rehearsal probe ({version})")),
+            Some(path),
+        )
+        .await
+        .map_err(db)?;
         let mut seen_tables = seen(&mut c).await.map_err(db)?;
         seen_tables.retain(|t| tables.contains(&t.table));
         let stop = Arc::new(AtomicBool::new(false));
@@ -142,7 +143,7 @@ async fn run(
     mut report: ProbeReport,
 ) -> ProbeReport {
     let q = crate::model::quote_ident;
-    let mut times: Vec<f64> = Vec::new();
+    let mut times = crate::load::Timings::default();
     let mut n = 0usize;
     // At least one request each time it runs, however short the window.
     while !tables.is_empty() && (n == 0 || !stop.load(Ordering::SeqCst)) {
@@ -207,10 +208,12 @@ async fn run(
                     .map(|_| ())
             }
         };
-        times.push(started.elapsed().as_secs_f64() * 1e3);
-        report.requests += 1;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if result.is_ok() {
+            times.ok(ms);
+        }
         if let Err(e) = result {
-            report.failed += 1;
+            times.fail();
             if report.errors.len() < 5 {
                 let during = phase.lock().map(|p| *p).unwrap_or("?");
                 report
@@ -220,11 +223,10 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    times.sort_by(f64::total_cmp);
-    if let Some(max) = times.last() {
-        report.max_ms = *max;
-        report.p99_ms = times[(times.len() * 99 / 100).min(times.len() - 1)];
-    }
+    report.requests = times.requests() as u64;
+    report.failed = times.failed;
+    report.p99_ms = times.percentile(0.99);
+    report.max_ms = times.max();
     let _ = c.close().await;
     report
 }

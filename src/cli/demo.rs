@@ -124,9 +124,7 @@ pub fn run(args: DemoArgs) -> Result<u8, Error> {
 
 /// One row per database: what its traffic saw over the whole rollout, and its rows' check.
 fn print_fleet_table(out: &mut dyn Write, reports: &[(String, DemoReport)]) -> std::io::Result<()> {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = super::condensed_table([
         "database",
         "requests",
         "failed",
@@ -187,9 +185,7 @@ fn print_fleet_table(out: &mut dyn Write, reports: &[(String, DemoReport)]) -> s
 }
 
 fn print_table(out: &mut dyn Write, r: &DemoReport) -> std::io::Result<()> {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header([
+    let mut t = super::condensed_table([
         "phase",
         "version",
         "requests",

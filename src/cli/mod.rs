@@ -101,3 +101,11 @@ pub fn run(cli: Cli) -> Result<u8, crate::error::Error> {
         Command::Rehearse(args) => rehearse::run(args),
     }
 }
+
+/// A table with a header, in the condensed style of the run reports (demo, rehearse).
+pub(crate) fn condensed_table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(header);
+    t
+}

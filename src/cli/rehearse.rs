@@ -171,9 +171,7 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
     }
     writeln!(out, "rehearsed {}", r.migrations.join(", "))?;
     if let Some(c) = &r.scratch {
-        let mut t = comfy_table::Table::new();
-        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-        t.set_header([
+        let mut t = super::condensed_table([
             "table",
             "target rows (est.)",
             "target size",
@@ -208,9 +206,7 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
             writeln!(out, "  not copied: {w}")?;
         }
     }
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(["phase", "seconds"]);
+    let mut t = super::condensed_table(["phase", "seconds"]);
     for p in &r.phases {
         t.add_row([p.phase.to_string(), format!("{:.2}", p.seconds)]);
     }
@@ -227,9 +223,8 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         })
         .collect();
     if !blocking.is_empty() {
-        let mut t = comfy_table::Table::new();
-        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-        t.set_header(["step", "ms", "strongest lock (from the server)", "held ms"]);
+        let mut t =
+            super::condensed_table(["step", "ms", "strongest lock (from the server)", "held ms"]);
         for (s, l) in &blocking {
             t.add_row([
                 format!("{} {} {}: {}", s.migration, s.phase, s.step, s.action),
@@ -253,9 +248,7 @@ fn print(out: &mut dyn Write, r: &Rehearsal) -> std::io::Result<()> {
         .filter(|s| s.sized_by.is_some() && (!projected || s.projected_ms.is_some()))
         .collect();
     if !scaled.is_empty() {
-        let mut t = comfy_table::Table::new();
-        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-        t.set_header([
+        let mut t = super::condensed_table([
             "step that scans, rewrites or changes rows",
             "ms",
             "WAL",

@@ -476,6 +476,47 @@ const FORMS: &[Form] = &[
         true,
         Brief(Share),
     ),
+    // Row security and triggers: no rows touched, and the running version still breaks.
+    form(
+        "changing-row-level-security",
+        "ENABLE ROW LEVEL SECURITY",
+        "",
+        "ALTER TABLE t ENABLE ROW LEVEL SECURITY",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "changing-row-level-security",
+        "DISABLE ROW LEVEL SECURITY",
+        "ALTER TABLE t ENABLE ROW LEVEL SECURITY;",
+        "ALTER TABLE t DISABLE ROW LEVEL SECURITY",
+        true,
+        Brief(AccessExclusive),
+    ),
+    form(
+        "disabling-triggers",
+        "DISABLE TRIGGER ALL",
+        "",
+        "ALTER TABLE t DISABLE TRIGGER ALL",
+        true,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "disabling-triggers",
+        "DISABLE TRIGGER USER",
+        "",
+        "ALTER TABLE t DISABLE TRIGGER USER",
+        true,
+        Brief(ShareRowExclusive),
+    ),
+    form(
+        "disabling-triggers",
+        "ENABLE TRIGGER ALL",
+        "",
+        "ALTER TABLE t ENABLE TRIGGER ALL",
+        false,
+        Brief(ShareRowExclusive),
+    ),
     form(
         "truncate",
         "TRUNCATE: new, empty storage, no row read",
@@ -1407,4 +1448,53 @@ fn every_form_fires_as_written_and_does_what_postgres_does() {
         FORMS.len(),
         failures.join("\n")
     );
+}
+
+/// What the two rules without a lock to speak of say breaks, as PostgreSQL does it: with row
+/// security on and no policy, a role that could read every row reads none; with `DISABLE
+/// TRIGGER ALL`, a row whose foreign key finds no parent goes in.
+#[test]
+fn row_security_hides_every_row_and_disabled_triggers_let_broken_keys_in() {
+    let db = TestDb::new();
+    let role = format!("{}_app", db.name);
+    db.exec(&format!(
+        "{BASE}
+         CREATE TABLE c (id int PRIMARY KEY, u_id int REFERENCES u (id));
+         CREATE ROLE \"{role}\";
+         GRANT SELECT ON t TO \"{role}\";"
+    ));
+    let seen = |sql: &str| -> i64 {
+        db.rt.block_on(async {
+            let mut c = PgConnection::connect(&db.url).await.unwrap();
+            c.execute(AssertSqlSafe(sql.to_string())).await.unwrap();
+            c.execute(AssertSqlSafe(format!("SET ROLE \"{role}\"")))
+                .await
+                .unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM t")
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!(seen("SELECT 1"), 100);
+    assert_eq!(seen("ALTER TABLE t ENABLE ROW LEVEL SECURITY"), 0);
+    assert_eq!(seen("ALTER TABLE t DISABLE ROW LEVEL SECURITY"), 100);
+    let broken = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        let refused = c
+            .execute("INSERT INTO c VALUES (1, 999)")
+            .await
+            .map_err(|e| {
+                e.as_database_error()
+                    .and_then(|d| d.code())
+                    .map(|c| c.to_string())
+            });
+        c.execute("ALTER TABLE c DISABLE TRIGGER ALL")
+            .await
+            .unwrap();
+        let let_in = c.execute("INSERT INTO c VALUES (2, 999)").await.is_ok();
+        (refused.err().flatten(), let_in)
+    });
+    assert_eq!(broken, (Some("23503".to_string()), true));
+    db.exec(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""));
 }

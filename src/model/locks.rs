@@ -364,6 +364,15 @@ pub fn locks_of(op: &Operation, rewrites: bool) -> Vec<TableLock> {
             }
         }
         O::RewriteTable { table, .. } => vec![lock(table, AccessExclusive, Rewrite)],
+        // Enabling or disabling triggers takes SHARE ROW EXCLUSIVE (writes wait, reads go on).
+        O::AlterTableOther { table, what }
+            if what.starts_with("EnableTrig")
+                || what.starts_with("DisableTrig")
+                || what == "EnableAlwaysTrig"
+                || what == "EnableReplicaTrig" =>
+        {
+            vec![lock(table, ShareRowExclusive, Brief)]
+        }
         O::AlterTableOther { table, .. } => vec![lock(table, AccessExclusive, Brief)],
         O::CreateTrigger { table, .. } => vec![lock(table, ShareRowExclusive, Brief)],
         O::Drop {

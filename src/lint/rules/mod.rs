@@ -52,6 +52,8 @@ registry! {
     dropping_constraint::DroppingConstraint,
     dropping_not_null::DroppingNotNull,
     truncate::Truncate,
+    changing_row_level_security::ChangingRowLevelSecurity,
+    disabling_triggers::DisablingTriggers,
     vacuum_full::VacuumFull,
     cluster::Cluster,
     lock_table::LockTable,

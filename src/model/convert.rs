@@ -1010,10 +1010,22 @@ fn alter_table(s: &protobuf::AlterTableStmt, text: &str) -> Vec<(Operation, Stri
                 },
                 _ => continue,
             },
-            A::AtAddIdentity => Operation::AddIdentity {
-                table: t,
-                column: col,
-            },
+            A::AtAddIdentity => {
+                let k = match def {
+                    Some(NodeEnum::Constraint(k)) => Some(k),
+                    _ => None,
+                };
+                Operation::AddIdentity {
+                    table: t,
+                    column: col,
+                    always: k.is_some_and(|k| k.generated_when == "a"),
+                    start: k.is_some_and(|k| {
+                        k.options.iter().any(|o| {
+                            matches!(&o.node, Some(NodeEnum::DefElem(d)) if d.defname == "start")
+                        })
+                    }),
+                }
+            }
             // A stored generated column's new expression is written into every row.
             A::AtSetExpression => rewrite(t, "ALTER COLUMN … SET EXPRESSION"),
             A::AtDropExpression => Operation::AlterGenerated {

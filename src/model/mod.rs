@@ -460,6 +460,10 @@ pub enum Operation {
     AddIdentity {
         table: QualifiedName,
         column: String,
+        /// `GENERATED ALWAYS` (a value given in an INSERT is refused), not `BY DEFAULT`.
+        always: bool,
+        /// A `START WITH` is given (else its sequence starts at 1, whatever the rows hold).
+        start: bool,
     },
     /// `ALTER COLUMN … DROP EXPRESSION` on a generated column (`SET EXPRESSION` is a
     /// [`Operation::RewriteTable`]).

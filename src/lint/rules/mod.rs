@@ -54,6 +54,7 @@ registry! {
     truncate::Truncate,
     changing_row_level_security::ChangingRowLevelSecurity,
     disabling_triggers::DisablingTriggers,
+    adding_identity::AddingIdentity,
     vacuum_full::VacuumFull,
     cluster::Cluster,
     lock_table::LockTable,

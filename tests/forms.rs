@@ -1477,7 +1477,8 @@ fn every_form_fires_as_written_and_does_what_postgres_does() {
 /// What the rules without a lock to speak of say breaks, as PostgreSQL does it: with row
 /// security on and no policy, a role that could read every row reads none; with `DISABLE
 /// TRIGGER ALL`, a row whose foreign key finds no parent goes in; an identity added ALWAYS
-/// refuses a given key, one added without START WITH hands out a key that exists.
+/// refuses a given key, one added without START WITH hands out a key that exists; `CREATE
+/// TABLE IF NOT EXISTS` of a table that exists leaves it as it is.
 #[test]
 fn row_security_hides_rows_disabled_triggers_let_broken_keys_in_and_identity_refuses_or_collides() {
     let db = TestDb::new();
@@ -1549,5 +1550,21 @@ fn row_security_hides_rows_disabled_triggers_let_broken_keys_in_and_identity_ref
         identity,
         (Some("428C9".to_string()), Some("23505".to_string()))
     );
+    // CREATE TABLE IF NOT EXISTS of a table that exists makes nothing it describes: the live
+    // table stays, rows and all, for what follows.
+    let kept = db.rt.block_on(async {
+        let mut c = PgConnection::connect(&db.url).await.unwrap();
+        c.execute("CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY, z int NOT NULL)")
+            .await
+            .unwrap();
+        sqlx::query_as::<_, (i64, bool)>(
+            "SELECT (SELECT count(*) FROM t WHERE id <= 100),
+                    EXISTS (SELECT FROM pg_attribute WHERE attrelid = 't'::regclass AND attname = 'z')",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    });
+    assert_eq!(kept, (100, false));
     db.exec(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""));
 }

@@ -252,6 +252,13 @@ impl Catalog {
     pub fn apply(&mut self, op: &Operation, origin: Origin) {
         use Operation as O;
         match op {
+            // PostgreSQL does nothing: the table there stays, rows and all, and what follows
+            // in the file runs against it.
+            O::CreateTable {
+                table,
+                if_not_exists: true,
+                ..
+            } if self.tables.get(table).is_some() => {}
             O::CreateTable {
                 table,
                 columns,

@@ -55,6 +55,7 @@ registry! {
     changing_row_level_security::ChangingRowLevelSecurity,
     disabling_triggers::DisablingTriggers,
     adding_identity::AddingIdentity,
+    create_table_if_not_exists_live::CreateTableIfNotExistsLive,
     vacuum_full::VacuumFull,
     cluster::Cluster,
     lock_table::LockTable,

@@ -51,13 +51,6 @@ pub struct RehearseArgs {
 }
 
 pub fn run(args: RehearseArgs) -> Result<u8, Error> {
-    if args.db.database_url.is_some()
-        && args.db.database_url.as_deref() == args.scratch_url.as_deref()
-    {
-        return Err(Error::Usage(
-            "--scratch-url is the target itself: the rehearsal changes the scratch database, so give it a copy".into(),
-        ));
-    }
     for (flag, v) in [
         ("--sample", args.sample),
         ("--sample-max-rows", args.sample_max_rows.map(|v| v as f64)),
@@ -84,19 +77,21 @@ pub fn run(args: RehearseArgs) -> Result<u8, Error> {
     };
     let exec = exec_settings(&settings);
     let report = block_on(async {
-        // With --fleet, the copy is of the canary: the database the rollout tries first.
+        // With --fleet, the target is the canary: the database the rollout tries first. A
+        // given scratch database needs none (without one, nothing is projected).
         let target = match args.db.fleet().await? {
             Some(f) => {
                 let i = f.canary.first().copied().unwrap_or(0);
-                f.targets
-                    .get(i)
-                    .map(|t| t.url().to_string())
-                    .ok_or_else(|| Error::Usage("the fleet has no targets".into()))?
+                let t = f.targets.get(i);
+                Some(
+                    t.map(|t| t.url().to_string())
+                        .ok_or_else(|| Error::Usage("the fleet has no targets".into()))?,
+                )
             }
-            None => args.db.url()?.to_string(),
+            None => args.db.database_url.clone(),
         };
         match args.scratch_url.clone() {
-            Some(scratch) if scratch == target => Err(Error::Usage(
+            Some(scratch) if Some(&scratch) == target.as_ref() => Err(Error::Usage(
                 "--scratch-url is the target itself: the rehearsal changes the scratch database, so give it a copy".into(),
             )),
             Some(scratch) => {
@@ -108,14 +103,19 @@ pub fn run(args: RehearseArgs) -> Result<u8, Error> {
                 };
                 let mut report = crate::rehearse::run(&opts, &mut steps).await?;
                 // Projected onto the target's sizes, when it can be read (never written).
-                if args.db.database_url.is_some() {
+                if let Some(target) = &target {
                     let managed = &opts.settings.managed_schemas;
-                    let sizes = crate::rehearse::target_sizes(&target, managed).await?;
+                    let sizes = crate::rehearse::target_sizes(target, managed).await?;
                     report.project(&sizes, managed);
                 }
                 Ok(report)
             }
             None => {
+                let target = target.ok_or_else(|| {
+                    Error::Usage(
+                        "no database: pass --database-url (or set DATABASE_URL) for the target to copy, or --scratch-url for a copy of your own".into(),
+                    )
+                })?;
                 let d = Sample::default();
                 let sample = Sample {
                     fraction: args.sample.unwrap_or(d.fraction),

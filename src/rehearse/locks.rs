@@ -101,17 +101,21 @@ impl LockWatch {
             let mut n = 0u64;
             let mut size = 0i64;
             while !s.load(Ordering::SeqCst) {
-                let held: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT l.relation::regclass::text, l.mode FROM pg_locks l
+                // One round trip: the WAL position with the locks.
+                let (lsn, relations, modes): (i64, Vec<String>, Vec<String>) = sqlx::query_as(
+                    "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::int8,
+                            coalesce(array_agg(l.relation::regclass::text), '{}'),
+                            coalesce(array_agg(l.mode), '{}')
+                     FROM pg_locks l
                      JOIN pg_stat_activity a ON a.pid = l.pid
                      WHERE a.application_name = 'migrate' AND a.datname = current_database()
                        AND l.granted AND l.locktype = 'relation'
                        AND l.relation NOT IN (SELECT oid FROM pg_class WHERE relnamespace = 'pg_catalog'::regnamespace)",
                 )
-                .fetch_all(&mut c)
+                .fetch_one(&mut c)
                 .await
-                .unwrap_or_default();
-                let lsn: i64 = sqlx::query_scalar(lsn).fetch_one(&mut c).await.unwrap_or(0);
+                .unwrap_or((0, Vec::new(), Vec::new()));
+                let held: Vec<(String, String)> = relations.into_iter().zip(modes).collect();
                 if n.is_multiple_of(4) {
                     size = sqlx::query_scalar("SELECT pg_database_size(current_database())")
                         .fetch_one(&mut c)

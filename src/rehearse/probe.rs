@@ -209,9 +209,6 @@ async fn run(
             }
         };
         let ms = started.elapsed().as_secs_f64() * 1e3;
-        if result.is_ok() {
-            times.ok(ms);
-        }
         if let Err(e) = result {
             times.fail();
             if report.errors.len() < 5 {
@@ -220,6 +217,8 @@ async fn run(
                     .errors
                     .push(format!("during {during}, {}: {e}", t.table));
             }
+        } else {
+            times.ok(ms);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

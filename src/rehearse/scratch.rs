@@ -441,7 +441,7 @@ async fn copy(
     c.triggers_rules_policies().await?;
     c.grants().await?;
     c.comments().await?;
-    c.sequence_values(&tables).await?;
+    c.sequence_values().await?;
     let _ = sqlx::raw_sql("COMMIT").execute(&mut src).await;
     let _ = src.close().await;
     ddl(&mut dst, "ANALYZE".into()).await?;
@@ -1360,7 +1360,7 @@ impl Copier<'_> {
     }
 
     /// Every sequence continues where the target's is: no copied row's key is handed out again.
-    async fn sequence_values(&mut self, _tables: &[Table]) -> Result<(), Error> {
+    async fn sequence_values(&mut self) -> Result<(), Error> {
         // The CASE keeps the function off relations that are not sequences, whatever order
         // the planner filters in.
         let values: Vec<(String, Option<i64>)> = sqlx::query_as(
